@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME := $(abspath .dagster_home)
+export DAGSTER_DISABLE_TELEMETRY := 1
+DEMO_DATA := data/sample
+DEMO_MONTHS := 2024-01-01 2024-02-01 2024-03-01
+
+.PHONY: demo test lint typecheck pytest ui bench venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/ml4t-pipeline sample-data --out $(DEMO_DATA) --assets 60 --days 90 --start 2024-01-01 --scenario mixed --seed 2
+	$(BIN)/ml4t-pipeline demo --data-dir $(DEMO_DATA)
+	@echo "Open the UI with: make ui   (http://127.0.0.1:3000)"
+
+ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	ML4T_DATA_DIR=$(abspath $(DEMO_DATA)) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) data results .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,139 @@
+"""`ml4t-pipeline` command line: backtest, validate, sample-data, demo.
+
+User mistakes print one clear message on stderr and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ml4t_pipeline.errors import Ml4tError
+
+_STARTED = time.perf_counter()
+
+
+def _progress_printer() -> Any:
+    """A progress bar on stderr for runs longer than ~2 s; silent when stderr is not a TTY."""
+    if not sys.stderr.isatty():
+        return None
+    start = time.perf_counter()
+
+    def show(done: int, total: int) -> None:
+        if time.perf_counter() - start < 2.0:
+            return
+        width = 30
+        filled = int(width * done / max(total, 1))
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} bars")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.engine import load_run_config, run_backtest
+
+    config = load_run_config(args.config)
+    if config.execution.validate and not args.no_validate:
+        _validate_files(config.data.prices, config.data.signals, config.data.context)
+    result = run_backtest(config, progress=_progress_printer())
+    result.extra["engine_wall_s"] = result.wall_s
+    result.wall_s = time.perf_counter() - _STARTED
+    result.write(args.out)
+    print(json.dumps(result.summary()))
+    return 0
+
+
+def _validate_files(prices: Path, signals: Path | None, context: Path | None) -> None:
+    from ml4t_pipeline.validation import validate_inputs
+
+    report = validate_inputs(prices=prices, signals=signals, context=context)
+    for failure in report.warnings:
+        print(f"warning: {failure.message()}", file=sys.stderr)
+    report.raise_if_failed()
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.engine import load_run_config
+    from ml4t_pipeline.validation import validate_inputs
+
+    config = load_run_config(args.config)
+    report = validate_inputs(prices=config.data.prices, signals=config.data.signals, context=config.data.context)
+    for failure in report.failures:
+        print(f"{failure.severity}: {failure.message()}", file=sys.stderr)
+    print(json.dumps({"ok": report.ok, "errors": len(report.errors), "warnings": len(report.warnings), "rows_checked": report.rows_checked}))
+    return 0 if report.ok else 1
+
+
+def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.sample_data import SampleSpec, write_sample_data
+
+    spec = SampleSpec(
+        assets=args.assets,
+        days=args.days,
+        scenario=args.scenario,
+        seed=args.seed,
+        skill=args.skill,
+        start=dt.date.fromisoformat(args.start),
+    )
+    paths = write_sample_data(spec, Path(args.out))
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.demo import run_demo
+
+    return run_demo(Path(args.data_dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ml4t-pipeline", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bt = sub.add_parser("backtest", help="run a backtest described by a YAML config")
+    bt.add_argument("--config", required=True, help="run YAML (data, execution, strategy, risk)")
+    bt.add_argument("--out", required=True, help="output folder for the result tables")
+    bt.add_argument("--no-validate", action="store_true", help="skip the input validation pass")
+    bt.set_defaults(func=_cmd_backtest)
+
+    va = sub.add_parser("validate", help="validate the inputs named by a run config")
+    va.add_argument("--config", required=True)
+    va.set_defaults(func=_cmd_validate)
+
+    sd = sub.add_parser("sample-data", help="write synthetic prices/signals/context Parquet")
+    sd.add_argument("--out", required=True)
+    sd.add_argument("--assets", type=int, default=50)
+    sd.add_argument("--days", type=int, default=252)
+    sd.add_argument("--scenario", default="mixed")
+    sd.add_argument("--seed", type=int, default=2)
+    sd.add_argument("--skill", type=float, default=0.55)
+    sd.add_argument("--start", default="2020-01-01", help="first business day, YYYY-MM-DD")
+    sd.set_defaults(func=_cmd_sample_data)
+
+    de = sub.add_parser("demo", help="materialize the demo asset chain into DAGSTER_HOME")
+    de.add_argument("--data-dir", required=True)
+    de.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except Ml4tError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

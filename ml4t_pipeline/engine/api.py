@@ -1,0 +1,49 @@
+"""Five lines from a notebook: `run_backtest(load_run_config("run.yaml"))`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from ml4t_pipeline.engine.config import RunConfig
+from ml4t_pipeline.engine.data import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
+from ml4t_pipeline.engine.loop import Engine, ProgressFn
+from ml4t_pipeline.engine.results import BacktestResult
+from ml4t_pipeline.engine.state import EngineState
+from ml4t_pipeline.engine.strategy import Strategy
+
+_UNSET: Any = object()
+
+
+def run_backtest(
+    config: RunConfig,
+    *,
+    prices: Source | None = None,
+    signals: Source | None = _UNSET,
+    context: Source | None = _UNSET,
+    strategy: Strategy | None = None,
+    start: dt.datetime | dt.date | str | None = None,
+    end: dt.datetime | dt.date | str | None = None,
+    initial_state: EngineState | None = None,
+    signal_columns: Sequence[str] | None = None,
+    max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
+    progress: ProgressFn | None = None,
+) -> BacktestResult:
+    """Run one backtest. Frames given here replace the files named in `config.data`.
+
+    `start`/`end` restrict the run to bars in [start, end); `initial_state` continues from
+    the end of an earlier run (see `EngineState`).
+    """
+    data = MarketData(
+        prices if prices is not None else config.data.prices,
+        config.data.signals if signals is _UNSET else signals,
+        config.data.context if context is _UNSET else context,
+        signal_columns=signal_columns,
+        start=start,
+        end=end,
+        max_chunk_cells=max_chunk_cells,
+        extra_assets=initial_state.assets if initial_state is not None else (),
+    )
+    engine = Engine(config, data, strategy=strategy, initial_state=initial_state)
+    return engine.run(progress)

@@ -1,0 +1,404 @@
+"""The broker: takes orders, matches them against bars, and books fills through the ledger.
+
+It keeps the order book and the run's records (fills, orders, rejections) as columnar chunks.
+Cash and positions are written only by `Ledger.apply`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
+from ml4t_pipeline.engine.data import Panel
+from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
+from ml4t_pipeline.engine.ledger import FillBatch, Ledger
+from ml4t_pipeline.engine.orders import Orders, match
+from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext, RiskManager
+from ml4t_pipeline.errors import ConfigError
+
+_REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerSettings:
+    commission: CommissionModel
+    slippage: SlippageModel
+    same_close: bool
+    allow_short: bool
+    allow_negative_cash: bool
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        settings: BrokerSettings,
+        ledger: Ledger,
+        risk: RiskManager,
+        assets: np.ndarray,
+        pending: Orders,
+        next_order_id: int,
+        last_close: np.ndarray,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.risk = risk
+        self.assets = assets
+        self.n_assets = int(assets.shape[0])
+        self._index = {a: i for i, a in enumerate(assets.tolist())}
+        self.pending = pending
+        self.next_order_id = next_order_id
+        self.last_close = last_close
+        self.decision_signals: dict[str, np.ndarray] = {}
+        self.panel: Panel | None = None
+        self.i = 0  # bar within the panel
+        self.bar = 0  # global bar index
+        self._new: dict[str, list[Any]] = _empty_columns()
+        self.fill_chunks: list[dict[str, np.ndarray]] = []
+        self.order_chunks: list[Orders] = []
+        self.rejection_chunks: list[dict[str, np.ndarray]] = []
+
+    # -- lookups -----------------------------------------------------------------------------
+    def index(self, asset: Any) -> int:
+        try:
+            return self._index[asset]
+        except KeyError:
+            msg = f"unknown asset_id {asset!r}: not in this run's price data"
+            raise ConfigError(msg) from None
+
+    def equity(self) -> float:
+        return self.ledger.cash + self.ledger.positions_value(self.last_close)
+
+    # -- order entry (strategy side) ----------------------------------------------------------
+    def submit(
+        self,
+        asset: int,
+        qty: int,
+        *,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_pct: float | None = None,
+        reason: ExitReason = ExitReason.SIGNAL,
+        rule: int = -1,
+    ) -> int | None:
+        if qty == 0:
+            return None
+        _check_order(order_type, limit_price, stop_price, trail_pct)
+        oid = self.next_order_id
+        self.next_order_id += 1
+        ref = float(self.last_close[asset]) if order_type is OrderType.TRAILING_STOP else math.nan
+        for key, value in (
+            ("order_id", oid),
+            ("asset", asset),
+            ("qty", qty),
+            ("order_type", int(order_type)),
+            ("limit_price", math.nan if limit_price is None else float(limit_price)),
+            ("stop_price", math.nan if stop_price is None else float(stop_price)),
+            ("trail_pct", math.nan if trail_pct is None else float(trail_pct)),
+            ("trail_ref", ref),
+            ("created_bar", self.bar),
+            ("reason", int(reason)),
+            ("rule", rule),
+            ("triggered", False),
+        ):
+            self._new[key].append(value)
+        return oid
+
+    def order_target_weights(self, weights: np.ndarray) -> int:
+        """Market orders taking every priced asset to floor(|w| * equity / close) shares."""
+        close = self.last_close
+        equity = self.equity()
+        priced = close > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            target = np.sign(weights) * np.floor(np.abs(weights) * equity / close)
+        target = np.where(priced, target, self.ledger.qty).astype(np.int64)
+        delta = target - self.ledger.qty
+        assets = np.flatnonzero(delta)
+        self.submit_many(assets, delta[assets])
+        return int(assets.shape[0])
+
+    def submit_many(self, assets: np.ndarray, qty: np.ndarray, reason: ExitReason = ExitReason.SIGNAL, rule: np.ndarray | None = None) -> None:
+        n = int(assets.shape[0])
+        if n == 0:
+            return
+        self._flush_new()
+        ids = np.arange(self.next_order_id, self.next_order_id + n, dtype=np.int64)
+        self.next_order_id += n
+        self._staged.append(
+            Orders(
+                order_id=ids,
+                asset=assets.astype(np.int64),
+                qty=qty.astype(np.int64),
+                order_type=np.zeros(n, np.int8),
+                limit_price=np.full(n, np.nan),
+                stop_price=np.full(n, np.nan),
+                trail_pct=np.full(n, np.nan),
+                trail_ref=np.full(n, np.nan),
+                created_bar=np.full(n, self.bar, np.int64),
+                reason=np.full(n, int(reason), np.int8),
+                rule=(np.full(n, -1, np.int16) if rule is None else rule.astype(np.int16)),
+                triggered=np.zeros(n, bool),
+            )
+        )
+
+    _staged: list[Orders]
+
+    def begin_bar(self) -> None:
+        self._staged = []
+
+    def _flush_new(self) -> None:
+        if self._new["order_id"]:
+            self._staged.append(Orders.from_columns(self._new))
+            self._new = _empty_columns()
+
+    def take_new_orders(self) -> Orders:
+        self._flush_new()
+        out = Orders.empty()
+        for chunk in self._staged:
+            out = out.concat(chunk)
+        self._staged = []
+        return out
+
+    # -- matching and booking (engine side) ---------------------------------------------------
+    def fill_pending(self, ctx_factory: Any) -> None:
+        """Match every working order against this bar; fill sells before buys."""
+        if len(self.pending) == 0:
+            return
+        p = self.panel
+        assert p is not None  # noqa: S101 - set by the loop
+        orders = self.pending
+        a = orders.asset
+        o = p.open[self.i, a]
+        filled, price, trail_ref, triggered = match(orders, o, p.high[self.i, a], p.low[self.i, a])
+        no_bar = (orders.order_type == OrderType.MARKET) & np.isnan(o)
+        orders.trail_ref = trail_ref
+        orders.triggered = triggered
+        keep = ~filled & ~no_bar
+        self.reject(orders.take(np.flatnonzero(no_bar)), RejectReason.NO_BAR)
+        self.pending = orders.take(np.flatnonzero(keep))
+        done = np.flatnonzero(filled)
+        if done.shape[0]:
+            self.execute(orders.take(done), price[done], ctx_factory)
+
+    def execute(self, orders: Orders, price: np.ndarray, ctx_factory: Any) -> None:
+        """Book market-priced orders: sells first, then buys (each in order-id order)."""
+        sells = orders.qty < 0
+        for side in (sells, ~sells):
+            idx = np.flatnonzero(side)
+            if idx.shape[0] == 0:
+                continue
+            idx = idx[np.argsort(orders.order_id[idx], kind="stable")]
+            sub = orders.take(idx)
+            if np.unique(sub.asset).shape[0] == sub.asset.shape[0]:
+                self._execute_unique(sub, price[idx], ctx_factory)
+            else:
+                for k in range(len(sub)):
+                    self._execute_unique(sub.take(np.array([k])), price[idx[k : k + 1]], ctx_factory)
+
+    def _execute_unique(self, orders: Orders, price: np.ndarray, ctx_factory: Any) -> None:
+        p = self.panel
+        assert p is not None  # noqa: S101 - set by the loop
+        s = self.settings
+        pos = self.ledger.qty[orders.asset]
+        dq = orders.qty
+        reducing = (pos != 0) & (np.sign(dq) != np.sign(pos))
+        reduce_qty = np.where(reducing, np.sign(dq) * np.minimum(np.abs(dq), np.abs(pos)), 0)
+        open_qty = dq - reduce_qty
+        if not s.allow_short:
+            shorting = (open_qty < 0)
+            if np.any(shorting):
+                bad = np.flatnonzero(shorting & (reduce_qty == 0))
+                self.reject(orders.take(bad), RejectReason.SHORT_NOT_ALLOWED)
+                open_qty = np.where(shorting, 0, open_qty)
+        volume = p.volume[self.i, orders.asset]
+        for part in (reduce_qty, open_qty):
+            live = np.flatnonzero(part != 0)
+            if live.shape[0] == 0:
+                continue
+            self._book(orders.take(live), part[live], price[live], volume[live], ctx_factory)
+
+    def _book(self, orders: Orders, qty: np.ndarray, raw_price: np.ndarray, volume: np.ndarray, ctx_factory: Any) -> None:
+        s = self.settings
+        side = np.sign(qty).astype(np.float64)
+        price = s.slippage.fill_price(side, raw_price, qty, volume)
+        commission = s.commission.commission(qty, price)
+        slippage = np.abs(qty) * np.abs(price - raw_price)
+        if not s.allow_negative_cash and np.any(qty > 0):
+            keep = self._affordable(qty, price, commission)
+            if not np.all(keep):
+                self.reject(orders.take(np.flatnonzero(~keep)), RejectReason.INSUFFICIENT_CASH)
+                k = np.flatnonzero(keep)
+                orders, qty, price, commission, slippage = orders.take(k), qty[k], price[k], commission[k], slippage[k]
+                if len(orders) == 0:
+                    return
+        a = orders.asset
+        old = self.ledger.qty[a]
+        batch = FillBatch(
+            bar=self.bar,
+            asset=a,
+            qty=qty,
+            price=price,
+            commission=commission,
+            slippage=slippage,
+            order_id=orders.order_id,
+            reason=orders.reason,
+            rule=orders.rule,
+            signals={n: v[a] for n, v in self.decision_signals.items()},
+        )
+        self.ledger.apply(batch)
+        new = self.ledger.qty[a]
+        self.fill_chunks.append(
+            {
+                "bar": np.full(a.shape[0], self.bar, np.int64),
+                "asset": a,
+                "qty": qty,
+                "price": price,
+                "commission": commission,
+                "slippage": slippage,
+                "order_id": orders.order_id,
+                "reason": orders.reason,
+                "rule": orders.rule,
+            }
+        )
+        if self.risk.active:
+            self.risk.on_fills(ctx_factory(), a, price, (old == 0) & (new != 0), (old != 0) & (new == 0))
+
+    def _affordable(self, qty: np.ndarray, price: np.ndarray, commission: np.ndarray) -> np.ndarray:
+        cost = np.where(qty > 0, qty * price + commission, 0.0)
+        if self.ledger.cash - float(cost.sum()) >= 0:
+            return np.ones(qty.shape[0], dtype=bool)
+        keep = np.zeros(qty.shape[0], dtype=bool)
+        cash = self.ledger.cash
+        for k in range(qty.shape[0]):
+            if cost[k] <= cash:
+                keep[k] = True
+                cash -= cost[k]
+        return keep
+
+    def protective_exits(self, ctx_factory: Any) -> None:
+        p = self.panel
+        assert p is not None  # noqa: S101 - set by the loop
+        hit = self.risk.exits(self.bar, self.ledger.qty, p.open[self.i], p.high[self.i], p.low[self.i])
+        if hit is None:
+            return
+        qty = -self.ledger.qty[hit.asset]
+        n = int(hit.asset.shape[0])
+        ids = np.arange(self.next_order_id, self.next_order_id + n, dtype=np.int64)
+        self.next_order_id += n
+        exits = Orders(
+            order_id=ids,
+            asset=hit.asset,
+            qty=qty,
+            order_type=np.full(n, int(OrderType.STOP), np.int8),
+            limit_price=np.full(n, np.nan),
+            stop_price=hit.price,
+            trail_pct=np.full(n, np.nan),
+            trail_ref=np.full(n, np.nan),
+            created_bar=np.full(n, self.bar, np.int64),
+            reason=hit.reason,
+            rule=hit.rule,
+            triggered=np.zeros(n, bool),
+        )
+        self.order_chunks.append(exits)
+        self.execute(exits, hit.price, ctx_factory)
+        self._cancel_stopped(hit.asset)
+
+    def _cancel_stopped(self, assets: np.ndarray) -> None:
+        """Working exit orders of positions a protective stop just closed are cancelled."""
+        if len(self.pending) == 0:
+            return
+        flat = self.ledger.qty[self.pending.asset] == 0
+        stale = np.isin(self.pending.asset, assets) & flat & (self.pending.reason != ExitReason.SIGNAL)
+        stale |= np.isin(self.pending.asset, assets) & flat & (self.pending.qty < 0)
+        if np.any(stale):
+            self.reject(self.pending.take(np.flatnonzero(stale)), RejectReason.STOPPED_OUT)
+            self.pending = self.pending.take(np.flatnonzero(~stale))
+
+    def reject(self, orders: Orders, reason: RejectReason, detail: str = "") -> None:
+        n = len(orders)
+        if n == 0:
+            return
+        self.reject_rows(orders, np.full(n, _REJECT_CODE[reason], np.int64), np.full(n, -1, np.int64))
+
+    def reject_rows(self, orders: Orders, reasons: np.ndarray, rules: np.ndarray) -> None:
+        n = len(orders)
+        if n == 0:
+            return
+        self.rejection_chunks.append(
+            {
+                "bar": np.full(n, self.bar, np.int64),
+                "asset": orders.asset,
+                "order_id": orders.order_id,
+                "qty": orders.qty,
+                "reason": reasons,
+                "rule": rules,
+            }
+        )
+
+    def accept(self, orders: Orders, ctx_factory: Any, risk_ctx: RiskContext | None) -> None:
+        """New orders after risk validation: fill now (same-close market) or queue."""
+        if len(orders) == 0:
+            return
+        if risk_ctx is not None and self.risk.active:
+            orders, rows, reasons, rules = self._validated(orders, risk_ctx)
+        self.order_chunks.append(orders)
+        if self.settings.same_close:
+            p = self.panel
+            assert p is not None  # noqa: S101 - set by the loop
+            market = orders.order_type == OrderType.MARKET
+            if np.any(market):
+                now = orders.take(np.flatnonzero(market))
+                close = p.close[self.i, now.asset]
+                has = ~np.isnan(close)
+                self.reject(now.take(np.flatnonzero(~has)), RejectReason.NO_BAR)
+                self.execute(now.take(np.flatnonzero(has)), close[has], ctx_factory)
+                orders = orders.take(np.flatnonzero(~market))
+        self.pending = self.pending.concat(orders)
+
+    def _validated(self, orders: Orders, ctx: RiskContext) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
+        accepted, rows, reasons, rules = self.risk.validate(ctx, orders)
+        if rows.shape[0]:
+            rejected = orders.take(rows)
+            self.order_chunks.append(rejected)
+            self.reject_rows(rejected, reasons, rules)
+        return accepted, rows, reasons, rules
+
+
+def _empty_columns() -> dict[str, list[Any]]:
+    return {
+        k: []
+        for k in (
+            "order_id",
+            "asset",
+            "qty",
+            "order_type",
+            "limit_price",
+            "stop_price",
+            "trail_pct",
+            "trail_ref",
+            "created_bar",
+            "reason",
+            "rule",
+            "triggered",
+        )
+    }
+
+
+def _check_order(order_type: OrderType, limit: float | None, stop: float | None, trail: float | None) -> None:
+    needs = {
+        OrderType.MARKET: (),
+        OrderType.LIMIT: ("limit_price",),
+        OrderType.STOP: ("stop_price",),
+        OrderType.STOP_LIMIT: ("limit_price", "stop_price"),
+        OrderType.TRAILING_STOP: ("trail_pct",),
+    }[order_type]
+    given = {"limit_price": limit, "stop_price": stop, "trail_pct": trail}
+    missing = [k for k in needs if given[k] is None]
+    if missing:
+        msg = f"{order_type.label} order needs {', '.join(missing)}"
+        raise ConfigError(msg)

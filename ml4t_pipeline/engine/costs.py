@@ -1,0 +1,146 @@
+"""Commission and slippage models: small protocols with one obvious method each.
+
+All work on arrays of fills at once: `qty` is absolute int64 shares, `price` float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ml4t_pipeline.errors import ConfigError
+
+
+class CommissionModel(Protocol):
+    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
+        """Cash cost (>= 0) of each fill."""
+        ...
+
+
+class SlippageModel(Protocol):
+    def fill_price(
+        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
+    ) -> np.ndarray:
+        """Price after slippage; `side` is +1 for buys, -1 for sells (buys pay more)."""
+        ...
+
+
+def _check_non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        msg = f"{name} must be >= 0, got {value!r}"
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PercentCommission:
+    """A fraction of fill notional: |qty| * price * rate."""
+
+    rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative("commission rate", self.rate)
+
+    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
+        return np.abs(qty) * price * self.rate
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerShareCommission:
+    per_share: float
+    minimum: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_non_negative("per_share", self.per_share)
+        _check_non_negative("minimum", self.minimum)
+
+    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
+        return np.maximum(np.abs(qty) * self.per_share, self.minimum)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerOrderCommission:
+    per_order: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("per_order", self.per_order)
+
+    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
+        return np.full(qty.shape[0], self.per_order)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TieredCommission:
+    """Rate by fill notional: the rate of the highest tier whose threshold is <= notional."""
+
+    thresholds: tuple[float, ...]  # ascending notional thresholds, first must be 0
+    rates: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != len(self.rates) or not self.thresholds:
+            msg = "tiered commission needs as many thresholds as rates (at least one)"
+            raise ConfigError(msg)
+        if self.thresholds[0] != 0 or list(self.thresholds) != sorted(self.thresholds):
+            msg = "tiered commission thresholds must start at 0 and ascend"
+            raise ConfigError(msg)
+        for rate in self.rates:
+            _check_non_negative("tier rate", rate)
+
+    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
+        notional = np.abs(qty) * price
+        tier = np.searchsorted(np.asarray(self.thresholds), notional, side="right") - 1
+        return notional * np.asarray(self.rates)[tier]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoSlippage:
+    def fill_price(
+        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
+    ) -> np.ndarray:
+        return price
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FixedBpsSlippage:
+    bps: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("slippage bps", self.bps)
+
+    def fill_price(
+        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
+    ) -> np.ndarray:
+        return price * (1.0 + side * self.bps * 1e-4)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpreadSlippage:
+    """Cross half of a quoted spread, given as a fraction of price."""
+
+    spread: float
+
+    def __post_init__(self) -> None:
+        _check_non_negative("spread", self.spread)
+
+    def fill_price(
+        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
+    ) -> np.ndarray:
+        return price * (1.0 + side * 0.5 * self.spread)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeShareSlippage:
+    """Impact grows with the share of the bar's volume taken: price * impact * (qty/volume)."""
+
+    impact: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_non_negative("impact", self.impact)
+
+    def fill_price(
+        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
+    ) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(volume > 0, np.abs(qty) / volume, 0.0)
+        return price * (1.0 + side * self.impact * np.minimum(share, 1.0))

@@ -1,0 +1,447 @@
+"""The data feed: Parquet / Polars inputs -> dense (bars x assets) arrays, chunk by chunk.
+
+Prices, signals and context are read column-projected (only what the run uses) and scattered
+into arrays indexed by (bar, asset). Rows may arrive in any order; a missing row means the asset
+has no bar at that timestamp (not listed yet, or delisted) and cannot trade on it.
+
+Memory stays bounded on long histories: when the panel is larger than `max_chunk_cells`, the
+calendar is cut into runs of whole months and each run is materialized on its own while the
+engine state carries over (the same mechanism the monthly Dagster partitions use).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ml4t_pipeline.errors import DataError
+
+Source = str | Path | pl.DataFrame | pl.LazyFrame | pa.Table
+KEY_COLUMNS = ("timestamp", "asset_id")
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+_BATCH_ROWS = 1 << 20
+DEFAULT_MAX_CHUNK_CELLS = 60_000_000
+
+
+@dataclass(slots=True)
+class Panel:
+    """One chunk of consecutive bars: every array is indexed [local bar, asset]."""
+
+    timestamps: np.ndarray  # int64 microseconds since epoch, UTC, shape (T,)
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    has_bar: np.ndarray  # bool (T, N)
+    signals: dict[str, np.ndarray]  # name -> float64 (T, N), NaN where unknown
+    context: dict[str, np.ndarray]  # name -> float64 (T,), NaN where unknown
+
+    @property
+    def n_bars(self) -> int:
+        return int(self.timestamps.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Calendar:
+    """Sorted unique bar timestamps and sorted unique asset ids of a run."""
+
+    timestamps: np.ndarray  # int64 us UTC
+    assets: np.ndarray  # asset ids, sorted ascending (object for strings)
+
+    @property
+    def n_assets(self) -> int:
+        return int(self.assets.shape[0])
+
+
+def to_datetime(us: int) -> dt.datetime:
+    """Microseconds since the epoch -> tz-aware UTC datetime."""
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(us))
+
+
+def to_micros(value: dt.datetime | dt.date | str) -> int:
+    """A boundary given by a user (naive = UTC) -> microseconds since the epoch."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    delta = value.astimezone(dt.UTC) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return delta // dt.timedelta(microseconds=1)
+
+
+class _Table:
+    """A column-projected input read in record batches (Parquet file, or in-memory frame)."""
+
+    def __init__(self, source: Source, role: str) -> None:
+        self.role = role
+        self.name = str(source) if isinstance(source, str | Path) else f"<{role} frame>"
+        self._file: pq.ParquetFile | None = None
+        self._table: pa.Table | None = None
+        if isinstance(source, str | Path):
+            path = Path(source)
+            if not path.is_file():
+                msg = f"{role} file not found: {path}"
+                raise DataError(msg)
+            try:
+                self._file = pq.ParquetFile(path)
+                schema = self._file.schema_arrow
+                if "asset_id" in schema.names and pa.types.is_string(schema.field("asset_id").type):
+                    self._file = pq.ParquetFile(path, read_dictionary=["asset_id"])
+            except (OSError, pa.ArrowException) as exc:
+                msg = f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})"
+                raise DataError(msg) from exc
+        else:
+            if isinstance(source, pl.LazyFrame):
+                source = source.collect()
+            if isinstance(source, pl.DataFrame):
+                source = source.to_arrow()
+            self._table = source
+            schema = source.schema
+        self.schema: pa.Schema = schema
+        self.columns: tuple[str, ...] = tuple(schema.names)
+
+    def require(self, columns: Sequence[str]) -> None:
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            msg = f"{self.name}: missing column(s) {missing} (has {list(self.columns)})"
+            raise DataError(msg)
+
+    def numeric_columns(self, exclude: Sequence[str]) -> list[str]:
+        out = []
+        for field in self.schema:
+            kind = field.type
+            if field.name in exclude:
+                continue
+            if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+                out.append(field.name)
+        return out
+
+    def batches(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        try:
+            if self._file is not None:
+                yield from self._file.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns))
+            else:
+                assert self._table is not None  # noqa: S101 - set in __init__ for frames
+                yield from self._table.select(list(columns)).to_batches(max_chunksize=_BATCH_ROWS)
+        except (OSError, pa.ArrowException) as exc:
+            msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
+            raise DataError(msg) from exc
+
+
+def _timestamps_us(array: pa.Array, name: str) -> np.ndarray:
+    """Timestamp column -> int64 microseconds UTC (naive values are read as UTC)."""
+    kind = array.type
+    if pa.types.is_timestamp(kind):
+        if kind.unit != "us":
+            array = pc.cast(array, pa.timestamp("us", tz=kind.tz))
+        array = array.cast(pa.timestamp("us"))
+    elif pa.types.is_date(kind):
+        array = pc.cast(array, pa.timestamp("us"))
+    else:
+        msg = f"{name}: column 'timestamp' must be a datetime or date, found {kind}"
+        raise DataError(msg)
+    if array.null_count:
+        msg = f"{name}: column 'timestamp' has {array.null_count} null value(s)"
+        raise DataError(msg)
+    return np.asarray(array.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _float_values(array: pa.Array, name: str, column: str) -> np.ndarray:
+    kind = array.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)):
+        msg = f"{name}: column '{column}' must be numeric, found {kind}"
+        raise DataError(msg)
+    values = pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float64)
+
+
+@dataclass(slots=True)
+class _Keys:
+    """Per-row (bar index, asset index) of one input, in file order; -1 = outside the run."""
+
+    bar: np.ndarray  # int64
+    asset: np.ndarray  # int64
+
+
+def _asset_values(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return (values or dictionary, indices or None)."""
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        array = pc.dictionary_encode(array.cast(pa.large_string()))
+    if pa.types.is_dictionary(array.type):
+        dictionary = array.dictionary.to_numpy(zero_copy_only=False)
+        indices = np.asarray(array.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return dictionary, indices
+    return np.asarray(array.to_numpy(zero_copy_only=False)), None
+
+
+def _read_keys(table: _Table) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray | None]]]:
+    stamps: list[np.ndarray] = []
+    assets: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for batch in table.batches(KEY_COLUMNS):
+        stamps.append(_timestamps_us(batch.column(0), table.name))
+        asset_col = batch.column(1)
+        if asset_col.null_count:
+            msg = f"{table.name}: column 'asset_id' has {asset_col.null_count} null value(s)"
+            raise DataError(msg)
+        assets.append(_asset_values(asset_col))
+    return stamps, assets
+
+
+def _sorted_unique(values: list[np.ndarray]) -> np.ndarray:
+    if not values:
+        return np.empty(0, dtype=object)
+    merged = pa.chunked_array([pa.array(v) for v in values])
+    unique = pc.unique(merged).to_numpy(zero_copy_only=False)
+    return np.sort(unique, kind="stable")
+
+
+def _codes(lookup: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in the sorted `lookup`, -1 when absent."""
+    if lookup.size == 0:
+        return np.full(values.shape[0], -1, dtype=np.int64)
+    pos = np.searchsorted(lookup, values)
+    pos_clipped = np.minimum(pos, lookup.size - 1)
+    found = lookup[pos_clipped] == values
+    return np.where(found, pos_clipped, -1).astype(np.int64)
+
+
+def _asset_codes(universe: np.ndarray, values: np.ndarray, indices: np.ndarray | None) -> np.ndarray:
+    if indices is None:
+        return _codes(universe, values)
+    return _codes(universe, values)[indices]
+
+
+class MarketData:
+    """Everything a run reads, resolved to one calendar; yields `Panel` chunks."""
+
+    def __init__(
+        self,
+        prices: Source,
+        signals: Source | None = None,
+        context: Source | None = None,
+        *,
+        signal_columns: Sequence[str] | None = None,
+        context_columns: Sequence[str] | None = None,
+        start: dt.datetime | dt.date | str | None = None,
+        end: dt.datetime | dt.date | str | None = None,
+        max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
+        extra_assets: Sequence[Any] = (),
+    ) -> None:
+        self._prices = _Table(prices, "prices")
+        self._prices.require((*KEY_COLUMNS, "open", "high", "low", "close"))
+        self._signals = _Table(signals, "signals") if signals is not None else None
+        self._context = _Table(context, "context") if context is not None else None
+        if self._signals is not None:
+            self._signals.require(KEY_COLUMNS)
+        if self._context is not None:
+            self._context.require(("timestamp",))
+        self.signal_columns = self._pick(self._signals, signal_columns, (*KEY_COLUMNS, "available_at"))
+        self.context_columns = self._pick(self._context, context_columns, ("timestamp",))
+        lo = to_micros(start) if start is not None else None
+        hi = to_micros(end) if end is not None else None
+
+        stamps, assets = _read_keys(self._prices)
+        all_stamps = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
+        keep = np.ones(all_stamps.shape[0], dtype=bool)
+        if lo is not None:
+            keep &= all_stamps >= lo
+        if hi is not None:
+            keep &= all_stamps < hi
+        calendar_ts = np.unique(pc.unique(pa.array(all_stamps[keep])).to_numpy())
+        universe_parts = []
+        for values, indices in assets:
+            universe_parts.append(values if indices is None else values[np.unique(indices)])
+        if extra_assets:
+            universe_parts.append(np.asarray(list(extra_assets)))
+        universe = _sorted_unique(universe_parts)
+        self.calendar = Calendar(timestamps=calendar_ts.astype(np.int64), assets=universe)
+        self._price_keys = self._keys(stamps, assets, all_stamps.shape[0])
+        self.n_rows = int(np.count_nonzero(self._price_keys.bar >= 0))
+        self._check_duplicates(self._price_keys, self._prices.name)
+        self._signal_keys = self._load_signal_keys() if self._signals is not None else None
+        self._chunks = self._plan_chunks(max_chunk_cells)
+
+    @staticmethod
+    def _pick(table: _Table | None, wanted: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
+        if table is None:
+            return []
+        if wanted is None:
+            return table.numeric_columns(exclude)
+        table.require(wanted)
+        return list(wanted)
+
+    def _keys(
+        self,
+        stamps: list[np.ndarray],
+        assets: list[tuple[np.ndarray, np.ndarray | None]],
+        n_rows: int,
+    ) -> _Keys:
+        bar = np.empty(n_rows, dtype=np.int64)
+        asset = np.empty(n_rows, dtype=np.int64)
+        offset = 0
+        for ts, (values, indices) in zip(stamps, assets, strict=True):
+            n = ts.shape[0]
+            bar[offset : offset + n] = _codes(self.calendar.timestamps, ts)
+            asset[offset : offset + n] = _asset_codes(self.calendar.assets, values, indices)
+            offset += n
+        asset[bar < 0] = -1
+        bar[asset < 0] = -1
+        return _Keys(bar=bar, asset=asset)
+
+    def _check_duplicates(self, keys: _Keys, name: str) -> None:
+        n_assets = self.calendar.n_assets
+        valid = keys.bar >= 0
+        flat = keys.bar[valid] * n_assets + keys.asset[valid]
+        seen = np.zeros(self.calendar.timestamps.shape[0] * n_assets, dtype=bool)
+        seen[flat] = True
+        n_unique = int(np.count_nonzero(seen))
+        if n_unique != flat.shape[0]:
+            counts = np.bincount(flat, minlength=seen.shape[0])
+            dup = np.flatnonzero(counts > 1)
+            examples = ", ".join(
+                f"(timestamp={to_datetime(self.calendar.timestamps[c // n_assets]).isoformat()}, "
+                f"asset_id={self.calendar.assets[c % n_assets]})"
+                for c in dup[:3]
+            )
+            msg = (
+                f"{name}: columns (timestamp, asset_id), rule unique_key: {dup.shape[0]} key(s) "
+                f"appear more than once ({flat.shape[0] - n_unique} extra rows), e.g. {examples}"
+            )
+            raise DataError(msg)
+
+    def _load_signal_keys(self) -> _Keys:
+        assert self._signals is not None  # noqa: S101 - caller checks
+        stamps, assets = _read_keys(self._signals)
+        if "available_at" in self._signals.columns:
+            stamps = self._knowledge_bars(stamps)
+        total = sum(s.shape[0] for s in stamps)
+        keys = self._keys(stamps, assets, total)
+        self._check_duplicates(keys, self._signals.name)
+        return keys
+
+    def _knowledge_bars(self, event_stamps: list[np.ndarray]) -> list[np.ndarray]:
+        """With `available_at`, a signal is first usable at the first bar at or after it."""
+        assert self._signals is not None  # noqa: S101 - caller checks
+        usable: list[np.ndarray] = []
+        calendar = self.calendar.timestamps
+        for batch, event in zip(self._signals.batches(["available_at"]), event_stamps, strict=True):
+            known = _timestamps_us(batch.column(0), self._signals.name)
+            known = np.maximum(known, event)
+            pos = np.searchsorted(calendar, known)
+            stamp = np.where(pos < calendar.shape[0], calendar[np.minimum(pos, calendar.shape[0] - 1)], -1)
+            usable.append(stamp.astype(np.int64))
+        return usable
+
+    def _plan_chunks(self, max_chunk_cells: int) -> list[tuple[int, int]]:
+        n_bars = self.calendar.timestamps.shape[0]
+        n_assets = max(self.calendar.n_assets, 1)
+        if n_bars * n_assets <= max_chunk_cells:
+            return [(0, n_bars)]
+        months = self.calendar.timestamps.astype("datetime64[us]").astype("datetime64[M]")
+        starts = np.flatnonzero(np.r_[True, months[1:] != months[:-1]])
+        bounds = [*starts.tolist(), n_bars]
+        chunks: list[tuple[int, int]] = []
+        lo = 0
+        for i in range(1, len(bounds)):
+            if (bounds[i] - lo) * n_assets > max_chunk_cells and bounds[i - 1] > lo:
+                chunks.append((lo, bounds[i - 1]))
+                lo = bounds[i - 1]
+        chunks.append((lo, n_bars))
+        return chunks
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self._chunks)
+
+    def chunks(self) -> Iterator[Panel]:
+        for lo, hi in self._chunks:
+            yield self._panel(lo, hi)
+
+    def _panel(self, lo: int, hi: int) -> Panel:
+        n_assets = self.calendar.n_assets
+        shape = (hi - lo, n_assets)
+        price_cols = ["open", "high", "low", "close"]
+        if "volume" in self._prices.columns:
+            price_cols.append("volume")
+        dense = self._scatter(self._prices, self._price_keys, price_cols, lo, hi)
+        has_bar = np.zeros(shape, dtype=bool)
+        keys = self._price_keys
+        in_chunk = (keys.bar >= lo) & (keys.bar < hi)
+        has_bar[keys.bar[in_chunk] - lo, keys.asset[in_chunk]] = True
+        volume = dense.pop("volume", None)
+        if volume is None:
+            volume = np.where(has_bar, np.inf, np.nan)
+        signals: dict[str, np.ndarray] = {}
+        if self._signals is not None and self._signal_keys is not None and self.signal_columns:
+            signals = self._scatter(self._signals, self._signal_keys, self.signal_columns, lo, hi)
+        return Panel(
+            timestamps=self.calendar.timestamps[lo:hi],
+            open=dense["open"],
+            high=dense["high"],
+            low=dense["low"],
+            close=dense["close"],
+            volume=volume,
+            has_bar=has_bar,
+            signals=signals,
+            context=self._context_arrays(lo, hi),
+        )
+
+    def _scatter(
+        self, table: _Table, keys: _Keys, columns: Sequence[str], lo: int, hi: int
+    ) -> dict[str, np.ndarray]:
+        n_assets = self.calendar.n_assets
+        out = {c: np.full((hi - lo) * n_assets, np.nan) for c in columns}
+        offset = 0
+        whole = lo == 0 and hi == self.calendar.timestamps.shape[0]
+        for batch in table.batches(columns):
+            n = batch.num_rows
+            bar = keys.bar[offset : offset + n]
+            asset = keys.asset[offset : offset + n]
+            offset += n
+            mask = (bar >= 0) if whole else (bar >= lo) & (bar < hi)
+            flat = (bar[mask] - lo) * n_assets + asset[mask]
+            for i, column in enumerate(columns):
+                values = _float_values(batch.column(i), table.name, column)
+                out[column][flat] = values[mask]
+        return {c: v.reshape(hi - lo, n_assets) for c, v in out.items()}
+
+    def _context_arrays(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        if self._context is None or not self.context_columns:
+            return {}
+        calendar = self.calendar.timestamps[lo:hi]
+        out = {c: np.full(hi - lo, np.nan) for c in self.context_columns}
+        seen = np.zeros(hi - lo, dtype=np.int64)
+        for batch in self._context.batches(["timestamp", *self.context_columns]):
+            ts = _timestamps_us(batch.column(0), self._context.name)
+            pos = _codes(calendar, ts)
+            mask = pos >= 0
+            np.add.at(seen, pos[mask], 1)
+            for i, column in enumerate(self.context_columns, start=1):
+                values = _float_values(batch.column(i), self._context.name, column)
+                out[column][pos[mask]] = values[mask]
+        if np.any(seen > 1):
+            first = int(np.flatnonzero(seen > 1)[0])
+            msg = (
+                f"{self._context.name}: column 'timestamp', rule unique_key: "
+                f"{int(np.count_nonzero(seen > 1))} timestamp(s) appear more than once, "
+                f"e.g. {to_datetime(calendar[first]).isoformat()}"
+            )
+            raise DataError(msg)
+        return out
+
+
+def asset_list(assets: np.ndarray) -> list[Any]:
+    """Asset ids as plain Python values (str or int) for result tables."""
+    return [a.item() if isinstance(a, np.generic) else a for a in assets.tolist()]

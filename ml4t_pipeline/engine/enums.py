@@ -1,0 +1,72 @@
+"""Every mode, side, status and reason of the engine, as string enums.
+
+Free text goes in a separate `detail` field that nothing parses.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class OrderType(IntEnum):
+    """Stored as int8 in the columnar order book; `label` gives the table value."""
+
+    MARKET = 0
+    LIMIT = 1
+    STOP = 2
+    STOP_LIMIT = 3
+    TRAILING_STOP = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class FillAt(StrEnum):
+    NEXT_OPEN = "next_open"
+    SAME_CLOSE = "same_close"
+
+
+class OrderStatus(StrEnum):
+    FILLED = "filled"
+    REJECTED = "rejected"
+    OPEN = "open"  # still working when the run (or month) ended
+
+
+class RejectReason(StrEnum):
+    NO_BAR = "no_bar"  # market order for an asset with no bar at the fill time
+    INSUFFICIENT_CASH = "insufficient_cash"
+    SHORT_NOT_ALLOWED = "short_not_allowed"
+    END_OF_DATA = "end_of_data"  # decided at the last bar; nothing left to fill it
+    UNKNOWN_ASSET = "unknown_asset"
+    INVALID_ORDER = "invalid_order"
+    STOPPED_OUT = "stopped_out"  # a working exit order whose position a protective stop closed
+    RISK_MAX_POSITIONS = "risk_max_positions"
+    RISK_GROSS_EXPOSURE = "risk_gross_exposure"
+    RISK_DRAWDOWN_HALT = "risk_drawdown_halt"
+    RISK_DAILY_LOSS = "risk_daily_loss"
+    RISK_REGIME_BLOCK = "risk_regime_block"
+    RISK_UNDECIDABLE = "risk_undecidable"  # a rule lacked the data to decide: it rejects
+
+
+class ExitReason(IntEnum):
+    """Why an order exists / why a trade closed. Stored as int8 in columnar state."""
+
+    SIGNAL = 0  # the strategy decided
+    STOP_LOSS = 1
+    TAKE_PROFIT = 2
+    TRAILING_STOP = 3
+    VOLATILITY_STOP = 4
+    TIME_EXIT = 5
+    REGIME_EXIT = 6
+    RISK_HALT = 7
+    OPEN = 8  # trade still open at the end of the run
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()

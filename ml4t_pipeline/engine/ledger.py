@@ -1,0 +1,182 @@
+"""The ledger: the only writer of cash, positions and trade records.
+
+Quantities are int64 shares (signed, + long); money is float64. A trade runs from flat to flat;
+the broker splits any fill that would flip a position, so the ledger never sees a flip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.enums import ExitReason
+
+TRADE_COLUMNS = (
+    "asset",
+    "direction",
+    "entry_bar",
+    "exit_bar",
+    "entry_qty",
+    "entry_price",
+    "exit_price",
+    "gross_pnl",
+    "commission",
+    "slippage",
+    "pnl",
+    "exit_reason",
+    "exit_rule",
+)
+
+
+@dataclass(slots=True)
+class FillBatch:
+    """Fills executed together at one bar (at most one fill per asset)."""
+
+    bar: int
+    asset: np.ndarray  # int64 asset index
+    qty: np.ndarray  # int64 signed (+ buy)
+    price: np.ndarray  # float64
+    commission: np.ndarray  # float64
+    slippage: np.ndarray  # float64 cash cost of slippage (already inside price)
+    order_id: np.ndarray  # int64
+    reason: np.ndarray  # int8 ExitReason of the order
+    rule: np.ndarray  # int16 risk rule index, -1 = strategy
+    signals: dict[str, np.ndarray] = field(default_factory=dict)  # values at the decision
+
+    def __len__(self) -> int:
+        return int(self.asset.shape[0])
+
+
+@dataclass(slots=True)
+class Ledger:
+    cash: float
+    qty: np.ndarray  # int64 (N,)
+    avg_price: np.ndarray  # float64 (N,), average entry price of the open position
+    # open-trade accumulators, per asset
+    entry_bar: np.ndarray  # int64
+    buy_qty: np.ndarray  # int64
+    sell_qty: np.ndarray  # int64
+    buy_notional: np.ndarray  # float64
+    sell_notional: np.ndarray  # float64
+    trade_commission: np.ndarray  # float64
+    trade_slippage: np.ndarray  # float64
+    entry_signals: dict[str, np.ndarray]
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    qty_f: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.qty_f = self.qty.astype(np.float64)
+
+    @classmethod
+    def empty(cls, n_assets: int, cash: float, signal_names: list[str]) -> Ledger:
+        return cls(
+            cash=float(cash),
+            qty=np.zeros(n_assets, dtype=np.int64),
+            avg_price=np.zeros(n_assets),
+            entry_bar=np.full(n_assets, -1, dtype=np.int64),
+            buy_qty=np.zeros(n_assets, dtype=np.int64),
+            sell_qty=np.zeros(n_assets, dtype=np.int64),
+            buy_notional=np.zeros(n_assets),
+            sell_notional=np.zeros(n_assets),
+            trade_commission=np.zeros(n_assets),
+            trade_slippage=np.zeros(n_assets),
+            entry_signals={s: np.full(n_assets, np.nan) for s in signal_names},
+        )
+
+    def positions_value(self, last_close: np.ndarray) -> float:
+        return float(self.qty_f @ last_close)
+
+    def apply(self, fills: FillBatch) -> None:
+        """Book one batch of fills: cash, positions, average prices, trades."""
+        if len(fills) == 0:
+            return
+        a = fills.asset
+        dq = fills.qty
+        notional = dq * fills.price
+        self.cash -= float(notional.sum()) + float(fills.commission.sum())
+        old = self.qty[a]
+        new = old + dq
+        increasing = np.abs(new) > np.abs(old)
+        opened = (old == 0) & (new != 0)
+        if np.any(opened):
+            oa = a[opened]
+            self.entry_bar[oa] = fills.bar
+            for name, arr in self.entry_signals.items():
+                values = fills.signals.get(name)
+                arr[oa] = values[opened] if values is not None else np.nan
+        avg_old = self.avg_price[a]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            avg_inc = (avg_old * np.abs(old) + fills.price * np.abs(dq)) / np.abs(new)
+        self.avg_price[a] = np.where(increasing, avg_inc, avg_old)
+        buys = dq > 0
+        self.buy_qty[a] += np.where(buys, dq, 0)
+        self.sell_qty[a] += np.where(buys, 0, -dq)
+        self.buy_notional[a] += np.where(buys, notional, 0.0)
+        self.sell_notional[a] -= np.where(buys, 0.0, notional)
+        self.trade_commission[a] += fills.commission
+        self.trade_slippage[a] += fills.slippage
+        self.qty[a] = new
+        self.qty_f[a] = new
+        closed = new == 0
+        if np.any(closed):
+            self._close_trades(fills, closed)
+
+    def _close_trades(self, fills: FillBatch, closed: np.ndarray) -> None:
+        for k in np.flatnonzero(closed).tolist():
+            a = int(fills.asset[k])
+            long = self.buy_qty[a] >= self.sell_qty[a] if self.entry_bar[a] >= 0 else True
+            self.closed.append(
+                self._trade_row(a, fills.bar, long, int(fills.reason[k]), int(fills.rule[k]))
+                | {f"exit_{n}": float(v[k]) for n, v in fills.signals.items()}
+            )
+            self._reset(a)
+
+    def _trade_row(self, a: int, exit_bar: int, long: bool, reason: int, rule: int) -> dict[str, Any]:
+        entry_qty = int(self.buy_qty[a] if long else self.sell_qty[a])
+        exit_qty = int(self.sell_qty[a] if long else self.buy_qty[a])
+        entry_notional = float(self.buy_notional[a] if long else self.sell_notional[a])
+        exit_notional = float(self.sell_notional[a] if long else self.buy_notional[a])
+        gross = float(self.sell_notional[a] - self.buy_notional[a])
+        commission = float(self.trade_commission[a])
+        return {
+            "asset": a,
+            "direction": "long" if long else "short",
+            "entry_bar": int(self.entry_bar[a]),
+            "exit_bar": exit_bar,
+            "entry_qty": entry_qty,
+            "entry_price": entry_notional / entry_qty if entry_qty else float("nan"),
+            "exit_price": exit_notional / exit_qty if exit_qty else float("nan"),
+            "gross_pnl": gross,
+            "commission": commission,
+            "slippage": float(self.trade_slippage[a]),
+            "pnl": gross - commission,
+            "exit_reason": reason,
+            "exit_rule": rule,
+        } | {f"entry_{n}": float(v[a]) for n, v in self.entry_signals.items()}
+
+    def _reset(self, a: int) -> None:
+        self.entry_bar[a] = -1
+        self.buy_qty[a] = 0
+        self.sell_qty[a] = 0
+        self.buy_notional[a] = 0.0
+        self.sell_notional[a] = 0.0
+        self.trade_commission[a] = 0.0
+        self.trade_slippage[a] = 0.0
+        self.avg_price[a] = 0.0
+        for arr in self.entry_signals.values():
+            arr[a] = np.nan
+
+    def open_trades(self, last_bar: int, last_close: np.ndarray) -> list[dict[str, Any]]:
+        """Rows for trades still open, marked at the last close (exit_reason = open)."""
+        rows = []
+        for a in np.flatnonzero(self.qty != 0).tolist():
+            long = bool(self.qty[a] > 0)
+            row = self._trade_row(a, last_bar, long, int(ExitReason.OPEN), -1)
+            open_qty = float(self.qty[a])
+            row["gross_pnl"] += open_qty * float(last_close[a])
+            row["pnl"] = row["gross_pnl"] - row["commission"]
+            row["exit_price"] = float(last_close[a])
+            rows.append(row)
+        return rows

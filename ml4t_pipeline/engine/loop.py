@@ -1,0 +1,235 @@
+"""The loop: the one place that advances time. Read `Engine._step` as the spec.
+
+At each bar t, in the order the market imposes:
+1. fill what was queued at t-1 at open[t] (sells before buys) -> ledger
+2. protective stops / take-profits, gap-aware, on positions entered before t
+3. the strategy decides at close[t]
+4. risk rules update stops and add exits at close[t]
+5. every new order passes the risk rules (reject / resize) on its way to the broker
+6. queue for t+1 (or fill at close[t] with fill_at: same_close)
+7. mark equity at close[t]
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.broker import Broker, BrokerSettings
+from ml4t_pipeline.engine.config import RunConfig
+from ml4t_pipeline.engine.data import MarketData, Panel, asset_list, to_datetime
+from ml4t_pipeline.engine.enums import ExitReason, FillAt
+from ml4t_pipeline.engine.ledger import Ledger
+from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.results import BacktestResult, build_result
+from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskState
+from ml4t_pipeline.engine.state import EngineState
+from ml4t_pipeline.engine.strategy import Strategy
+from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
+
+ProgressFn = Callable[[int, int], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        config: RunConfig,
+        data: MarketData,
+        *,
+        strategy: Strategy | None = None,
+        initial_state: EngineState | None = None,
+    ) -> None:
+        self.config = config
+        self.data = data
+        self.strategy = strategy if strategy is not None else config.strategy.build()
+        self.assets = data.calendar.assets
+        n = data.calendar.n_assets
+        signal_names = list(data.signal_columns)
+        rules = config.build_rules()
+        if initial_state is None:
+            ledger = Ledger.empty(n, config.execution.initial_cash, signal_names)
+            risk_state = RiskState.empty(n)
+            pending = Orders.empty()
+            next_id = 0
+            last_close = np.zeros(n)
+            self.bars_done = 0
+            self.peak_equity = config.execution.initial_cash
+            self.prev_equity = config.execution.initial_cash
+            self.start_equity = config.execution.initial_cash
+        else:
+            restored = initial_state.restore(self.assets, signal_names, config)
+            ledger, risk_state, pending, next_id, last_close = restored
+            self.bars_done = initial_state.bars_done
+            self.peak_equity = initial_state.peak_equity
+            self.prev_equity = initial_state.prev_equity
+            self.start_equity = initial_state.prev_equity
+            self.strategy.set_state(initial_state.strategy_state)
+            rules_state = initial_state.rule_state
+            index = {a: k for k, a in enumerate(initial_state.rule_state_assets)}
+            for rule in rules:
+                if hasattr(rule, "_last") and rule.name in rules_state:
+                    saved = rules_state[rule.name]
+                    values = np.full(n, np.nan)
+                    for k, asset in enumerate(asset_list(self.assets)):
+                        if asset in index:
+                            values[k] = saved[index[asset]]
+                    rule._last = values  # type: ignore[attr-defined]
+        self.ledger = ledger
+        self.risk = RiskManager(rules, n, risk_state)
+        ex = config.execution
+        self.broker = Broker(
+            settings=BrokerSettings(
+                commission=ex.commission_model(),
+                slippage=ex.slippage_model(),
+                same_close=ex.fill_at is FillAt.SAME_CLOSE,
+                allow_short=ex.allow_short,
+                allow_negative_cash=ex.allow_negative_cash,
+            ),
+            ledger=ledger,
+            risk=self.risk,
+            assets=self.assets,
+            pending=pending,
+            next_order_id=next_id,
+            last_close=last_close,
+        )
+        self.strategy._broker = self.broker
+        self._events = self.strategy.uses_events()
+        self._batches = self.strategy.uses_batches()
+        self.equity_bars: list[np.ndarray] = []
+        self.equity_cash: list[np.ndarray] = []
+        self.equity_positions: list[np.ndarray] = []
+        self.timestamps: list[np.ndarray] = []
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, progress: ProgressFn | None = None) -> BacktestResult:
+        started = time.perf_counter()
+        if self.bars_done == 0:
+            self.strategy.on_start()
+        total = self.data.calendar.timestamps.shape[0]
+        done = 0
+        for panel in self.data.chunks():
+            self._run_panel(panel)
+            done += panel.n_bars
+            if progress is not None:
+                progress(done, total)
+        wall = time.perf_counter() - started
+        return build_result(self, wall_s=wall)
+
+    def _run_panel(self, panel: Panel) -> None:
+        self.broker.panel = panel
+        context = RowView(panel.context)
+        stamps = [to_datetime(t) for t in panel.timestamps.tolist()]
+        event = MarketEvent(panel, context) if self._events else None
+        batch = Batch(panel, self.assets) if self._batches else None
+        cash = np.empty(panel.n_bars)
+        positions = np.empty(panel.n_bars)
+        for i in range(panel.n_bars):
+            positions[i] = self._step(panel, i, stamps[i], context, event, batch)
+            cash[i] = self.ledger.cash
+        self.equity_cash.append(cash)
+        self.equity_positions.append(positions)
+        self.timestamps.append(panel.timestamps)
+
+    def _step(
+        self,
+        panel: Panel,
+        i: int,
+        stamp: Any,
+        context: RowView,
+        event: MarketEvent | None,
+        batch: Batch | None,
+    ) -> float:
+        broker = self.broker
+        bar = self.bars_done
+        broker.i = i
+        broker.bar = bar
+        broker.begin_bar()
+        context._i = i
+        has_bar = panel.has_bar[i]
+
+        broker.fill_pending(self._risk_context)  # 1. queued orders at open[t]
+        if self.risk.active:
+            broker.protective_exits(self._risk_context)  # 2. stops, gap-aware
+        np.copyto(broker.last_close, panel.close[i], where=has_bar)
+        broker.decision_signals = {n: v[i] for n, v in panel.signals.items()}
+
+        if batch is not None:  # 3. strategy at close[t]
+            batch._point(i, bar, stamp)
+            self.strategy.on_timestamp_batch(stamp, batch, context)
+        if event is not None:
+            assets = self.assets
+            for a in np.flatnonzero(has_bar).tolist():
+                event._point(i, a, assets[a], stamp)
+                self.strategy.on_market_event(event, context)
+
+        risk_ctx = None
+        if self.risk.active:  # 4. risk at close[t]
+            risk_ctx = self._risk_context()
+            exit_assets, reasons, rules = self.risk.on_close(risk_ctx, has_bar, panel.high[i], panel.low[i])
+            self._submit_exits(exit_assets, reasons, rules)
+        new_orders = broker.take_new_orders()
+        broker.accept(new_orders, self._risk_context, risk_ctx)  # 5 + 6. validate, queue / fill
+
+        positions = self.ledger.positions_value(broker.last_close)  # 7. mark equity
+        equity = self.ledger.cash + positions
+        self.prev_equity = equity
+        self.peak_equity = max(self.peak_equity, equity)
+        self.bars_done = bar + 1
+        return positions
+
+    def _submit_exits(self, assets: np.ndarray, reasons: np.ndarray, rules: np.ndarray) -> None:
+        if assets.shape[0] == 0:
+            return
+        # an exit replaces the strategy's own orders for that asset at this bar
+        for reason in np.unique(reasons).tolist():
+            pick = reasons == reason
+            a = assets[pick]
+            self.broker.submit_many(a, -self.ledger.qty[a], ExitReason(reason), rules[pick])
+
+    def _risk_context(self) -> RiskContext:
+        b = self.broker
+        p = b.panel
+        assert p is not None  # noqa: S101 - set by the loop
+        i = b.i
+        equity = b.equity()
+        return RiskContext(
+            bar=b.bar,
+            qty=self.ledger.qty,
+            avg_price=self.ledger.avg_price,
+            entry_bar=self.ledger.entry_bar,
+            open=p.open[i],
+            high=p.high[i],
+            low=p.low[i],
+            close=b.last_close,
+            has_bar=p.has_bar[i],
+            features={n: v[i] for n, v in p.signals.items()},
+            market={n: float(v[i]) for n, v in p.context.items()},
+            equity=equity,
+            peak_equity=max(self.peak_equity, equity),
+            day_start_equity=self.prev_equity,
+            high_water=self.risk.state.high_water,
+            low_water=self.risk.state.low_water,
+        )
+
+    def final_state(self) -> EngineState:
+        rule_state = {
+            r.name: r._last.tolist()  # type: ignore[attr-defined]
+            for r in self.risk.rules
+            if getattr(r, "_last", None) is not None
+        }
+        return EngineState.capture(
+            assets=self.assets,
+            ledger=self.ledger,
+            risk=self.risk.state,
+            pending=self.broker.pending,
+            next_order_id=self.broker.next_order_id,
+            last_close=self.broker.last_close,
+            bars_done=self.bars_done,
+            peak_equity=self.peak_equity,
+            prev_equity=self.prev_equity,
+            strategy_state=self.strategy.get_state(),
+            rule_state=rule_state,
+        )

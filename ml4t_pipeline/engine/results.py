@@ -1,0 +1,283 @@
+"""Result tables (Polars), summary metrics, and atomic Parquet output."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from ml4t_pipeline.engine.data import asset_list
+from ml4t_pipeline.engine.enums import ExitReason, OrderType
+from ml4t_pipeline.engine.ledger import TRADE_COLUMNS
+from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.risk import REJECT_BY_CODE
+from ml4t_pipeline.engine.state import EngineState
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.engine.loop import Engine
+
+UTC_US = pl.Datetime("us", "UTC")
+TABLES = ("equity", "fills", "orders", "trades", "rejections")
+
+
+@dataclass(slots=True)
+class BacktestResult:
+    equity: pl.DataFrame
+    fills: pl.DataFrame
+    orders: pl.DataFrame
+    trades: pl.DataFrame
+    rejections: pl.DataFrame
+    metrics: dict[str, float]
+    initial_cash: float
+    final_cash: float
+    final_equity: float
+    bars: int
+    wall_s: float
+    final_state: EngineState
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bars_per_s(self) -> float:
+        return self.bars / self.wall_s if self.wall_s > 0 else math.inf
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary line of the CLI (wall_s covers the engine; the CLI may override)."""
+        return {
+            "final_equity": self.final_equity,
+            "final_cash": self.final_cash,
+            "initial_cash": self.initial_cash,
+            "fills": self.fills.height,
+            "trades": int(self.trades.filter(pl.col("exit_reason") != "open").height),
+            "rejections": self.rejections.height,
+            "bars": self.bars,
+            "wall_s": self.wall_s,
+            "bars_per_s": self.bars_per_s,
+            **self.metrics,
+            **self.extra,
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write every table + summary.json + state.json; all files replace the old ones together.
+
+        The new set is written into a temporary sibling directory, then each file is renamed
+        into place, so a crash leaves the previous complete set (never a half-written file).
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
+        try:
+            for name in TABLES:
+                getattr(self, name).write_parquet(tmp / f"{name}.parquet", statistics=False)
+            (tmp / "summary.json").write_text(json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True))
+            (tmp / "state.json").write_text(self.final_state.to_json())
+            for item in sorted(tmp.iterdir()):
+                os.replace(item, out / item.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+
+def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
+    """summary.json leaves out wall-clock numbers so identical inputs give identical files."""
+    return {k: v for k, v in summary.items() if k not in {"wall_s", "bars_per_s"}}
+
+
+def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
+    local = bars - offset
+    return pl.Series("timestamp", calendar[local]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+
+
+def _concat(chunks: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not chunks:
+        return {n: np.empty(0) for n in names}
+    return {n: np.concatenate([c[n] for c in chunks]) for n in names}
+
+
+def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
+    calendar = engine.data.calendar.timestamps
+    first_bar = engine.bars_done - calendar.shape[0]
+    assets = asset_list(engine.assets)
+    asset_dtype = pl.Series(assets[:1]).dtype if assets else pl.String
+    rule_names = engine.risk.names
+
+    def asset_col(idx: np.ndarray) -> pl.Series:
+        return pl.Series("asset_id", [assets[i] for i in idx.tolist()], dtype=asset_dtype)
+
+    def rule_col(idx: np.ndarray, name: str = "rule") -> pl.Series:
+        return pl.Series(name, [rule_names[r] if r >= 0 else "" for r in idx.tolist()], dtype=pl.String)
+
+    cash = np.concatenate(engine.equity_cash) if engine.equity_cash else np.empty(0)
+    positions = np.concatenate(engine.equity_positions) if engine.equity_positions else np.empty(0)
+    equity = pl.DataFrame(
+        {
+            "timestamp": pl.Series(calendar).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            "cash": cash,
+            "positions_value": positions,
+            "equity": cash + positions,
+        }
+    )
+
+    f = _concat(engine.broker.fill_chunks, ("bar", "asset", "qty", "price", "commission", "slippage", "order_id", "reason", "rule"))
+    fill_bars = f["bar"].astype(np.int64)
+    fills = pl.DataFrame(
+        [
+            _stamp(fill_bars, calendar, first_bar),
+            pl.Series("bar", fill_bars, dtype=pl.Int64),
+            asset_col(f["asset"].astype(np.int64)),
+            pl.Series("side", np.where(f["qty"] > 0, "buy", "sell"), dtype=pl.String),
+            pl.Series("qty", np.abs(f["qty"]).astype(np.int64), dtype=pl.Int64),
+            pl.Series("price", f["price"].astype(np.float64)),
+            pl.Series("commission", f["commission"].astype(np.float64)),
+            pl.Series("slippage", f["slippage"].astype(np.float64)),
+            pl.Series("order_id", f["order_id"].astype(np.int64), dtype=pl.Int64),
+            pl.Series("reason", [ExitReason(int(r)).label for r in f["reason"].tolist()], dtype=pl.String),
+            rule_col(f["rule"].astype(np.int64)),
+        ]
+    )
+
+    all_orders = Orders.empty()
+    for chunk in engine.broker.order_chunks:
+        all_orders = all_orders.concat(chunk)
+    created = all_orders.created_bar
+    orders = pl.DataFrame(
+        [
+            pl.Series("order_id", all_orders.order_id, dtype=pl.Int64),
+            _stamp(created, calendar, first_bar).alias("created_at"),
+            asset_col(all_orders.asset),
+            pl.Series("side", np.where(all_orders.qty > 0, "buy", "sell"), dtype=pl.String),
+            pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
+            pl.Series("order_type", [OrderType(int(t)).label for t in all_orders.order_type.tolist()], dtype=pl.String),
+            pl.Series("limit_price", all_orders.limit_price),
+            pl.Series("stop_price", all_orders.stop_price),
+            pl.Series("trail_pct", all_orders.trail_pct),
+            pl.Series("reason", [ExitReason(int(r)).label for r in all_orders.reason.tolist()], dtype=pl.String),
+            rule_col(all_orders.rule.astype(np.int64)),
+        ]
+    ).sort("order_id")
+
+    r = _concat(engine.broker.rejection_chunks, ("bar", "asset", "order_id", "qty", "reason", "rule"))
+    rej_bars = r["bar"].astype(np.int64)
+    rejections = pl.DataFrame(
+        [
+            _stamp(rej_bars, calendar, first_bar),
+            asset_col(r["asset"].astype(np.int64)),
+            pl.Series("order_id", r["order_id"].astype(np.int64), dtype=pl.Int64),
+            pl.Series("side", np.where(r["qty"] > 0, "buy", "sell"), dtype=pl.String),
+            pl.Series("qty", np.abs(r["qty"]).astype(np.int64), dtype=pl.Int64),
+            pl.Series("reason", [REJECT_BY_CODE[int(c)].value for c in r["reason"].tolist()], dtype=pl.String),
+            rule_col(r["rule"].astype(np.int64)),
+        ]
+    )
+    status = (
+        pl.concat(
+            [
+                fills.select("order_id", pl.lit("filled").alias("status")),
+                rejections.select("order_id", pl.lit("rejected").alias("status")),
+            ]
+        )
+        .unique("order_id", keep="first")
+    )
+    orders = orders.join(status, on="order_id", how="left").with_columns(pl.col("status").fill_null("open"))
+    trades = _trades(engine, calendar, first_bar, asset_col, rule_col)
+    final_cash = float(engine.ledger.cash)
+    final_equity = final_cash + engine.ledger.positions_value(engine.broker.last_close)
+    initial_cash = engine.start_equity
+    metrics = compute_metrics(equity, trades, fills, initial_cash=initial_cash)
+    state = engine.final_state()
+    return BacktestResult(
+        equity=equity,
+        fills=fills,
+        orders=orders,
+        trades=trades,
+        rejections=rejections,
+        metrics=metrics,
+        initial_cash=initial_cash,
+        final_cash=final_cash,
+        final_equity=final_equity,
+        bars=engine.data.n_rows,
+        wall_s=wall_s,
+        final_state=state,
+    )
+
+
+def _trades(engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any, rule_col: Any) -> pl.DataFrame:
+    rows = list(engine.ledger.closed)
+    last_bar = engine.bars_done - 1
+    rows += engine.ledger.open_trades(last_bar, engine.broker.last_close)
+    signal_names = list(engine.ledger.entry_signals)
+    extra = [f"entry_{n}" for n in signal_names] + [f"exit_{n}" for n in signal_names]
+    cols: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in (*TRADE_COLUMNS, *extra)}
+    entry_bar = np.asarray(cols["entry_bar"], dtype=np.int64)
+    exit_bar = np.asarray(cols["exit_bar"], dtype=np.int64)
+    in_window = (entry_bar >= first_bar) & (entry_bar - first_bar < calendar.shape[0])
+    entry_ts = [
+        int(calendar[b - first_bar]) if ok else None
+        for b, ok in zip(entry_bar.tolist(), in_window.tolist(), strict=True)
+    ]
+    frame = pl.DataFrame(
+        [
+            asset_col(np.asarray(cols["asset"], dtype=np.int64)),
+            pl.Series("direction", cols["direction"], dtype=pl.String),
+            pl.Series("entry_time", entry_ts, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            _stamp(exit_bar, calendar, first_bar).alias("exit_time") if calendar.size else pl.Series("exit_time", [], dtype=UTC_US),
+            pl.Series("entry_bar", entry_bar, dtype=pl.Int64),
+            pl.Series("exit_bar", exit_bar, dtype=pl.Int64),
+            pl.Series("bars_held", exit_bar - entry_bar, dtype=pl.Int64),
+            pl.Series("qty", cols["entry_qty"], dtype=pl.Int64),
+            pl.Series("entry_price", cols["entry_price"], dtype=pl.Float64),
+            pl.Series("exit_price", cols["exit_price"], dtype=pl.Float64),
+            pl.Series("gross_pnl", cols["gross_pnl"], dtype=pl.Float64),
+            pl.Series("commission", cols["commission"], dtype=pl.Float64),
+            pl.Series("slippage", cols["slippage"], dtype=pl.Float64),
+            pl.Series("pnl", cols["pnl"], dtype=pl.Float64),
+            pl.Series("exit_reason", [ExitReason(int(x)).label for x in cols["exit_reason"]], dtype=pl.String),
+            rule_col(np.asarray(cols["exit_rule"], dtype=np.int64), "exit_rule"),
+            *[pl.Series(c, cols[c], dtype=pl.Float64) for c in extra],
+        ]
+    )
+    return frame.with_columns(
+        (pl.col("pnl") / (pl.col("entry_price") * pl.col("qty"))).alias("return_pct")
+    ).sort(["exit_bar", "asset_id"])
+
+
+def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame, *, initial_cash: float) -> dict[str, float]:
+    """Summary statistics of an equity curve (per-bar returns, annualised by bar spacing)."""
+    values = equity["equity"].to_numpy()
+    out: dict[str, float] = {}
+    if values.shape[0] == 0:
+        return out
+    prev = np.r_[initial_cash, values[:-1]]
+    returns = values / prev - 1.0
+    stamps = equity["timestamp"].dt.epoch("us").to_numpy()
+    spacing_days = float(np.median(np.diff(stamps))) / 86_400e6 if stamps.shape[0] > 1 else 1.0
+    periods = 252.0 if spacing_days >= 0.5 else 252.0 / max(spacing_days, 1e-9)
+    years = values.shape[0] / periods
+    total = float(values[-1] / initial_cash - 1.0)
+    vol = float(returns.std(ddof=1) * math.sqrt(periods)) if returns.shape[0] > 1 else 0.0
+    mean = float(returns.mean() * periods)
+    downside = returns[returns < 0]
+    down_vol = float(math.sqrt(float(np.mean(downside**2))) * math.sqrt(periods)) if downside.shape[0] else 0.0
+    peak = np.maximum.accumulate(np.r_[initial_cash, values])[1:]
+    drawdown = values / peak - 1.0
+    exposure = equity["positions_value"].to_numpy()
+    closed = trades.filter(pl.col("exit_reason") != "open")
+    traded = float((fills["qty"].cast(pl.Float64) * fills["price"]).sum()) if fills.height else 0.0
+    out["total_return"] = total
+    out["cagr"] = float((values[-1] / initial_cash) ** (1.0 / years) - 1.0) if years > 0 and values[-1] > 0 else -1.0
+    out["volatility"] = vol
+    out["sharpe"] = mean / vol if vol > 0 else 0.0
+    out["sortino"] = mean / down_vol if down_vol > 0 else 0.0
+    out["max_drawdown"] = float(drawdown.min())
+    out["turnover"] = traded / float(np.mean(values)) / max(years, 1e-12)
+    out["exposure"] = float(np.mean(np.abs(exposure) / np.where(values != 0, np.abs(values), np.nan)))
+    out["win_rate"] = float((closed["pnl"] > 0).mean() or 0.0) if closed.height else 0.0
+    out["n_trades"] = float(closed.height)
+    return out

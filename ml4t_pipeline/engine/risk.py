@@ -1,0 +1,616 @@
+"""Risk management on the order path: rules decide, the manager merges, the loop executes.
+
+Rules work on whole cross-sections (arrays over assets) so that a rule costs a few numpy
+operations per bar, not a Python call per position. Their decisions are data (`RiskDecision`);
+the manager merges them deterministically: higher priority first, and among equal priorities the
+tighter (more protective) level wins. Stops only ever tighten.
+
+The engine calls three hooks, never the user:
+- `on_fills`   after every fill batch: position state (entry bar, water marks) and entry stops;
+- `exits`      at each bar after the open fills: gap-aware stop / take-profit triggers;
+- `on_close`   at each close: stop updates and exit decisions (trailing, time, regime);
+- `validate`   on every order before it reaches the broker: reject or resize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import numpy as np
+
+from ml4t_pipeline.engine.enums import ExitReason, RejectReason
+from ml4t_pipeline.engine.orders import Orders
+
+
+class DecisionKind(StrEnum):
+    EXIT = "exit"
+    STOP_UPDATE = "stop_update"
+    TAKE_PROFIT_UPDATE = "take_profit_update"
+    REJECT = "reject"
+    RESIZE = "resize"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RiskDecision:
+    """One rule's decision for a set of assets (or, for REJECT/RESIZE, a set of orders)."""
+
+    kind: DecisionKind
+    index: np.ndarray  # asset indices (EXIT/STOP/TP) or order row numbers (REJECT/RESIZE)
+    value: np.ndarray | None = None  # stop / take-profit level, or the resized signed qty
+    reason: ExitReason | RejectReason = ExitReason.STOP_LOSS
+    priority: int = 0
+    rule: int = -1  # filled in by the manager
+
+
+@dataclass(slots=True)
+class RiskContext:
+    """What rules see at one bar, over every asset; derived arrays are computed lazily, once."""
+
+    bar: int
+    qty: np.ndarray  # int64 (N,) read-only view of the ledger
+    avg_price: np.ndarray
+    entry_bar: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray  # last known close (forward filled)
+    has_bar: np.ndarray
+    features: dict[str, np.ndarray]  # per-asset feature values at this bar
+    market: dict[str, float]  # market-wide context at this bar
+    equity: float
+    peak_equity: float
+    day_start_equity: float
+    high_water: np.ndarray
+    low_water: np.ndarray
+    _cache: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def _cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        value = self._cache.get(key)
+        if value is None:
+            value = compute()
+            self._cache[key] = value
+        return value
+
+    @property
+    def long(self) -> np.ndarray:
+        return self._cached("long", lambda: self.qty > 0)
+
+    @property
+    def short(self) -> np.ndarray:
+        return self._cached("short", lambda: self.qty < 0)
+
+    @property
+    def bars_held(self) -> np.ndarray:
+        return self._cached("bars_held", lambda: np.where(self.qty != 0, self.bar - self.entry_bar, 0))
+
+    @property
+    def unrealized_pnl_pct(self) -> np.ndarray:
+        def compute() -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pct = np.sign(self.qty) * (self.close / self.avg_price - 1.0)
+            return np.where(self.qty != 0, pct, np.nan)
+
+        return self._cached("unrealized_pnl_pct", compute)
+
+    @property
+    def mfe(self) -> np.ndarray:
+        """Maximum favourable excursion since entry, as a fraction of the entry price."""
+
+        def compute() -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                up = np.where(self.long, self.high_water / self.avg_price - 1.0, 1.0 - self.low_water / self.avg_price)
+            return np.where(self.qty != 0, up, np.nan)
+
+        return self._cached("mfe", compute)
+
+    @property
+    def mae(self) -> np.ndarray:
+        """Maximum adverse excursion since entry (a negative fraction, or 0)."""
+
+        def compute() -> np.ndarray:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                down = np.where(self.long, self.low_water / self.avg_price - 1.0, 1.0 - self.high_water / self.avg_price)
+            return np.where(self.qty != 0, down, np.nan)
+
+        return self._cached("mae", compute)
+
+
+class RiskRule(Protocol):
+    """A risk rule. Every hook has a do-nothing default in `BaseRule`."""
+
+    name: str
+    priority: int
+
+    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+        """Positions just opened at `fill_price`: set their initial stops / targets."""
+        ...
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        """At the close of each bar: stop updates and exits for open positions."""
+        ...
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        """New orders (`opens` marks those opening or increasing a position): reject or resize."""
+        ...
+
+
+class BaseRule:
+    name = "rule"
+    priority = 0
+
+    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+        return []
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        return []
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        return []
+
+
+def _signed_level(ctx: RiskContext, assets: np.ndarray, base: np.ndarray, distance: np.ndarray) -> np.ndarray:
+    """base - distance for longs, base + distance for shorts."""
+    return np.where(ctx.qty[assets] > 0, base - distance, base + distance)
+
+
+@dataclass(slots=True, kw_only=True)
+class StopLoss(BaseRule):
+    """Fixed stop `pct` below (above, for shorts) the entry fill price, or at an absolute price."""
+
+    pct: float | None = None
+    price: float | None = None
+    name: str = "stop_loss"
+    priority: int = 0
+
+    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+        if self.price is not None:
+            level = np.full(assets.shape[0], float(self.price))
+        else:
+            level = _signed_level(ctx, assets, fill_price, fill_price * float(self.pct or 0.0))
+        return [RiskDecision(kind=DecisionKind.STOP_UPDATE, index=assets, value=level, reason=ExitReason.STOP_LOSS, priority=self.priority)]
+
+
+@dataclass(slots=True, kw_only=True)
+class TakeProfit(BaseRule):
+    pct: float
+    name: str = "take_profit"
+    priority: int = 0
+
+    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+        level = _signed_level(ctx, assets, fill_price, -fill_price * self.pct)
+        return [RiskDecision(kind=DecisionKind.TAKE_PROFIT_UPDATE, index=assets, value=level, reason=ExitReason.TAKE_PROFIT, priority=self.priority)]
+
+
+@dataclass(slots=True, kw_only=True)
+class VolatilityStop(BaseRule):
+    """Stop `atr_multiplier` x the named feature (e.g. ATR) away from the entry price.
+
+    The feature is read at the close before the fill (what was known when the entry was
+    decided). A position whose feature is unknown gets no volatility stop and a rejection
+    never happens here; use `require_feature` to reject entries that lack it (a rule that
+    cannot decide rejects).
+    """
+
+    atr_multiplier: float = 2.0
+    feature: str = "atr"
+    require_feature: bool = False
+    name: str = "volatility_stop"
+    priority: int = 0
+    _last: np.ndarray | None = None
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        values = ctx.features.get(self.feature)
+        if values is not None:
+            self._last = values.copy()
+        return []
+
+    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+        if self._last is None:
+            return []
+        atr = self._last[assets]
+        known = ~np.isnan(atr)
+        level = _signed_level(ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known])
+        return [RiskDecision(kind=DecisionKind.STOP_UPDATE, index=assets[known], value=level, reason=ExitReason.VOLATILITY_STOP, priority=self.priority)]
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        if not self.require_feature:
+            return []
+        values = ctx.features.get(self.feature)
+        missing = opens & (np.isnan(values[orders.asset]) if values is not None else True)
+        return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(missing), reason=RejectReason.RISK_UNDECIDABLE, priority=self.priority)]
+
+
+@dataclass(slots=True, kw_only=True)
+class TrailingStop(BaseRule):
+    """Stop trailing the best price since entry by `pct`; it only tightens.
+
+    `schedule` optionally tightens the trail with profit: ((mfe_threshold, pct), ...), e.g.
+    ((0.10, 0.03),) trails by 3 % once the position has been 10 % in profit.
+    """
+
+    pct: float = 0.05
+    schedule: tuple[tuple[float, float], ...] = ()
+    name: str = "trailing_stop"
+    priority: int = 0
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        held = np.flatnonzero(ctx.qty != 0)
+        if held.shape[0] == 0:
+            return []
+        pct = np.full(held.shape[0], self.pct)
+        if self.schedule:
+            mfe = ctx.mfe[held]
+            for threshold, tighter in sorted(self.schedule):
+                pct = np.where(mfe >= threshold, np.minimum(pct, tighter), pct)
+        long = ctx.qty[held] > 0
+        level = np.where(long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct))
+        return [RiskDecision(kind=DecisionKind.STOP_UPDATE, index=held, value=level, reason=ExitReason.TRAILING_STOP, priority=self.priority)]
+
+
+@dataclass(slots=True, kw_only=True)
+class TimeExit(BaseRule):
+    """Exit at the next fill once a position has been held `max_bars` bars."""
+
+    max_bars: int
+    name: str = "time_exit"
+    priority: int = 0
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        due = np.flatnonzero((ctx.qty != 0) & (ctx.bars_held >= self.max_bars))
+        return [RiskDecision(kind=DecisionKind.EXIT, index=due, reason=ExitReason.TIME_EXIT, priority=self.priority)]
+
+
+@dataclass(slots=True, kw_only=True)
+class RegimeRule(BaseRule):
+    """Switch behaviour by a market-wide value (e.g. VIX): block entries and/or exit all.
+
+    Above `threshold`: entries are rejected when `block_entries`, and every position exits when
+    `exit_all`. A missing context value means the rule cannot decide, so entries are rejected.
+    """
+
+    feature: str = "vix"
+    threshold: float = 30.0
+    block_entries: bool = True
+    exit_all: bool = False
+    name: str = "regime"
+    priority: int = 0
+
+    def _value(self, ctx: RiskContext) -> float:
+        return float(ctx.market.get(self.feature, np.nan))
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        value = self._value(ctx)
+        if self.exit_all and value > self.threshold:
+            held = np.flatnonzero(ctx.qty != 0)
+            return [RiskDecision(kind=DecisionKind.EXIT, index=held, reason=ExitReason.REGIME_EXIT, priority=self.priority)]
+        return []
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        value = self._value(ctx)
+        if np.isnan(value):
+            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_UNDECIDABLE, priority=self.priority)]
+        if self.block_entries and value > self.threshold:
+            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_REGIME_BLOCK, priority=self.priority)]
+        return []
+
+
+@dataclass(slots=True, kw_only=True)
+class MaxPositions(BaseRule):
+    """At most `n` open positions: orders opening a new one beyond it are rejected, in order."""
+
+    n: int
+    name: str = "max_positions"
+    priority: int = 0
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        new = opens & (ctx.qty[orders.asset] == 0)
+        closing = (~opens) & (ctx.qty[orders.asset] + orders.qty == 0)
+        room = self.n - int(np.count_nonzero(ctx.qty)) + int(np.count_nonzero(closing))
+        rank = np.cumsum(new)
+        reject = new & (rank > max(room, 0))
+        return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(reject), reason=RejectReason.RISK_MAX_POSITIONS, priority=self.priority)]
+
+
+@dataclass(slots=True, kw_only=True)
+class MaxGrossExposure(BaseRule):
+    """Gross exposure (sum |qty| * close) after the orders stays <= `max_ratio` x equity.
+
+    Entries are taken in order; the first that would cross the limit is resized down to fit
+    (whole shares), the rest are rejected.
+    """
+
+    max_ratio: float = 1.0
+    name: str = "max_gross_exposure"
+    priority: int = 0
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        price = ctx.close[orders.asset]
+        add = np.where(opens, np.abs(orders.qty) * price, 0.0)
+        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close))
+        room = self.max_ratio * ctx.equity - gross
+        cum = np.cumsum(add)
+        over = opens & (cum > room)
+        if not np.any(over):
+            return []
+        first = int(np.flatnonzero(over)[0])
+        left = room - (cum[first] - add[first])
+        fit = int(np.floor(max(left, 0.0) / price[first])) if price[first] > 0 else 0
+        decisions = []
+        rest = np.flatnonzero(over)[1:] if fit > 0 else np.flatnonzero(over)
+        if fit > 0:
+            decisions.append(RiskDecision(kind=DecisionKind.RESIZE, index=np.array([first]), value=np.array([np.sign(orders.qty[first]) * fit], dtype=np.float64), reason=RejectReason.RISK_GROSS_EXPOSURE, priority=self.priority))
+        decisions.append(RiskDecision(kind=DecisionKind.REJECT, index=rest, reason=RejectReason.RISK_GROSS_EXPOSURE, priority=self.priority))
+        return decisions
+
+
+@dataclass(slots=True, kw_only=True)
+class MaxDrawdownHalt(BaseRule):
+    """Once equity is `max_drawdown` below its peak, reject entries (and optionally flatten)."""
+
+    max_drawdown: float = 0.2
+    flatten: bool = False
+    name: str = "max_drawdown_halt"
+    priority: int = 0
+
+    def _halted(self, ctx: RiskContext) -> bool:
+        return ctx.equity <= ctx.peak_equity * (1.0 - self.max_drawdown)
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        if self.flatten and self._halted(ctx):
+            return [RiskDecision(kind=DecisionKind.EXIT, index=np.flatnonzero(ctx.qty != 0), reason=ExitReason.RISK_HALT, priority=self.priority)]
+        return []
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        if self._halted(ctx):
+            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_DRAWDOWN_HALT, priority=self.priority)]
+        return []
+
+
+@dataclass(slots=True, kw_only=True)
+class DailyLossLimit(BaseRule):
+    """Reject entries for the rest of a bar once equity fell `max_loss` since the previous close."""
+
+    max_loss: float = 0.03
+    name: str = "daily_loss_limit"
+    priority: int = 0
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        if ctx.equity <= ctx.day_start_equity * (1.0 - self.max_loss):
+            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_DAILY_LOSS, priority=self.priority)]
+        return []
+
+
+@dataclass(slots=True)
+class Triggered:
+    """Protective exits triggered inside a bar, to be filled by the broker at `price`."""
+
+    asset: np.ndarray
+    price: np.ndarray
+    reason: np.ndarray  # int8 ExitReason
+    rule: np.ndarray  # int16
+
+
+@dataclass(slots=True)
+class RiskState:
+    """Per-asset protective levels; the manager is their only writer."""
+
+    stop: np.ndarray
+    stop_reason: np.ndarray
+    stop_rule: np.ndarray
+    take_profit: np.ndarray
+    tp_reason: np.ndarray
+    tp_rule: np.ndarray
+    armed_from: np.ndarray  # first global bar on which levels may trigger
+    high_water: np.ndarray
+    low_water: np.ndarray
+
+    @classmethod
+    def empty(cls, n_assets: int) -> RiskState:
+        return cls(
+            stop=np.full(n_assets, np.nan),
+            stop_reason=np.zeros(n_assets, dtype=np.int8),
+            stop_rule=np.full(n_assets, -1, dtype=np.int16),
+            take_profit=np.full(n_assets, np.nan),
+            tp_reason=np.zeros(n_assets, dtype=np.int8),
+            tp_rule=np.full(n_assets, -1, dtype=np.int16),
+            armed_from=np.zeros(n_assets, dtype=np.int64),
+            high_water=np.full(n_assets, np.nan),
+            low_water=np.full(n_assets, np.nan),
+        )
+
+
+class RiskManager:
+    """Holds the rules and the protective levels; merges decisions deterministically."""
+
+    def __init__(self, rules: Sequence[RiskRule], n_assets: int, state: RiskState | None = None) -> None:
+        self.rules = list(rules)
+        self.names = [r.name for r in self.rules]
+        self.state = state if state is not None else RiskState.empty(n_assets)
+        self.active = bool(self.rules)
+        self._any_close_hook = any(type(r).on_close is not BaseRule.on_close for r in self.rules)
+        self._any_validate = any(type(r).validate is not BaseRule.validate for r in self.rules)
+
+    # -- hooks called by the loop -------------------------------------------------------------
+    def on_fills(self, ctx: RiskContext, assets: np.ndarray, prices: np.ndarray, opened: np.ndarray, closed: np.ndarray) -> None:
+        s = self.state
+        if np.any(closed):
+            ca = assets[closed]
+            s.stop[ca] = np.nan
+            s.take_profit[ca] = np.nan
+            s.stop_rule[ca] = -1
+            s.tp_rule[ca] = -1
+        if not np.any(opened):
+            return
+        oa = assets[opened]
+        op = prices[opened]
+        s.stop[oa] = np.nan
+        s.take_profit[oa] = np.nan
+        s.armed_from[oa] = ctx.bar + 1
+        s.high_water[oa] = op
+        s.low_water[oa] = op
+        decisions: list[RiskDecision] = []
+        for k, rule in enumerate(self.rules):
+            decisions += [_with_rule(d, k) for d in rule.on_entry(ctx, oa, op)]
+        self._apply_levels(ctx, decisions)
+
+    def exits(self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray) -> Triggered | None:
+        """Gap-aware stop and take-profit triggers at this bar (stop wins if both fire)."""
+        s = self.state
+        armed = (qty != 0) & (s.armed_from <= bar)
+        long = armed & (qty > 0)
+        short = armed & (qty < 0)
+        stop_long = long & (low <= s.stop)
+        stop_short = short & (high >= s.stop)
+        tp_long = long & (high >= s.take_profit) & ~stop_long
+        tp_short = short & (low <= s.take_profit) & ~stop_short
+        hit = stop_long | stop_short | tp_long | tp_short
+        if not np.any(hit):
+            return None
+        price = np.full(qty.shape[0], np.nan)
+        price[stop_long] = np.minimum(open_[stop_long], s.stop[stop_long])
+        price[stop_short] = np.maximum(open_[stop_short], s.stop[stop_short])
+        price[tp_long] = np.maximum(open_[tp_long], s.take_profit[tp_long])
+        price[tp_short] = np.minimum(open_[tp_short], s.take_profit[tp_short])
+        is_stop = stop_long | stop_short
+        reason = np.where(is_stop, s.stop_reason, s.tp_reason)
+        rule = np.where(is_stop, s.stop_rule, s.tp_rule)
+        idx = np.flatnonzero(hit)
+        return Triggered(asset=idx, price=price[idx], reason=reason[idx].astype(np.int8), rule=rule[idx].astype(np.int16))
+
+    def on_close(self, ctx: RiskContext, has_bar: np.ndarray, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
+        s = self.state
+        held = (ctx.qty != 0) & has_bar
+        s.high_water[held] = np.fmax(s.high_water[held], high[held])
+        s.low_water[held] = np.fmin(s.low_water[held], low[held])
+        empty = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int16))
+        if not self._any_close_hook:
+            return empty
+        decisions: list[RiskDecision] = []
+        for k, rule in enumerate(self.rules):
+            decisions += [_with_rule(d, k) for d in rule.on_close(ctx)]
+        self._apply_levels(ctx, decisions)
+        exits = [d for d in decisions if d.kind is DecisionKind.EXIT and d.index.shape[0]]
+        if not exits:
+            return empty
+        exits.sort(key=lambda d: (-d.priority, d.rule))
+        chosen: dict[int, tuple[int, int]] = {}
+        for d in exits:
+            for a in d.index.tolist():
+                chosen.setdefault(a, (int(d.reason), d.rule))
+        assets = np.array(sorted(chosen), dtype=np.int64)
+        held_now = ctx.qty[assets] != 0
+        assets = assets[held_now]
+        reasons = np.array([chosen[a][0] for a in assets.tolist()], dtype=np.int8)
+        rules = np.array([chosen[a][1] for a in assets.tolist()], dtype=np.int16)
+        return assets, reasons, rules
+
+    def validate(self, ctx: RiskContext, orders: Orders) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (accepted orders, rejected row numbers, their reasons, their rule indices)."""
+        none = np.empty(0, np.int64)
+        if not self._any_validate or len(orders) == 0:
+            return orders, none, none, none
+        qty_now = ctx.qty[orders.asset]
+        opens = (orders.reason == ExitReason.SIGNAL) & (np.abs(qty_now + orders.qty) > np.abs(qty_now))
+        decisions: list[RiskDecision] = []
+        for k, rule in enumerate(self.rules):
+            decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]
+        decisions.sort(key=lambda d: (-d.priority, d.rule))
+        rejected: dict[int, tuple[int, int]] = {}
+        resized = orders.qty.copy()
+        for d in decisions:
+            if d.kind is DecisionKind.REJECT:
+                for row in d.index.tolist():
+                    rejected.setdefault(row, (_reject_code(d.reason), d.rule))
+            elif d.kind is DecisionKind.RESIZE and d.value is not None:
+                for row, value in zip(d.index.tolist(), d.value.tolist(), strict=True):
+                    if abs(value) < abs(resized[row]):
+                        resized[row] = int(value)
+        for row in np.flatnonzero(resized == 0).tolist():
+            rejected.setdefault(row, (_reject_code(RejectReason.RISK_GROSS_EXPOSURE), -1))
+        orders.qty = resized
+        rows = np.array(sorted(rejected), dtype=np.int64)
+        keep = np.ones(len(orders), dtype=bool)
+        keep[rows] = False
+        reasons = np.array([rejected[r][0] for r in rows.tolist()], dtype=np.int64)
+        rules = np.array([rejected[r][1] for r in rows.tolist()], dtype=np.int64)
+        return orders.take(np.flatnonzero(keep)), rows, reasons, rules
+
+    # -- merging ----------------------------------------------------------------------------
+    def _apply_levels(self, ctx: RiskContext, decisions: list[RiskDecision]) -> None:
+        s = self.state
+        for kind, level, reason, rule in (
+            (DecisionKind.STOP_UPDATE, s.stop, s.stop_reason, s.stop_rule),
+            (DecisionKind.TAKE_PROFIT_UPDATE, s.take_profit, s.tp_reason, s.tp_rule),
+        ):
+            mine = [d for d in decisions if d.kind is kind and d.index.shape[0] and d.value is not None]
+            if not mine:
+                continue
+            is_stop = kind is DecisionKind.STOP_UPDATE
+            n = level.shape[0]
+            proposed = np.full(n, np.nan)
+            priority = np.full(n, np.iinfo(np.int64).min)
+            why = np.zeros(n, dtype=np.int8)
+            who = np.full(n, -1, dtype=np.int16)
+            for d in sorted(mine, key=lambda d: (-d.priority, d.rule)):
+                a, value = d.index, np.asarray(d.value)
+                better = d.priority > priority[a]
+                same = d.priority == priority[a]
+                take = ~np.isnan(value) & (better | (same & _tighter(ctx.qty[a], value, proposed[a], is_stop)))
+                proposed[a] = np.where(take, value, proposed[a])
+                priority[a] = np.where(take, d.priority, priority[a])
+                why[a] = np.where(take, int(d.reason), why[a])
+                who[a] = np.where(take, d.rule, who[a])
+            # levels only ever tighten
+            update = ~np.isnan(proposed) & _tighter(ctx.qty, proposed, level, is_stop)
+            level[update] = proposed[update]
+            reason[update] = why[update]
+            rule[update] = who[update]
+
+
+def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: bool) -> np.ndarray:
+    """True where `new` is the more protective level (or `current` is unset)."""
+    long = qty >= 0
+    if is_stop:
+        closer = np.where(long, new > current, new < current)
+    else:
+        closer = np.where(long, new < current, new > current)
+    return np.isnan(current) | closer
+
+
+def _with_rule(decision: RiskDecision, rule: int) -> RiskDecision:
+    return RiskDecision(
+        kind=decision.kind,
+        index=np.asarray(decision.index, dtype=np.int64),
+        value=decision.value,
+        reason=decision.reason,
+        priority=decision.priority,
+        rule=rule,
+    )
+
+
+_REJECT_CODES = {r: i for i, r in enumerate(RejectReason)}
+REJECT_BY_CODE = list(RejectReason)
+
+
+def _reject_code(reason: ExitReason | RejectReason) -> int:
+    if isinstance(reason, RejectReason):
+        return _REJECT_CODES[reason]
+    return _REJECT_CODES[RejectReason.INVALID_ORDER]
+
+
+RULES: dict[str, Callable[..., Any]] = {
+    "stop_loss": StopLoss,
+    "take_profit": TakeProfit,
+    "volatility_stop": VolatilityStop,
+    "trailing_stop": TrailingStop,
+    "time_exit": TimeExit,
+    "regime": RegimeRule,
+    "max_positions": MaxPositions,
+    "max_gross_exposure": MaxGrossExposure,
+    "max_drawdown_halt": MaxDrawdownHalt,
+    "daily_loss_limit": DailyLossLimit,
+}

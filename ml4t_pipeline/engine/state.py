@@ -1,0 +1,155 @@
+"""Engine state at the end of a run, so the next run continues exactly where it stopped.
+
+Running months one by one, each starting from the previous month's state, gives the same
+result, bit for bit, as one run over the whole period. State is keyed by asset id (not array
+position) so the next run may see a different universe; JSON keeps float64 values exact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.ledger import Ledger
+from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.risk import RiskState
+from ml4t_pipeline.errors import StateError
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.engine.config import RunConfig
+
+_LEDGER_ARRAYS = (
+    "qty",
+    "avg_price",
+    "entry_bar",
+    "buy_qty",
+    "sell_qty",
+    "buy_notional",
+    "sell_notional",
+    "trade_commission",
+    "trade_slippage",
+)
+_RISK_ARRAYS = (
+    "stop",
+    "stop_reason",
+    "stop_rule",
+    "take_profit",
+    "tp_reason",
+    "tp_rule",
+    "armed_from",
+    "high_water",
+    "low_water",
+)
+FORMAT_VERSION = 1
+
+
+def _value(x: Any) -> Any:
+    return x.item() if isinstance(x, np.generic) else x
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineState:
+    cash: float
+    bars_done: int
+    next_order_id: int
+    peak_equity: float
+    prev_equity: float
+    last_timestamp_us: int | None
+    assets: tuple[Any, ...]  # assets with any non-default state
+    per_asset: dict[str, list[Any]]  # array name -> values aligned with `assets`
+    entry_signals: dict[str, list[float]]
+    pending: dict[str, list[Any]]  # order columns; "asset" holds asset ids
+    strategy_state: dict[str, Any] = field(default_factory=dict)
+    rule_state: dict[str, list[float]] = field(default_factory=dict)
+    rule_state_assets: tuple[Any, ...] = ()
+
+    @classmethod
+    def capture(
+        cls,
+        *,
+        assets: np.ndarray,
+        ledger: Ledger,
+        risk: RiskState,
+        pending: Orders,
+        next_order_id: int,
+        last_close: np.ndarray,
+        bars_done: int,
+        peak_equity: float,
+        prev_equity: float,
+        strategy_state: dict[str, Any],
+        rule_state: dict[str, list[float]],
+        last_timestamp_us: int | None = None,
+    ) -> EngineState:
+        ids = [_value(a) for a in assets.tolist()]
+        keep = np.flatnonzero((ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset))
+        per_asset: dict[str, list[Any]] = {"last_close": last_close[keep].tolist()}
+        for name in _LEDGER_ARRAYS:
+            per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()
+        for name in _RISK_ARRAYS:
+            per_asset[f"risk.{name}"] = getattr(risk, name)[keep].tolist()
+        pend = pending.to_columns()
+        pend["asset"] = [ids[a] for a in pend["asset"]]
+        return cls(
+            cash=float(ledger.cash),
+            bars_done=int(bars_done),
+            next_order_id=int(next_order_id),
+            peak_equity=float(peak_equity),
+            prev_equity=float(prev_equity),
+            last_timestamp_us=last_timestamp_us,
+            assets=tuple(ids[k] for k in keep.tolist()),
+            per_asset=per_asset,
+            entry_signals={n: v[keep].tolist() for n, v in ledger.entry_signals.items()},
+            pending=pend,
+            strategy_state=strategy_state,
+            rule_state=rule_state,
+            rule_state_assets=tuple(ids),
+        )
+
+    def restore(
+        self, assets: np.ndarray, signal_names: list[str], config: RunConfig
+    ) -> tuple[Ledger, RiskState, Orders, int, np.ndarray]:
+        index = {_value(a): i for i, a in enumerate(assets.tolist())}
+        missing = [a for a in self.assets if a not in index]
+        if missing:
+            msg = f"saved state holds assets absent from this run's data: {missing[:5]}"
+            raise StateError(msg)
+        pos = np.array([index[a] for a in self.assets], dtype=np.int64)
+        n = int(assets.shape[0])
+        ledger = Ledger.empty(n, self.cash, signal_names)
+        risk = RiskState.empty(n)
+        last_close = np.zeros(n)
+        last_close[pos] = self.per_asset["last_close"]
+        for name in _LEDGER_ARRAYS:
+            getattr(ledger, name)[pos] = self.per_asset[f"ledger.{name}"]
+        ledger.qty_f = ledger.qty.astype(np.float64)
+        for name in _RISK_ARRAYS:
+            getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
+        for name, values in self.entry_signals.items():
+            if name in ledger.entry_signals:
+                ledger.entry_signals[name][pos] = values
+        columns = dict(self.pending)
+        columns["asset"] = [index[a] for a in columns["asset"]]
+        return ledger, risk, Orders.from_columns(columns), self.next_order_id, last_close
+
+    def to_json(self) -> str:
+        payload = {"format": FORMAT_VERSION} | {
+            name: getattr(self, name) for name in self.__dataclass_fields__
+        }
+        return json.dumps(payload, sort_keys=True, allow_nan=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EngineState:
+        try:
+            payload = json.loads(text)
+        except json.JSONDecodeError as exc:
+            msg = f"engine state is not valid JSON: {exc}"
+            raise StateError(msg) from exc
+        if payload.pop("format", None) != FORMAT_VERSION:
+            msg = "engine state was written by an incompatible version"
+            raise StateError(msg)
+        for key in ("assets", "rule_state_assets"):
+            payload[key] = tuple(payload[key])
+        return cls(**payload)

@@ -1,0 +1,91 @@
+"""Built-in strategies, written only with the public `Strategy` API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.strategy import Strategy
+from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
+from ml4t_pipeline.errors import ConfigError
+
+
+def _param(params: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
+    value = params.get(name, default)
+    if value is None:
+        msg = f"strategy.params.{name} is required"
+        raise ConfigError(msg)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        msg = f"strategy.params.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        raise ConfigError(msg)
+    return value
+
+
+class SignalThreshold(Strategy):
+    """Flat and score > entry_above: buy `qty`; long and score < exit_below: sell all."""
+
+    PARAMS = frozenset({"score", "entry_above", "exit_below", "qty"})
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.score: str = _param(params, "score", str, "ml_score")
+        self.entry_above: float = _param(params, "entry_above", float, 0.6)
+        self.exit_below: float = _param(params, "exit_below", float, 0.4)
+        self.qty: int = _param(params, "qty", int, 100)
+
+    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+        score = event.signals[self.score]
+        position = self.get_position(event.asset_id)
+        if position == 0 and score > self.entry_above:
+            self.buy(event.asset_id, self.qty)
+        elif position > 0 and score < self.exit_below:
+            self.close_position(event.asset_id)
+
+
+class TopKRotation(Strategy):
+    """Every `rebalance_every` bars after `warmup_bars`, hold the top_k scores at `weight` each.
+
+    Skips a rebalance when the market-wide `vix` exceeds `max_vix` (or is unknown).
+    Ties in the score are broken by asset order.
+    """
+
+    PARAMS = frozenset({"score", "top_k", "weight", "rebalance_every", "warmup_bars", "max_vix", "vix"})
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.score: str = _param(params, "score", str, "ml_score")
+        self.top_k: int = _param(params, "top_k", int, 25)
+        self.weight: float = _param(params, "weight", float, 0.04)
+        self.rebalance_every: int = _param(params, "rebalance_every", int, 5)
+        self.warmup_bars: int = _param(params, "warmup_bars", int, 20)
+        self.max_vix: float = _param(params, "max_vix", float, math.inf)
+        self.vix: str = _param(params, "vix", str, "vix")
+        if self.top_k < 1 or self.rebalance_every < 1 or self.warmup_bars < 0:
+            msg = "strategy.params: top_k and rebalance_every must be >= 1, warmup_bars >= 0"
+            raise ConfigError(msg)
+
+    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+        i = batch.bar_index
+        if i < self.warmup_bars or i % self.rebalance_every != 0:
+            return
+        if math.isfinite(self.max_vix):
+            vix = float(context[self.vix]) if self.vix in context else math.nan
+            if not vix <= self.max_vix:
+                return
+        scores = np.where(batch.has_bar, batch.signals[self.score], np.nan)
+        ranked = np.argsort(-scores, kind="stable")
+        ranked = ranked[~np.isnan(scores[ranked])][: self.top_k]
+        weights = np.zeros(scores.shape[0])
+        weights[ranked] = self.weight
+        self.rebalance_to_weights(weights)
+
+
+BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {
+    "signal_threshold": SignalThreshold,
+    "top_k_rotation": TopKRotation,
+}

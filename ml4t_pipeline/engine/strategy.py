@@ -1,0 +1,149 @@
+"""The strategy API: subclass `Strategy`, override one of the two callbacks.
+
+- `on_market_event(event, context)`: called for each asset with a bar, at its close.
+- `on_timestamp_batch(timestamp, batch, context)`: called once per bar with every asset as
+  arrays; use it for cross-sectional logic (ranking a universe).
+
+Helpers (`buy_percent`, `rebalance_to_weights`, ...) submit orders decided at the current close;
+they fill at the next open (or at this close with `fill_at: same_close`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.enums import OrderType
+from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
+
+if TYPE_CHECKING:
+    from ml4t_pipeline.engine.broker import Broker
+
+
+class Strategy:
+    """Base class of every strategy, built-in or user-written."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+        self._broker: Broker | None = None
+
+    # -- callbacks (override one) -------------------------------------------------------------
+    def on_start(self) -> None:
+        """Called once before the first bar of a run."""
+
+    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+        """Per-asset callback at the close of each bar."""
+
+    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+        """Per-bar callback with the whole cross-section."""
+
+    @classmethod
+    def uses_events(cls) -> bool:
+        return cls.on_market_event is not Strategy.on_market_event
+
+    @classmethod
+    def uses_batches(cls) -> bool:
+        return cls.on_timestamp_batch is not Strategy.on_timestamp_batch
+
+    # -- state for chained runs (override when the strategy keeps its own state) ---------------
+    def get_state(self) -> dict[str, Any]:
+        return {}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what `get_state` returned at the end of the previous run."""
+
+    # -- helpers ----------------------------------------------------------------------------
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            msg = "strategy helpers are only available while the engine runs the strategy"
+            raise RuntimeError(msg)
+        return self._broker
+
+    def get_position(self, asset: Any) -> int:
+        return int(self.broker.ledger.qty[self.broker.index(asset)])
+
+    def get_cash(self) -> float:
+        return self.broker.ledger.cash
+
+    def get_portfolio_value(self) -> float:
+        return self.broker.equity()
+
+    def get_unrealized_pnl_pct(self, asset: Any) -> float | None:
+        b = self.broker
+        a = b.index(asset)
+        qty = int(b.ledger.qty[a])
+        if qty == 0:
+            return None
+        return math.copysign(1.0, qty) * (float(b.last_close[a]) / float(b.ledger.avg_price[a]) - 1.0)
+
+    def submit_order(
+        self,
+        asset: Any,
+        qty: int,
+        *,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_pct: float | None = None,
+    ) -> int | None:
+        """Signed `qty` (+ buy). Returns the order id, or None for a zero quantity."""
+        return self.broker.submit(
+            self.broker.index(asset),
+            int(qty),
+            order_type=order_type,
+            limit_price=limit_price,
+            stop_price=stop_price,
+            trail_pct=trail_pct,
+        )
+
+    def buy(self, asset: Any, qty: int) -> int | None:
+        return self.submit_order(asset, abs(int(qty)))
+
+    def sell(self, asset: Any, qty: int) -> int | None:
+        return self.submit_order(asset, -abs(int(qty)))
+
+    def close_position(self, asset: Any) -> int | None:
+        return self.submit_order(asset, -self.get_position(asset))
+
+    def buy_percent(self, asset: Any, percent: float) -> int | None:
+        """Buy shares worth `percent` (a fraction) of portfolio value at the current close."""
+        price = float(self.broker.last_close[self.broker.index(asset)])
+        if not price > 0:
+            return None
+        return self.submit_order(asset, math.floor(percent * self.get_portfolio_value() / price))
+
+    def sell_percent(self, asset: Any, percent: float) -> int | None:
+        """Sell `percent` (a fraction) of the current position, in whole shares."""
+        return self.submit_order(asset, -math.floor(percent * self.get_position(asset)))
+
+    def set_position_percent(self, asset: Any, percent: float) -> int | None:
+        """Order the difference to a position worth `percent` of portfolio value (signed)."""
+        price = float(self.broker.last_close[self.broker.index(asset)])
+        if not price > 0:
+            return None
+        target = int(math.copysign(math.floor(abs(percent) * self.get_portfolio_value() / price), percent))
+        return self.submit_order(asset, target - self.get_position(asset))
+
+    def size_by_confidence(self, asset: Any, confidence: float, max_percent: float = 0.1) -> int | None:
+        """Target a position of confidence (clipped to [0, 1]) x `max_percent` of portfolio value."""
+        return self.set_position_percent(asset, min(max(confidence, 0.0), 1.0) * max_percent)
+
+    def rebalance_to_weights(self, weights: Mapping[Any, float] | np.ndarray) -> int:
+        """Target weight per asset (others to 0); floor(|w| x equity / close) shares each.
+
+        `weights` is a mapping asset -> weight or an array aligned with `batch.assets`.
+        Returns the number of orders submitted.
+        """
+        b = self.broker
+        if isinstance(weights, np.ndarray):
+            w = np.asarray(weights, dtype=np.float64)
+        else:
+            w = np.zeros(b.n_assets)
+            for asset, weight in weights.items():
+                w[b.index(asset)] = weight
+        return b.order_target_weights(w)

@@ -1,0 +1,167 @@
+"""Read-only views over the dense arrays, truncated at the current bar.
+
+A view never exposes a later bar: `History` slices stop at the current index, and the
+per-bar views only hold the current row. Nothing is copied per asset per bar.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.data import Panel
+
+
+class RowView(Mapping[str, Any]):
+    """name -> value of one row: per-asset arrays at (bar, asset), or market-wide at bar."""
+
+    __slots__ = ("_arrays", "_asset", "_i")
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+        self._i = 0
+        self._asset: int | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        if self._asset is None:
+            return self._arrays[name][self._i]
+        return self._arrays[name][self._i, self._asset]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(self[k]) for k in self._arrays}
+
+
+class MarketEvent:
+    """One asset at one bar: OHLCV plus `signals`, and `context` shared by every asset."""
+
+    __slots__ = ("_a", "_i", "_p", "asset_id", "context", "signals", "timestamp")
+
+    def __init__(self, panel: Panel, context: RowView) -> None:
+        self._p = panel
+        self._i = 0
+        self._a = 0
+        self.asset_id: Any = None
+        self.timestamp: dt.datetime | None = None
+        self.signals = RowView(panel.signals)
+        self.context = context
+
+    def _point(self, i: int, a: int, asset_id: Any, timestamp: dt.datetime) -> None:
+        self._i = i
+        self._a = a
+        self.asset_id = asset_id
+        self.timestamp = timestamp
+        self.signals._i = i
+        self.signals._asset = a
+
+    @property
+    def open(self) -> float:
+        return float(self._p.open[self._i, self._a])
+
+    @property
+    def high(self) -> float:
+        return float(self._p.high[self._i, self._a])
+
+    @property
+    def low(self) -> float:
+        return float(self._p.low[self._i, self._a])
+
+    @property
+    def close(self) -> float:
+        return float(self._p.close[self._i, self._a])
+
+    @property
+    def volume(self) -> float:
+        return float(self._p.volume[self._i, self._a])
+
+
+class SignalsRow(Mapping[str, np.ndarray]):
+    """name -> (N,) array of every asset's value at the current bar."""
+
+    __slots__ = ("_arrays", "_i")
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self._arrays = arrays
+        self._i = 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name][self._i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
+class History:
+    """Arrays up to and including the current bar of the current chunk (no look-ahead)."""
+
+    __slots__ = ("_i", "_p")
+
+    def __init__(self, panel: Panel) -> None:
+        self._p = panel
+        self._i = 0
+
+    def prices(self, field: str) -> np.ndarray:
+        return np.asarray(getattr(self._p, field)[: self._i + 1])
+
+    def signal(self, name: str) -> np.ndarray:
+        return self._p.signals[name][: self._i + 1]
+
+    def context(self, name: str) -> np.ndarray:
+        return self._p.context[name][: self._i + 1]
+
+
+class Batch:
+    """Every asset at one bar, as arrays indexed like `assets`."""
+
+    __slots__ = ("_i", "_p", "assets", "bar_index", "history", "signals", "timestamp")
+
+    def __init__(self, panel: Panel, assets: np.ndarray) -> None:
+        self._p = panel
+        self._i = 0
+        self.assets = assets
+        self.bar_index = 0
+        self.timestamp: dt.datetime | None = None
+        self.signals = SignalsRow(panel.signals)
+        self.history = History(panel)
+
+    def _point(self, i: int, bar_index: int, timestamp: dt.datetime) -> None:
+        self._i = i
+        self.bar_index = bar_index
+        self.timestamp = timestamp
+        self.signals._i = i
+        self.history._i = i
+
+    @property
+    def open(self) -> np.ndarray:
+        return self._p.open[self._i]
+
+    @property
+    def high(self) -> np.ndarray:
+        return self._p.high[self._i]
+
+    @property
+    def low(self) -> np.ndarray:
+        return self._p.low[self._i]
+
+    @property
+    def close(self) -> np.ndarray:
+        return self._p.close[self._i]
+
+    @property
+    def volume(self) -> np.ndarray:
+        return self._p.volume[self._i]
+
+    @property
+    def has_bar(self) -> np.ndarray:
+        return self._p.has_bar[self._i]
