@@ -96,7 +96,7 @@ class _Table:
             try:
                 self._file = pq.ParquetFile(path)
                 schema = self._file.schema_arrow
-                if "asset_id" in schema.names and pa.types.is_string(schema.field("asset_id").type):
+                if "asset_id" in schema.names and _is_text(schema.field("asset_id").type):
                     self._file = pq.ParquetFile(path, read_dictionary=["asset_id"])
             except (OSError, pa.ArrowException) as exc:
                 msg = f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})"
@@ -110,6 +110,34 @@ class _Table:
             schema = source.schema
         self.schema: pa.Schema = schema
         self.columns: tuple[str, ...] = tuple(schema.names)
+        self._preloaded: list[pa.RecordBatch] | None = None
+
+    @property
+    def num_rows(self) -> int:
+        if self._file is not None:
+            return int(self._file.metadata.num_rows)
+        assert self._table is not None  # noqa: S101 - set in __init__ for frames
+        return int(self._table.num_rows)
+
+    def preload(self, columns: Sequence[str]) -> None:
+        """Decode the columns once, multi-threaded, and keep them until `release`."""
+        if self._file is None:
+            self._preloaded = list(self.batches(columns))
+            return
+        try:
+            table = pq.read_table(
+                self.name,
+                columns=list(columns),
+                read_dictionary=["asset_id"] if "asset_id" in columns and _is_text(self.schema.field("asset_id").type) else None,
+            )
+        except (OSError, pa.ArrowException) as exc:
+            msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
+            raise DataError(msg) from exc
+        self._preloaded = table.to_batches()
+
+    def release(self) -> None:
+        self._preloaded = None
+        self._table = None if self._file is not None else self._table
 
     def require(self, columns: Sequence[str]) -> None:
         missing = [c for c in columns if c not in self.columns]
@@ -128,6 +156,10 @@ class _Table:
         return out
 
     def batches(self, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        if self._preloaded is not None:
+            for batch in self._preloaded:
+                yield batch.select(list(columns))
+            return
         try:
             if self._file is not None:
                 yield from self._file.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns))
@@ -137,6 +169,10 @@ class _Table:
         except (OSError, pa.ArrowException) as exc:
             msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
             raise DataError(msg) from exc
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
 
 
 def _timestamps_us(array: pa.Array, name: str) -> np.ndarray:
@@ -177,7 +213,7 @@ class _Keys:
 def _asset_values(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     """Return (values or dictionary, indices or None)."""
     kind = array.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+    if _is_text(kind):
         array = pc.dictionary_encode(array.cast(pa.large_string()))
     if pa.types.is_dictionary(array.type):
         dictionary = array.dictionary.to_numpy(zero_copy_only=False)
@@ -217,6 +253,17 @@ def _codes(lookup: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.where(found, pos_clipped, -1).astype(np.int64)
 
 
+def _stamp_codes(calendar: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """Bar index of each timestamp (hash lookup), -1 when not a bar of the run."""
+    if stamps.shape[0] and calendar.shape[0] and np.all(stamps[1:] >= stamps[:-1]):
+        # sorted batch (the common layout): look up each run of equal stamps once
+        starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
+        lengths = np.diff(np.r_[starts, stamps.shape[0]])
+        return np.repeat(_codes(calendar, stamps[starts]), lengths)
+    found = pc.index_in(pa.array(stamps), value_set=pa.array(calendar))
+    return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def _asset_codes(universe: np.ndarray, values: np.ndarray, indices: np.ndarray | None) -> np.ndarray:
     if indices is None:
         return _codes(universe, values)
@@ -252,6 +299,12 @@ class MarketData:
         lo = to_micros(start) if start is not None else None
         hi = to_micros(end) if end is not None else None
 
+        self._eager = self._prices.num_rows <= max_chunk_cells
+        self._price_columns = ["open", "high", "low", "close"]
+        if "volume" in self._prices.columns:
+            self._price_columns.append("volume")
+        if self._eager:
+            self._prices.preload([*KEY_COLUMNS, *self._price_columns])
         stamps, assets = _read_keys(self._prices)
         all_stamps = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
         keep = np.ones(all_stamps.shape[0], dtype=bool)
@@ -268,10 +321,14 @@ class MarketData:
         universe = _sorted_unique(universe_parts)
         self.calendar = Calendar(timestamps=calendar_ts.astype(np.int64), assets=universe)
         self._price_keys = self._keys(stamps, assets, all_stamps.shape[0])
+        self._signal_keys: _Keys | None = None
+        del stamps, assets, all_stamps
         self.n_rows = int(np.count_nonzero(self._price_keys.bar >= 0))
-        self._check_duplicates(self._price_keys, self._prices.name)
-        self._signal_keys = self._load_signal_keys() if self._signals is not None else None
         self._chunks = self._plan_chunks(max_chunk_cells)
+        self._ready: Panel | None = None
+        if self._eager:
+            # one chunk: build it now, file by file, so only one input is decoded at a time
+            self._ready = self._panel(0, self.calendar.timestamps.shape[0])
 
     @staticmethod
     def _pick(table: _Table | None, wanted: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
@@ -293,33 +350,30 @@ class MarketData:
         offset = 0
         for ts, (values, indices) in zip(stamps, assets, strict=True):
             n = ts.shape[0]
-            bar[offset : offset + n] = _codes(self.calendar.timestamps, ts)
+            bar[offset : offset + n] = _stamp_codes(self.calendar.timestamps, ts)
             asset[offset : offset + n] = _asset_codes(self.calendar.assets, values, indices)
             offset += n
         asset[bar < 0] = -1
         bar[asset < 0] = -1
         return _Keys(bar=bar, asset=asset)
 
-    def _check_duplicates(self, keys: _Keys, name: str) -> None:
+    def _duplicates_error(self, keys: _Keys, name: str) -> DataError:
         n_assets = self.calendar.n_assets
         valid = keys.bar >= 0
         flat = keys.bar[valid] * n_assets + keys.asset[valid]
-        seen = np.zeros(self.calendar.timestamps.shape[0] * n_assets, dtype=bool)
-        seen[flat] = True
-        n_unique = int(np.count_nonzero(seen))
-        if n_unique != flat.shape[0]:
-            counts = np.bincount(flat, minlength=seen.shape[0])
-            dup = np.flatnonzero(counts > 1)
-            examples = ", ".join(
-                f"(timestamp={to_datetime(self.calendar.timestamps[c // n_assets]).isoformat()}, "
-                f"asset_id={self.calendar.assets[c % n_assets]})"
-                for c in dup[:3]
-            )
-            msg = (
-                f"{name}: columns (timestamp, asset_id), rule unique_key: {dup.shape[0]} key(s) "
-                f"appear more than once ({flat.shape[0] - n_unique} extra rows), e.g. {examples}"
-            )
-            raise DataError(msg)
+        counts = np.bincount(flat)
+        dup = np.flatnonzero(counts > 1)
+        extra = int((counts[dup] - 1).sum())
+        examples = ", ".join(
+            f"(timestamp={to_datetime(self.calendar.timestamps[c // n_assets]).isoformat()}, "
+            f"asset_id={self.calendar.assets[c % n_assets]})"
+            for c in dup[:3].tolist()
+        )
+        msg = (
+            f"{name}: columns (timestamp, asset_id), rule unique_key: {dup.shape[0]} key(s) "
+            f"appear more than once ({extra} extra rows), e.g. {examples}"
+        )
+        return DataError(msg)
 
     def _load_signal_keys(self) -> _Keys:
         assert self._signals is not None  # noqa: S101 - caller checks
@@ -327,9 +381,7 @@ class MarketData:
         if "available_at" in self._signals.columns:
             stamps = self._knowledge_bars(stamps)
         total = sum(s.shape[0] for s in stamps)
-        keys = self._keys(stamps, assets, total)
-        self._check_duplicates(keys, self._signals.name)
-        return keys
+        return self._keys(stamps, assets, total)
 
     def _knowledge_bars(self, event_stamps: list[np.ndarray]) -> list[np.ndarray]:
         """With `available_at`, a signal is first usable at the first bar at or after it."""
@@ -366,26 +418,32 @@ class MarketData:
         return len(self._chunks)
 
     def chunks(self) -> Iterator[Panel]:
+        if self._ready is not None:
+            panel, self._ready = self._ready, None
+            yield panel
+            return
         for lo, hi in self._chunks:
             yield self._panel(lo, hi)
 
     def _panel(self, lo: int, hi: int) -> Panel:
         n_assets = self.calendar.n_assets
-        shape = (hi - lo, n_assets)
-        price_cols = ["open", "high", "low", "close"]
-        if "volume" in self._prices.columns:
-            price_cols.append("volume")
-        dense = self._scatter(self._prices, self._price_keys, price_cols, lo, hi)
-        has_bar = np.zeros(shape, dtype=bool)
-        keys = self._price_keys
-        in_chunk = (keys.bar >= lo) & (keys.bar < hi)
-        has_bar[keys.bar[in_chunk] - lo, keys.asset[in_chunk]] = True
+        dense, has_bar = self._scatter(self._prices, self._price_keys, self._price_columns, lo, hi)
+        if self._eager:
+            self._prices.release()
         volume = dense.pop("volume", None)
         if volume is None:
             volume = np.where(has_bar, np.inf, np.nan)
         signals: dict[str, np.ndarray] = {}
-        if self._signals is not None and self._signal_keys is not None and self.signal_columns:
-            signals = self._scatter(self._signals, self._signal_keys, self.signal_columns, lo, hi)
+        if self._signals is not None and self.signal_columns:
+            if self._eager:
+                timing = ["available_at"] if "available_at" in self._signals.columns else []
+                self._signals.preload([*KEY_COLUMNS, *timing, *self.signal_columns])
+            if self._signal_keys is None:
+                self._signal_keys = self._load_signal_keys()
+            signals, _ = self._scatter(self._signals, self._signal_keys, self.signal_columns, lo, hi)
+            if self._eager:
+                self._signals.release()
+                self._signal_keys = None
         return Panel(
             timestamps=self.calendar.timestamps[lo:hi],
             open=dense["open"],
@@ -400,22 +458,35 @@ class MarketData:
 
     def _scatter(
         self, table: _Table, keys: _Keys, columns: Sequence[str], lo: int, hi: int
-    ) -> dict[str, np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Dense (bars, assets) arrays of `columns` for bars [lo, hi), and the filled-cell mask."""
         n_assets = self.calendar.n_assets
-        out = {c: np.full((hi - lo) * n_assets, np.nan) for c in columns}
+        cells = (hi - lo) * n_assets
+        out = {c: np.full(cells, np.nan) for c in columns}
+        seen = np.zeros(cells, dtype=bool)
+        rows = 0
         offset = 0
-        whole = lo == 0 and hi == self.calendar.timestamps.shape[0]
         for batch in table.batches(columns):
             n = batch.num_rows
             bar = keys.bar[offset : offset + n]
             asset = keys.asset[offset : offset + n]
             offset += n
-            mask = (bar >= 0) if whole else (bar >= lo) & (bar < hi)
-            flat = (bar[mask] - lo) * n_assets + asset[mask]
+            mask = (bar >= lo) & (bar < hi)
+            everything = bool(mask.all())
+            flat = (bar - lo) * n_assets + asset if everything else (bar[mask] - lo) * n_assets + asset[mask]
+            rows += flat.shape[0]
+            if flat.shape[0] == 0:
+                continue
+            contiguous = flat[-1] - flat[0] == flat.shape[0] - 1 and bool(np.all(np.diff(flat) == 1))
+            target: slice | np.ndarray = slice(int(flat[0]), int(flat[-1]) + 1) if contiguous else flat
+            seen[target] = True
             for i, column in enumerate(columns):
                 values = _float_values(batch.column(i), table.name, column)
-                out[column][flat] = values[mask]
-        return {c: v.reshape(hi - lo, n_assets) for c, v in out.items()}
+                out[column][target] = values if everything else values[mask]
+        if int(np.count_nonzero(seen)) != rows:
+            raise self._duplicates_error(keys, table.name)
+        shape = (hi - lo, n_assets)
+        return {c: v.reshape(shape) for c, v in out.items()}, seen.reshape(shape)
 
     def _context_arrays(self, lo: int, hi: int) -> dict[str, np.ndarray]:
         if self._context is None or not self.context_columns:
