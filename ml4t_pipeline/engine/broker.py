@@ -15,8 +15,8 @@ import numpy as np
 from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
-from ml4t_pipeline.engine.ledger import FillBatch, Ledger
-from ml4t_pipeline.engine.orders import Orders, match
+from ml4t_pipeline.engine.ledger import Ledger
+from ml4t_pipeline.engine.orders import OrderBuffer, Orders, match
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext, RiskManager
 from ml4t_pipeline.errors import ConfigError
 
@@ -53,12 +53,12 @@ class Broker:
         self.pending = pending
         self.next_order_id = next_order_id
         self.last_close = last_close
-        self.decision_signals: dict[str, np.ndarray] = {}
+        self.decision_row: tuple[Panel, int] | None = None
         self.panel: Panel | None = None
         self.i = 0  # bar within the panel
         self.bar = 0  # global bar index
-        self._new: dict[str, list[Any]] = _empty_columns()
-        self.fill_chunks: list[dict[str, np.ndarray]] = []
+        self._new = OrderBuffer()
+        self.fill_rows: list[tuple[int, int, int, float, float, float, int, int, int]] = []
         self.order_chunks: list[Orders] = []
         self.rejection_chunks: list[dict[str, np.ndarray]] = []
 
@@ -92,21 +92,22 @@ class Broker:
         oid = self.next_order_id
         self.next_order_id += 1
         ref = float(self.last_close[asset]) if order_type is OrderType.TRAILING_STOP else math.nan
-        for key, value in (
-            ("order_id", oid),
-            ("asset", asset),
-            ("qty", qty),
-            ("order_type", int(order_type)),
-            ("limit_price", math.nan if limit_price is None else float(limit_price)),
-            ("stop_price", math.nan if stop_price is None else float(stop_price)),
-            ("trail_pct", math.nan if trail_pct is None else float(trail_pct)),
-            ("trail_ref", ref),
-            ("created_bar", self.bar),
-            ("reason", int(reason)),
-            ("rule", rule),
-            ("triggered", False),
-        ):
-            self._new[key].append(value)
+        self._new.append(
+            (
+                oid,
+                asset,
+                qty,
+                int(order_type),
+                math.nan if limit_price is None else float(limit_price),
+                math.nan if stop_price is None else float(stop_price),
+                math.nan if trail_pct is None else float(trail_pct),
+                ref,
+                self.bar,
+                int(reason),
+                rule,
+                False,
+            )
+        )
         return oid
 
     def order_target_weights(self, weights: np.ndarray) -> int:
@@ -152,14 +153,15 @@ class Broker:
         self._staged = []
 
     def _flush_new(self) -> None:
-        if self._new["order_id"]:
-            self._staged.append(Orders.from_columns(self._new))
-            self._new = _empty_columns()
+        if self._new.size:
+            self._staged.append(self._new.drain())
 
-    def take_new_orders(self) -> Orders:
+    def take_new_orders(self) -> Orders | None:
+        if not self._staged and not self._new.size:
+            return None
         self._flush_new()
-        out = Orders.empty()
-        for chunk in self._staged:
+        out = self._staged[0]
+        for chunk in self._staged[1:]:
             out = out.concat(chunk)
         self._staged = []
         return out
@@ -176,6 +178,10 @@ class Broker:
         o = p.open[self.i, a]
         filled, price, trail_ref, triggered = match(orders, o, p.high[self.i, a], p.low[self.i, a])
         no_bar = (orders.order_type == OrderType.MARKET) & np.isnan(o)
+        if filled.all():
+            self.pending = Orders.empty()
+            self.execute(orders, price, ctx_factory)
+            return
         orders.trail_ref = trail_ref
         orders.triggered = triggered
         keep = ~filled & ~no_bar
@@ -186,99 +192,82 @@ class Broker:
             self.execute(orders.take(done), price[done], ctx_factory)
 
     def execute(self, orders: Orders, price: np.ndarray, ctx_factory: Any) -> None:
-        """Book market-priced orders: sells first, then buys (each in order-id order)."""
-        sells = orders.qty < 0
-        for side in (sells, ~sells):
-            idx = np.flatnonzero(side)
-            if idx.shape[0] == 0:
-                continue
-            idx = idx[np.argsort(orders.order_id[idx], kind="stable")]
-            sub = orders.take(idx)
-            if np.unique(sub.asset).shape[0] == sub.asset.shape[0]:
-                self._execute_unique(sub, price[idx], ctx_factory)
-            else:
-                for k in range(len(sub)):
-                    self._execute_unique(sub.take(np.array([k])), price[idx[k : k + 1]], ctx_factory)
+        """Book orders at their match price: sells first, then buys, each in order-id order.
 
-    def _execute_unique(self, orders: Orders, price: np.ndarray, ctx_factory: Any) -> None:
+        Slippage and commission are computed for the whole batch, then each fill is one
+        Python step (fills are events, not bars): a fill that would flip a position is split
+        into a closing and an opening part; without shorting, the part that would open a short
+        is rejected; without negative cash, a buy the cash cannot pay is rejected.
+        """
         p = self.panel
         assert p is not None  # noqa: S101 - set by the loop
         s = self.settings
-        pos = self.ledger.qty[orders.asset]
-        dq = orders.qty
-        reducing = (pos != 0) & (np.sign(dq) != np.sign(pos))
-        reduce_qty = np.where(reducing, np.sign(dq) * np.minimum(np.abs(dq), np.abs(pos)), 0)
-        open_qty = dq - reduce_qty
-        if not s.allow_short:
-            shorting = (open_qty < 0)
-            if np.any(shorting):
-                bad = np.flatnonzero(shorting & (reduce_qty == 0))
-                self.reject(orders.take(bad), RejectReason.SHORT_NOT_ALLOWED)
-                open_qty = np.where(shorting, 0, open_qty)
-        volume = p.volume[self.i, orders.asset]
-        for part in (reduce_qty, open_qty):
-            live = np.flatnonzero(part != 0)
-            if live.shape[0] == 0:
-                continue
-            self._book(orders.take(live), part[live], price[live], volume[live], ctx_factory)
-
-    def _book(self, orders: Orders, qty: np.ndarray, raw_price: np.ndarray, volume: np.ndarray, ctx_factory: Any) -> None:
-        s = self.settings
+        n = len(orders)
+        if n > 1:
+            order = np.lexsort((orders.order_id, orders.qty > 0))
+            orders, price = orders.take(order), price[order]
+        qty = orders.qty
         side = np.sign(qty).astype(np.float64)
-        price = s.slippage.fill_price(side, raw_price, qty, volume)
-        commission = s.commission.commission(qty, price)
-        slippage = np.abs(qty) * np.abs(price - raw_price)
-        if not s.allow_negative_cash and np.any(qty > 0):
-            keep = self._affordable(qty, price, commission)
-            if not np.all(keep):
-                self.reject(orders.take(np.flatnonzero(~keep)), RejectReason.INSUFFICIENT_CASH)
-                k = np.flatnonzero(keep)
-                orders, qty, price, commission, slippage = orders.take(k), qty[k], price[k], commission[k], slippage[k]
-                if len(orders) == 0:
-                    return
-        a = orders.asset
-        old = self.ledger.qty[a]
-        batch = FillBatch(
-            bar=self.bar,
-            asset=a,
-            qty=qty,
-            price=price,
-            commission=commission,
-            slippage=slippage,
-            order_id=orders.order_id,
-            reason=orders.reason,
-            rule=orders.rule,
-            signals={n: v[a] for n, v in self.decision_signals.items()},
-        )
-        self.ledger.apply(batch)
-        new = self.ledger.qty[a]
-        self.fill_chunks.append(
-            {
-                "bar": np.full(a.shape[0], self.bar, np.int64),
-                "asset": a,
-                "qty": qty,
-                "price": price,
-                "commission": commission,
-                "slippage": slippage,
-                "order_id": orders.order_id,
-                "reason": orders.reason,
-                "rule": orders.rule,
-            }
-        )
-        if self.risk.active:
-            self.risk.on_fills(ctx_factory(), a, price, (old == 0) & (new != 0), (old != 0) & (new == 0))
-
-    def _affordable(self, qty: np.ndarray, price: np.ndarray, commission: np.ndarray) -> np.ndarray:
-        cost = np.where(qty > 0, qty * price + commission, 0.0)
-        if self.ledger.cash - float(cost.sum()) >= 0:
-            return np.ones(qty.shape[0], dtype=bool)
-        keep = np.zeros(qty.shape[0], dtype=bool)
-        cash = self.ledger.cash
-        for k in range(qty.shape[0]):
-            if cost[k] <= cash:
-                keep[k] = True
-                cash -= cost[k]
-        return keep
+        fill_price = s.slippage.fill_price(side, price, qty, p.volume[self.i, orders.asset])
+        commission = s.commission.commission(qty, fill_price)
+        slippage = np.abs(qty) * np.abs(fill_price - price)
+        ledger = self.ledger
+        opened: list[tuple[int, float]] = []
+        closed: list[int] = []
+        rejected: list[tuple[int, RejectReason]] = []
+        row = self.decision_row
+        signal_arrays = row[0].signals if row is not None else {}
+        signal_i = row[1] if row is not None else 0
+        for k, (a, dq, px, fee, slip) in enumerate(
+            zip(
+                orders.asset.tolist(),
+                qty.tolist(),
+                fill_price.tolist(),
+                commission.tolist(),
+                slippage.tolist(),
+                strict=True,
+            )
+        ):
+            pos = int(ledger.qty[a])
+            reduce = 0
+            if pos != 0 and (dq > 0) != (pos > 0):
+                reduce = min(dq, -pos) if dq > 0 else max(dq, -pos)
+            opening = dq - reduce
+            if opening < 0 and not s.allow_short:
+                if reduce == 0:
+                    rejected.append((k, RejectReason.SHORT_NOT_ALLOWED))
+                    continue
+                opening = 0
+            if dq > 0 and not s.allow_negative_cash:
+                if dq * px + fee > ledger.cash:
+                    rejected.append((k, RejectReason.INSUFFICIENT_CASH))
+                    continue
+            oid = int(orders.order_id[k])
+            reason = int(orders.reason[k])
+            rule = int(orders.rule[k])
+            signals = {name: float(v[signal_i, a]) for name, v in signal_arrays.items()}
+            for part in (reduce, opening):
+                if part == 0:
+                    continue
+                share = part / dq
+                event = ledger.book(a, part, px, fee * share, slip * share, self.bar, reason, rule, signals)
+                self.fill_rows.append((self.bar, a, part, px, fee * share, slip * share, oid, reason, rule))
+                if event > 0:
+                    opened.append((a, px))
+                elif event < 0:
+                    closed.append(a)
+        if rejected:
+            rows = np.array([k for k, _ in rejected], dtype=np.int64)
+            for reason_code in {r for _, r in rejected}:
+                pick = rows[[r is reason_code for _, r in rejected]]
+                self.reject(orders.take(pick), reason_code)
+        if self.risk.active and (opened or closed):
+            self.risk.on_fills(
+                ctx_factory(),
+                np.array([a for a, _ in opened], dtype=np.int64),
+                np.array([px for _, px in opened], dtype=np.float64),
+                np.array(closed, dtype=np.int64),
+            )
 
     def protective_exits(self, ctx_factory: Any) -> None:
         p = self.panel
@@ -340,12 +329,10 @@ class Broker:
             }
         )
 
-    def accept(self, orders: Orders, ctx_factory: Any, risk_ctx: RiskContext | None) -> None:
+    def accept(self, orders: Orders, ctx_factory: Any) -> None:
         """New orders after risk validation: fill now (same-close market) or queue."""
-        if len(orders) == 0:
-            return
-        if risk_ctx is not None and self.risk.active:
-            orders, rows, reasons, rules = self._validated(orders, risk_ctx)
+        if self.risk.validates:
+            orders, rows, reasons, rules = self._validated(orders, ctx_factory())
         self.order_chunks.append(orders)
         if self.settings.same_close:
             p = self.panel
@@ -367,26 +354,6 @@ class Broker:
             self.order_chunks.append(rejected)
             self.reject_rows(rejected, reasons, rules)
         return accepted, rows, reasons, rules
-
-
-def _empty_columns() -> dict[str, list[Any]]:
-    return {
-        k: []
-        for k in (
-            "order_id",
-            "asset",
-            "qty",
-            "order_type",
-            "limit_price",
-            "stop_price",
-            "trail_pct",
-            "trail_ref",
-            "created_bar",
-            "reason",
-            "rule",
-            "triggered",
-        )
-    }
 
 
 def _check_order(order_type: OrderType, limit: float | None, stop: float | None, trail: float | None) -> None:

@@ -31,25 +31,6 @@ TRADE_COLUMNS = (
 
 
 @dataclass(slots=True)
-class FillBatch:
-    """Fills executed together at one bar (at most one fill per asset)."""
-
-    bar: int
-    asset: np.ndarray  # int64 asset index
-    qty: np.ndarray  # int64 signed (+ buy)
-    price: np.ndarray  # float64
-    commission: np.ndarray  # float64
-    slippage: np.ndarray  # float64 cash cost of slippage (already inside price)
-    order_id: np.ndarray  # int64
-    reason: np.ndarray  # int8 ExitReason of the order
-    rule: np.ndarray  # int16 risk rule index, -1 = strategy
-    signals: dict[str, np.ndarray] = field(default_factory=dict)  # values at the decision
-
-    def __len__(self) -> int:
-        return int(self.asset.shape[0])
-
-
-@dataclass(slots=True)
 class Ledger:
     cash: float
     qty: np.ndarray  # int64 (N,)
@@ -88,50 +69,45 @@ class Ledger:
     def positions_value(self, last_close: np.ndarray) -> float:
         return float(self.qty_f @ last_close)
 
-    def apply(self, fills: FillBatch) -> None:
-        """Book one batch of fills: cash, positions, average prices, trades."""
-        if len(fills) == 0:
-            return
-        a = fills.asset
-        dq = fills.qty
-        notional = dq * fills.price
-        self.cash -= float(notional.sum()) + float(fills.commission.sum())
-        old = self.qty[a]
+    def book(
+        self,
+        a: int,
+        dq: int,
+        price: float,
+        fee: float,
+        slip: float,
+        bar: int,
+        reason: int,
+        rule: int,
+        signals: dict[str, float],
+    ) -> int:
+        """Book one fill that never flips the position. Returns +1 opened, -1 closed, 0 else."""
+        old = int(self.qty[a])
         new = old + dq
-        increasing = np.abs(new) > np.abs(old)
-        opened = (old == 0) & (new != 0)
-        if np.any(opened):
-            oa = a[opened]
-            self.entry_bar[oa] = fills.bar
-            for name, arr in self.entry_signals.items():
-                values = fills.signals.get(name)
-                arr[oa] = values[opened] if values is not None else np.nan
-        avg_old = self.avg_price[a]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            avg_inc = (avg_old * np.abs(old) + fills.price * np.abs(dq)) / np.abs(new)
-        self.avg_price[a] = np.where(increasing, avg_inc, avg_old)
-        buys = dq > 0
-        self.buy_qty[a] += np.where(buys, dq, 0)
-        self.sell_qty[a] += np.where(buys, 0, -dq)
-        self.buy_notional[a] += np.where(buys, notional, 0.0)
-        self.sell_notional[a] -= np.where(buys, 0.0, notional)
-        self.trade_commission[a] += fills.commission
-        self.trade_slippage[a] += fills.slippage
+        self.cash -= dq * price + fee
+        if abs(new) > abs(old):
+            self.avg_price[a] = (float(self.avg_price[a]) * abs(old) + price * abs(dq)) / abs(new)
+        if dq > 0:
+            self.buy_qty[a] += dq
+            self.buy_notional[a] += dq * price
+        else:
+            self.sell_qty[a] -= dq
+            self.sell_notional[a] -= dq * price
+        self.trade_commission[a] += fee
+        self.trade_slippage[a] += slip
         self.qty[a] = new
         self.qty_f[a] = new
-        closed = new == 0
-        if np.any(closed):
-            self._close_trades(fills, closed)
-
-    def _close_trades(self, fills: FillBatch, closed: np.ndarray) -> None:
-        for k in np.flatnonzero(closed).tolist():
-            a = int(fills.asset[k])
-            long = self.buy_qty[a] >= self.sell_qty[a] if self.entry_bar[a] >= 0 else True
-            self.closed.append(
-                self._trade_row(a, fills.bar, long, int(fills.reason[k]), int(fills.rule[k]))
-                | {f"exit_{n}": float(v[k]) for n, v in fills.signals.items()}
-            )
+        if old == 0:
+            self.entry_bar[a] = bar
+            for name, arr in self.entry_signals.items():
+                arr[a] = signals.get(name, np.nan)
+            return 1
+        if new == 0:
+            exit_signals = {f"exit_{n}": v for n, v in signals.items()}
+            self.closed.append(self._trade_row(a, bar, old > 0, reason, rule) | exit_signals)
             self._reset(a)
+            return -1
+        return 0
 
     def _trade_row(self, a: int, exit_bar: int, long: bool, reason: int, rule: int) -> dict[str, Any]:
         entry_qty = int(self.buy_qty[a] if long else self.sell_qty[a])

@@ -98,7 +98,8 @@ class Engine:
         self.strategy._broker = self.broker
         self._events = self.strategy.uses_events()
         self._batches = self.strategy.uses_batches()
-        self.equity_bars: list[np.ndarray] = []
+        self._asset_ids = asset_list(self.assets)
+        self._all_assets = list(range(n))
         self.equity_cash: list[np.ndarray] = []
         self.equity_positions: list[np.ndarray] = []
         self.timestamps: list[np.ndarray] = []
@@ -126,8 +127,9 @@ class Engine:
         batch = Batch(panel, self.assets) if self._batches else None
         cash = np.empty(panel.n_bars)
         positions = np.empty(panel.n_bars)
+        complete = panel.has_bar.all(axis=1).tolist()
         for i in range(panel.n_bars):
-            positions[i] = self._step(panel, i, stamps[i], context, event, batch)
+            positions[i] = self._step(panel, i, stamps[i], context, event, batch, complete[i])
             cash[i] = self.ledger.cash
         self.equity_cash.append(cash)
         self.equity_positions.append(positions)
@@ -141,6 +143,7 @@ class Engine:
         context: RowView,
         event: MarketEvent | None,
         batch: Batch | None,
+        panel_complete: bool,
     ) -> float:
         broker = self.broker
         bar = self.bars_done
@@ -154,24 +157,26 @@ class Engine:
         if self.risk.active:
             broker.protective_exits(self._risk_context)  # 2. stops, gap-aware
         np.copyto(broker.last_close, panel.close[i], where=has_bar)
-        broker.decision_signals = {n: v[i] for n, v in panel.signals.items()}
+        broker.decision_row = (panel, i)
 
         if batch is not None:  # 3. strategy at close[t]
             batch._point(i, bar, stamp)
             self.strategy.on_timestamp_batch(stamp, batch, context)
         if event is not None:
-            assets = self.assets
-            for a in np.flatnonzero(has_bar).tolist():
-                event._point(i, a, assets[a], stamp)
-                self.strategy.on_market_event(event, context)
+            ids = self._asset_ids
+            on_event = self.strategy.on_market_event
+            for a in (self._all_assets if panel_complete else np.flatnonzero(has_bar).tolist()):
+                event._point(i, a, ids[a], stamp)
+                on_event(event, context)
 
-        risk_ctx = None
         if self.risk.active:  # 4. risk at close[t]
-            risk_ctx = self._risk_context()
-            exit_assets, reasons, rules = self.risk.on_close(risk_ctx, has_bar, panel.high[i], panel.low[i])
+            exit_assets, reasons, rules = self.risk.on_close(
+                self._risk_context, self.ledger.qty, has_bar, panel.high[i], panel.low[i]
+            )
             self._submit_exits(exit_assets, reasons, rules)
         new_orders = broker.take_new_orders()
-        broker.accept(new_orders, self._risk_context, risk_ctx)  # 5 + 6. validate, queue / fill
+        if new_orders is not None:
+            broker.accept(new_orders, self._risk_context)  # 5 + 6. validate, queue / fill
 
         positions = self.ledger.positions_value(broker.last_close)  # 7. mark equity
         equity = self.ledger.cash + positions

@@ -6,7 +6,7 @@ reference): it never touches cash or positions, which makes it trivial to proper
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,20 @@ class Orders:
         return int(self.order_id.shape[0])
 
     def take(self, index: np.ndarray) -> Orders:
-        return Orders(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return Orders(
+            self.order_id[index],
+            self.asset[index],
+            self.qty[index],
+            self.order_type[index],
+            self.limit_price[index],
+            self.stop_price[index],
+            self.trail_pct[index],
+            self.trail_ref[index],
+            self.created_bar[index],
+            self.reason[index],
+            self.rule[index],
+            self.triggered[index],
+        )
 
     def concat(self, other: Orders) -> Orders:
         if len(other) == 0:
@@ -66,14 +79,46 @@ class Orders:
         if len(self) == 0:
             return other
         return Orders(
-            **{
-                f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
-                for f in fields(self)
-            }
+            *(
+                np.concatenate([getattr(self, name), getattr(other, name)])
+                for name in _DTYPES
+            )
         )
 
+    @classmethod
+    def concat_all(cls, chunks: list[Orders]) -> Orders:
+        if not chunks:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(c, name) for c in chunks]) for name in _DTYPES))
+
     def to_columns(self) -> dict[str, list[Any]]:
-        return {f.name: getattr(self, f.name).tolist() for f in fields(self)}
+        return {name: getattr(self, name).tolist() for name in _DTYPES}
+
+
+class OrderBuffer:
+    """Orders submitted one at a time during a bar, written into preallocated arrays."""
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._columns = {k: np.empty(capacity, dtype=v) for k, v in _DTYPES.items()}
+        self._capacity = capacity
+        self.size = 0
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        if self.size == self._capacity:
+            self._capacity *= 2
+            for key, column in self._columns.items():
+                grown = np.empty(self._capacity, dtype=column.dtype)
+                grown[: self.size] = column[: self.size]
+                self._columns[key] = grown
+        k = self.size
+        for column, value in zip(self._columns.values(), row, strict=True):
+            column[k] = value
+        self.size = k + 1
+
+    def drain(self) -> Orders:
+        n = self.size
+        self.size = 0
+        return Orders(*(column[:n].copy() for column in self._columns.values()))
 
 
 def match(
@@ -92,11 +137,13 @@ def match(
     limit; a trailing sell stop's level is ref * (1 - trail_pct), ref the highest high since it
     was placed (the lowest low and (1 + pct) for buys), refreshed after the bar.
     """
+    has_bar = ~np.isnan(open_)
+    kind = orders.order_type
+    if not kind.any():  # all market orders: fill at the open where there is a bar
+        return has_bar, open_, orders.trail_ref, orders.triggered
     n = len(orders)
     price = np.full(n, np.nan)
-    has_bar = ~np.isnan(open_)
     buy = orders.qty > 0
-    kind = orders.order_type
     trail_ref = orders.trail_ref.copy()
 
     market = kind == OrderType.MARKET

@@ -125,7 +125,9 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         }
     )
 
-    f = _concat(engine.broker.fill_chunks, ("bar", "asset", "qty", "price", "commission", "slippage", "order_id", "reason", "rule"))
+    names = ("bar", "asset", "qty", "price", "commission", "slippage", "order_id", "reason", "rule")
+    rows = engine.broker.fill_rows
+    f = {n: np.array([r[k] for r in rows]) if rows else np.empty(0) for k, n in enumerate(names)}
     fill_bars = f["bar"].astype(np.int64)
     fills = pl.DataFrame(
         [
@@ -143,9 +145,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         ]
     )
 
-    all_orders = Orders.empty()
-    for chunk in engine.broker.order_chunks:
-        all_orders = all_orders.concat(chunk)
+    all_orders = Orders.concat_all(engine.broker.order_chunks)
     created = all_orders.created_bar
     orders = pl.DataFrame(
         [

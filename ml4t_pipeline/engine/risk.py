@@ -430,22 +430,29 @@ class RiskManager:
         self.names = [r.name for r in self.rules]
         self.state = state if state is not None else RiskState.empty(n_assets)
         self.active = bool(self.rules)
+        self.has_levels = self._any_level()
         self._any_close_hook = any(type(r).on_close is not BaseRule.on_close for r in self.rules)
-        self._any_validate = any(type(r).validate is not BaseRule.validate for r in self.rules)
+        self.validates = any(type(r).validate is not BaseRule.validate for r in self.rules)
+
+    def _any_level(self) -> bool:
+        s = self.state
+        return bool(np.any(~np.isnan(s.stop)) or np.any(~np.isnan(s.take_profit)))
 
     # -- hooks called by the loop -------------------------------------------------------------
-    def on_fills(self, ctx: RiskContext, assets: np.ndarray, prices: np.ndarray, opened: np.ndarray, closed: np.ndarray) -> None:
+    def on_fills(self, ctx: RiskContext, opened: np.ndarray, prices: np.ndarray, closed: np.ndarray) -> None:
+        """Positions `closed` lose their levels; positions `opened` at `prices` get new ones."""
         s = self.state
-        if np.any(closed):
-            ca = assets[closed]
+        if closed.shape[0]:
+            ca = closed
             s.stop[ca] = np.nan
             s.take_profit[ca] = np.nan
             s.stop_rule[ca] = -1
             s.tp_rule[ca] = -1
-        if not np.any(opened):
+            self.has_levels = self._any_level()
+        if opened.shape[0] == 0:
             return
-        oa = assets[opened]
-        op = prices[opened]
+        oa = opened
+        op = prices
         s.stop[oa] = np.nan
         s.take_profit[oa] = np.nan
         s.armed_from[oa] = ctx.bar + 1
@@ -458,6 +465,8 @@ class RiskManager:
 
     def exits(self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray) -> Triggered | None:
         """Gap-aware stop and take-profit triggers at this bar (stop wins if both fire)."""
+        if not self.has_levels:
+            return None
         s = self.state
         armed = (qty != 0) & (s.armed_from <= bar)
         long = armed & (qty > 0)
@@ -480,15 +489,16 @@ class RiskManager:
         idx = np.flatnonzero(hit)
         return Triggered(asset=idx, price=price[idx], reason=reason[idx].astype(np.int8), rule=rule[idx].astype(np.int16))
 
-    def on_close(self, ctx: RiskContext, has_bar: np.ndarray, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def on_close(self, ctx_factory: Callable[[], RiskContext], qty: np.ndarray, has_bar: np.ndarray, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
         s = self.state
-        held = (ctx.qty != 0) & has_bar
+        held = (qty != 0) & has_bar
         s.high_water[held] = np.fmax(s.high_water[held], high[held])
         s.low_water[held] = np.fmin(s.low_water[held], low[held])
         empty = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int16))
         if not self._any_close_hook:
             return empty
+        ctx = ctx_factory()
         decisions: list[RiskDecision] = []
         for k, rule in enumerate(self.rules):
             decisions += [_with_rule(d, k) for d in rule.on_close(ctx)]
@@ -511,7 +521,7 @@ class RiskManager:
     def validate(self, ctx: RiskContext, orders: Orders) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
         """Returns (accepted orders, rejected row numbers, their reasons, their rule indices)."""
         none = np.empty(0, np.int64)
-        if not self._any_validate or len(orders) == 0:
+        if not self.validates or len(orders) == 0:
             return orders, none, none, none
         qty_now = ctx.qty[orders.asset]
         opens = (orders.reason == ExitReason.SIGNAL) & (np.abs(qty_now + orders.qty) > np.abs(qty_now))
@@ -567,6 +577,7 @@ class RiskManager:
             # levels only ever tighten
             update = ~np.isnan(proposed) & _tighter(ctx.qty, proposed, level, is_stop)
             level[update] = proposed[update]
+            self.has_levels = self.has_levels or bool(update.any())
             reason[update] = why[update]
             rule[update] = who[update]
 
