@@ -1,8 +1,8 @@
 """The embedded backtest engine: a plain library (polars, numpy, pyarrow; never dagster).
 
-    from ml4t_pipeline.engine import load_run_config, run_backtest
-    result = run_backtest(load_run_config("run.yaml"))
-    result.equity, result.fills, result.trades, result.metrics
+from ml4t_pipeline.engine import load_run_config, run_backtest
+result = run_backtest(load_run_config("run.yaml"))
+result.equity, result.fills, result.trades, result.metrics
 """
 
 from ml4t_pipeline.engine.api import run_backtest

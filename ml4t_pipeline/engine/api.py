@@ -6,6 +6,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from ml4t_pipeline.engine.config import RunConfig
 from ml4t_pipeline.engine.data import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
 from ml4t_pipeline.engine.loop import Engine, ProgressFn
@@ -35,6 +39,17 @@ def run_backtest(
     `start`/`end` restrict the run to bars in [start, end); `initial_state` continues from
     the end of an earlier run (see `EngineState`).
     """
+    strategy = strategy if strategy is not None else config.strategy.build()
+    rules = config.build_rules()
+    if signal_columns is None:
+        wanted = strategy.required_signals()
+        if wanted is not None:
+            features = [str(getattr(r, "feature", "")) for r in rules]
+            available = _columns(config.data.signals if signals is _UNSET else signals)
+            signal_columns = list(
+                dict.fromkeys([*wanted, *(f for f in features if f in available)])
+            )
+    slippage = config.execution.slippage or {}
     data = MarketData(
         prices if prices is not None else config.data.prices,
         config.data.signals if signals is _UNSET else signals,
@@ -44,6 +59,23 @@ def run_backtest(
         end=end,
         max_chunk_cells=max_chunk_cells,
         extra_assets=initial_state.assets if initial_state is not None else (),
+        load_volume=strategy.uses_volume or slippage.get("model") == "volume_share",
     )
     engine = Engine(config, data, strategy=strategy, initial_state=initial_state)
     return engine.run(progress)
+
+
+def _columns(source: Source | None) -> set[str]:
+    """Column names of a signals source without reading its data."""
+    if source is None:
+        return set()
+    if isinstance(source, pl.DataFrame):
+        return set(source.columns)
+    if isinstance(source, pl.LazyFrame):
+        return set(source.collect_schema().names())
+    if isinstance(source, pa.Table):
+        return set(source.schema.names)
+    try:
+        return set(pq.read_schema(source).names)
+    except (OSError, pa.ArrowException):
+        return set()

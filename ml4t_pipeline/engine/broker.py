@@ -123,7 +123,13 @@ class Broker:
         self.submit_many(assets, delta[assets])
         return int(assets.shape[0])
 
-    def submit_many(self, assets: np.ndarray, qty: np.ndarray, reason: ExitReason = ExitReason.SIGNAL, rule: np.ndarray | None = None) -> None:
+    def submit_many(
+        self,
+        assets: np.ndarray,
+        qty: np.ndarray,
+        reason: ExitReason = ExitReason.SIGNAL,
+        rule: np.ndarray | None = None,
+    ) -> None:
         n = int(assets.shape[0])
         if n == 0:
             return
@@ -172,7 +178,7 @@ class Broker:
         if len(self.pending) == 0:
             return
         p = self.panel
-        assert p is not None  # noqa: S101 - set by the loop
+        assert p is not None
         orders = self.pending
         a = orders.asset
         o = p.open[self.i, a]
@@ -200,7 +206,7 @@ class Broker:
         is rejected; without negative cash, a buy the cash cannot pay is rejected.
         """
         p = self.panel
-        assert p is not None  # noqa: S101 - set by the loop
+        assert p is not None
         s = self.settings
         n = len(orders)
         if n > 1:
@@ -238,10 +244,9 @@ class Broker:
                     rejected.append((k, RejectReason.SHORT_NOT_ALLOWED))
                     continue
                 opening = 0
-            if dq > 0 and not s.allow_negative_cash:
-                if dq * px + fee > ledger.cash:
-                    rejected.append((k, RejectReason.INSUFFICIENT_CASH))
-                    continue
+            if dq > 0 and not s.allow_negative_cash and dq * px + fee > ledger.cash:
+                rejected.append((k, RejectReason.INSUFFICIENT_CASH))
+                continue
             oid = int(orders.order_id[k])
             reason = int(orders.reason[k])
             rule = int(orders.rule[k])
@@ -250,8 +255,12 @@ class Broker:
                 if part == 0:
                     continue
                 share = part / dq
-                event = ledger.book(a, part, px, fee * share, slip * share, self.bar, reason, rule, signals)
-                self.fill_rows.append((self.bar, a, part, px, fee * share, slip * share, oid, reason, rule))
+                event = ledger.book(
+                    a, part, px, fee * share, slip * share, self.bar, reason, rule, signals
+                )
+                self.fill_rows.append(
+                    (self.bar, a, part, px, fee * share, slip * share, oid, reason, rule)
+                )
                 if event > 0:
                     opened.append((a, px))
                 elif event < 0:
@@ -271,8 +280,10 @@ class Broker:
 
     def protective_exits(self, ctx_factory: Any) -> None:
         p = self.panel
-        assert p is not None  # noqa: S101 - set by the loop
-        hit = self.risk.exits(self.bar, self.ledger.qty, p.open[self.i], p.high[self.i], p.low[self.i])
+        assert p is not None
+        hit = self.risk.exits(
+            self.bar, self.ledger.qty, p.open[self.i], p.high[self.i], p.low[self.i]
+        )
         if hit is None:
             return
         qty = -self.ledger.qty[hit.asset]
@@ -302,7 +313,9 @@ class Broker:
         if len(self.pending) == 0:
             return
         flat = self.ledger.qty[self.pending.asset] == 0
-        stale = np.isin(self.pending.asset, assets) & flat & (self.pending.reason != ExitReason.SIGNAL)
+        stale = (
+            np.isin(self.pending.asset, assets) & flat & (self.pending.reason != ExitReason.SIGNAL)
+        )
         stale |= np.isin(self.pending.asset, assets) & flat & (self.pending.qty < 0)
         if np.any(stale):
             self.reject(self.pending.take(np.flatnonzero(stale)), RejectReason.STOPPED_OUT)
@@ -312,7 +325,9 @@ class Broker:
         n = len(orders)
         if n == 0:
             return
-        self.reject_rows(orders, np.full(n, _REJECT_CODE[reason], np.int64), np.full(n, -1, np.int64))
+        self.reject_rows(
+            orders, np.full(n, _REJECT_CODE[reason], np.int64), np.full(n, -1, np.int64)
+        )
 
     def reject_rows(self, orders: Orders, reasons: np.ndarray, rules: np.ndarray) -> None:
         n = len(orders)
@@ -332,11 +347,11 @@ class Broker:
     def accept(self, orders: Orders, ctx_factory: Any) -> None:
         """New orders after risk validation: fill now (same-close market) or queue."""
         if self.risk.validates:
-            orders, rows, reasons, rules = self._validated(orders, ctx_factory())
+            orders = self._validated(orders, ctx_factory())
         self.order_chunks.append(orders)
         if self.settings.same_close:
             p = self.panel
-            assert p is not None  # noqa: S101 - set by the loop
+            assert p is not None
             market = orders.order_type == OrderType.MARKET
             if np.any(market):
                 now = orders.take(np.flatnonzero(market))
@@ -347,16 +362,18 @@ class Broker:
                 orders = orders.take(np.flatnonzero(~market))
         self.pending = self.pending.concat(orders)
 
-    def _validated(self, orders: Orders, ctx: RiskContext) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
+    def _validated(self, orders: Orders, ctx: RiskContext) -> Orders:
         accepted, rows, reasons, rules = self.risk.validate(ctx, orders)
         if rows.shape[0]:
             rejected = orders.take(rows)
             self.order_chunks.append(rejected)
             self.reject_rows(rejected, reasons, rules)
-        return accepted, rows, reasons, rules
+        return accepted
 
 
-def _check_order(order_type: OrderType, limit: float | None, stop: float | None, trail: float | None) -> None:
+def _check_order(
+    order_type: OrderType, limit: float | None, stop: float | None, trail: float | None
+) -> None:
     needs = {
         OrderType.MARKET: (),
         OrderType.LIMIT: ("limit_price",),

@@ -67,13 +67,16 @@ class ExecutionConfig:
             if model == "percent":
                 return PercentCommission(rate=float(spec.pop("rate")))
             if model == "per_share":
-                return PerShareCommission(per_share=float(spec.pop("per_share")), minimum=float(spec.pop("minimum", 0.0)))
+                return PerShareCommission(
+                    per_share=float(spec.pop("per_share")), minimum=float(spec.pop("minimum", 0.0))
+                )
             if model == "per_order":
                 return PerOrderCommission(per_order=float(spec.pop("per_order")))
             if model == "tiered":
                 tiers = spec.pop("tiers")
                 return TieredCommission(
-                    thresholds=tuple(float(t[0]) for t in tiers), rates=tuple(float(t[1]) for t in tiers)
+                    thresholds=tuple(float(t[0]) for t in tiers),
+                    rates=tuple(float(t[1]) for t in tiers),
                 )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             msg = f"execution.commission: bad or missing parameter for model {model!r}: {exc}"
@@ -123,7 +126,7 @@ class StrategyConfig:
                 msg = f"strategy.params: unknown key(s) {unknown} for {self.name} (allowed: {sorted(allowed or ())})"
                 raise ConfigError(msg)
             return cls(**self.params)
-        assert self.class_path is not None  # noqa: S101 - checked in __post_init__
+        assert self.class_path is not None
         module_name, _, attr = self.class_path.partition(":")
         try:
             module = importlib.import_module(module_name)
@@ -158,7 +161,9 @@ class RunConfig:
                 msg = f"risk[{k}].rule {name!r} is unknown (known: {', '.join(sorted(RULES))})"
                 raise ConfigError(msg)
             if "schedule" in params:
-                params["schedule"] = tuple(tuple(float(x) for x in pair) for pair in params["schedule"])
+                params["schedule"] = tuple(
+                    tuple(float(x) for x in pair) for pair in params["schedule"]
+                )
             try:
                 rules.append(factory(**params))
             except TypeError as exc:
@@ -210,7 +215,9 @@ def _path(value: Any, where: str, base_dir: Path, must_exist: bool) -> Path:
     return path
 
 
-def run_config_from_dict(raw: Any, *, base_dir: Path | None = None, check_files: bool = True) -> RunConfig:
+def run_config_from_dict(
+    raw: Any, *, base_dir: Path | None = None, check_files: bool = True
+) -> RunConfig:
     """Build a `RunConfig` from parsed YAML; relative paths resolve against `base_dir`."""
     base = base_dir or Path.cwd()
     top = _mapping(raw, "config")
@@ -226,8 +233,12 @@ def run_config_from_dict(raw: Any, *, base_dir: Path | None = None, check_files:
         raise ConfigError(msg)
     data_cfg = DataConfig(
         prices=_path(data["prices"], "data.prices", base, check_files),
-        signals=_path(data["signals"], "data.signals", base, check_files) if data.get("signals") else None,
-        context=_path(data["context"], "data.context", base, check_files) if data.get("context") else None,
+        signals=_path(data["signals"], "data.signals", base, check_files)
+        if data.get("signals")
+        else None,
+        context=_path(data["context"], "data.context", base, check_files)
+        if data.get("context")
+        else None,
     )
     execution = _mapping(top.get("execution", {}) or {}, "execution")
     _unknown("execution", execution, set(_EXEC_TYPES))
@@ -253,7 +264,9 @@ def run_config_from_dict(raw: Any, *, base_dir: Path | None = None, check_files:
     strategy = _mapping(top["strategy"], "strategy")
     _unknown("strategy", strategy, _STRATEGY_KEYS)
     params = _mapping(strategy.get("params", {}) or {}, "strategy.params")
-    strategy_cfg = StrategyConfig(name=strategy.get("name"), class_path=strategy.get("class"), params=dict(params))
+    strategy_cfg = StrategyConfig(
+        name=strategy.get("name"), class_path=strategy.get("class"), params=dict(params)
+    )
     risk_raw = top.get("risk") or []
     if not isinstance(risk_raw, list):
         msg = "risk must be a list of rules, e.g. [{rule: stop_loss, pct: 0.05}]"

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from ml4t_pipeline.errors import DataError
 
-Source = str | Path | pl.DataFrame | pl.LazyFrame | pa.Table
+Source: TypeAlias = str | Path | pl.DataFrame | pl.LazyFrame | pa.Table
 KEY_COLUMNS = ("timestamp", "asset_id")
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 _BATCH_ROWS = 1 << 20
@@ -116,7 +116,7 @@ class _Table:
     def num_rows(self) -> int:
         if self._file is not None:
             return int(self._file.metadata.num_rows)
-        assert self._table is not None  # noqa: S101 - set in __init__ for frames
+        assert self._table is not None
         return int(self._table.num_rows)
 
     def preload(self, columns: Sequence[str]) -> None:
@@ -128,7 +128,9 @@ class _Table:
             table = pq.read_table(
                 self.name,
                 columns=list(columns),
-                read_dictionary=["asset_id"] if "asset_id" in columns and _is_text(self.schema.field("asset_id").type) else None,
+                read_dictionary=["asset_id"]
+                if "asset_id" in columns and _is_text(self.schema.field("asset_id").type)
+                else None,
             )
         except (OSError, pa.ArrowException) as exc:
             msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
@@ -164,7 +166,7 @@ class _Table:
             if self._file is not None:
                 yield from self._file.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns))
             else:
-                assert self._table is not None  # noqa: S101 - set in __init__ for frames
+                assert self._table is not None
                 yield from self._table.select(list(columns)).to_batches(max_chunksize=_BATCH_ROWS)
         except (OSError, pa.ArrowException) as exc:
             msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
@@ -172,7 +174,9 @@ class _Table:
 
 
 def _is_text(kind: pa.DataType) -> bool:
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    )
 
 
 def _timestamps_us(array: pa.Array, name: str) -> np.ndarray:
@@ -206,8 +210,8 @@ def _float_values(array: pa.Array, name: str, column: str) -> np.ndarray:
 class _Keys:
     """Per-row (bar index, asset index) of one input, in file order; -1 = outside the run."""
 
-    bar: np.ndarray  # int64
-    asset: np.ndarray  # int64
+    bar: np.ndarray  # int32
+    asset: np.ndarray  # int32
 
 
 def _asset_values(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,7 +226,9 @@ def _asset_values(array: pa.Array) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(array.to_numpy(zero_copy_only=False)), None
 
 
-def _read_keys(table: _Table) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray | None]]]:
+def _read_keys(
+    table: _Table,
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray | None]]]:
     stamps: list[np.ndarray] = []
     assets: list[tuple[np.ndarray, np.ndarray | None]] = []
     for batch in table.batches(KEY_COLUMNS):
@@ -264,7 +270,9 @@ def _stamp_codes(calendar: np.ndarray, stamps: np.ndarray) -> np.ndarray:
     return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _asset_codes(universe: np.ndarray, values: np.ndarray, indices: np.ndarray | None) -> np.ndarray:
+def _asset_codes(
+    universe: np.ndarray, values: np.ndarray, indices: np.ndarray | None
+) -> np.ndarray:
     if indices is None:
         return _codes(universe, values)
     return _codes(universe, values)[indices]
@@ -285,6 +293,7 @@ class MarketData:
         end: dt.datetime | dt.date | str | None = None,
         max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
         extra_assets: Sequence[Any] = (),
+        load_volume: bool = True,
     ) -> None:
         self._prices = _Table(prices, "prices")
         self._prices.require((*KEY_COLUMNS, "open", "high", "low", "close"))
@@ -294,14 +303,16 @@ class MarketData:
             self._signals.require(KEY_COLUMNS)
         if self._context is not None:
             self._context.require(("timestamp",))
-        self.signal_columns = self._pick(self._signals, signal_columns, (*KEY_COLUMNS, "available_at"))
+        self.signal_columns = self._pick(
+            self._signals, signal_columns, (*KEY_COLUMNS, "available_at")
+        )
         self.context_columns = self._pick(self._context, context_columns, ("timestamp",))
         lo = to_micros(start) if start is not None else None
         hi = to_micros(end) if end is not None else None
 
         self._eager = self._prices.num_rows <= max_chunk_cells
         self._price_columns = ["open", "high", "low", "close"]
-        if "volume" in self._prices.columns:
+        if load_volume and "volume" in self._prices.columns:
             self._price_columns.append("volume")
         if self._eager:
             self._prices.preload([*KEY_COLUMNS, *self._price_columns])
@@ -331,7 +342,9 @@ class MarketData:
             self._ready = self._panel(0, self.calendar.timestamps.shape[0])
 
     @staticmethod
-    def _pick(table: _Table | None, wanted: Sequence[str] | None, exclude: Sequence[str]) -> list[str]:
+    def _pick(
+        table: _Table | None, wanted: Sequence[str] | None, exclude: Sequence[str]
+    ) -> list[str]:
         if table is None:
             return []
         if wanted is None:
@@ -345,8 +358,8 @@ class MarketData:
         assets: list[tuple[np.ndarray, np.ndarray | None]],
         n_rows: int,
     ) -> _Keys:
-        bar = np.empty(n_rows, dtype=np.int64)
-        asset = np.empty(n_rows, dtype=np.int64)
+        bar = np.empty(n_rows, dtype=np.int32)
+        asset = np.empty(n_rows, dtype=np.int32)
         offset = 0
         for ts, (values, indices) in zip(stamps, assets, strict=True):
             n = ts.shape[0]
@@ -376,7 +389,7 @@ class MarketData:
         return DataError(msg)
 
     def _load_signal_keys(self) -> _Keys:
-        assert self._signals is not None  # noqa: S101 - caller checks
+        assert self._signals is not None
         stamps, assets = _read_keys(self._signals)
         if "available_at" in self._signals.columns:
             stamps = self._knowledge_bars(stamps)
@@ -385,14 +398,16 @@ class MarketData:
 
     def _knowledge_bars(self, event_stamps: list[np.ndarray]) -> list[np.ndarray]:
         """With `available_at`, a signal is first usable at the first bar at or after it."""
-        assert self._signals is not None  # noqa: S101 - caller checks
+        assert self._signals is not None
         usable: list[np.ndarray] = []
         calendar = self.calendar.timestamps
         for batch, event in zip(self._signals.batches(["available_at"]), event_stamps, strict=True):
             known = _timestamps_us(batch.column(0), self._signals.name)
             known = np.maximum(known, event)
             pos = np.searchsorted(calendar, known)
-            stamp = np.where(pos < calendar.shape[0], calendar[np.minimum(pos, calendar.shape[0] - 1)], -1)
+            stamp = np.where(
+                pos < calendar.shape[0], calendar[np.minimum(pos, calendar.shape[0] - 1)], -1
+            )
             usable.append(stamp.astype(np.int64))
         return usable
 
@@ -426,7 +441,6 @@ class MarketData:
             yield self._panel(lo, hi)
 
     def _panel(self, lo: int, hi: int) -> Panel:
-        n_assets = self.calendar.n_assets
         dense, has_bar = self._scatter(self._prices, self._price_keys, self._price_columns, lo, hi)
         if self._eager:
             self._prices.release()
@@ -440,7 +454,9 @@ class MarketData:
                 self._signals.preload([*KEY_COLUMNS, *timing, *self.signal_columns])
             if self._signal_keys is None:
                 self._signal_keys = self._load_signal_keys()
-            signals, _ = self._scatter(self._signals, self._signal_keys, self.signal_columns, lo, hi)
+            signals, _ = self._scatter(
+                self._signals, self._signal_keys, self.signal_columns, lo, hi
+            )
             if self._eager:
                 self._signals.release()
                 self._signal_keys = None
@@ -473,12 +489,20 @@ class MarketData:
             offset += n
             mask = (bar >= lo) & (bar < hi)
             everything = bool(mask.all())
-            flat = (bar - lo) * n_assets + asset if everything else (bar[mask] - lo) * n_assets + asset[mask]
+            flat = (
+                (bar - lo) * n_assets + asset
+                if everything
+                else (bar[mask] - lo) * n_assets + asset[mask]
+            )
             rows += flat.shape[0]
             if flat.shape[0] == 0:
                 continue
-            contiguous = flat[-1] - flat[0] == flat.shape[0] - 1 and bool(np.all(np.diff(flat) == 1))
-            target: slice | np.ndarray = slice(int(flat[0]), int(flat[-1]) + 1) if contiguous else flat
+            contiguous = flat[-1] - flat[0] == flat.shape[0] - 1 and bool(
+                np.all(np.diff(flat) == 1)
+            )
+            target: slice | np.ndarray = (
+                slice(int(flat[0]), int(flat[-1]) + 1) if contiguous else flat
+            )
             seen[target] = True
             for i, column in enumerate(columns):
                 values = _float_values(batch.column(i), table.name, column)

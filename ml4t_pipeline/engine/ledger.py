@@ -109,7 +109,9 @@ class Ledger:
             return -1
         return 0
 
-    def _trade_row(self, a: int, exit_bar: int, long: bool, reason: int, rule: int) -> dict[str, Any]:
+    def _trade_row(
+        self, a: int, exit_bar: int, long: bool, reason: int, rule: int
+    ) -> dict[str, Any]:
         entry_qty = int(self.buy_qty[a] if long else self.sell_qty[a])
         exit_qty = int(self.sell_qty[a] if long else self.buy_qty[a])
         entry_notional = float(self.buy_notional[a] if long else self.sell_notional[a])

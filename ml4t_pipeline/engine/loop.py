@@ -76,7 +76,7 @@ class Engine:
                     for k, asset in enumerate(asset_list(self.assets)):
                         if asset in index:
                             values[k] = saved[index[asset]]
-                    rule._last = values  # type: ignore[attr-defined]
+                    rule._last = values
         self.ledger = ledger
         self.risk = RiskManager(rules, n, risk_state)
         ex = config.execution
@@ -127,7 +127,7 @@ class Engine:
         batch = Batch(panel, self.assets) if self._batches else None
         cash = np.empty(panel.n_bars)
         positions = np.empty(panel.n_bars)
-        complete = panel.has_bar.all(axis=1).tolist()
+        complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()
         for i in range(panel.n_bars):
             positions[i] = self._step(panel, i, stamps[i], context, event, batch, complete[i])
             cash[i] = self.ledger.cash
@@ -165,7 +165,7 @@ class Engine:
         if event is not None:
             ids = self._asset_ids
             on_event = self.strategy.on_market_event
-            for a in (self._all_assets if panel_complete else np.flatnonzero(has_bar).tolist()):
+            for a in self._all_assets if panel_complete else np.flatnonzero(has_bar).tolist():
                 event._point(i, a, ids[a], stamp)
                 on_event(event, context)
 
@@ -197,7 +197,7 @@ class Engine:
     def _risk_context(self) -> RiskContext:
         b = self.broker
         p = b.panel
-        assert p is not None  # noqa: S101 - set by the loop
+        assert p is not None
         i = b.i
         equity = b.equity()
         return RiskContext(

@@ -79,10 +79,7 @@ class Orders:
         if len(self) == 0:
             return other
         return Orders(
-            *(
-                np.concatenate([getattr(self, name), getattr(other, name)])
-                for name in _DTYPES
-            )
+            *(np.concatenate([getattr(self, name), getattr(other, name)]) for name in _DTYPES)
         )
 
     @classmethod
@@ -158,8 +155,12 @@ def match(
 
     trailing = kind == OrderType.TRAILING_STOP
     stop_level = orders.stop_price.copy()
-    stop_level[trailing & ~buy] = trail_ref[trailing & ~buy] * (1.0 - orders.trail_pct[trailing & ~buy])
-    stop_level[trailing & buy] = trail_ref[trailing & buy] * (1.0 + orders.trail_pct[trailing & buy])
+    stop_level[trailing & ~buy] = trail_ref[trailing & ~buy] * (
+        1.0 - orders.trail_pct[trailing & ~buy]
+    )
+    stop_level[trailing & buy] = trail_ref[trailing & buy] * (
+        1.0 + orders.trail_pct[trailing & buy]
+    )
     stops = (kind == OrderType.STOP) | trailing
     sell_stop = stops & ~buy & (low <= stop_level)
     buy_stop = stops & buy & (high >= stop_level)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from ml4t_pipeline.engine.attribution import attribution
 from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.enums import ExitReason, OrderType
 from ml4t_pipeline.engine.ledger import TRADE_COLUMNS
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from ml4t_pipeline.engine.loop import Engine
 
 UTC_US = pl.Datetime("us", "UTC")
-TABLES = ("equity", "fills", "orders", "trades", "rejections")
+TABLES = ("equity", "fills", "orders", "trades", "rejections", "attribution")
 
 
 @dataclass(slots=True)
@@ -47,6 +48,10 @@ class BacktestResult:
     @property
     def bars_per_s(self) -> float:
         return self.bars / self.wall_s if self.wall_s > 0 else math.inf
+
+    @property
+    def attribution(self) -> pl.DataFrame:
+        return attribution(self.trades)
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary line of the CLI (wall_s covers the engine; the CLI may override)."""
@@ -76,7 +81,9 @@ class BacktestResult:
         try:
             for name in TABLES:
                 getattr(self, name).write_parquet(tmp / f"{name}.parquet", statistics=False)
-            (tmp / "summary.json").write_text(json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True))
+            (tmp / "summary.json").write_text(
+                json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True)
+            )
             (tmp / "state.json").write_text(self.final_state.to_json())
             for item in sorted(tmp.iterdir()):
                 os.replace(item, out / item.name)
@@ -92,7 +99,9 @@ def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
     local = bars - offset
-    return pl.Series("timestamp", calendar[local]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return (
+        pl.Series("timestamp", calendar[local]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    )
 
 
 def _concat(chunks: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -112,7 +121,9 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         return pl.Series("asset_id", [assets[i] for i in idx.tolist()], dtype=asset_dtype)
 
     def rule_col(idx: np.ndarray, name: str = "rule") -> pl.Series:
-        return pl.Series(name, [rule_names[r] if r >= 0 else "" for r in idx.tolist()], dtype=pl.String)
+        return pl.Series(
+            name, [rule_names[r] if r >= 0 else "" for r in idx.tolist()], dtype=pl.String
+        )
 
     cash = np.concatenate(engine.equity_cash) if engine.equity_cash else np.empty(0)
     positions = np.concatenate(engine.equity_positions) if engine.equity_positions else np.empty(0)
@@ -140,7 +151,9 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("commission", f["commission"].astype(np.float64)),
             pl.Series("slippage", f["slippage"].astype(np.float64)),
             pl.Series("order_id", f["order_id"].astype(np.int64), dtype=pl.Int64),
-            pl.Series("reason", [ExitReason(int(r)).label for r in f["reason"].tolist()], dtype=pl.String),
+            pl.Series(
+                "reason", [ExitReason(int(r)).label for r in f["reason"].tolist()], dtype=pl.String
+            ),
             rule_col(f["rule"].astype(np.int64)),
         ]
     )
@@ -154,16 +167,26 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             asset_col(all_orders.asset),
             pl.Series("side", np.where(all_orders.qty > 0, "buy", "sell"), dtype=pl.String),
             pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
-            pl.Series("order_type", [OrderType(int(t)).label for t in all_orders.order_type.tolist()], dtype=pl.String),
+            pl.Series(
+                "order_type",
+                [OrderType(int(t)).label for t in all_orders.order_type.tolist()],
+                dtype=pl.String,
+            ),
             pl.Series("limit_price", all_orders.limit_price),
             pl.Series("stop_price", all_orders.stop_price),
             pl.Series("trail_pct", all_orders.trail_pct),
-            pl.Series("reason", [ExitReason(int(r)).label for r in all_orders.reason.tolist()], dtype=pl.String),
+            pl.Series(
+                "reason",
+                [ExitReason(int(r)).label for r in all_orders.reason.tolist()],
+                dtype=pl.String,
+            ),
             rule_col(all_orders.rule.astype(np.int64)),
         ]
     ).sort("order_id")
 
-    r = _concat(engine.broker.rejection_chunks, ("bar", "asset", "order_id", "qty", "reason", "rule"))
+    r = _concat(
+        engine.broker.rejection_chunks, ("bar", "asset", "order_id", "qty", "reason", "rule")
+    )
     rej_bars = r["bar"].astype(np.int64)
     rejections = pl.DataFrame(
         [
@@ -172,20 +195,23 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("order_id", r["order_id"].astype(np.int64), dtype=pl.Int64),
             pl.Series("side", np.where(r["qty"] > 0, "buy", "sell"), dtype=pl.String),
             pl.Series("qty", np.abs(r["qty"]).astype(np.int64), dtype=pl.Int64),
-            pl.Series("reason", [REJECT_BY_CODE[int(c)].value for c in r["reason"].tolist()], dtype=pl.String),
+            pl.Series(
+                "reason",
+                [REJECT_BY_CODE[int(c)].value for c in r["reason"].tolist()],
+                dtype=pl.String,
+            ),
             rule_col(r["rule"].astype(np.int64)),
         ]
     )
-    status = (
-        pl.concat(
-            [
-                fills.select("order_id", pl.lit("filled").alias("status")),
-                rejections.select("order_id", pl.lit("rejected").alias("status")),
-            ]
-        )
-        .unique("order_id", keep="first")
+    status = pl.concat(
+        [
+            fills.select("order_id", pl.lit("filled").alias("status")),
+            rejections.select("order_id", pl.lit("rejected").alias("status")),
+        ]
+    ).unique("order_id", keep="first")
+    orders = orders.join(status, on="order_id", how="left").with_columns(
+        pl.col("status").fill_null("open")
     )
-    orders = orders.join(status, on="order_id", how="left").with_columns(pl.col("status").fill_null("open"))
     trades = _trades(engine, calendar, first_bar, asset_col, rule_col)
     final_cash = float(engine.ledger.cash)
     final_equity = final_cash + engine.ledger.positions_value(engine.broker.last_close)
@@ -208,7 +234,9 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     )
 
 
-def _trades(engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any, rule_col: Any) -> pl.DataFrame:
+def _trades(
+    engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any, rule_col: Any
+) -> pl.DataFrame:
     rows = list(engine.ledger.closed)
     last_bar = engine.bars_done - 1
     rows += engine.ledger.open_trades(last_bar, engine.broker.last_close)
@@ -226,8 +254,12 @@ def _trades(engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any
         [
             asset_col(np.asarray(cols["asset"], dtype=np.int64)),
             pl.Series("direction", cols["direction"], dtype=pl.String),
-            pl.Series("entry_time", entry_ts, dtype=pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
-            _stamp(exit_bar, calendar, first_bar).alias("exit_time") if calendar.size else pl.Series("exit_time", [], dtype=UTC_US),
+            pl.Series("entry_time", entry_ts, dtype=pl.Int64)
+            .cast(pl.Datetime("us"))
+            .dt.replace_time_zone("UTC"),
+            _stamp(exit_bar, calendar, first_bar).alias("exit_time")
+            if calendar.size
+            else pl.Series("exit_time", [], dtype=UTC_US),
             pl.Series("entry_bar", entry_bar, dtype=pl.Int64),
             pl.Series("exit_bar", exit_bar, dtype=pl.Int64),
             pl.Series("bars_held", exit_bar - entry_bar, dtype=pl.Int64),
@@ -238,7 +270,11 @@ def _trades(engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any
             pl.Series("commission", cols["commission"], dtype=pl.Float64),
             pl.Series("slippage", cols["slippage"], dtype=pl.Float64),
             pl.Series("pnl", cols["pnl"], dtype=pl.Float64),
-            pl.Series("exit_reason", [ExitReason(int(x)).label for x in cols["exit_reason"]], dtype=pl.String),
+            pl.Series(
+                "exit_reason",
+                [ExitReason(int(x)).label for x in cols["exit_reason"]],
+                dtype=pl.String,
+            ),
             rule_col(np.asarray(cols["exit_rule"], dtype=np.int64), "exit_rule"),
             *[pl.Series(c, cols[c], dtype=pl.Float64) for c in extra],
         ]
@@ -248,7 +284,9 @@ def _trades(engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any
     ).sort(["exit_bar", "asset_id"])
 
 
-def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame, *, initial_cash: float) -> dict[str, float]:
+def compute_metrics(
+    equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame, *, initial_cash: float
+) -> dict[str, float]:
     """Summary statistics of an equity curve (per-bar returns, annualised by bar spacing)."""
     values = equity["equity"].to_numpy()
     out: dict[str, float] = {}
@@ -264,20 +302,31 @@ def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFr
     vol = float(returns.std(ddof=1) * math.sqrt(periods)) if returns.shape[0] > 1 else 0.0
     mean = float(returns.mean() * periods)
     downside = returns[returns < 0]
-    down_vol = float(math.sqrt(float(np.mean(downside**2))) * math.sqrt(periods)) if downside.shape[0] else 0.0
+    down_vol = (
+        float(math.sqrt(float(np.mean(downside**2))) * math.sqrt(periods))
+        if downside.shape[0]
+        else 0.0
+    )
     peak = np.maximum.accumulate(np.r_[initial_cash, values])[1:]
     drawdown = values / peak - 1.0
     exposure = equity["positions_value"].to_numpy()
     closed = trades.filter(pl.col("exit_reason") != "open")
     traded = float((fills["qty"].cast(pl.Float64) * fills["price"]).sum()) if fills.height else 0.0
     out["total_return"] = total
-    out["cagr"] = float((values[-1] / initial_cash) ** (1.0 / years) - 1.0) if years > 0 and values[-1] > 0 else -1.0
+    out["cagr"] = (
+        float((values[-1] / initial_cash) ** (1.0 / years) - 1.0)
+        if years > 0 and values[-1] > 0
+        else -1.0
+    )
     out["volatility"] = vol
     out["sharpe"] = mean / vol if vol > 0 else 0.0
     out["sortino"] = mean / down_vol if down_vol > 0 else 0.0
     out["max_drawdown"] = float(drawdown.min())
     out["turnover"] = traded / float(np.mean(values)) / max(years, 1e-12)
-    out["exposure"] = float(np.mean(np.abs(exposure) / np.where(values != 0, np.abs(values), np.nan)))
-    out["win_rate"] = float((closed["pnl"] > 0).mean() or 0.0) if closed.height else 0.0
+    out["exposure"] = float(
+        np.mean(np.abs(exposure) / np.where(values != 0, np.abs(values), np.nan))
+    )
+    wins = int((closed["pnl"] > 0).sum())
+    out["win_rate"] = wins / closed.height if closed.height else 0.0
     out["n_trades"] = float(closed.height)
     return out

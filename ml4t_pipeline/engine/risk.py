@@ -84,7 +84,9 @@ class RiskContext:
 
     @property
     def bars_held(self) -> np.ndarray:
-        return self._cached("bars_held", lambda: np.where(self.qty != 0, self.bar - self.entry_bar, 0))
+        return self._cached(
+            "bars_held", lambda: np.where(self.qty != 0, self.bar - self.entry_bar, 0)
+        )
 
     @property
     def unrealized_pnl_pct(self) -> np.ndarray:
@@ -101,7 +103,11 @@ class RiskContext:
 
         def compute() -> np.ndarray:
             with np.errstate(invalid="ignore", divide="ignore"):
-                up = np.where(self.long, self.high_water / self.avg_price - 1.0, 1.0 - self.low_water / self.avg_price)
+                up = np.where(
+                    self.long,
+                    self.high_water / self.avg_price - 1.0,
+                    1.0 - self.low_water / self.avg_price,
+                )
             return np.where(self.qty != 0, up, np.nan)
 
         return self._cached("mfe", compute)
@@ -112,7 +118,11 @@ class RiskContext:
 
         def compute() -> np.ndarray:
             with np.errstate(invalid="ignore", divide="ignore"):
-                down = np.where(self.long, self.low_water / self.avg_price - 1.0, 1.0 - self.high_water / self.avg_price)
+                down = np.where(
+                    self.long,
+                    self.low_water / self.avg_price - 1.0,
+                    1.0 - self.high_water / self.avg_price,
+                )
             return np.where(self.qty != 0, down, np.nan)
 
         return self._cached("mae", compute)
@@ -124,7 +134,9 @@ class RiskRule(Protocol):
     name: str
     priority: int
 
-    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
         """Positions just opened at `fill_price`: set their initial stops / targets."""
         ...
 
@@ -141,7 +153,9 @@ class BaseRule:
     name = "rule"
     priority = 0
 
-    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
         return []
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
@@ -151,7 +165,9 @@ class BaseRule:
         return []
 
 
-def _signed_level(ctx: RiskContext, assets: np.ndarray, base: np.ndarray, distance: np.ndarray) -> np.ndarray:
+def _signed_level(
+    ctx: RiskContext, assets: np.ndarray, base: np.ndarray, distance: np.ndarray
+) -> np.ndarray:
     """base - distance for longs, base + distance for shorts."""
     return np.where(ctx.qty[assets] > 0, base - distance, base + distance)
 
@@ -165,12 +181,22 @@ class StopLoss(BaseRule):
     name: str = "stop_loss"
     priority: int = 0
 
-    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
         if self.price is not None:
             level = np.full(assets.shape[0], float(self.price))
         else:
             level = _signed_level(ctx, assets, fill_price, fill_price * float(self.pct or 0.0))
-        return [RiskDecision(kind=DecisionKind.STOP_UPDATE, index=assets, value=level, reason=ExitReason.STOP_LOSS, priority=self.priority)]
+        return [
+            RiskDecision(
+                kind=DecisionKind.STOP_UPDATE,
+                index=assets,
+                value=level,
+                reason=ExitReason.STOP_LOSS,
+                priority=self.priority,
+            )
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -179,9 +205,19 @@ class TakeProfit(BaseRule):
     name: str = "take_profit"
     priority: int = 0
 
-    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
         level = _signed_level(ctx, assets, fill_price, -fill_price * self.pct)
-        return [RiskDecision(kind=DecisionKind.TAKE_PROFIT_UPDATE, index=assets, value=level, reason=ExitReason.TAKE_PROFIT, priority=self.priority)]
+        return [
+            RiskDecision(
+                kind=DecisionKind.TAKE_PROFIT_UPDATE,
+                index=assets,
+                value=level,
+                reason=ExitReason.TAKE_PROFIT,
+                priority=self.priority,
+            )
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -207,20 +243,39 @@ class VolatilityStop(BaseRule):
             self._last = values.copy()
         return []
 
-    def on_entry(self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray) -> list[RiskDecision]:
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
         if self._last is None:
             return []
         atr = self._last[assets]
         known = ~np.isnan(atr)
-        level = _signed_level(ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known])
-        return [RiskDecision(kind=DecisionKind.STOP_UPDATE, index=assets[known], value=level, reason=ExitReason.VOLATILITY_STOP, priority=self.priority)]
+        level = _signed_level(
+            ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known]
+        )
+        return [
+            RiskDecision(
+                kind=DecisionKind.STOP_UPDATE,
+                index=assets[known],
+                value=level,
+                reason=ExitReason.VOLATILITY_STOP,
+                priority=self.priority,
+            )
+        ]
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if not self.require_feature:
             return []
         values = ctx.features.get(self.feature)
         missing = opens & (np.isnan(values[orders.asset]) if values is not None else True)
-        return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(missing), reason=RejectReason.RISK_UNDECIDABLE, priority=self.priority)]
+        return [
+            RiskDecision(
+                kind=DecisionKind.REJECT,
+                index=np.flatnonzero(missing),
+                reason=RejectReason.RISK_UNDECIDABLE,
+                priority=self.priority,
+            )
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -246,8 +301,18 @@ class TrailingStop(BaseRule):
             for threshold, tighter in sorted(self.schedule):
                 pct = np.where(mfe >= threshold, np.minimum(pct, tighter), pct)
         long = ctx.qty[held] > 0
-        level = np.where(long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct))
-        return [RiskDecision(kind=DecisionKind.STOP_UPDATE, index=held, value=level, reason=ExitReason.TRAILING_STOP, priority=self.priority)]
+        level = np.where(
+            long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct)
+        )
+        return [
+            RiskDecision(
+                kind=DecisionKind.STOP_UPDATE,
+                index=held,
+                value=level,
+                reason=ExitReason.TRAILING_STOP,
+                priority=self.priority,
+            )
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -260,7 +325,14 @@ class TimeExit(BaseRule):
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         due = np.flatnonzero((ctx.qty != 0) & (ctx.bars_held >= self.max_bars))
-        return [RiskDecision(kind=DecisionKind.EXIT, index=due, reason=ExitReason.TIME_EXIT, priority=self.priority)]
+        return [
+            RiskDecision(
+                kind=DecisionKind.EXIT,
+                index=due,
+                reason=ExitReason.TIME_EXIT,
+                priority=self.priority,
+            )
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -285,15 +357,36 @@ class RegimeRule(BaseRule):
         value = self._value(ctx)
         if self.exit_all and value > self.threshold:
             held = np.flatnonzero(ctx.qty != 0)
-            return [RiskDecision(kind=DecisionKind.EXIT, index=held, reason=ExitReason.REGIME_EXIT, priority=self.priority)]
+            return [
+                RiskDecision(
+                    kind=DecisionKind.EXIT,
+                    index=held,
+                    reason=ExitReason.REGIME_EXIT,
+                    priority=self.priority,
+                )
+            ]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         value = self._value(ctx)
         if np.isnan(value):
-            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_UNDECIDABLE, priority=self.priority)]
+            return [
+                RiskDecision(
+                    kind=DecisionKind.REJECT,
+                    index=np.flatnonzero(opens),
+                    reason=RejectReason.RISK_UNDECIDABLE,
+                    priority=self.priority,
+                )
+            ]
         if self.block_entries and value > self.threshold:
-            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_REGIME_BLOCK, priority=self.priority)]
+            return [
+                RiskDecision(
+                    kind=DecisionKind.REJECT,
+                    index=np.flatnonzero(opens),
+                    reason=RejectReason.RISK_REGIME_BLOCK,
+                    priority=self.priority,
+                )
+            ]
         return []
 
 
@@ -311,7 +404,14 @@ class MaxPositions(BaseRule):
         room = self.n - int(np.count_nonzero(ctx.qty)) + int(np.count_nonzero(closing))
         rank = np.cumsum(new)
         reject = new & (rank > max(room, 0))
-        return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(reject), reason=RejectReason.RISK_MAX_POSITIONS, priority=self.priority)]
+        return [
+            RiskDecision(
+                kind=DecisionKind.REJECT,
+                index=np.flatnonzero(reject),
+                reason=RejectReason.RISK_MAX_POSITIONS,
+                priority=self.priority,
+            )
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -341,8 +441,23 @@ class MaxGrossExposure(BaseRule):
         decisions = []
         rest = np.flatnonzero(over)[1:] if fit > 0 else np.flatnonzero(over)
         if fit > 0:
-            decisions.append(RiskDecision(kind=DecisionKind.RESIZE, index=np.array([first]), value=np.array([np.sign(orders.qty[first]) * fit], dtype=np.float64), reason=RejectReason.RISK_GROSS_EXPOSURE, priority=self.priority))
-        decisions.append(RiskDecision(kind=DecisionKind.REJECT, index=rest, reason=RejectReason.RISK_GROSS_EXPOSURE, priority=self.priority))
+            decisions.append(
+                RiskDecision(
+                    kind=DecisionKind.RESIZE,
+                    index=np.array([first]),
+                    value=np.array([np.sign(orders.qty[first]) * fit], dtype=np.float64),
+                    reason=RejectReason.RISK_GROSS_EXPOSURE,
+                    priority=self.priority,
+                )
+            )
+        decisions.append(
+            RiskDecision(
+                kind=DecisionKind.REJECT,
+                index=rest,
+                reason=RejectReason.RISK_GROSS_EXPOSURE,
+                priority=self.priority,
+            )
+        )
         return decisions
 
 
@@ -360,12 +475,26 @@ class MaxDrawdownHalt(BaseRule):
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         if self.flatten and self._halted(ctx):
-            return [RiskDecision(kind=DecisionKind.EXIT, index=np.flatnonzero(ctx.qty != 0), reason=ExitReason.RISK_HALT, priority=self.priority)]
+            return [
+                RiskDecision(
+                    kind=DecisionKind.EXIT,
+                    index=np.flatnonzero(ctx.qty != 0),
+                    reason=ExitReason.RISK_HALT,
+                    priority=self.priority,
+                )
+            ]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if self._halted(ctx):
-            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_DRAWDOWN_HALT, priority=self.priority)]
+            return [
+                RiskDecision(
+                    kind=DecisionKind.REJECT,
+                    index=np.flatnonzero(opens),
+                    reason=RejectReason.RISK_DRAWDOWN_HALT,
+                    priority=self.priority,
+                )
+            ]
         return []
 
 
@@ -379,7 +508,14 @@ class DailyLossLimit(BaseRule):
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if ctx.equity <= ctx.day_start_equity * (1.0 - self.max_loss):
-            return [RiskDecision(kind=DecisionKind.REJECT, index=np.flatnonzero(opens), reason=RejectReason.RISK_DAILY_LOSS, priority=self.priority)]
+            return [
+                RiskDecision(
+                    kind=DecisionKind.REJECT,
+                    index=np.flatnonzero(opens),
+                    reason=RejectReason.RISK_DAILY_LOSS,
+                    priority=self.priority,
+                )
+            ]
         return []
 
 
@@ -425,7 +561,9 @@ class RiskState:
 class RiskManager:
     """Holds the rules and the protective levels; merges decisions deterministically."""
 
-    def __init__(self, rules: Sequence[RiskRule], n_assets: int, state: RiskState | None = None) -> None:
+    def __init__(
+        self, rules: Sequence[RiskRule], n_assets: int, state: RiskState | None = None
+    ) -> None:
         self.rules = list(rules)
         self.names = [r.name for r in self.rules]
         self.state = state if state is not None else RiskState.empty(n_assets)
@@ -439,7 +577,9 @@ class RiskManager:
         return bool(np.any(~np.isnan(s.stop)) or np.any(~np.isnan(s.take_profit)))
 
     # -- hooks called by the loop -------------------------------------------------------------
-    def on_fills(self, ctx: RiskContext, opened: np.ndarray, prices: np.ndarray, closed: np.ndarray) -> None:
+    def on_fills(
+        self, ctx: RiskContext, opened: np.ndarray, prices: np.ndarray, closed: np.ndarray
+    ) -> None:
         """Positions `closed` lose their levels; positions `opened` at `prices` get new ones."""
         s = self.state
         if closed.shape[0]:
@@ -463,7 +603,9 @@ class RiskManager:
             decisions += [_with_rule(d, k) for d in rule.on_entry(ctx, oa, op)]
         self._apply_levels(ctx, decisions)
 
-    def exits(self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray) -> Triggered | None:
+    def exits(
+        self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
+    ) -> Triggered | None:
         """Gap-aware stop and take-profit triggers at this bar (stop wins if both fire)."""
         if not self.has_levels:
             return None
@@ -487,9 +629,21 @@ class RiskManager:
         reason = np.where(is_stop, s.stop_reason, s.tp_reason)
         rule = np.where(is_stop, s.stop_rule, s.tp_rule)
         idx = np.flatnonzero(hit)
-        return Triggered(asset=idx, price=price[idx], reason=reason[idx].astype(np.int8), rule=rule[idx].astype(np.int16))
+        return Triggered(
+            asset=idx,
+            price=price[idx],
+            reason=reason[idx].astype(np.int8),
+            rule=rule[idx].astype(np.int16),
+        )
 
-    def on_close(self, ctx_factory: Callable[[], RiskContext], qty: np.ndarray, has_bar: np.ndarray, high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def on_close(
+        self,
+        ctx_factory: Callable[[], RiskContext],
+        qty: np.ndarray,
+        has_bar: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
         s = self.state
         held = (qty != 0) & has_bar
@@ -518,13 +672,17 @@ class RiskManager:
         rules = np.array([chosen[a][1] for a in assets.tolist()], dtype=np.int16)
         return assets, reasons, rules
 
-    def validate(self, ctx: RiskContext, orders: Orders) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
+    def validate(
+        self, ctx: RiskContext, orders: Orders
+    ) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
         """Returns (accepted orders, rejected row numbers, their reasons, their rule indices)."""
         none = np.empty(0, np.int64)
         if not self.validates or len(orders) == 0:
             return orders, none, none, none
         qty_now = ctx.qty[orders.asset]
-        opens = (orders.reason == ExitReason.SIGNAL) & (np.abs(qty_now + orders.qty) > np.abs(qty_now))
+        opens = (orders.reason == ExitReason.SIGNAL) & (
+            np.abs(qty_now + orders.qty) > np.abs(qty_now)
+        )
         decisions: list[RiskDecision] = []
         for k, rule in enumerate(self.rules):
             decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]
@@ -556,7 +714,9 @@ class RiskManager:
             (DecisionKind.STOP_UPDATE, s.stop, s.stop_reason, s.stop_rule),
             (DecisionKind.TAKE_PROFIT_UPDATE, s.take_profit, s.tp_reason, s.tp_rule),
         ):
-            mine = [d for d in decisions if d.kind is kind and d.index.shape[0] and d.value is not None]
+            mine = [
+                d for d in decisions if d.kind is kind and d.index.shape[0] and d.value is not None
+            ]
             if not mine:
                 continue
             is_stop = kind is DecisionKind.STOP_UPDATE
@@ -569,7 +729,9 @@ class RiskManager:
                 a, value = d.index, np.asarray(d.value)
                 better = d.priority > priority[a]
                 same = d.priority == priority[a]
-                take = ~np.isnan(value) & (better | (same & _tighter(ctx.qty[a], value, proposed[a], is_stop)))
+                take = ~np.isnan(value) & (
+                    better | (same & _tighter(ctx.qty[a], value, proposed[a], is_stop))
+                )
                 proposed[a] = np.where(take, value, proposed[a])
                 priority[a] = np.where(take, d.priority, priority[a])
                 why[a] = np.where(take, int(d.reason), why[a])

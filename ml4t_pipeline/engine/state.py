@@ -84,7 +84,9 @@ class EngineState:
         last_timestamp_us: int | None = None,
     ) -> EngineState:
         ids = [_value(a) for a in assets.tolist()]
-        keep = np.flatnonzero((ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset))
+        keep = np.flatnonzero(
+            (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
+        )
         per_asset: dict[str, list[Any]] = {"last_close": last_close[keep].tolist()}
         for name in _LEDGER_ARRAYS:
             per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ def _param(params: dict[str, Any], name: str, kind: type, default: Any = None) -
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        msg = f"strategy.params.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        msg = (
+            f"strategy.params.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
         raise ConfigError(msg)
     return value
 
@@ -30,6 +33,7 @@ class SignalThreshold(Strategy):
     """Flat and score > entry_above: buy `qty`; long and score < exit_below: sell all."""
 
     PARAMS = frozenset({"score", "entry_above", "exit_below", "qty"})
+    uses_volume = False
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -37,6 +41,9 @@ class SignalThreshold(Strategy):
         self.entry_above: float = _param(params, "entry_above", float, 0.6)
         self.exit_below: float = _param(params, "exit_below", float, 0.4)
         self.qty: int = _param(params, "qty", int, 100)
+
+    def required_signals(self) -> Sequence[str]:
+        return (self.score,)
 
     def on_market_event(self, event: MarketEvent, context: RowView) -> None:
         score = event.signals[self.score]
@@ -54,7 +61,9 @@ class TopKRotation(Strategy):
     Ties in the score are broken by asset order.
     """
 
-    PARAMS = frozenset({"score", "top_k", "weight", "rebalance_every", "warmup_bars", "max_vix", "vix"})
+    PARAMS = frozenset(
+        {"score", "top_k", "weight", "rebalance_every", "warmup_bars", "max_vix", "vix"}
+    )
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -68,6 +77,9 @@ class TopKRotation(Strategy):
         if self.top_k < 1 or self.rebalance_every < 1 or self.warmup_bars < 0:
             msg = "strategy.params: top_k and rebalance_every must be >= 1, warmup_bars >= 0"
             raise ConfigError(msg)
+
+    def required_signals(self) -> Sequence[str]:
+        return (self.score,)
 
     def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
         i = batch.bar_index

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +25,17 @@ if TYPE_CHECKING:
 
 
 class Strategy:
-    """Base class of every strategy, built-in or user-written."""
+    """Base class of every strategy, built-in or user-written.
+
+    `uses_volume` and `required_signals` let the engine skip loading columns a strategy never
+    reads (the defaults load everything).
+    """
+
+    uses_volume: bool = True
+
+    def required_signals(self) -> Sequence[str] | None:
+        """Signal columns this strategy reads; None means every numeric column."""
+        return None
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -79,7 +89,9 @@ class Strategy:
         qty = int(b.ledger.qty[a])
         if qty == 0:
             return None
-        return math.copysign(1.0, qty) * (float(b.last_close[a]) / float(b.ledger.avg_price[a]) - 1.0)
+        return math.copysign(1.0, qty) * (
+            float(b.last_close[a]) / float(b.ledger.avg_price[a]) - 1.0
+        )
 
     def submit_order(
         self,
@@ -126,10 +138,14 @@ class Strategy:
         price = float(self.broker.last_close[self.broker.index(asset)])
         if not price > 0:
             return None
-        target = int(math.copysign(math.floor(abs(percent) * self.get_portfolio_value() / price), percent))
+        target = int(
+            math.copysign(math.floor(abs(percent) * self.get_portfolio_value() / price), percent)
+        )
         return self.submit_order(asset, target - self.get_position(asset))
 
-    def size_by_confidence(self, asset: Any, confidence: float, max_percent: float = 0.1) -> int | None:
+    def size_by_confidence(
+        self, asset: Any, confidence: float, max_percent: float = 0.1
+    ) -> int | None:
         """Target a position of confidence (clipped to [0, 1]) x `max_percent` of portfolio value."""
         return self.set_position_percent(asset, min(max(confidence, 0.0), 1.0) * max_percent)
 
