@@ -38,16 +38,18 @@ def attribution(trades: pl.DataFrame) -> pl.DataFrame:
         )
         for dim in DIMENSIONS
     ]
-    schema = {
-        "dimension": pl.String,
-        "key": pl.String,
-        "trades": pl.UInt32,
-        "wins": pl.UInt32,
-        "pnl": pl.Float64,
-        "gross_pnl": pl.Float64,
-        "costs": pl.Float64,
-        "avg_return_pct": pl.Float64,
-    }
+    schema = pl.Schema(
+        {
+            "dimension": pl.String(),
+            "key": pl.String(),
+            "trades": pl.UInt32(),
+            "wins": pl.UInt32(),
+            "pnl": pl.Float64(),
+            "gross_pnl": pl.Float64(),
+            "costs": pl.Float64(),
+            "avg_return_pct": pl.Float64(),
+        }
+    )
     out = (
         pl.concat([p.cast(schema) for p in parts]) if trades.height else pl.DataFrame(schema=schema)
     )
