@@ -53,7 +53,8 @@ class Broker:
         self.pending = pending
         self.next_order_id = next_order_id
         self.last_close = last_close
-        self.decision_row: tuple[Panel, int] | None = None
+        # signal arrays (bars, assets) and the row of the last close: what decisions saw
+        self.decision_row: tuple[dict[str, np.ndarray], int] | None = None
         self.panel: Panel | None = None
         self.i = 0  # bar within the panel
         self.bar = 0  # global bar index
@@ -222,7 +223,7 @@ class Broker:
         closed: list[int] = []
         rejected: list[tuple[int, RejectReason]] = []
         row = self.decision_row
-        signal_arrays = row[0].signals if row is not None else {}
+        signal_arrays = row[0] if row is not None else {}
         signal_i = row[1] if row is not None else 0
         for k, (a, dq, px, fee, slip) in enumerate(
             zip(

@@ -324,6 +324,10 @@ class MarketData:
         if hi is not None:
             keep &= all_stamps < hi
         calendar_ts = np.unique(pc.unique(pa.array(all_stamps[keep])).to_numpy())
+        if calendar_ts.shape[0] == 0:
+            window = f" in [{start}, {end})" if start is not None or end is not None else ""
+            msg = f"{self._prices.name}: no price bars{window}"
+            raise DataError(msg)
         universe_parts = []
         for values, indices in assets:
             universe_parts.append(values if indices is None else values[np.unique(indices)])

@@ -61,7 +61,7 @@ class Engine:
             self.start_equity = config.execution.initial_cash
         else:
             restored = initial_state.restore(self.assets, signal_names, config)
-            ledger, risk_state, pending, next_id, last_close = restored
+            ledger, risk_state, pending, next_id, last_close, last_signals = restored
             self.bars_done = initial_state.bars_done
             self.peak_equity = initial_state.peak_equity
             self.prev_equity = initial_state.prev_equity
@@ -95,6 +95,8 @@ class Engine:
             next_order_id=next_id,
             last_close=last_close,
         )
+        if initial_state is not None and last_signals:
+            self.broker.decision_row = ({k: v[np.newaxis, :] for k, v in last_signals.items()}, 0)
         self.strategy._broker = self.broker
         self._events = self.strategy.uses_events()
         self._batches = self.strategy.uses_batches()
@@ -157,7 +159,7 @@ class Engine:
         if self.risk.active:
             broker.protective_exits(self._risk_context)  # 2. stops, gap-aware
         np.copyto(broker.last_close, panel.close[i], where=has_bar)
-        broker.decision_row = (panel, i)
+        broker.decision_row = (panel.signals, i)
 
         if batch is not None:  # 3. strategy at close[t]
             batch._point(i, bar, stamp)
@@ -225,7 +227,10 @@ class Engine:
             for r in self.risk.rules
             if getattr(r, "_last", None) is not None
         }
+        row = self.broker.decision_row
+        last_signals = {n: np.asarray(v[row[1]]) for n, v in row[0].items()} if row else {}
         return EngineState.capture(
+            last_signals=last_signals,
             assets=self.assets,
             ledger=self.ledger,
             risk=self.risk.state,

@@ -81,6 +81,7 @@ class EngineState:
         prev_equity: float,
         strategy_state: dict[str, Any],
         rule_state: dict[str, list[float]],
+        last_signals: dict[str, np.ndarray],
         last_timestamp_us: int | None = None,
     ) -> EngineState:
         ids = [_value(a) for a in assets.tolist()]
@@ -92,6 +93,8 @@ class EngineState:
             per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()
         for name in _RISK_ARRAYS:
             per_asset[f"risk.{name}"] = getattr(risk, name)[keep].tolist()
+        for name, values in last_signals.items():
+            per_asset[f"signal.{name}"] = values[keep].tolist()
         pend = pending.to_columns()
         pend["asset"] = [ids[a] for a in pend["asset"]]
         return cls(
@@ -112,7 +115,7 @@ class EngineState:
 
     def restore(
         self, assets: np.ndarray, signal_names: list[str], config: RunConfig
-    ) -> tuple[Ledger, RiskState, Orders, int, np.ndarray]:
+    ) -> tuple[Ledger, RiskState, Orders, int, np.ndarray, dict[str, np.ndarray]]:
         index = {_value(a): i for i, a in enumerate(assets.tolist())}
         missing = [a for a in self.assets if a not in index]
         if missing:
@@ -132,9 +135,16 @@ class EngineState:
         for name, values in self.entry_signals.items():
             if name in ledger.entry_signals:
                 ledger.entry_signals[name][pos] = values
+        last_signals: dict[str, np.ndarray] = {}
+        for key, values in self.per_asset.items():
+            if key.startswith("signal."):
+                row = np.full(n, np.nan)
+                row[pos] = values
+                last_signals[key.removeprefix("signal.")] = row
         columns = dict(self.pending)
         columns["asset"] = [index[a] for a in columns["asset"]]
-        return ledger, risk, Orders.from_columns(columns), self.next_order_id, last_close
+        orders = Orders.from_columns(columns)
+        return ledger, risk, orders, self.next_order_id, last_close, last_signals
 
     def to_json(self) -> str:
         payload = {"format": FORMAT_VERSION} | {
