@@ -165,6 +165,13 @@ class BaseRule:
         return []
 
 
+def _scaled_level(
+    ctx: RiskContext, assets: np.ndarray, base: np.ndarray, pct: float
+) -> np.ndarray:
+    """base * (1 - pct) for longs, base * (1 + pct) for shorts."""
+    return np.where(ctx.qty[assets] > 0, base * (1.0 - pct), base * (1.0 + pct))
+
+
 def _signed_level(
     ctx: RiskContext, assets: np.ndarray, base: np.ndarray, distance: np.ndarray
 ) -> np.ndarray:
@@ -187,7 +194,7 @@ class StopLoss(BaseRule):
         if self.price is not None:
             level = np.full(assets.shape[0], float(self.price))
         else:
-            level = _signed_level(ctx, assets, fill_price, fill_price * float(self.pct or 0.0))
+            level = _scaled_level(ctx, assets, fill_price, float(self.pct or 0.0))
         return [
             RiskDecision(
                 kind=DecisionKind.STOP_UPDATE,
@@ -208,7 +215,7 @@ class TakeProfit(BaseRule):
     def on_entry(
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
     ) -> list[RiskDecision]:
-        level = _signed_level(ctx, assets, fill_price, -fill_price * self.pct)
+        level = _scaled_level(ctx, assets, fill_price, -self.pct)
         return [
             RiskDecision(
                 kind=DecisionKind.TAKE_PROFIT_UPDATE,
