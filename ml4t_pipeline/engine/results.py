@@ -94,7 +94,7 @@ class BacktestResult:
 
 def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
     """summary.json leaves out wall-clock numbers so identical inputs give identical files."""
-    return {k: v for k, v in summary.items() if k not in {"wall_s", "bars_per_s"}}
+    return {k: v for k, v in summary.items() if not k.endswith(("wall_s", "per_s"))}
 
 
 def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:

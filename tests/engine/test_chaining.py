@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def test_monthly_chain_equals_full_run(market: dict[str, Path], risk: list[dict[
     assert_result_invariants(full, prices=market["prices"])
     state: EngineState | None = None
     equity, fills, trades = [], [], []
-    for start, end in zip(MONTHS[:-1], MONTHS[1:], strict=True):
+    for start, end in itertools.pairwise(MONTHS):
         month = run_backtest(config, start=start, end=end, initial_state=state)
         state = EngineState.from_json(month.final_state.to_json())  # through JSON, as stored
         equity.append(month.equity)
