@@ -138,7 +138,7 @@ class Broker:
         ids = np.arange(self.next_order_id, self.next_order_id + n, dtype=np.int64)
         self.next_order_id += n
         self._staged.append(
-            Orders(
+            Orders.build(
                 order_id=ids,
                 asset=assets.astype(np.int64),
                 qty=qty.astype(np.int64),
@@ -162,6 +162,26 @@ class Broker:
     def _flush_new(self) -> None:
         if self._new.size:
             self._staged.append(self._new.drain())
+
+    def drop_new_orders(self, assets: np.ndarray) -> None:
+        """Forget this bar's orders that reduce the position of `assets`: a risk exit replaces them.
+
+        Orders adding to the position stay and meet the risk rules like any other entry.
+        """
+        self._flush_new()
+        qty = self.ledger.qty
+        self._staged = [
+            chunk.take(
+                np.flatnonzero(
+                    ~(
+                        np.isin(chunk.asset, assets)
+                        & (np.sign(chunk.qty) == -np.sign(qty[chunk.asset]))
+                    )
+                )
+            )
+            for chunk in self._staged
+        ]
+        self._staged = [chunk for chunk in self._staged if len(chunk)]
 
     def take_new_orders(self) -> Orders | None:
         if not self._staged and not self._new.size:
@@ -291,7 +311,7 @@ class Broker:
         n = int(hit.asset.shape[0])
         ids = np.arange(self.next_order_id, self.next_order_id + n, dtype=np.int64)
         self.next_order_id += n
-        exits = Orders(
+        exits = Orders.build(
             order_id=ids,
             asset=hit.asset,
             qty=qty,

@@ -191,6 +191,7 @@ class Engine:
         if assets.shape[0] == 0:
             return
         # an exit replaces the strategy's own orders for that asset at this bar
+        self.broker.drop_new_orders(assets)
         for reason in np.unique(reasons).tolist():
             pick = reasons == reason
             a = assets[pick]

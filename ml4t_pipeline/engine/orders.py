@@ -6,7 +6,6 @@ reference): it never touches cash or positions, which makes it trivial to proper
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,93 +28,104 @@ _DTYPES: dict[str, Any] = {
 }
 
 
-@dataclass(slots=True)
-class Orders:
-    """A set of orders as parallel arrays (one row per order)."""
+ORDER_DTYPE = np.dtype(list(_DTYPES.items()))
 
-    order_id: np.ndarray
-    asset: np.ndarray
-    qty: np.ndarray
-    order_type: np.ndarray
-    limit_price: np.ndarray
-    stop_price: np.ndarray
-    trail_pct: np.ndarray
-    trail_ref: np.ndarray
-    created_bar: np.ndarray
-    reason: np.ndarray
-    rule: np.ndarray
-    triggered: np.ndarray
+
+class _Field:
+    """One column of the order record array, read and written as a plain ndarray."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Orders, objtype: type | None = None) -> np.ndarray:
+        return obj.rec[self.name]
+
+    def __set__(self, obj: Orders, value: np.ndarray) -> None:
+        obj.rec[self.name] = value
+
+
+class Orders:
+    """A set of orders: one numpy record array, one row per order (vectorbt-style records)."""
+
+    __slots__ = ("rec",)
+
+    order_id = _Field()
+    asset = _Field()
+    qty = _Field()  # signed: + buy, - sell
+    order_type = _Field()
+    limit_price = _Field()
+    stop_price = _Field()
+    trail_pct = _Field()
+    trail_ref = _Field()
+    created_bar = _Field()
+    reason = _Field()
+    rule = _Field()
+    triggered = _Field()
+
+    def __init__(self, rec: np.ndarray) -> None:
+        self.rec = rec
 
     @classmethod
     def empty(cls) -> Orders:
-        return cls(**{k: np.empty(0, dtype=v) for k, v in _DTYPES.items()})
+        return cls(np.empty(0, dtype=ORDER_DTYPE))
+
+    @classmethod
+    def build(cls, **columns: Any) -> Orders:
+        n = len(columns["order_id"])
+        rec = np.empty(n, dtype=ORDER_DTYPE)
+        for name in _DTYPES:
+            rec[name] = columns[name]
+        return cls(rec)
 
     @classmethod
     def from_columns(cls, columns: dict[str, Any]) -> Orders:
-        return cls(**{k: np.asarray(columns[k], dtype=v) for k, v in _DTYPES.items()})
+        return cls.build(**columns)
 
     def __len__(self) -> int:
-        return int(self.order_id.shape[0])
+        return int(self.rec.shape[0])
 
     def take(self, index: np.ndarray) -> Orders:
-        return Orders(
-            self.order_id[index],
-            self.asset[index],
-            self.qty[index],
-            self.order_type[index],
-            self.limit_price[index],
-            self.stop_price[index],
-            self.trail_pct[index],
-            self.trail_ref[index],
-            self.created_bar[index],
-            self.reason[index],
-            self.rule[index],
-            self.triggered[index],
-        )
+        return Orders(self.rec[index])
 
     def concat(self, other: Orders) -> Orders:
         if len(other) == 0:
             return self
         if len(self) == 0:
             return other
-        return Orders(
-            *(np.concatenate([getattr(self, name), getattr(other, name)]) for name in _DTYPES)
-        )
+        return Orders(np.concatenate([self.rec, other.rec]))
 
     @classmethod
     def concat_all(cls, chunks: list[Orders]) -> Orders:
         if not chunks:
             return cls.empty()
-        return cls(*(np.concatenate([getattr(c, name) for c in chunks]) for name in _DTYPES))
+        rec = np.empty(sum(len(c) for c in chunks), dtype=ORDER_DTYPE)
+        start = 0
+        for chunk in chunks:
+            rec[start : start + len(chunk)] = chunk.rec
+            start += len(chunk)
+        return cls(rec)
 
     def to_columns(self) -> dict[str, list[Any]]:
-        return {name: getattr(self, name).tolist() for name in _DTYPES}
+        return {name: self.rec[name].tolist() for name in _DTYPES}
 
 
 class OrderBuffer:
-    """Orders submitted one at a time during a bar, written into preallocated arrays."""
+    """Orders submitted one at a time during a bar, written into a preallocated record array."""
 
     def __init__(self, capacity: int = 64) -> None:
-        self._columns = {k: np.empty(capacity, dtype=v) for k, v in _DTYPES.items()}
-        self._capacity = capacity
+        self._rec = np.empty(capacity, dtype=ORDER_DTYPE)
         self.size = 0
 
     def append(self, row: tuple[Any, ...]) -> None:
-        if self.size == self._capacity:
-            self._capacity *= 2
-            for key, column in self._columns.items():
-                grown = np.empty(self._capacity, dtype=column.dtype)
-                grown[: self.size] = column[: self.size]
-                self._columns[key] = grown
-        k = self.size
-        for column, value in zip(self._columns.values(), row, strict=True):
-            column[k] = value
-        self.size = k + 1
+        if self.size == self._rec.shape[0]:
+            self._rec = np.concatenate([self._rec, np.empty(self.size, dtype=ORDER_DTYPE)])
+        self._rec[self.size] = row
+        self.size += 1
 
     def drain(self) -> Orders:
         n = self.size
         self.size = 0
-        return Orders(*(column[:n].copy() for column in self._columns.values()))
+        return Orders(self._rec[:n].copy())
 
 
 def match(

@@ -165,9 +165,7 @@ class BaseRule:
         return []
 
 
-def _scaled_level(
-    ctx: RiskContext, assets: np.ndarray, base: np.ndarray, pct: float
-) -> np.ndarray:
+def _scaled_level(ctx: RiskContext, assets: np.ndarray, base: np.ndarray, pct: float) -> np.ndarray:
     """base * (1 - pct) for longs, base * (1 + pct) for shorts."""
     return np.where(ctx.qty[assets] > 0, base * (1.0 - pct), base * (1.0 + pct))
 
@@ -425,8 +423,9 @@ class MaxPositions(BaseRule):
 class MaxGrossExposure(BaseRule):
     """Gross exposure (sum |qty| * close) after the orders stays <= `max_ratio` x equity.
 
-    Entries are taken in order; the first that would cross the limit is resized down to fit
-    (whole shares), the rest are rejected.
+    Orders that reduce a position free room first (sells fill before buys); entries are then
+    taken in order; the first that would cross the limit is resized down to fit (whole shares),
+    the rest are rejected.
     """
 
     max_ratio: float = 1.0
@@ -436,7 +435,9 @@ class MaxGrossExposure(BaseRule):
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         price = ctx.close[orders.asset]
         add = np.where(opens, np.abs(orders.qty) * price, 0.0)
-        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close))
+        held = ctx.qty[orders.asset]
+        reduced = np.where(~opens, np.minimum(np.abs(orders.qty), np.abs(held)) * price, 0.0)
+        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close)) - float(np.nansum(reduced))
         room = self.max_ratio * ctx.equity - gross
         cum = np.cumsum(add)
         over = opens & (cum > room)
@@ -727,28 +728,37 @@ class RiskManager:
             if not mine:
                 continue
             is_stop = kind is DecisionKind.STOP_UPDATE
-            n = level.shape[0]
-            proposed = np.full(n, np.nan)
-            priority = np.full(n, np.iinfo(np.int64).min)
-            why = np.zeros(n, dtype=np.int8)
-            who = np.full(n, -1, dtype=np.int16)
+            # merge on the touched assets only: highest priority first, then the tighter level
+            if len(mine) == 1:
+                touched = mine[0].index
+            else:
+                touched = np.unique(np.concatenate([d.index for d in mine]))
+            m = touched.shape[0]
+            proposed = np.full(m, np.nan)
+            priority = np.full(m, np.iinfo(np.int64).min)
+            why = np.zeros(m, dtype=np.int8)
+            who = np.full(m, -1, dtype=np.int16)
+            qty = ctx.qty[touched]
             for d in sorted(mine, key=lambda d: (-d.priority, d.rule)):
-                a, value = d.index, np.asarray(d.value)
-                better = d.priority > priority[a]
-                same = d.priority == priority[a]
+                k = np.arange(m) if len(mine) == 1 else np.searchsorted(touched, d.index)
+                value = np.asarray(d.value, dtype=np.float64)
+                better = d.priority > priority[k]
+                same = d.priority == priority[k]
                 take = ~np.isnan(value) & (
-                    better | (same & _tighter(ctx.qty[a], value, proposed[a], is_stop))
+                    better | (same & _tighter(qty[k], value, proposed[k], is_stop))
                 )
-                proposed[a] = np.where(take, value, proposed[a])
-                priority[a] = np.where(take, d.priority, priority[a])
-                why[a] = np.where(take, int(d.reason), why[a])
-                who[a] = np.where(take, d.rule, who[a])
+                proposed[k] = np.where(take, value, proposed[k])
+                priority[k] = np.where(take, d.priority, priority[k])
+                why[k] = np.where(take, int(d.reason), why[k])
+                who[k] = np.where(take, d.rule, who[k])
             # levels only ever tighten
-            update = ~np.isnan(proposed) & _tighter(ctx.qty, proposed, level, is_stop)
-            level[update] = proposed[update]
-            self.has_levels = self.has_levels or bool(update.any())
-            reason[update] = why[update]
-            rule[update] = who[update]
+            update = ~np.isnan(proposed) & _tighter(qty, proposed, level[touched], is_stop)
+            if update.any():
+                assets = touched[update]
+                level[assets] = proposed[update]
+                reason[assets] = why[update]
+                rule[assets] = who[update]
+                self.has_levels = True
 
 
 def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: bool) -> np.ndarray:
