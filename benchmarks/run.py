@@ -159,7 +159,7 @@ def main() -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
-            "date": dt.date.today().isoformat(),
+            "date": dt.datetime.now(dt.UTC).date().isoformat(),
         }
     }
     if "w1" in only:

@@ -16,6 +16,7 @@ from ml4t_pipeline.engine.config import (
 )
 from ml4t_pipeline.engine.data import MarketData, Panel
 from ml4t_pipeline.engine.enums import ExitReason, FillAt, OrderType, RejectReason, Side
+from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider, PrecomputedFeatures
 from ml4t_pipeline.engine.results import BacktestResult
 from ml4t_pipeline.engine.risk import RiskContext, RiskDecision, RiskManager, RiskRule
 from ml4t_pipeline.engine.state import EngineState
@@ -26,15 +27,18 @@ from ml4t_pipeline.engine.views import Batch, MarketEvent
 __all__ = [
     "BacktestResult",
     "Batch",
+    "CallableFeatures",
     "DataConfig",
     "EngineState",
     "ExecutionConfig",
     "ExitReason",
+    "FeatureProvider",
     "FillAt",
     "MarketData",
     "MarketEvent",
     "OrderType",
     "Panel",
+    "PrecomputedFeatures",
     "RejectReason",
     "RiskContext",
     "RiskDecision",

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from ml4t_pipeline.engine.config import RunConfig
 from ml4t_pipeline.engine.data import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
+from ml4t_pipeline.engine.features import FeatureProvider, PrecomputedFeatures
 from ml4t_pipeline.engine.loop import Engine, ProgressFn
 from ml4t_pipeline.engine.results import BacktestResult
 from ml4t_pipeline.engine.state import EngineState
@@ -33,10 +34,12 @@ def run_backtest(
     signal_columns: Sequence[str] | None = None,
     max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
     progress: ProgressFn | None = None,
+    features: Sequence[FeatureProvider] = (),
 ) -> BacktestResult:
     """Run one backtest. Frames given here replace the files named in `config.data`.
 
-    `start`/`end` restrict the run to bars in [start, end); `initial_state` continues from
+    `features` adds feature providers (precomputed tables, callables) whose values the
+    strategy and the risk rules read like signals. `start`/`end` restrict the run to bars in [start, end); `initial_state` continues from
     the end of an earlier run (see `EngineState`).
     """
     strategy = strategy if strategy is not None else config.strategy.build()
@@ -44,10 +47,10 @@ def run_backtest(
     if signal_columns is None:
         wanted = strategy.required_signals()
         if wanted is not None:
-            features = [str(getattr(r, "feature", "")) for r in rules]
+            rule_features = [str(getattr(r, "feature", "")) for r in rules]
             available = _columns(config.data.signals if signals is _UNSET else signals)
             signal_columns = list(
-                dict.fromkeys([*wanted, *(f for f in features if f in available)])
+                dict.fromkeys([*wanted, *(f for f in rule_features if f in available)])
             )
     slippage = config.execution.slippage or {}
     data = MarketData(
@@ -61,7 +64,12 @@ def run_backtest(
         extra_assets=initial_state.assets if initial_state is not None else (),
         load_volume=strategy.uses_volume or slippage.get("model") == "volume_share",
     )
-    engine = Engine(config, data, strategy=strategy, initial_state=initial_state)
+    providers = list(features)
+    if config.data.features is not None:
+        providers.insert(0, PrecomputedFeatures(config.data.features))
+    engine = Engine(
+        config, data, strategy=strategy, initial_state=initial_state, features=providers
+    )
     return engine.run(progress)
 
 

@@ -37,6 +37,7 @@ class DataConfig:
     prices: Path
     signals: Path | None = None
     context: Path | None = None
+    features: Path | None = None  # extra precomputed features (see engine.features)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -173,7 +174,7 @@ class RunConfig:
 
 
 _TOP_KEYS = {"data", "execution", "strategy", "risk"}
-_DATA_KEYS = {"prices", "signals", "context"}
+_DATA_KEYS = {"prices", "signals", "context", "features"}
 _EXEC_TYPES: dict[str, tuple[type, ...]] = {
     "initial_cash": (int, float),
     "fill_at": (str,),
@@ -238,6 +239,9 @@ def run_config_from_dict(
         else None,
         context=_path(data["context"], "data.context", base, check_files)
         if data.get("context")
+        else None,
+        features=_path(data["features"], "data.features", base, check_files)
+        if data.get("features")
         else None,
     )
     execution = _mapping(top.get("execution", {}) or {}, "execution")

@@ -13,7 +13,7 @@ At each bar t, in the order the market imposes:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from ml4t_pipeline.engine.broker import Broker, BrokerSettings
 from ml4t_pipeline.engine.config import RunConfig
 from ml4t_pipeline.engine.data import MarketData, Panel, asset_list, to_datetime
 from ml4t_pipeline.engine.enums import ExitReason, FillAt
+from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.ledger import Ledger
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.results import BacktestResult, build_result
@@ -41,8 +42,12 @@ class Engine:
         *,
         strategy: Strategy | None = None,
         initial_state: EngineState | None = None,
+        features: Sequence[FeatureProvider] = (),
     ) -> None:
         self.config = config
+        self.features = list(features)
+        self._callables = [f for f in self.features if isinstance(f, CallableFeatures)]
+        self._first_bar = 0
         self.data = data
         self.strategy = strategy if strategy is not None else config.strategy.build()
         self.assets = data.calendar.assets
@@ -122,6 +127,9 @@ class Engine:
         return build_result(self, wall_s=wall)
 
     def _run_panel(self, panel: Panel) -> None:
+        for provider in self.features:
+            provider.attach(panel, self.data.calendar, self._first_bar)
+        self._first_bar += panel.n_bars
         self.broker.panel = panel
         context = RowView(panel.context)
         stamps = [to_datetime(t) for t in panel.timestamps.tolist()]
@@ -161,6 +169,8 @@ class Engine:
         np.copyto(broker.last_close, panel.close[i], where=has_bar)
         broker.decision_row = (panel.signals, i)
 
+        for provider in self._callables:  # features computed from history up to close[t]
+            provider.update(i)
         if batch is not None:  # 3. strategy at close[t]
             batch._point(i, bar, stamp)
             self.strategy.on_timestamp_batch(stamp, batch, context)

@@ -1,0 +1,157 @@
+"""Feature providers: extra per-asset and market-wide values shared by strategy and risk.
+
+A provider adds arrays to each chunk (`Panel.signals` for per-asset features, `Panel.context`
+for market-wide ones), so `event.signals[...]`, `batch.signals[...]`, `context[...]` and the
+risk rules' `RiskContext.features` all read the same numbers.
+
+- `PrecomputedFeatures`: a table (DataFrame or Parquet) of (timestamp, asset_id, features...).
+  Point-in-time: a row stamped t is usable from the first bar at or after t; with `as_of=True`
+  (default) it stays the current value until a newer row arrives. Rows whose asset_id is null
+  are market-wide features.
+- `CallableFeatures`: functions of the history up to the current bar (no look-ahead), computed
+  on the fly at each close before the strategy runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import polars as pl
+
+from ml4t_pipeline.engine.data import Calendar, Panel
+from ml4t_pipeline.engine.views import History
+from ml4t_pipeline.errors import DataError
+
+FeatureFn = Callable[[History], "np.ndarray | float"]
+
+
+class FeatureProvider(Protocol):
+    def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
+        """Add this provider's arrays to a chunk covering calendar bars [first_bar, ...)."""
+        ...
+
+
+class PrecomputedFeatures:
+    """Features read from a table; see the module docstring for the timing rule."""
+
+    def __init__(
+        self,
+        source: pl.DataFrame | str | Path,
+        *,
+        columns: Sequence[str] | None = None,
+        as_of: bool = True,
+    ) -> None:
+        if isinstance(source, str | Path):
+            if not Path(source).is_file():
+                msg = f"features file not found: {source}"
+                raise DataError(msg)
+            source = pl.read_parquet(source)
+        missing = [c for c in ("timestamp", "asset_id") if c not in source.columns]
+        if missing:
+            msg = f"features: missing column(s) {missing}"
+            raise DataError(msg)
+        numeric = [c for c, t in source.schema.items() if t.is_numeric() and c not in ("asset_id",)]
+        self.columns = list(columns) if columns is not None else numeric
+        stamps = source["timestamp"]
+        if stamps.dtype == pl.Date:
+            stamps = stamps.cast(pl.Datetime("us"))
+        if not isinstance(stamps.dtype, pl.Datetime):
+            msg = f"features: column 'timestamp' must be a datetime, found {stamps.dtype}"
+            raise DataError(msg)
+        if stamps.dtype.time_zone is None:
+            stamps = stamps.dt.replace_time_zone("UTC")
+        self._frame = source.with_columns(
+            stamps.dt.convert_time_zone("UTC").dt.cast_time_unit("us").dt.epoch("us").alias("_us")
+        )
+        self.as_of = as_of
+        self._asset: dict[str, np.ndarray] | None = None
+        self._market: dict[str, np.ndarray] | None = None
+
+    def _build(self, calendar: Calendar) -> None:
+        bars = calendar.timestamps
+        frame = self._frame
+        per_asset = frame.filter(pl.col("asset_id").is_not_null())
+        market = frame.filter(pl.col("asset_id").is_null())
+        index = {a: k for k, a in enumerate(calendar.assets.tolist())}
+        self._asset = {}
+        if per_asset.height:
+            bar = np.searchsorted(bars, per_asset["_us"].to_numpy(), side="left")
+            asset = np.array(
+                [index.get(a, -1) for a in per_asset["asset_id"].to_list()], dtype=np.int64
+            )
+            order = np.argsort(per_asset["_us"].to_numpy(), kind="stable")  # later rows win
+            ok = (bar < bars.shape[0]) & (asset >= 0)
+            order = order[ok[order]]
+            for name in self.columns:
+                grid = np.full((bars.shape[0], calendar.n_assets), np.nan)
+                values = per_asset[name].cast(pl.Float64).to_numpy()
+                grid[bar[order], asset[order]] = values[order]
+                self._asset[name] = _ffill(grid) if self.as_of else grid
+        self._market = {}
+        if market.height:
+            bar = np.searchsorted(bars, market["_us"].to_numpy(), side="left")
+            order = np.argsort(market["_us"].to_numpy(), kind="stable")
+            order = order[bar[order] < bars.shape[0]]
+            for name in self.columns:
+                line = np.full((bars.shape[0], 1), np.nan)
+                line[bar[order], 0] = market[name].cast(pl.Float64).to_numpy()[order]
+                self._market[name] = (_ffill(line) if self.as_of else line)[:, 0]
+
+    def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
+        if self._asset is None or self._market is None:
+            self._build(calendar)
+        assert self._asset is not None
+        assert self._market is not None
+        window = slice(first_bar, first_bar + panel.n_bars)
+        for name, grid in self._asset.items():
+            panel.signals[name] = grid[window]
+        for name, line in self._market.items():
+            panel.context[name] = line[window]
+
+
+def _ffill(grid: np.ndarray) -> np.ndarray:
+    """Forward-fill NaN down each column (the last known value stays current)."""
+    rows = np.where(~np.isnan(grid), np.arange(grid.shape[0])[:, None], -1)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    filled = grid[np.maximum(rows, 0), np.arange(grid.shape[1])]
+    filled[rows < 0] = np.nan
+    return filled
+
+
+class CallableFeatures:
+    """Features computed at each close from the history up to that close.
+
+    Each function receives a `History` (arrays truncated at the current bar) and returns an
+    (n_assets,) array for a per-asset feature, or a float for a market-wide one (give those
+    names in `market`).
+    """
+
+    def __init__(self, functions: Mapping[str, FeatureFn], *, market: Sequence[str] = ()) -> None:
+        self.functions = dict(functions)
+        self.market = set(market)
+        self._panel: Panel | None = None
+        self._history: History | None = None
+
+    def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
+        self._panel = panel
+        self._history = History(panel)
+        for name in self.functions:
+            if name in self.market:
+                panel.context[name] = np.full(panel.n_bars, np.nan)
+            else:
+                panel.signals[name] = np.full((panel.n_bars, calendar.n_assets), np.nan)
+
+    def update(self, i: int) -> None:
+        """Compute every function at bar i of the attached chunk."""
+        assert self._panel is not None
+        assert self._history is not None
+        self._history._i = i
+        for name, fn in self.functions.items():
+            value = fn(self._history)
+            if name in self.market:
+                self._panel.context[name][i] = float(np.asarray(value))
+            else:
+                self._panel.signals[name][i] = value
