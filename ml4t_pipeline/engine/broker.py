@@ -170,17 +170,17 @@ class Broker:
         """
         self._flush_new()
         qty = self.ledger.qty
-        self._staged = [
-            chunk.take(
-                np.flatnonzero(
-                    ~(
-                        np.isin(chunk.asset, assets)
-                        & (np.sign(chunk.qty) == -np.sign(qty[chunk.asset]))
-                    )
-                )
+        kept = []
+        for chunk in self._staged:
+            replaced = np.isin(chunk.asset, assets) & (
+                np.sign(chunk.qty) == -np.sign(qty[chunk.asset])
             )
-            for chunk in self._staged
-        ]
+            if replaced.any():
+                gone = chunk.take(np.flatnonzero(replaced))
+                self.order_chunks.append(gone)
+                self.reject(gone, RejectReason.REPLACED_BY_EXIT)
+            kept.append(chunk.take(np.flatnonzero(~replaced)))
+        self._staged = kept
         self._staged = [chunk for chunk in self._staged if len(chunk)]
 
     def take_new_orders(self) -> Orders | None:
@@ -233,38 +233,41 @@ class Broker:
         if n > 1:
             order = np.lexsort((orders.order_id, orders.qty > 0))
             orders, price = orders.take(order), price[order]
-        qty = orders.qty
-        side = np.sign(qty).astype(np.float64)
-        fill_price = s.slippage.fill_price(side, price, qty, p.volume[self.i, orders.asset])
-        commission = s.commission.commission(qty, fill_price)
-        slippage = np.abs(qty) * np.abs(fill_price - price)
+        # split each order into the part that reduces the position and the part that opens
+        # one (assets are unique within a batch, so positions are known up front)
         ledger = self.ledger
+        qty = orders.qty
+        pos = ledger.qty[orders.asset]
+        against = (pos != 0) & (np.sign(qty) != np.sign(pos))
+        reduce = np.where(against, np.sign(qty) * np.minimum(np.abs(qty), np.abs(pos)), 0)
+        opening = qty - reduce
+        if not s.allow_short:
+            opening = np.where(opening < 0, 0, opening)  # long only: never open a short
+        executed = reduce + opening
+        side = np.sign(executed).astype(np.float64)
+        fill_price = s.slippage.fill_price(side, price, executed, p.volume[self.i, orders.asset])
+        commission = s.commission.commission(executed, fill_price)  # on what is executed
+        slippage = np.abs(executed) * np.abs(fill_price - price)
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
         rejected: list[tuple[int, RejectReason]] = []
         row = self.decision_row
         signal_arrays = row[0] if row is not None else {}
         signal_i = row[1] if row is not None else 0
-        for k, (a, dq, px, fee, slip) in enumerate(
+        for k, (a, dq, cut, px, fee, slip) in enumerate(
             zip(
                 orders.asset.tolist(),
-                qty.tolist(),
+                executed.tolist(),
+                reduce.tolist(),
                 fill_price.tolist(),
                 commission.tolist(),
                 slippage.tolist(),
                 strict=True,
             )
         ):
-            pos = int(ledger.qty[a])
-            reduce = 0
-            if pos != 0 and (dq > 0) != (pos > 0):
-                reduce = min(dq, -pos) if dq > 0 else max(dq, -pos)
-            opening = dq - reduce
-            if opening < 0 and not s.allow_short:
-                if reduce == 0:
-                    rejected.append((k, RejectReason.SHORT_NOT_ALLOWED))
-                    continue
-                opening = 0
+            if dq == 0:
+                rejected.append((k, RejectReason.SHORT_NOT_ALLOWED))
+                continue
             if dq > 0 and not s.allow_negative_cash and dq * px + fee > ledger.cash:
                 rejected.append((k, RejectReason.INSUFFICIENT_CASH))
                 continue
@@ -272,7 +275,7 @@ class Broker:
             reason = int(orders.reason[k])
             rule = int(orders.rule[k])
             signals = {name: float(v[signal_i, a]) for name, v in signal_arrays.items()}
-            for part in (reduce, opening):
+            for part in (cut, dq - cut):
                 if part == 0:
                     continue
                 share = part / dq
@@ -288,7 +291,7 @@ class Broker:
                     closed.append(a)
         if rejected:
             rows = np.array([k for k, _ in rejected], dtype=np.int64)
-            for reason_code in {r for _, r in rejected}:
+            for reason_code in dict.fromkeys(r for _, r in rejected):  # first-seen order
                 pick = rows[[r is reason_code for _, r in rejected]]
                 self.reject(orders.take(pick), reason_code)
         if self.risk.active and (opened or closed):

@@ -307,8 +307,6 @@ class MarketData:
             self._signals, signal_columns, (*KEY_COLUMNS, "available_at")
         )
         self.context_columns = self._pick(self._context, context_columns, ("timestamp",))
-        lo = to_micros(start) if start is not None else None
-        hi = to_micros(end) if end is not None else None
 
         self._eager = self._prices.num_rows <= max_chunk_cells
         self._price_columns = ["open", "high", "low", "close"]
@@ -317,27 +315,31 @@ class MarketData:
         if self._eager:
             self._prices.preload([*KEY_COLUMNS, *self._price_columns])
         stamps, assets = _read_keys(self._prices)
-        all_stamps = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
-        keep = np.ones(all_stamps.shape[0], dtype=bool)
-        if lo is not None:
-            keep &= all_stamps >= lo
-        if hi is not None:
-            keep &= all_stamps < hi
-        calendar_ts = np.unique(pc.unique(pa.array(all_stamps[keep])).to_numpy())
+        lo = to_micros(start) if start is not None else None
+        hi = to_micros(end) if end is not None else None
+        uniques = []
+        for ts in stamps:
+            distinct = pc.unique(pa.array(ts)).to_numpy()
+            if lo is not None:
+                distinct = distinct[distinct >= lo]
+            if hi is not None:
+                distinct = distinct[distinct < hi]
+            uniques.append(distinct)
+        n_rows_read = sum(ts.shape[0] for ts in stamps)
+        calendar_ts = np.unique(np.concatenate(uniques)) if uniques else np.empty(0, np.int64)
         if calendar_ts.shape[0] == 0:
             window = f" in [{start}, {end})" if start is not None or end is not None else ""
             msg = f"{self._prices.name}: no price bars{window}"
             raise DataError(msg)
-        universe_parts = []
-        for values, indices in assets:
-            universe_parts.append(values if indices is None else values[np.unique(indices)])
+        # a dictionary holds the values of its own row group / batch
+        universe_parts = [values for values, _ in assets]
         if extra_assets:
             universe_parts.append(np.asarray(list(extra_assets)))
         universe = _sorted_unique(universe_parts)
         self.calendar = Calendar(timestamps=calendar_ts.astype(np.int64), assets=universe)
-        self._price_keys = self._keys(stamps, assets, all_stamps.shape[0])
+        self._price_keys = self._keys(stamps, assets, n_rows_read)
         self._signal_keys: _Keys | None = None
-        del stamps, assets, all_stamps
+        del stamps, assets
         self.n_rows = int(np.count_nonzero(self._price_keys.bar >= 0))
         self._chunks = self._plan_chunks(max_chunk_cells)
         self._ready: Panel | None = None
@@ -482,7 +484,10 @@ class MarketData:
         """Dense (bars, assets) arrays of `columns` for bars [lo, hi), and the filled-cell mask."""
         n_assets = self.calendar.n_assets
         cells = (hi - lo) * n_assets
-        out = {c: np.full(cells, np.nan) for c in columns}
+        rows_in_chunk = int(np.count_nonzero((keys.bar >= lo) & (keys.bar < hi)))
+        # a complete panel writes every cell (duplicates are caught below): skip the NaN fill
+        make = np.empty if rows_in_chunk == cells else (lambda n: np.full(n, np.nan))
+        out = {c: make(cells) for c in columns}
         seen = np.zeros(cells, dtype=bool)
         rows = 0
         offset = 0

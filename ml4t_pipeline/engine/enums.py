@@ -46,6 +46,7 @@ class RejectReason(StrEnum):
     UNKNOWN_ASSET = "unknown_asset"
     INVALID_ORDER = "invalid_order"
     STOPPED_OUT = "stopped_out"  # a working exit order whose position a protective stop closed
+    REPLACED_BY_EXIT = "replaced_by_exit"  # a strategy order a same-bar risk exit replaced
     RISK_MAX_POSITIONS = "risk_max_positions"
     RISK_GROSS_EXPOSURE = "risk_gross_exposure"
     RISK_DRAWDOWN_HALT = "risk_drawdown_halt"

@@ -230,7 +230,16 @@ class Engine:
             day_start_equity=self.prev_equity,
             high_water=self.risk.state.high_water,
             low_water=self.risk.state.low_water,
+            working_entries=self._working_entries(),
         )
+
+    def _working_entries(self) -> np.ndarray:
+        """Assets without a position that have a working strategy order (a reserved slot)."""
+        pending = self.broker.pending
+        if len(pending) == 0:
+            return np.empty(0, np.int64)
+        entry = (pending.reason == ExitReason.SIGNAL) & (self.ledger.qty[pending.asset] == 0)
+        return np.unique(pending.asset[entry])
 
     def final_state(self) -> EngineState:
         rule_state = {

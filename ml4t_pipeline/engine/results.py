@@ -97,6 +97,14 @@ def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.endswith(("wall_s", "per_s"))}
 
 
+_EXIT_LABELS = np.array([r.label for r in ExitReason], dtype=object)
+_ORDER_LABELS = np.array([t.label for t in OrderType], dtype=object)
+
+
+def _labels(table: np.ndarray, codes: np.ndarray) -> list[str]:
+    return list(table[codes.astype(np.int64)]) if codes.shape[0] else []
+
+
 def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
     local = bars - offset
     return (
@@ -151,9 +159,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("commission", f["commission"].astype(np.float64)),
             pl.Series("slippage", f["slippage"].astype(np.float64)),
             pl.Series("order_id", f["order_id"].astype(np.int64), dtype=pl.Int64),
-            pl.Series(
-                "reason", [ExitReason(int(r)).label for r in f["reason"].tolist()], dtype=pl.String
-            ),
+            pl.Series("reason", _labels(_EXIT_LABELS, f["reason"]), dtype=pl.String),
             rule_col(f["rule"].astype(np.int64)),
         ]
     )
@@ -169,7 +175,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
             pl.Series(
                 "order_type",
-                [OrderType(int(t)).label for t in all_orders.order_type.tolist()],
+                _labels(_ORDER_LABELS, all_orders.order_type),
                 dtype=pl.String,
             ),
             pl.Series("limit_price", all_orders.limit_price),
@@ -177,7 +183,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("trail_pct", all_orders.trail_pct),
             pl.Series(
                 "reason",
-                [ExitReason(int(r)).label for r in all_orders.reason.tolist()],
+                _labels(_EXIT_LABELS, all_orders.reason),
                 dtype=pl.String,
             ),
             rule_col(all_orders.rule.astype(np.int64)),
@@ -272,7 +278,7 @@ def _trades(
             pl.Series("pnl", cols["pnl"], dtype=pl.Float64),
             pl.Series(
                 "exit_reason",
-                [ExitReason(int(x)).label for x in cols["exit_reason"]],
+                _labels(_EXIT_LABELS, np.asarray(cols["exit_reason"], dtype=np.int64)),
                 dtype=pl.String,
             ),
             rule_col(np.asarray(cols["exit_rule"], dtype=np.int64), "exit_rule"),

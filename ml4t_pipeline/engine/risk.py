@@ -65,6 +65,7 @@ class RiskContext:
     day_start_equity: float
     high_water: np.ndarray
     low_water: np.ndarray
+    working_entries: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     _cache: dict[str, np.ndarray] = field(default_factory=dict)
 
     def _cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
@@ -397,16 +398,22 @@ class RegimeRule(BaseRule):
 
 @dataclass(slots=True, kw_only=True)
 class MaxPositions(BaseRule):
-    """At most `n` open positions: orders opening a new one beyond it are rejected, in order."""
+    """At most `n` open positions: orders opening a new one beyond it are rejected, in order.
+
+    Working entry orders (e.g. resting limit orders of flat assets) already hold a slot.
+    """
 
     n: int
     name: str = "max_positions"
     priority: int = 0
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
-        new = opens & (ctx.qty[orders.asset] == 0)
+        flat = ctx.qty[orders.asset] == 0
+        waiting = np.isin(orders.asset, ctx.working_entries)
+        new = opens & flat & ~waiting
         closing = (~opens) & (ctx.qty[orders.asset] + orders.qty == 0)
-        room = self.n - int(np.count_nonzero(ctx.qty)) + int(np.count_nonzero(closing))
+        held = int(np.count_nonzero(ctx.qty)) + int(np.unique(ctx.working_entries).shape[0])
+        room = self.n - held + int(np.count_nonzero(closing))
         rank = np.cumsum(new)
         reject = new & (rank > max(room, 0))
         return [
@@ -434,10 +441,16 @@ class MaxGrossExposure(BaseRule):
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         price = ctx.close[orders.asset]
-        add = np.where(opens, np.abs(orders.qty) * price, 0.0)
         held = ctx.qty[orders.asset]
-        reduced = np.where(~opens, np.minimum(np.abs(orders.qty), np.abs(held)) * price, 0.0)
-        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close)) - float(np.nansum(reduced))
+        after = held + orders.qty
+        flips = (held != 0) & (np.sign(after) == -np.sign(held))
+        # exposure an order frees (the reducing part) and adds (the opening part)
+        freed = np.minimum(np.abs(orders.qty), np.abs(held)) * (
+            np.sign(orders.qty) != np.sign(held)
+        )
+        added = np.abs(orders.qty) - freed
+        add = np.where(opens, added * price, 0.0)
+        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close)) - float(np.nansum(freed * price))
         room = self.max_ratio * ctx.equity - gross
         cum = np.cumsum(add)
         over = opens & (cum > room)
@@ -453,7 +466,10 @@ class MaxGrossExposure(BaseRule):
                 RiskDecision(
                     kind=DecisionKind.RESIZE,
                     index=np.array([first]),
-                    value=np.array([np.sign(orders.qty[first]) * fit], dtype=np.float64),
+                    value=np.array(
+                        [np.sign(orders.qty[first]) * (fit + freed[first] * flips[first])],
+                        dtype=np.float64,
+                    ),
                     reason=RejectReason.RISK_GROSS_EXPOSURE,
                     priority=self.priority,
                 )
@@ -688,9 +704,11 @@ class RiskManager:
         if not self.validates or len(orders) == 0:
             return orders, none, none, none
         qty_now = ctx.qty[orders.asset]
-        opens = (orders.reason == ExitReason.SIGNAL) & (
-            np.abs(qty_now + orders.qty) > np.abs(qty_now)
-        )
+        after = qty_now + orders.qty
+        grows = np.abs(after) > np.abs(qty_now)
+        flips = (qty_now != 0) & (np.sign(after) == -np.sign(qty_now))
+        # an entry: a strategy order that opens, adds to or flips a position
+        opens = (orders.reason == ExitReason.SIGNAL) & (grows | flips)
         decisions: list[RiskDecision] = []
         for k, rule in enumerate(self.rules):
             decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]
