@@ -131,6 +131,9 @@ class _Table:
                 read_dictionary=["asset_id"]
                 if "asset_id" in columns and _is_text(self.schema.field("asset_id").type)
                 else None,
+                # streamed column reads: pre-buffering whole row groups costs ~0.4 GB at W4 scale
+                pre_buffer=False,
+                buffer_size=1 << 20,
             )
         except (OSError, pa.ArrowException) as exc:
             msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
@@ -140,6 +143,7 @@ class _Table:
     def release(self) -> None:
         self._preloaded = None
         self._table = None if self._file is not None else self._table
+        pa.default_memory_pool().release_unused()  # hand decoded buffers back to the OS now
 
     def require(self, columns: Sequence[str]) -> None:
         missing = [c for c in columns if c not in self.columns]

@@ -64,6 +64,7 @@ class TopKRotation(Strategy):
     PARAMS = frozenset(
         {"score", "top_k", "weight", "rebalance_every", "warmup_bars", "max_vix", "vix"}
     )
+    uses_volume = False
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
