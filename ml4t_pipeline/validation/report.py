@@ -1,0 +1,208 @@
+"""What a validation run found: rules, severities, failures and the report that holds them.
+
+Every data rule is a `Rule`; every broken rule in one file/column is one `Failure` carrying the
+number of rows that broke it and a few example rows. A `ValidationReport` is plain data: the CLI
+prints it, Dagster asset checks turn `to_frame()` into metadata, the backtest calls
+`raise_if_failed()` before the loop starts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import polars as pl
+
+from ml4t_pipeline.errors import DataError, LookAheadError
+
+MAX_EXAMPLES = 5
+"""How many example rows a failure keeps."""
+
+
+class Severity(StrEnum):
+    """ERROR blocks a backtest; WARNING is reported and the run goes on."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+
+class Rule(StrEnum):
+    """Every data rule the contract layer checks.
+
+    Rows may arrive in any order, so there is no "sorted" rule: once rows are sorted by
+    (asset_id, timestamp), timestamps are strictly increasing per asset exactly when
+    `DUPLICATE_KEY` finds nothing. A Parquet column carries exactly one time zone and
+    `read_input` converts every file to UTC, so time zones cannot be mixed after reading;
+    a frame that skipped `read_input` and is still naive or in another zone breaks
+    `NON_UTC_TIMESTAMP`.
+    """
+
+    MISSING_FILE = "missing_file"
+    UNREADABLE_FILE = "unreadable_file"
+    EMPTY_TABLE = "empty_table"
+    MISSING_COLUMN = "missing_column"
+    WRONG_DTYPE = "wrong_dtype"
+    NON_UTC_TIMESTAMP = "non_utc_timestamp"
+    NULL_KEY = "null_key"
+    DUPLICATE_KEY = "duplicate_key"
+    NON_FINITE_PRICE = "non_finite_price"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    HIGH_BELOW_MAX_OPEN_CLOSE = "high_below_max_open_close"
+    LOW_ABOVE_MIN_OPEN_CLOSE = "low_above_min_open_close"
+    HIGH_BELOW_LOW = "high_below_low"
+    NON_FINITE_VOLUME = "non_finite_volume"
+    NEGATIVE_VOLUME = "negative_volume"
+    NON_FINITE_VALUE = "non_finite_value"
+    LOOK_AHEAD = "look_ahead"
+    SIGNAL_WITHOUT_PRICE = "signal_without_price"
+    LARGE_GAP = "large_gap"
+    STALE_CONTEXT = "stale_context"
+    CHECK_ERROR = "check_error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Failure:
+    """One rule broken in one file (and column): how many rows, and a few of them.
+
+    `examples` are ready-to-read strings such as
+    ``timestamp=2024-01-03 00:00:00+00:00 asset_id=A0001 high=9.5 low=10.0``;
+    `detail` is free text for people, nothing parses it.
+    """
+
+    file: str
+    column: str | None
+    rule: Rule
+    severity: Severity
+    n_rows: int
+    examples: tuple[str, ...] = ()
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        # A negative count can only come from a bug in this package, not from user data.
+        if self.n_rows < 0:
+            msg = f"Failure.n_rows must be >= 0, got {self.n_rows}"
+            raise ValueError(msg)
+
+    def message(self) -> str:
+        """One line naming file, column, rule, row count, detail and examples."""
+        where = f"{self.file}: column '{self.column}'" if self.column else self.file
+        parts: list[str] = []
+        if self.n_rows:
+            parts.append(plural(self.n_rows, "row"))
+        if self.detail:
+            parts.append(self.detail)
+        text = f"{where}, rule {self.rule}"
+        if parts:
+            text += f": {', '.join(parts)}"
+        if self.examples:
+            text += f", e.g. {'; '.join(self.examples)}"
+        return text
+
+
+_FRAME_SCHEMA = pl.Schema(
+    {
+        "file": pl.String,
+        "column": pl.String,
+        "rule": pl.String,
+        "severity": pl.String,
+        "n_rows": pl.Int64,
+        "detail": pl.String,
+        "examples": pl.String,
+        "message": pl.String,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValidationReport:
+    """Every failure found in one or more input files, plus how many rows each file had."""
+
+    failures: tuple[Failure, ...] = ()
+    rows_checked: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Failure, ...]:
+        return tuple(f for f in self.failures if f.severity is Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing blocks a backtest (warnings allowed)."""
+        return not self.errors
+
+    def summary(self) -> str:
+        """Human-readable text: rows checked per file, then every error and warning."""
+        checked = ", ".join(f"{name}: {n:,} rows" for name, n in self.rows_checked.items())
+        lines = [f"checked {checked or 'no files'}"]
+        lines += [f"ERROR {f.message()}" for f in self.errors]
+        lines += [f"WARNING {f.message()}" for f in self.warnings]
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> None:
+        """Raise `DataError` listing every error (`LookAheadError` if one is a look-ahead)."""
+        errors = self.errors
+        if not errors:
+            return
+        noun = "error" if len(errors) == 1 else "errors"
+        msg = f"{len(errors)} data contract {noun}:\n" + "\n".join(
+            f"  {f.message()}" for f in errors
+        )
+        if any(f.rule is Rule.LOOK_AHEAD for f in errors):
+            raise LookAheadError(msg)
+        raise DataError(msg)
+
+    def to_frame(self) -> pl.DataFrame:
+        """One row per failure, with plain string/integer columns (for metadata tables)."""
+        return pl.DataFrame(
+            {
+                "file": [f.file for f in self.failures],
+                "column": [f.column for f in self.failures],
+                "rule": [str(f.rule) for f in self.failures],
+                "severity": [str(f.severity) for f in self.failures],
+                "n_rows": [f.n_rows for f in self.failures],
+                "detail": [f.detail for f in self.failures],
+                "examples": ["; ".join(f.examples) for f in self.failures],
+                "message": [f.message() for f in self.failures],
+            },
+            schema=_FRAME_SCHEMA,
+        )
+
+
+def merge_reports(*reports: ValidationReport) -> ValidationReport:
+    """All failures in order; a file checked by several reports counts its largest row count."""
+    rows: dict[str, int] = {}
+    for report in reports:
+        for name, n in report.rows_checked.items():
+            rows[name] = max(n, rows.get(name, 0))
+    return ValidationReport(
+        failures=tuple(f for report in reports for f in report.failures),
+        rows_checked=rows,
+    )
+
+
+def format_value(value: object) -> str:
+    """How a cell reads inside an example string."""
+    if value is None:
+        return "null"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return str(value)
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 row``, ``3 rows``, ``1,234 rows``."""
+    return f"{n:,} {noun if n == 1 else noun + 's'}"
+
+
+def describe_rows(rows: pl.DataFrame, columns: Sequence[str]) -> tuple[str, ...]:
+    """``name=value`` strings for each row of an (already short) frame, in column order."""
+    present = [c for c in dict.fromkeys(columns) if c in rows.columns]
+    return tuple(
+        " ".join(f"{name}={format_value(row[name])}" for name in present)
+        for row in rows.head(MAX_EXAMPLES).select(present).iter_rows(named=True)
+    )
