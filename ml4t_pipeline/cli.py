@@ -53,12 +53,18 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def _validate_files(prices: Path, signals: Path | None, context: Path | None) -> None:
+    """Full validation before a backtest, skipped for files that passed it unchanged."""
     from ml4t_pipeline.validation import validate_inputs
+    from ml4t_pipeline.validation.cache import is_validated, remember_validated
 
+    files = [p for p in (prices, signals, context) if p is not None]
+    if is_validated(files):
+        return
     report = validate_inputs(prices=prices, signals=signals, context=context)
     for failure in report.warnings:
         print(f"warning: {failure.message()}", file=sys.stderr)
     report.raise_if_failed()
+    remember_validated(files)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -200,3 +200,41 @@ def test_same_close_fills_at_the_decision_bar(
     assert (joined["price"] == joined["close"]).all()
     assert (joined["created_at"] == joined["timestamp"]).all()
     assert_backtest_invariants(tmp_path / "res", prices=market["prices"])
+
+
+def test_validation_is_remembered_until_a_file_changes(
+    tmp_path: Path,
+    market: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ml4t_pipeline.validation as validation
+
+    prices = tmp_path / "prices.parquet"
+    prices.write_bytes(market["prices"].read_bytes())
+    data = {
+        "prices": str(prices),
+        "signals": str(market["signals"]),
+        "context": str(market["context"]),
+    }
+    config = _write_config(tmp_path / "run.yaml", market, data=data)
+    assert _run(capsys, "backtest", "--config", str(config), "--out", str(tmp_path / "a"))[0] == 0
+
+    calls: list[Path] = []
+    real = validation.validate_inputs
+
+    def counting(**kwargs: Any) -> Any:
+        calls.append(kwargs["prices"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(validation, "validate_inputs", counting)
+    assert _run(capsys, "backtest", "--config", str(config), "--out", str(tmp_path / "b"))[0] == 0
+    assert calls == []  # unchanged inputs: not validated again
+    frame = pl.read_parquet(prices)
+    frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("low")).alias("low")
+    ).write_parquet(prices)
+    code, _, err = _run(capsys, "backtest", "--config", str(config), "--out", str(tmp_path / "c"))
+    assert calls == [prices]
+    assert code == 2
+    assert "non_positive_price" in err

@@ -452,6 +452,7 @@ class MarketData:
 
     def _panel(self, lo: int, hi: int) -> Panel:
         dense, has_bar = self._scatter(self._prices, self._price_keys, self._price_columns, lo, hi)
+        self._check_bars(dense, has_bar, lo)
         if self._eager:
             self._prices.release()
         volume = dense.pop("volume", None)
@@ -481,6 +482,46 @@ class MarketData:
             signals=signals,
             context=self._context_arrays(lo, hi),
         )
+
+    def _check_bars(self, dense: dict[str, np.ndarray], has_bar: np.ndarray, lo: int) -> None:
+        """The loop's own guard: every bar finite, positive, low <= open/close <= high.
+
+        One fused pass over the arrays; only when it fails are the rules told apart. The full
+        data contract (Pandera, every rule, every failure) is `ml4t_pipeline.validation`.
+        """
+        o, h, low, c = dense["open"], dense["high"], dense["low"], dense["close"]
+        with np.errstate(invalid="ignore"):
+            ok = (low > 0) & (low <= o) & (low <= c) & (h >= o) & (h >= c) & (h < np.inf)
+        bad = has_bar & ~ok
+        if not bad.any():
+            return
+        rules = (
+            (
+                "open/high/low/close",
+                "non_finite_price",
+                ~(np.isfinite(o) & np.isfinite(h) & np.isfinite(low) & np.isfinite(c)),
+            ),
+            (
+                "open/high/low/close",
+                "non_positive_price",
+                (o <= 0) | (h <= 0) | (low <= 0) | (c <= 0),
+            ),
+            ("high", "high_below_max_open_close", h < np.maximum(o, c)),
+            ("low", "low_above_min_open_close", low > np.minimum(o, c)),
+        )
+        lines = []
+        for column, rule, broken in rules:
+            cells = np.argwhere(has_bar & broken)
+            if cells.shape[0] == 0:
+                continue
+            examples = ", ".join(
+                f"(timestamp={to_datetime(self.calendar.timestamps[lo + t]).isoformat()}, "
+                f"asset_id={self.calendar.assets[a]})"
+                for t, a in cells[:3].tolist()
+            )
+            lines.append(f"column {column}, rule {rule}: {cells.shape[0]} rows, e.g. {examples}")
+        msg = f"{self._prices.name}: " + "; ".join(lines)
+        raise DataError(msg)
 
     def _scatter(
         self, table: _Table, keys: _Keys, columns: Sequence[str], lo: int, hi: int
