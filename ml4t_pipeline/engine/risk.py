@@ -154,6 +154,18 @@ class BaseRule:
     name = "rule"
     priority = 0
 
+    def decide(
+        self,
+        kind: DecisionKind,
+        index: np.ndarray,
+        reason: ExitReason | RejectReason,
+        value: np.ndarray | None = None,
+    ) -> RiskDecision:
+        """A decision of this rule, at this rule's priority."""
+        return RiskDecision(
+            kind=kind, index=index, value=value, reason=reason, priority=self.priority
+        )
+
     def on_entry(
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
     ) -> list[RiskDecision]:
@@ -194,15 +206,7 @@ class StopLoss(BaseRule):
             level = np.full(assets.shape[0], float(self.price))
         else:
             level = _scaled_level(ctx, assets, fill_price, float(self.pct or 0.0))
-        return [
-            RiskDecision(
-                kind=DecisionKind.STOP_UPDATE,
-                index=assets,
-                value=level,
-                reason=ExitReason.STOP_LOSS,
-                priority=self.priority,
-            )
-        ]
+        return [self.decide(DecisionKind.STOP_UPDATE, assets, ExitReason.STOP_LOSS, level)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -215,15 +219,7 @@ class TakeProfit(BaseRule):
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
     ) -> list[RiskDecision]:
         level = _scaled_level(ctx, assets, fill_price, -self.pct)
-        return [
-            RiskDecision(
-                kind=DecisionKind.TAKE_PROFIT_UPDATE,
-                index=assets,
-                value=level,
-                reason=ExitReason.TAKE_PROFIT,
-                priority=self.priority,
-            )
-        ]
+        return [self.decide(DecisionKind.TAKE_PROFIT_UPDATE, assets, ExitReason.TAKE_PROFIT, level)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -260,13 +256,7 @@ class VolatilityStop(BaseRule):
             ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known]
         )
         return [
-            RiskDecision(
-                kind=DecisionKind.STOP_UPDATE,
-                index=assets[known],
-                value=level,
-                reason=ExitReason.VOLATILITY_STOP,
-                priority=self.priority,
-            )
+            self.decide(DecisionKind.STOP_UPDATE, assets[known], ExitReason.VOLATILITY_STOP, level)
         ]
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
@@ -275,12 +265,7 @@ class VolatilityStop(BaseRule):
         values = ctx.features.get(self.feature)
         missing = opens & (np.isnan(values[orders.asset]) if values is not None else True)
         return [
-            RiskDecision(
-                kind=DecisionKind.REJECT,
-                index=np.flatnonzero(missing),
-                reason=RejectReason.RISK_UNDECIDABLE,
-                priority=self.priority,
-            )
+            self.decide(DecisionKind.REJECT, np.flatnonzero(missing), RejectReason.RISK_UNDECIDABLE)
         ]
 
 
@@ -310,15 +295,7 @@ class TrailingStop(BaseRule):
         level = np.where(
             long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct)
         )
-        return [
-            RiskDecision(
-                kind=DecisionKind.STOP_UPDATE,
-                index=held,
-                value=level,
-                reason=ExitReason.TRAILING_STOP,
-                priority=self.priority,
-            )
-        ]
+        return [self.decide(DecisionKind.STOP_UPDATE, held, ExitReason.TRAILING_STOP, level)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -331,14 +308,7 @@ class TimeExit(BaseRule):
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         due = np.flatnonzero((ctx.qty != 0) & (ctx.bars_held >= self.max_bars))
-        return [
-            RiskDecision(
-                kind=DecisionKind.EXIT,
-                index=due,
-                reason=ExitReason.TIME_EXIT,
-                priority=self.priority,
-            )
-        ]
+        return [self.decide(DecisionKind.EXIT, due, ExitReason.TIME_EXIT)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -363,34 +333,21 @@ class RegimeRule(BaseRule):
         value = self._value(ctx)
         if self.exit_all and value > self.threshold:
             held = np.flatnonzero(ctx.qty != 0)
-            return [
-                RiskDecision(
-                    kind=DecisionKind.EXIT,
-                    index=held,
-                    reason=ExitReason.REGIME_EXIT,
-                    priority=self.priority,
-                )
-            ]
+            return [self.decide(DecisionKind.EXIT, held, ExitReason.REGIME_EXIT)]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         value = self._value(ctx)
         if np.isnan(value):
             return [
-                RiskDecision(
-                    kind=DecisionKind.REJECT,
-                    index=np.flatnonzero(opens),
-                    reason=RejectReason.RISK_UNDECIDABLE,
-                    priority=self.priority,
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_UNDECIDABLE
                 )
             ]
         if self.block_entries and value > self.threshold:
             return [
-                RiskDecision(
-                    kind=DecisionKind.REJECT,
-                    index=np.flatnonzero(opens),
-                    reason=RejectReason.RISK_REGIME_BLOCK,
-                    priority=self.priority,
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_REGIME_BLOCK
                 )
             ]
         return []
@@ -417,11 +374,8 @@ class MaxPositions(BaseRule):
         rank = np.cumsum(new)
         reject = new & (rank > max(room, 0))
         return [
-            RiskDecision(
-                kind=DecisionKind.REJECT,
-                index=np.flatnonzero(reject),
-                reason=RejectReason.RISK_MAX_POSITIONS,
-                priority=self.priority,
+            self.decide(
+                DecisionKind.REJECT, np.flatnonzero(reject), RejectReason.RISK_MAX_POSITIONS
             )
         ]
 
@@ -463,25 +417,17 @@ class MaxGrossExposure(BaseRule):
         rest = np.flatnonzero(over)[1:] if fit > 0 else np.flatnonzero(over)
         if fit > 0:
             decisions.append(
-                RiskDecision(
-                    kind=DecisionKind.RESIZE,
-                    index=np.array([first]),
-                    value=np.array(
+                self.decide(
+                    DecisionKind.RESIZE,
+                    np.array([first]),
+                    RejectReason.RISK_GROSS_EXPOSURE,
+                    np.array(
                         [np.sign(orders.qty[first]) * (fit + freed[first] * flips[first])],
                         dtype=np.float64,
                     ),
-                    reason=RejectReason.RISK_GROSS_EXPOSURE,
-                    priority=self.priority,
                 )
             )
-        decisions.append(
-            RiskDecision(
-                kind=DecisionKind.REJECT,
-                index=rest,
-                reason=RejectReason.RISK_GROSS_EXPOSURE,
-                priority=self.priority,
-            )
-        )
+        decisions.append(self.decide(DecisionKind.REJECT, rest, RejectReason.RISK_GROSS_EXPOSURE))
         return decisions
 
 
@@ -500,23 +446,15 @@ class MaxDrawdownHalt(BaseRule):
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         if self.flatten and self._halted(ctx):
             return [
-                RiskDecision(
-                    kind=DecisionKind.EXIT,
-                    index=np.flatnonzero(ctx.qty != 0),
-                    reason=ExitReason.RISK_HALT,
-                    priority=self.priority,
-                )
+                self.decide(DecisionKind.EXIT, np.flatnonzero(ctx.qty != 0), ExitReason.RISK_HALT)
             ]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if self._halted(ctx):
             return [
-                RiskDecision(
-                    kind=DecisionKind.REJECT,
-                    index=np.flatnonzero(opens),
-                    reason=RejectReason.RISK_DRAWDOWN_HALT,
-                    priority=self.priority,
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_DRAWDOWN_HALT
                 )
             ]
         return []
@@ -533,11 +471,8 @@ class DailyLossLimit(BaseRule):
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if ctx.equity <= ctx.day_start_equity * (1.0 - self.max_loss):
             return [
-                RiskDecision(
-                    kind=DecisionKind.REJECT,
-                    index=np.flatnonzero(opens),
-                    reason=RejectReason.RISK_DAILY_LOSS,
-                    priority=self.priority,
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_DAILY_LOSS
                 )
             ]
         return []
