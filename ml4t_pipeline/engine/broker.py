@@ -236,14 +236,19 @@ class Broker:
         # split each order into the part that reduces the position and the part that opens
         # one (assets are unique within a batch, so positions are known up front)
         ledger = self.ledger
-        qty = orders.qty
-        pos = ledger.qty[orders.asset]
-        against = (pos != 0) & (np.sign(qty) != np.sign(pos))
-        reduce = np.where(against, np.sign(qty) * np.minimum(np.abs(qty), np.abs(pos)), 0)
-        opening = qty - reduce
-        if not s.allow_short:
-            opening = np.where(opening < 0, 0, opening)  # long only: never open a short
-        executed = reduce + opening
+        if n == 1:  # the common event-driven case, in plain Python
+            dq, pos1 = int(orders.qty[0]), int(ledger.qty[int(orders.asset[0])])
+            cut = _reducing_part(pos1, dq)
+            opens = dq - cut if s.allow_short or dq - cut > 0 else 0
+            reduce, executed = np.array([cut]), np.array([cut + opens])
+        else:
+            qty, pos = orders.qty, ledger.qty[orders.asset]
+            against = (pos != 0) & (np.sign(qty) != np.sign(pos))
+            reduce = np.where(against, np.sign(qty) * np.minimum(np.abs(qty), np.abs(pos)), 0)
+            opening = qty - reduce
+            if not s.allow_short:
+                opening = np.where(opening < 0, 0, opening)  # long only: never open a short
+            executed = reduce + opening
         side = np.sign(executed).astype(np.float64)
         fill_price = s.slippage.fill_price(side, price, executed, p.volume[self.i, orders.asset])
         commission = s.commission.commission(executed, fill_price)  # on what is executed
@@ -393,6 +398,13 @@ class Broker:
             self.order_chunks.append(rejected)
             self.reject_rows(rejected, reasons, rules)
         return accepted
+
+
+def _reducing_part(position: int, qty: int) -> int:
+    """The part of a signed order that reduces an opposite position (0 if none)."""
+    if position == 0 or (qty > 0) == (position > 0):
+        return 0
+    return min(qty, -position) if qty > 0 else max(qty, -position)
 
 
 def _check_order(
