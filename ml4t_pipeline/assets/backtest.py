@@ -1,0 +1,179 @@
+"""`backtest`: one month of one universe, continuing from the previous month's engine state.
+
+A graph of two ops: `chain_start` finds where the month starts (fresh from the configured cash
+in the first month, else the state saved by the previous month of the same universe, which
+must exist), and `run_engine` makes the one engine call. Because the state carries the global
+bar index, positions, pending orders, stops and strategy state, months run one by one give the
+same result, bit for bit, as one run over the whole period.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from ml4t_pipeline.assets.features import BACKTEST_GROUP, CONTEXT, KEYS, PRICE_COLUMNS, SIGNALS
+from ml4t_pipeline.checks import PARTITION_DOC
+from ml4t_pipeline.engine import BacktestResult, EngineState, run_backtest
+from ml4t_pipeline.io_manager import TableSet
+from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, SPEC, MonthKey, month_key
+from ml4t_pipeline.plots import equity_drawdown_png, png_markdown
+from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
+
+RESULT_TABLES = ("equity", "fills", "orders", "trades", "rejections")
+TOP_TRADES = 10
+_WALL_CLOCK = ("wall_s", "bars_per_s")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStart:
+    """Where a month starts: the previous month's state, or None for the first month."""
+
+    key: MonthKey
+    state: EngineState | None
+
+
+@dg.op(out=dg.Out(ChainStart, io_manager_key="mem_io_manager"))
+def chain_start(context: dg.OpExecutionContext, store: ResultStore) -> ChainStart:
+    """No state in the first configured month; otherwise the state saved by the month before
+    (a missing month is a `StateError` naming it, never a silent fresh start)."""
+    key = month_key(context.partition_key)
+    if key.month == SPEC.start_month:
+        return ChainStart(key, None)
+    return ChainStart(key, store.read_state(key.previous()))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFrames:
+    prices: pl.DataFrame
+    signals: pl.DataFrame
+    context: pl.DataFrame
+
+
+def engine_frames(features: pl.DataFrame) -> EngineFrames:
+    """The feature table split back into the engine's prices / signals / context inputs."""
+    signal_rows = features.filter(pl.col(SIGNALS).is_not_null())
+    context_rows = features.filter(pl.col(CONTEXT).is_not_null()).unique(
+        "timestamp", maintain_order=True
+    )
+    return EngineFrames(
+        prices=features.select(PRICE_COLUMNS),
+        signals=signal_rows.select(*KEYS, pl.col(SIGNALS).struct.unnest()),
+        context=context_rows.select("timestamp", pl.col(CONTEXT).struct.unnest()),
+    )
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _column_type(dtype: pl.DataType) -> str:
+    if dtype.is_float():
+        return "float"
+    return "int" if dtype.is_integer() else "string"
+
+
+def _top_trades(trades: pl.DataFrame) -> dg.MetadataValue:
+    """The closed trades with the largest absolute P&L, as a metadata table."""
+    columns = ["asset_id", "entry_time", "exit_time", "qty", "entry_price", "exit_price"]
+    columns += ["pnl", "exit_reason"]
+    top = (
+        trades.filter(pl.col("exit_reason") != "open")
+        .sort(pl.col("pnl").abs(), descending=True)
+        .head(TOP_TRADES)
+        .select(columns)
+    )
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(name, _column_type(dtype)) for name, dtype in top.schema.items()]
+    )
+    records = [
+        dg.TableRecord(
+            {
+                name: value
+                if isinstance(value, int | float)
+                else ""
+                if value is None
+                else str(value)
+                for name, value in row.items()
+            }
+        )
+        for row in top.iter_rows(named=True)
+    ]
+    return dg.MetadataValue.table(records, schema=schema)
+
+
+def backtest_metadata(result: BacktestResult, start: ChainStart) -> dict[str, Any]:
+    key = start.key
+    equity = result.equity
+    peak_before = start.state.peak_equity if start.state is not None else None
+    png = equity_drawdown_png(
+        equity,
+        start_equity=result.initial_cash,
+        title=f"{key.universe} {key.month:%Y-%m}",
+        peak_before=peak_before,
+    )
+    return {
+        "final_equity": result.final_equity,
+        "return": _finite(result.final_equity / result.initial_cash - 1.0),
+        "sharpe": result.metrics.get("sharpe"),
+        "max_drawdown": result.metrics.get("max_drawdown"),
+        "trades_closed": int(result.metrics.get("n_trades", 0.0)),
+        "fills": result.fills.height,
+        "rejections": result.rejections.height,
+        "bars": result.bars,
+        "bars_per_s": _finite(result.bars_per_s),
+        "continued_from": str(key.previous()) if start.state is not None else "fresh start",
+        "equity_curve": dg.MetadataValue.md(png_markdown(png, f"equity {key}")),
+        "top_trades": _top_trades(result.trades),
+    }
+
+
+@dg.op
+def run_engine(
+    feature_table: pl.DataFrame, start: ChainStart, backtest_config: BacktestConfigResource
+) -> dg.Output[TableSet]:
+    """The engine step: one `run_backtest` call over the month's bars."""
+    key = start.key
+    config = backtest_config.run_config()
+    frames = engine_frames(feature_table)
+    result = run_backtest(
+        config,
+        prices=frames.prices,
+        signals=frames.signals,
+        context=frames.context,
+        start=key.start,
+        end=key.end,
+        initial_state=start.state,
+    )
+    start_cash = start.state.cash if start.state is not None else config.execution.initial_cash
+    partition = {
+        "month": key.month.isoformat(),
+        "universe": key.universe,
+        "start_cash": start_cash,
+        "start_equity": result.initial_cash,
+        "continued_from": str(key.previous()) if start.state is not None else None,
+    }
+    summary = {k: v for k, v in result.summary().items() if k not in _WALL_CLOCK}
+    value = TableSet(
+        tables={name: getattr(result, name) for name in RESULT_TABLES},
+        texts={
+            "state.json": result.final_state.to_json(),
+            "summary.json": json.dumps(summary, indent=2, sort_keys=True),
+            PARTITION_DOC: json.dumps(partition, indent=2, sort_keys=True),
+        },
+    )
+    return dg.Output(value, metadata=backtest_metadata(result, start))
+
+
+@dg.graph_asset(
+    partitions_def=BACKTEST_PARTITIONS,
+    group_name=BACKTEST_GROUP,
+    kinds={"polars"},
+    ins={"feature_table": dg.AssetIn("feature_table")},
+    description=__doc__,
+)
+def backtest(feature_table: Any) -> Any:
+    return run_engine(feature_table, chain_start())

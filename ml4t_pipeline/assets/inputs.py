@@ -1,0 +1,119 @@
+"""Input assets: the raw Parquet files, registered as they are, and their UTC-normalised frames.
+
+`raw_*` never rewrite a file; they record what the file was (path, size, rows, mtime, SHA-256
+as the data version). `validated_*` read the file with `read_input` (UTC timestamps) and store
+the frame; their blocking contract checks in `ml4t_pipeline.checks` run the validators over
+every row and decide whether anything downstream may use it.
+"""
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.resources import DataDirResource
+from ml4t_pipeline.validation import read_input
+
+INPUTS_GROUP = "inputs"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFacts:
+    path: Path
+    size_bytes: int
+    rows: int
+    modified: dt.datetime
+    sha256: str
+
+
+def describe_file(path: Path) -> FileFacts:
+    """Size, row count (from the Parquet footer), mtime and content hash; the file is only read."""
+    try:
+        stat = path.stat()
+        rows = pq.read_metadata(path).num_rows
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError:
+        msg = f"{path}: input file not found (set ML4T_DATA_DIR or the data_dir resource's path)"
+        raise DataError(msg) from None
+    except (OSError, pa.ArrowException) as exc:
+        msg = f"{path}: cannot read as Parquet: {exc}"
+        raise DataError(msg) from exc
+    return FileFacts(
+        path=path,
+        size_bytes=stat.st_size,
+        rows=rows,
+        modified=dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
+        sha256=digest,
+    )
+
+
+def _raw_file_asset(role: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"raw_{role}",
+        group_name=INPUTS_GROUP,
+        kinds={"parquet"},
+        description=f"The user's {role}.parquet in the data directory, registered, never rewritten.",
+    )
+    def raw_file(data_dir: DataDirResource) -> dg.MaterializeResult[None]:
+        facts = describe_file(data_dir.file(role))
+        return dg.MaterializeResult(
+            metadata={
+                "path": dg.MetadataValue.path(str(facts.path)),
+                "size_bytes": facts.size_bytes,
+                "rows": facts.rows,
+                "modified": dg.MetadataValue.timestamp(facts.modified),
+                "sha256": facts.sha256,
+            },
+            data_version=dg.DataVersion(facts.sha256),
+        )
+
+    return raw_file
+
+
+def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "source": dg.MetadataValue.path(str(path)),
+        "rows": frame.height,
+        "columns": ", ".join(f"{name}: {dtype}" for name, dtype in frame.schema.items()),
+    }
+    if "timestamp" in frame.columns and frame.height:
+        meta["first_timestamp"] = str(frame["timestamp"].min())
+        meta["last_timestamp"] = str(frame["timestamp"].max())
+    if "asset_id" in frame.columns:
+        meta["assets"] = frame["asset_id"].n_unique()
+    return meta
+
+
+def _input_frame_asset(role: str, raw: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"validated_{role}",
+        group_name=INPUTS_GROUP,
+        deps=[raw],
+        kinds={"polars"},
+        description=(
+            f"{role}.parquet read with UTC timestamps; usable downstream only after the blocking "
+            f"check {role}_contract passes."
+        ),
+    )
+    def input_frame(data_dir: DataDirResource) -> dg.Output[pl.DataFrame]:
+        path = data_dir.file(role)
+        frame = read_input(path, role=role)
+        return dg.Output(frame, metadata=_frame_metadata(frame, path))
+
+    return input_frame
+
+
+raw_prices = _raw_file_asset("prices")
+raw_signals = _raw_file_asset("signals")
+raw_context = _raw_file_asset("context")
+validated_prices = _input_frame_asset("prices", raw_prices)
+validated_signals = _input_frame_asset("signals", raw_signals)
+validated_context = _input_frame_asset("context", raw_context)

@@ -1,0 +1,373 @@
+"""Blocking asset checks: input contracts, point-in-time features, and backtest bookkeeping.
+
+Input and feature checks call the validators of `ml4t_pipeline.validation` over every row and
+put each failure (file, column, rule, rows, examples) into the check's metadata. The backtest
+checks re-derive the account from the stored tables. Every check here is blocking: an ERROR
+stops the assets downstream of the checked asset in the same run, and `feature_table` refuses
+to start in a later run unless the latest input checks passed (`require_passed_input_checks`).
+Checks refer to assets by key so this module does not import the asset modules.
+"""
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import polars as pl
+
+from ml4t_pipeline.engine import ExitReason
+from ml4t_pipeline.engine.tolerances import MONEY_ATOL, MONEY_RTOL, PRICE_RTOL
+from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.io_manager import TableSet
+from ml4t_pipeline.partitions import BACKTEST_PARTITIONS
+from ml4t_pipeline.resources import DataDirResource
+from ml4t_pipeline.validation import (
+    ValidationReport,
+    check_point_in_time,
+    merge_reports,
+    validate_context,
+    validate_prices,
+    validate_signals,
+)
+from ml4t_pipeline.validation.report import MAX_EXAMPLES, describe_rows
+
+INPUT_CHECKS = {
+    dg.AssetKey(f"validated_{role}"): dg.AssetCheckKey(
+        dg.AssetKey(f"validated_{role}"), f"{role}_contract"
+    )
+    for role in ("prices", "signals", "context")
+}
+PROTECTIVE_STOPS = frozenset(
+    r.label for r in (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP, ExitReason.VOLATILITY_STOP)
+)
+PARTITION_DOC = "partition.json"
+
+_FAILURE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("file", "string"),
+        dg.TableColumn("column", "string"),
+        dg.TableColumn("rule", "string"),
+        dg.TableColumn("severity", "string"),
+        dg.TableColumn("n_rows", "int"),
+        dg.TableColumn("examples", "string"),
+        dg.TableColumn("detail", "string"),
+    ]
+)
+
+
+def report_result(report: ValidationReport) -> dg.AssetCheckResult:
+    """Pass unless the report holds an ERROR; every failure (warnings too) is one table row."""
+    records = [
+        dg.TableRecord(
+            {
+                "file": f.file,
+                "column": f.column or "",
+                "rule": str(f.rule),
+                "severity": str(f.severity),
+                "n_rows": f.n_rows,
+                "examples": "; ".join(f.examples),
+                "detail": f.detail,
+            }
+        )
+        for f in report.failures
+    ]
+    return dg.AssetCheckResult(
+        passed=report.ok,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=None if report.ok else report.summary(),
+        metadata={
+            "rows_checked": sum(report.rows_checked.values()),
+            "errors": len(report.errors),
+            "warnings": len(report.warnings),
+            "failures": dg.MetadataValue.table(records, schema=_FAILURE_SCHEMA),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="validated_prices", blocking=True, description="Prices data contract, every row."
+)
+def prices_contract(prices: pl.DataFrame, data_dir: DataDirResource) -> dg.AssetCheckResult:
+    return report_result(validate_prices(prices, file=str(data_dir.file("prices"))))
+
+
+@dg.asset_check(
+    asset="validated_signals",
+    blocking=True,
+    additional_ins={"prices": dg.AssetIn("validated_prices")},
+    description="Signals data contract and coverage against prices, every row.",
+)
+def signals_contract(
+    signals: pl.DataFrame, prices: pl.DataFrame, data_dir: DataDirResource
+) -> dg.AssetCheckResult:
+    file = str(data_dir.file("signals"))
+    return report_result(validate_signals(signals, file=file, prices=prices))
+
+
+@dg.asset_check(
+    asset="validated_context",
+    blocking=True,
+    additional_ins={"prices": dg.AssetIn("validated_prices")},
+    description="Context data contract and staleness against prices, every row.",
+)
+def context_contract(
+    context_frame: pl.DataFrame, prices: pl.DataFrame, data_dir: DataDirResource
+) -> dg.AssetCheckResult:
+    file = str(data_dir.file("context"))
+    return report_result(validate_context(context_frame, file=file, prices=prices))
+
+
+def require_passed_input_checks(instance: dg.DagsterInstance) -> None:
+    """Raise `DataError` unless each input's latest materialization passed its contract check.
+
+    Blocking checks stop downstream assets within one run; this extends the gate to runs that
+    start later (a monthly backtest run reads inputs validated by an earlier `inputs_job` run).
+    """
+    problems: list[str] = []
+    latest = instance.get_latest_materialization_events(list(INPUT_CHECKS))
+    for asset_key, check_key in INPUT_CHECKS.items():
+        name = asset_key.to_user_string()
+        materialization = latest.get(asset_key)
+        record = instance.get_latest_asset_check_evaluation_record(check_key)
+        if materialization is None:
+            problems.append(f"{name} has never been materialized")
+        elif record is None:
+            problems.append(f"{name} has never been checked by {check_key.name}")
+        elif record.status.value != "SUCCEEDED":
+            status = record.status.value.lower()
+            problems.append(f"{check_key.name} did not pass on the latest {name} ({status})")
+        elif record.event is None or record.event.timestamp < materialization.timestamp:
+            problems.append(f"{name} changed after {check_key.name} last passed")
+    if problems:
+        msg = (
+            "inputs are not validated: "
+            + "; ".join(problems)
+            + ". Run inputs_job (raw files -> frames -> contract checks) and fix what it reports."
+        )
+        raise DataError(msg)
+
+
+def _no_look_ahead(feature_table: pl.DataFrame) -> dg.AssetCheckResult:
+    """Every signal and context value in the table was known at its bar."""
+    signals = feature_table.filter(pl.col("signals").is_not_null()).select(
+        "timestamp", "asset_id", "available_at"
+    )
+    context = (
+        feature_table.filter(pl.col("context").is_not_null())
+        .select("timestamp", pl.col("context_available_at").alias("available_at"))
+        .unique("timestamp", maintain_order=True)
+    )
+    return report_result(
+        merge_reports(
+            check_point_in_time(signals, file="feature_table (signals)"),
+            check_point_in_time(context, file="feature_table (context)"),
+        )
+    )
+
+
+# -- backtest bookkeeping -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Breach:
+    """One broken bookkeeping rule: how many rows broke it and a few of them."""
+
+    rule: str
+    n_rows: int
+    detail: str
+    examples: tuple[str, ...] = ()
+
+
+def _money_close(actual: pl.Expr, expected: pl.Expr) -> pl.Expr:
+    scale = pl.max_horizontal(actual.abs(), expected.abs(), pl.lit(1.0))
+    return (actual - expected).abs() <= MONEY_ATOL + MONEY_RTOL * scale
+
+
+def ledger_breaches(tables: TableSet) -> list[Breach]:
+    """equity == cash + positions_value on every bar, and the month's cash flows add up:
+    start cash - sum(signed fill notional) - sum(commission) == final cash."""
+    equity = tables.tables["equity"]
+    fills = tables.tables["fills"]
+    start_cash = float(json.loads(tables.texts[PARTITION_DOC])["start_cash"])
+    breaches: list[Breach] = []
+    off = equity.filter(~_money_close(pl.col("equity"), pl.col("cash") + pl.col("positions_value")))
+    if off.height:
+        breaches.append(
+            Breach(
+                rule="equity_is_cash_plus_positions",
+                n_rows=off.height,
+                detail="equity != cash + positions_value",
+                examples=describe_rows(off, ["timestamp", "equity", "cash", "positions_value"]),
+            )
+        )
+    signed = pl.when(pl.col("side") == "buy").then(1.0).otherwise(-1.0) * pl.col("qty")
+    flows = fills.select(
+        (signed * pl.col("price")).sum().alias("notional"), pl.col("commission").sum()
+    ).row(0)
+    expected = start_cash - float(flows[0] or 0.0) - float(flows[1] or 0.0)
+    final_cash = float(equity["cash"][-1]) if equity.height else start_cash
+    scale = max(abs(expected), abs(final_cash), 1.0)
+    if abs(final_cash - expected) > MONEY_ATOL + MONEY_RTOL * scale:
+        breaches.append(
+            Breach(
+                rule="cash_reconciles",
+                n_rows=1,
+                detail=(
+                    f"start cash {start_cash!r} - signed notional - commissions = {expected!r}, "
+                    f"but final cash is {final_cash!r}"
+                ),
+            )
+        )
+    return breaches
+
+
+def nan_equity_breaches(equity: pl.DataFrame) -> list[Breach]:
+    columns = ["equity", "cash", "positions_value"]
+    bad = equity.filter(
+        pl.any_horizontal(pl.col(c).is_null() | pl.col(c).is_nan() for c in columns)
+    )
+    if bad.is_empty():
+        return []
+    return [
+        Breach(
+            rule="no_nan_equity",
+            n_rows=bad.height,
+            detail="equity, cash or positions_value is NaN or null",
+            examples=describe_rows(bad, ["timestamp", *columns]),
+        )
+    ]
+
+
+def fill_breaches(fills: pl.DataFrame, bars: pl.DataFrame) -> list[Breach]:
+    """Fill prices (before slippage) inside [low, high] of their bar; protective-stop exits
+    never worse than the open (long exits at or below it, short exits at or above it)."""
+    if fills.is_empty():
+        return []
+    sign = pl.when(pl.col("side") == "buy").then(1.0).otherwise(-1.0)
+    joined = fills.join(
+        bars.select("timestamp", "asset_id", "open", "high", "low"),
+        on=["timestamp", "asset_id"],
+        how="left",
+    ).with_columns((pl.col("price") - sign * pl.col("slippage").fill_null(0.0)).alias("raw_price"))
+    shown = ["timestamp", "asset_id", "side", "reason", "raw_price", "open", "low", "high"]
+    slack = PRICE_RTOL * pl.col("raw_price").abs()
+    rules = [
+        ("fill_has_bar", pl.col("low").is_null(), "fill on a (timestamp, asset_id) without a bar"),
+        (
+            "fill_inside_bar",
+            pl.col("low").is_not_null()
+            & (
+                (pl.col("raw_price") < pl.col("low") - slack)
+                | (pl.col("raw_price") > pl.col("high") + slack)
+            ),
+            "fill price (before slippage) outside [low, high]",
+        ),
+        (
+            "stop_not_beyond_open",
+            pl.col("reason").is_in(list(PROTECTIVE_STOPS))
+            & (
+                ((pl.col("side") == "sell") & (pl.col("raw_price") > pl.col("open") + slack))
+                | ((pl.col("side") == "buy") & (pl.col("raw_price") < pl.col("open") - slack))
+            ),
+            "protective stop filled beyond the open (a long exit must be <= open)",
+        ),
+    ]
+    breaches: list[Breach] = []
+    for rule, broken, detail in rules:
+        bad = joined.filter(broken)
+        if bad.height:
+            breaches.append(
+                Breach(
+                    rule=rule,
+                    n_rows=bad.height,
+                    detail=detail,
+                    examples=describe_rows(bad.head(MAX_EXAMPLES), shown),
+                )
+            )
+    return breaches
+
+
+def breach_result(
+    check_name: str, breaches: Sequence[Breach], rows_checked: int
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key="backtest",
+        check_name=check_name,
+        passed=not breaches,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description="; ".join(f"{b.rule}: {b.n_rows} row(s), {b.detail}" for b in breaches) or None,
+        metadata={
+            "rows_checked": rows_checked,
+            "breaches": dg.MetadataValue.json(
+                [
+                    {
+                        "rule": b.rule,
+                        "n_rows": b.n_rows,
+                        "detail": b.detail,
+                        "examples": list(b.examples),
+                    }
+                    for b in breaches
+                ]
+            ),
+        },
+    )
+
+
+BACKTEST_CHECKS = ("ledger_reconciles", "no_nan_equity", "fills_inside_bars")
+
+
+def _backtest_bookkeeping(
+    backtest: TableSet, feature_table: pl.DataFrame
+) -> Iterable[dg.AssetCheckResult]:
+    """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks)."""
+    equity = backtest.tables["equity"]
+    fills = backtest.tables["fills"]
+    yield breach_result("ledger_reconciles", ledger_breaches(backtest), equity.height)
+    yield breach_result("no_nan_equity", nan_equity_breaches(equity), equity.height)
+    yield breach_result("fills_inside_bars", fill_breaches(fills, feature_table), fills.height)
+
+
+@contextlib.contextmanager
+def _partitioned_check_preview() -> Iterator[None]:
+    """Checks of partitioned assets carry the partitions so each run checks (and loads) only
+    its own partition. Dagster 1.13 flags `partitions_def` on a check as a preview feature;
+    that one notice is silenced here, nothing else."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+        )
+        yield
+
+
+with _partitioned_check_preview():
+    no_look_ahead = dg.asset_check(
+        asset="feature_table",
+        name="no_look_ahead",
+        blocking=True,
+        partitions_def=BACKTEST_PARTITIONS,
+    )(_no_look_ahead)
+    backtest_bookkeeping = dg.multi_asset_check(
+        name="backtest_bookkeeping",
+        specs=[
+            dg.AssetCheckSpec(
+                name,
+                asset="backtest",
+                blocking=True,
+                additional_deps=["feature_table"],
+                partitions_def=BACKTEST_PARTITIONS,
+            )
+            for name in BACKTEST_CHECKS
+        ],
+        ins={"backtest": dg.AssetIn("backtest"), "feature_table": dg.AssetIn("feature_table")},
+    )(_backtest_bookkeeping)
+
+
+ASSET_CHECKS = [
+    prices_contract,
+    signals_contract,
+    context_contract,
+    no_look_ahead,
+    backtest_bookkeeping,
+]

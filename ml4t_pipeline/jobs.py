@@ -1,0 +1,88 @@
+"""Jobs and the monthly schedule.
+
+- `inputs_job`: register the raw files, read them, run the blocking contract checks. Run it
+  whenever the data directory changes; backtest runs refuse inputs whose checks did not pass.
+- `backtest_job`: one (month, universe) partition of feature_table -> backtest ->
+  trade_attribution, with their blocking checks, in one process. Months of a universe must
+  run in order (each continues from the previous month's saved state).
+- `summary_job`: performance_summary of one universe over its stored months.
+- `monthly_backtest_schedule`: on the 1st of each month, one `backtest_job` run per universe
+  for the month that just closed.
+
+Backfill, months in order (each run waits for the previous one to finish)::
+
+    for month in 2024-01-01 2024-02-01 2024-03-01; do
+      for universe in core liquid; do
+        dagster job execute -m ml4t_pipeline.definitions -j backtest_job \\
+          --tags "{\\"dagster/partition\\": \\"$month|$universe\\"}" || exit 1
+      done
+    done
+
+One partition the asset way (same assets and checks):
+``dagster asset materialize -m ml4t_pipeline.definitions --partition "2024-02-01|core"
+--select feature_table,backtest,trade_attribution``. A single run over a month range
+(``--partition-range``) is not offered: each month must start from the state the previous
+month saved, and a missing month must fail rather than start fresh.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from ml4t_pipeline.assets import BACKTEST_ASSETS, INPUT_ASSETS, performance_summary
+from ml4t_pipeline.partitions import SPEC, UNIVERSES, MonthKey
+
+# Run retries need the daemon (dagster dev / dagster-daemon); a retried run starts over, since
+# the op passing the chain state between the backtest's two ops keeps it in memory.
+RUN_RETRY_TAGS = {"dagster/max_retries": "1", "dagster/retry_strategy": "ALL_STEPS"}
+
+inputs_job = dg.define_asset_job(
+    "inputs_job",
+    selection=dg.AssetSelection.assets(*INPUT_ASSETS),
+    executor_def=dg.in_process_executor,
+    description="Register and validate the input files (blocking contract checks).",
+)
+
+backtest_job = dg.define_asset_job(
+    "backtest_job",
+    selection=dg.AssetSelection.assets(*BACKTEST_ASSETS),
+    executor_def=dg.in_process_executor,
+    run_tags=RUN_RETRY_TAGS,
+    description="One (month, universe): feature_table -> backtest -> trade_attribution.",
+)
+
+summary_job = dg.define_asset_job(
+    "summary_job",
+    selection=dg.AssetSelection.assets(performance_summary),
+    executor_def=dg.in_process_executor,
+    description="Chain every stored month of one universe into its performance summary.",
+)
+
+
+def closed_month(now: dt.datetime) -> dt.date:
+    """The calendar month before the one `now` falls in."""
+    last_day_before = dt.date(now.year, now.month, 1) - dt.timedelta(days=1)
+    return last_day_before.replace(day=1)
+
+
+@dg.schedule(
+    job=backtest_job,
+    cron_schedule="0 6 1 * *",
+    execution_timezone="UTC",
+    description=(
+        "On the 1st at 06:00 UTC: backtest the month that just closed, every universe "
+        "(the inputs must have passed inputs_job's checks; feature_table refuses otherwise)."
+    ),
+)
+def monthly_backtest_schedule(
+    context: dg.ScheduleEvaluationContext,
+) -> list[dg.RunRequest] | dg.SkipReason:
+    month = closed_month(context.scheduled_execution_time)
+    if month < SPEC.start_month:
+        return dg.SkipReason(f"{month} is before the first configured month {SPEC.start_month}")
+    keys = [MonthKey(month, universe).key for universe in UNIVERSES.get_partition_keys()]
+    return [dg.RunRequest(run_key=key, partition_key=key) for key in keys]
+
+
+JOBS = [inputs_job, backtest_job, summary_job]
+SCHEDULES = [monthly_backtest_schedule]

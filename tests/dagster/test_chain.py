@@ -1,0 +1,206 @@
+"""The partitioned chain in a real instance: one month, three months x two universes, the
+month-by-month results against one engine run over the whole period, and the failure modes
+(a missing previous month, inputs that were never validated)."""
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from ml4t_pipeline.assets.attribution import DIMENSIONS
+from ml4t_pipeline.assets.summary import contiguous_months
+from ml4t_pipeline.demo import failure_lines
+from ml4t_pipeline.engine import run_backtest
+from ml4t_pipeline.engine.state import EngineState
+from ml4t_pipeline.errors import StateError
+from ml4t_pipeline.partitions import SPEC, MonthKey
+from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
+from tests.dagster.conftest import (
+    FEB,
+    JAN,
+    MAR,
+    Pipeline,
+    make_pipeline,
+    materialized,
+    temp_instance,
+    universe_prices,
+)
+from tests.invariants import check_backtest_tables
+
+MONTHS = (JAN, FEB, MAR)
+UNIVERSES = tuple(SPEC.universes)
+INITIAL_CASH = BacktestConfigResource().run_config().execution.initial_cash
+
+
+@dataclass
+class Chain:
+    pipeline: Pipeline
+    inputs: dg.ExecuteInProcessResult
+    runs: dict[MonthKey, dg.ExecuteInProcessResult]
+    summaries: dict[str, dg.ExecuteInProcessResult]
+
+
+@pytest.fixture(scope="module")
+def chain(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    """inputs_job, then backtest_job for 3 months of each universe (in order), then summaries."""
+    home = tmp_path_factory.mktemp("chain")
+    with temp_instance(home / "home") as instance:
+        pipeline = make_pipeline(sample_dir, home, instance)
+        inputs = pipeline.run("inputs_job")
+        runs = {}
+        for universe in UNIVERSES:
+            for month in MONTHS:
+                key = MonthKey(month, universe)
+                runs[key] = pipeline.run("backtest_job", key.key)
+        summaries = {u: pipeline.run("summary_job", u) for u in UNIVERSES}
+        yield Chain(pipeline, inputs, runs, summaries)
+
+
+def _assets(universe: str, data_dir: Path) -> list[str]:
+    prices = pl.scan_parquet(data_dir / "prices.parquet")
+    return SPEC.universes[universe].select(prices)
+
+
+def _chained(chain: Chain, universe: str, table: str) -> pl.DataFrame:
+    return pl.concat([chain.pipeline.backtest(MonthKey(m, universe)).tables[table] for m in MONTHS])
+
+
+def test_one_partition_runs_the_whole_chain_with_every_check_passing(chain: Chain) -> None:
+    assert chain.inputs.success
+    assert {c.check_name for c in chain.inputs.get_asset_check_evaluations() if c.passed} == {
+        "prices_contract",
+        "signals_contract",
+        "context_contract",
+    }
+    first = MonthKey(JAN, "core")
+    run = chain.runs[first]
+    assert materialized(run) == {"feature_table", "backtest", "trade_attribution"}
+    checks = {c.check_name: c.passed for c in run.get_asset_check_evaluations()}
+    assert checks == {
+        "no_look_ahead": True,
+        "ledger_reconciles": True,
+        "no_nan_equity": True,
+        "fills_inside_bars": True,
+    }
+    meta = run.asset_materializations_for_node("backtest")[0].metadata
+    for name in ("final_equity", "return", "sharpe", "max_drawdown", "trades_closed", "bars_per_s"):
+        assert name in meta
+    assert "data:image/png;base64," in str(meta["equity_curve"].value)
+    assert isinstance(meta["top_trades"], dg.TableMetadataValue)
+    tables = chain.pipeline.backtest(first)
+    prices = universe_prices(chain.pipeline.data_dir, _assets("core", chain.pipeline.data_dir))
+    check_backtest_tables(
+        fills=tables.tables["fills"],
+        equity=tables.tables["equity"],
+        prices=prices,
+        initial_cash=INITIAL_CASH,
+        summary=json.loads(tables.texts["summary.json"]),
+    )
+
+
+def test_three_months_of_two_universes_chain_month_to_month(chain: Chain) -> None:
+    store = ResultStore(base_dir=str(chain.pipeline.storage))
+    for universe in UNIVERSES:
+        assert store.stored_months(universe) == list(MONTHS)
+        previous: EngineState | None = None
+        for month in MONTHS:
+            tables = chain.pipeline.backtest(MonthKey(month, universe))
+            start = json.loads(tables.texts["partition.json"])
+            if previous is None:
+                assert start["continued_from"] is None
+                assert start["start_cash"] == INITIAL_CASH
+            else:
+                assert start["continued_from"] == MonthKey(month, universe).previous().key
+                assert start["start_cash"] == previous.cash
+                assert start["start_equity"] == previous.prev_equity
+            equity = tables.tables["equity"]["timestamp"]
+            assert equity.min() >= dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)  # type: ignore[operator]
+            previous = EngineState.from_json(tables.texts["state.json"])
+        prices = universe_prices(
+            chain.pipeline.data_dir, _assets(universe, chain.pipeline.data_dir)
+        )
+        check_backtest_tables(
+            fills=_chained(chain, universe, "fills"),
+            equity=_chained(chain, universe, "equity"),
+            prices=prices,
+            initial_cash=INITIAL_CASH,
+            final_cash=previous.cash if previous else None,
+        )
+        for month in MONTHS:
+            key = MonthKey(month, universe)
+            trades = chain.pipeline.backtest(key).tables["trades"]
+            realised = float(trades.filter(pl.col("exit_reason") != "open")["pnl"].sum())
+            attribution = pl.read_parquet(
+                chain.pipeline.storage
+                / "trade_attribution"
+                / f"month={month}"
+                / f"universe={universe}.parquet"
+            )
+            sums = dict(attribution.group_by("dimension").agg(pl.col("pnl").sum()).iter_rows())
+            for dimension in DIMENSIONS:  # every dimension splits the same realised P&L
+                assert sums.get(dimension, 0.0) == pytest.approx(realised)
+        summary = chain.summaries[universe].output_for_node("performance_summary")
+        assert summary["month"].to_list() == list(MONTHS)
+        assert summary["end_equity"][-1] == _chained(chain, universe, "equity")["equity"][-1]
+
+
+@pytest.mark.parametrize("universe", UNIVERSES)
+def test_chained_months_equal_one_run_over_the_whole_period(chain: Chain, universe: str) -> None:
+    data = chain.pipeline.data_dir
+    assets = _assets(universe, data)
+    end = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+
+    def load(name: str) -> pl.DataFrame:
+        frame = pl.read_parquet(data / f"{name}.parquet")
+        return (
+            frame.filter(pl.col("asset_id").is_in(assets)) if "asset_id" in frame.columns else frame
+        )
+
+    full = run_backtest(
+        BacktestConfigResource().run_config(),
+        prices=load("prices"),
+        signals=load("signals"),
+        context=load("context"),
+        end=end,
+    )
+    equity = _chained(chain, universe, "equity")
+    fills = _chained(chain, universe, "fills")
+    assert equity.equals(full.equity)
+    assert fills.equals(full.fills)
+    last = chain.pipeline.backtest(MonthKey(MAR, universe))
+    assert float(json.loads(last.texts["summary.json"])["final_equity"]) == full.final_equity
+    closed = _chained(chain, universe, "trades").filter(pl.col("exit_reason") != "open")
+    assert closed.drop("entry_time").equals(
+        full.trades.filter(pl.col("exit_reason") != "open").drop("entry_time")
+    )
+
+
+def test_the_summary_needs_months_without_a_gap() -> None:
+    assert contiguous_months([JAN, FEB], "core") == [JAN, FEB]
+    with pytest.raises(StateError, match="2024-02-01 is missing"):
+        contiguous_months([JAN, MAR], "core")
+    with pytest.raises(StateError, match="no stored backtest months"):
+        contiguous_months([], "core")
+
+
+def test_a_missing_previous_month_is_a_clear_error(pipeline: Pipeline) -> None:
+    pipeline.run("inputs_job")
+    march = MonthKey(MAR, "core")
+    result = pipeline.run("backtest_job", march.key, raise_on_error=False)
+    assert not result.success
+    message = "\n".join(failure_lines(result))
+    assert "no saved engine state for backtest partition 2024-02-01|core" in message
+    assert materialized(result).isdisjoint({"backtest", "trade_attribution"})
+
+
+def test_backtests_need_materialized_inputs(pipeline: Pipeline) -> None:
+    result = pipeline.run("backtest_job", MonthKey(JAN, "core").key, raise_on_error=False)
+    assert not result.success
+    message = "\n".join(failure_lines(result))
+    assert "has not been materialized" in message
+    assert result.get_asset_materialization_events() == []
