@@ -301,7 +301,7 @@ class Broker:
                 self.reject(orders.take(pick), reason_code)
         if self.risk.active and (opened or closed):
             self.risk.on_fills(
-                ctx_factory(),
+                ctx_factory,
                 np.array([a for a, _ in opened], dtype=np.int64),
                 np.array([px for _, px in opened], dtype=np.float64),
                 np.array(closed, dtype=np.int64),

@@ -153,6 +153,7 @@ class RiskRule(Protocol):
 class BaseRule:
     name = "rule"
     priority = 0
+    uses_excursions = True  # reads high/low water marks (MFE/MAE); built-ins that don't say so
 
     def decide(
         self,
@@ -194,6 +195,8 @@ def _signed_level(
 class StopLoss(BaseRule):
     """Fixed stop `pct` below (above, for shorts) the entry fill price, or at an absolute price."""
 
+    uses_excursions = False
+
     pct: float | None = None
     price: float | None = None
     name: str = "stop_loss"
@@ -211,6 +214,7 @@ class StopLoss(BaseRule):
 
 @dataclass(slots=True, kw_only=True)
 class TakeProfit(BaseRule):
+    uses_excursions = False
     pct: float
     name: str = "take_profit"
     priority: int = 0
@@ -231,6 +235,8 @@ class VolatilityStop(BaseRule):
     never happens here; use `require_feature` to reject entries that lack it (a rule that
     cannot decide rejects).
     """
+
+    uses_excursions = False
 
     atr_multiplier: float = 2.0
     feature: str = "atr"
@@ -302,6 +308,8 @@ class TrailingStop(BaseRule):
 class TimeExit(BaseRule):
     """Exit at the next fill once a position has been held `max_bars` bars."""
 
+    uses_excursions = False
+
     max_bars: int
     name: str = "time_exit"
     priority: int = 0
@@ -318,6 +326,8 @@ class RegimeRule(BaseRule):
     Above `threshold`: entries are rejected when `block_entries`, and every position exits when
     `exit_all`. A missing context value means the rule cannot decide, so entries are rejected.
     """
+
+    uses_excursions = False
 
     feature: str = "vix"
     threshold: float = 30.0
@@ -360,6 +370,8 @@ class MaxPositions(BaseRule):
     Working entry orders (e.g. resting limit orders of flat assets) already hold a slot.
     """
 
+    uses_excursions = False
+
     n: int
     name: str = "max_positions"
     priority: int = 0
@@ -388,6 +400,8 @@ class MaxGrossExposure(BaseRule):
     taken in order; the first that would cross the limit is resized down to fit (whole shares),
     the rest are rejected.
     """
+
+    uses_excursions = False
 
     max_ratio: float = 1.0
     name: str = "max_gross_exposure"
@@ -435,6 +449,8 @@ class MaxGrossExposure(BaseRule):
 class MaxDrawdownHalt(BaseRule):
     """Once equity is `max_drawdown` below its peak, reject entries (and optionally flatten)."""
 
+    uses_excursions = False
+
     max_drawdown: float = 0.2
     flatten: bool = False
     name: str = "max_drawdown_halt"
@@ -463,6 +479,8 @@ class MaxDrawdownHalt(BaseRule):
 @dataclass(slots=True, kw_only=True)
 class DailyLossLimit(BaseRule):
     """Reject entries for the rest of a bar once equity fell `max_loss` since the previous close."""
+
+    uses_excursions = False
 
     max_loss: float = 0.03
     name: str = "daily_loss_limit"
@@ -527,17 +545,31 @@ class RiskManager:
         self.names = [r.name for r in self.rules]
         self.state = state if state is not None else RiskState.empty(n_assets)
         self.active = bool(self.rules)
-        self.has_levels = self._any_level()
+        self._levelled_mask = self._levelled()
+        self._live: np.ndarray | None = None
+        # water marks (MFE/MAE, trailing stops) cost a pass per bar: only when a rule reads them
+        self.tracks_excursions = any(getattr(r, "uses_excursions", True) for r in self.rules)
         self._any_close_hook = any(type(r).on_close is not BaseRule.on_close for r in self.rules)
         self.validates = any(type(r).validate is not BaseRule.validate for r in self.rules)
 
-    def _any_level(self) -> bool:
+    def _levelled(self) -> np.ndarray:
         s = self.state
-        return bool(np.any(~np.isnan(s.stop)) or np.any(~np.isnan(s.take_profit)))
+        return ~np.isnan(s.stop) | ~np.isnan(s.take_profit)
+
+    @property
+    def live(self) -> np.ndarray:
+        """Assets with a stop or take-profit level (the only ones `exits` has to look at)."""
+        if self._live is None:
+            self._live = np.flatnonzero(self._levelled_mask)
+        return self._live
 
     # -- hooks called by the loop -------------------------------------------------------------
     def on_fills(
-        self, ctx: RiskContext, opened: np.ndarray, prices: np.ndarray, closed: np.ndarray
+        self,
+        ctx_factory: Callable[[], RiskContext],
+        opened: np.ndarray,
+        prices: np.ndarray,
+        closed: np.ndarray,
     ) -> None:
         """Positions `closed` lose their levels; positions `opened` at `prices` get new ones."""
         s = self.state
@@ -547,11 +579,13 @@ class RiskManager:
             s.take_profit[ca] = np.nan
             s.stop_rule[ca] = -1
             s.tp_rule[ca] = -1
-            self.has_levels = self._any_level()
+            self._levelled_mask[ca] = False
+            self._live = None
         if opened.shape[0] == 0:
             return
         oa = opened
         op = prices
+        ctx = ctx_factory()
         s.stop[oa] = np.nan
         s.take_profit[oa] = np.nan
         s.armed_from[oa] = ctx.bar + 1
@@ -566,33 +600,37 @@ class RiskManager:
         self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
     ) -> Triggered | None:
         """Gap-aware stop and take-profit triggers at this bar (stop wins if both fire)."""
-        if not self.has_levels:
+        live = self.live
+        if live.shape[0] == 0:
             return None
         s = self.state
-        armed = (qty != 0) & (s.armed_from <= bar)
-        long = armed & (qty > 0)
-        short = armed & (qty < 0)
-        stop_long = long & (low <= s.stop)
-        stop_short = short & (high >= s.stop)
-        tp_long = long & (high >= s.take_profit) & ~stop_long
-        tp_short = short & (low <= s.take_profit) & ~stop_short
+        q = qty[live]
+        armed = (q != 0) & (s.armed_from[live] <= bar)
+        lo, hi, op = low[live], high[live], open_[live]
+        stop, target = s.stop[live], s.take_profit[live]
+        long = armed & (q > 0)
+        short = armed & (q < 0)
+        stop_long = long & (lo <= stop)
+        stop_short = short & (hi >= stop)
+        tp_long = long & (hi >= target) & ~stop_long
+        tp_short = short & (lo <= target) & ~stop_short
         hit = stop_long | stop_short | tp_long | tp_short
-        if not np.any(hit):
+        if not hit.any():
             return None
-        price = np.full(qty.shape[0], np.nan)
-        price[stop_long] = np.minimum(open_[stop_long], s.stop[stop_long])
-        price[stop_short] = np.maximum(open_[stop_short], s.stop[stop_short])
-        price[tp_long] = np.maximum(open_[tp_long], s.take_profit[tp_long])
-        price[tp_short] = np.minimum(open_[tp_short], s.take_profit[tp_short])
+        price = np.full(live.shape[0], np.nan)
+        price[stop_long] = np.minimum(op[stop_long], stop[stop_long])
+        price[stop_short] = np.maximum(op[stop_short], stop[stop_short])
+        price[tp_long] = np.maximum(op[tp_long], target[tp_long])
+        price[tp_short] = np.minimum(op[tp_short], target[tp_short])
         is_stop = stop_long | stop_short
-        reason = np.where(is_stop, s.stop_reason, s.tp_reason)
-        rule = np.where(is_stop, s.stop_rule, s.tp_rule)
-        idx = np.flatnonzero(hit)
+        reason = np.where(is_stop, s.stop_reason[live], s.tp_reason[live])
+        rule = np.where(is_stop, s.stop_rule[live], s.tp_rule[live])
+        k = np.flatnonzero(hit)
         return Triggered(
-            asset=idx,
-            price=price[idx],
-            reason=reason[idx].astype(np.int8),
-            rule=rule[idx].astype(np.int16),
+            asset=live[k],
+            price=price[k],
+            reason=reason[k].astype(np.int8),
+            rule=rule[k].astype(np.int16),
         )
 
     def on_close(
@@ -605,9 +643,11 @@ class RiskManager:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
         s = self.state
-        held = (qty != 0) & has_bar
-        s.high_water[held] = np.fmax(s.high_water[held], high[held])
-        s.low_water[held] = np.fmin(s.low_water[held], low[held])
+        if self.tracks_excursions:
+            held = np.flatnonzero(qty)
+            held = held[has_bar[held]]
+            s.high_water[held] = np.fmax(s.high_water[held], high[held])
+            s.low_water[held] = np.fmin(s.low_water[held], low[held])
         empty = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int16))
         if not self._any_close_hook:
             return empty
@@ -711,7 +751,8 @@ class RiskManager:
                 level[assets] = proposed[update]
                 reason[assets] = why[update]
                 rule[assets] = who[update]
-                self.has_levels = True
+                self._levelled_mask[assets] = True
+                self._live = None
 
 
 def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: bool) -> np.ndarray:

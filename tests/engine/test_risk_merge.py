@@ -94,7 +94,9 @@ def enter(manager: RiskManager, qty: Sequence[int], fill: Sequence[float]) -> No
     """Book entries of every asset with a non-zero qty at `fill` (what the broker reports)."""
     opened = np.flatnonzero(np.asarray(qty))
     ctx = make_ctx(qty, avg_price=fill, close=fill, manager=manager)
-    manager.on_fills(ctx, opened, np.asarray(fill, dtype=np.float64)[opened], np.empty(0, np.int64))
+    manager.on_fills(
+        lambda: ctx, opened, np.asarray(fill, dtype=np.float64)[opened], np.empty(0, np.int64)
+    )
 
 
 def stop_of(manager: RiskManager, asset: int = 0) -> tuple[float, ExitReason, str]:
@@ -231,8 +233,9 @@ def test_nan_proposals_are_ignored() -> None:
 def test_closing_a_position_clears_its_levels() -> None:
     manager = RiskManager([StopLoss(pct=0.03), TakeProfit(pct=0.1)], 2)
     enter(manager, [10, 5], [100.0, 50.0])
+    closing = make_ctx([0, 5], manager=manager)
     manager.on_fills(
-        make_ctx([0, 5], manager=manager),
+        lambda: closing,
         np.empty(0, np.int64),
         np.empty(0),
         np.array([0], dtype=np.int64),

@@ -671,7 +671,7 @@ def test_protective_stop_price_is_gap_aware(bar: list[Ohlc], stop: float, side: 
         high_water=manager.state.high_water,
         low_water=manager.state.low_water,
     )
-    manager.on_fills(ctx, np.array([0]), np.array([100.0]), np.empty(0, np.int64))
+    manager.on_fills(lambda: ctx, np.array([0]), np.array([100.0]), np.empty(0, np.int64))
     assert manager.exits(0, ctx.qty, *(np.array([x]) for x in (o, h, lo))) is None  # entry bar
     hit = manager.exits(1, ctx.qty, np.array([o]), np.array([h]), np.array([lo]))
     triggered = lo <= stop if side > 0 else h >= stop
