@@ -2,9 +2,9 @@
 
 Asset graph::
 
-    raw_prices   -> prices   --[prices_contract]--+
-    raw_signals  -> signals  --[signals_contract]-+-> feature_table --[no_look_ahead]-->
-    raw_context  -> context  --[context_contract]-+
+    raw_prices  -> validated_prices  --[prices_contract]--+
+    raw_signals -> validated_signals --[signals_contract]-+-> feature_table --[no_look_ahead]-->
+    raw_context -> validated_context --[context_contract]-+
       backtest (chain_start -> run_engine) --[ledger_reconciles, no_nan_equity,
       fills_inside_bars]--> trade_attribution
     backtest (all months of a universe) -> performance_summary
