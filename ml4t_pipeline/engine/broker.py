@@ -16,7 +16,7 @@ from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
-from ml4t_pipeline.engine.orders import OrderBuffer, Orders, match
+from ml4t_pipeline.engine.orders import MARKET, OrderBuffer, Orders, match
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext, RiskManager
 from ml4t_pipeline.errors import ConfigError
 
@@ -89,7 +89,8 @@ class Broker:
     ) -> int | None:
         if qty == 0:
             return None
-        _check_order(order_type, limit_price, stop_price, trail_pct)
+        if order_type is not OrderType.MARKET:
+            _check_order(order_type, limit_price, stop_price, trail_pct)
         oid = self.next_order_id
         self.next_order_id += 1
         ref = float(self.last_close[asset]) if order_type is OrderType.TRAILING_STOP else math.nan
@@ -204,7 +205,7 @@ class Broker:
         a = orders.asset
         o = p.open[self.i, a]
         filled, price, trail_ref, triggered = match(orders, o, p.high[self.i, a], p.low[self.i, a])
-        no_bar = (orders.order_type == OrderType.MARKET) & np.isnan(o)
+        no_bar = (orders.order_type == MARKET) & np.isnan(o)
         if filled.all():
             self.pending = Orders.empty()
             self.execute(orders, price, ctx_factory)
@@ -381,7 +382,7 @@ class Broker:
         if self.settings.same_close:
             p = self.panel
             assert p is not None
-            market = orders.order_type == OrderType.MARKET
+            market = orders.order_type == MARKET
             if np.any(market):
                 now = orders.take(np.flatnonzero(market))
                 close = p.close[self.i, now.asset]

@@ -29,6 +29,8 @@ _DTYPES: dict[str, Any] = {
 
 
 ORDER_DTYPE = np.dtype(list(_DTYPES.items()))
+# plain ints for array comparisons (comparing an array with an IntEnum member is slow)
+MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
 
 
 class _Field:
@@ -153,17 +155,17 @@ def match(
     buy = orders.qty > 0
     trail_ref = orders.trail_ref.copy()
 
-    market = kind == OrderType.MARKET
+    market = kind == MARKET
     price[market] = open_[market]
 
-    lim = (kind == OrderType.LIMIT) | ((kind == OrderType.STOP_LIMIT) & orders.triggered)
+    lim = (kind == LIMIT) | ((kind == STOP_LIMIT) & orders.triggered)
     lp = orders.limit_price
     buy_lim = lim & buy & (low <= lp)
     sell_lim = lim & ~buy & (high >= lp)
     price[buy_lim] = np.minimum(open_[buy_lim], lp[buy_lim])
     price[sell_lim] = np.maximum(open_[sell_lim], lp[sell_lim])
 
-    trailing = kind == OrderType.TRAILING_STOP
+    trailing = kind == TRAILING_STOP
     stop_level = orders.stop_price.copy()
     stop_level[trailing & ~buy] = trail_ref[trailing & ~buy] * (
         1.0 - orders.trail_pct[trailing & ~buy]
@@ -171,13 +173,13 @@ def match(
     stop_level[trailing & buy] = trail_ref[trailing & buy] * (
         1.0 + orders.trail_pct[trailing & buy]
     )
-    stops = (kind == OrderType.STOP) | trailing
+    stops = (kind == STOP) | trailing
     sell_stop = stops & ~buy & (low <= stop_level)
     buy_stop = stops & buy & (high >= stop_level)
     price[sell_stop] = np.minimum(open_[sell_stop], stop_level[sell_stop])
     price[buy_stop] = np.maximum(open_[buy_stop], stop_level[buy_stop])
 
-    stop_limit = (kind == OrderType.STOP_LIMIT) & ~orders.triggered
+    stop_limit = (kind == STOP_LIMIT) & ~orders.triggered
     sl_sell = stop_limit & ~buy & (low <= orders.stop_price)
     sl_buy = stop_limit & buy & (high >= orders.stop_price)
     trig_sell = np.minimum(open_, orders.stop_price)
