@@ -280,13 +280,21 @@ class Broker:
             oid = int(orders.order_id[k])
             reason = int(orders.reason[k])
             rule = int(orders.rule[k])
-            signals = {name: float(v[signal_i, a]) for name, v in signal_arrays.items()}
             for part in (cut, dq - cut):
                 if part == 0:
                     continue
                 share = part / dq
                 event = ledger.book(
-                    a, part, px, fee * share, slip * share, self.bar, reason, rule, signals
+                    a,
+                    part,
+                    px,
+                    fee * share,
+                    slip * share,
+                    self.bar,
+                    reason,
+                    rule,
+                    signal_arrays,
+                    signal_i,
                 )
                 self.fill_rows.append(
                     (self.bar, a, part, px, fee * share, slip * share, oid, reason, rule)

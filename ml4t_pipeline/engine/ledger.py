@@ -6,6 +6,7 @@ the broker splits any fill that would flip a position, so the ledger never sees 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,14 +36,14 @@ class Ledger:
     cash: float
     qty: np.ndarray  # int64 (N,)
     avg_price: np.ndarray  # float64 (N,), average entry price of the open position
-    # open-trade accumulators, per asset
-    entry_bar: np.ndarray  # int64
-    buy_qty: np.ndarray  # int64
-    sell_qty: np.ndarray  # int64
-    buy_notional: np.ndarray  # float64
-    sell_notional: np.ndarray  # float64
-    trade_commission: np.ndarray  # float64
-    trade_slippage: np.ndarray  # float64
+    entry_bar: np.ndarray  # int64, bar the open trade started (-1 when flat)
+    # open-trade accumulators, per asset: plain lists, touched one fill at a time
+    buy_qty: list[int]
+    sell_qty: list[int]
+    buy_notional: list[float]
+    sell_notional: list[float]
+    trade_commission: list[float]
+    trade_slippage: list[float]
     entry_signals: dict[str, np.ndarray]
     closed: list[dict[str, Any]] = field(default_factory=list)
     qty_f: np.ndarray = field(init=False)
@@ -57,12 +58,12 @@ class Ledger:
             qty=np.zeros(n_assets, dtype=np.int64),
             avg_price=np.zeros(n_assets),
             entry_bar=np.full(n_assets, -1, dtype=np.int64),
-            buy_qty=np.zeros(n_assets, dtype=np.int64),
-            sell_qty=np.zeros(n_assets, dtype=np.int64),
-            buy_notional=np.zeros(n_assets),
-            sell_notional=np.zeros(n_assets),
-            trade_commission=np.zeros(n_assets),
-            trade_slippage=np.zeros(n_assets),
+            buy_qty=[0] * n_assets,
+            sell_qty=[0] * n_assets,
+            buy_notional=[0.0] * n_assets,
+            sell_notional=[0.0] * n_assets,
+            trade_commission=[0.0] * n_assets,
+            trade_slippage=[0.0] * n_assets,
             entry_signals={s: np.full(n_assets, np.nan) for s in signal_names},
         )
 
@@ -79,9 +80,13 @@ class Ledger:
         bar: int,
         reason: int,
         rule: int,
-        signals: dict[str, float],
+        signals: Mapping[str, np.ndarray],
+        row: int,
     ) -> int:
-        """Book one fill that never flips the position. Returns +1 opened, -1 closed, 0 else."""
+        """Book one fill that never flips the position. Returns +1 opened, -1 closed, 0 else.
+
+        `signals[name][row]` holds the values the decision saw (recorded on trades).
+        """
         old = int(self.qty[a])
         new = old + dq
         self.cash -= dq * price + fee
@@ -100,10 +105,11 @@ class Ledger:
         if old == 0:
             self.entry_bar[a] = bar
             for name, arr in self.entry_signals.items():
-                arr[a] = signals.get(name, np.nan)
+                values = signals.get(name)
+                arr[a] = values[row, a] if values is not None else np.nan
             return 1
         if new == 0:
-            exit_signals = {f"exit_{n}": v for n, v in signals.items()}
+            exit_signals = {f"exit_{n}": float(v[row, a]) for n, v in signals.items()}
             self.closed.append(self._trade_row(a, bar, old > 0, reason, rule) | exit_signals)
             self._reset(a)
             return -1

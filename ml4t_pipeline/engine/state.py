@@ -90,7 +90,7 @@ class EngineState:
         )
         per_asset: dict[str, list[Any]] = {"last_close": last_close[keep].tolist()}
         for name in _LEDGER_ARRAYS:
-            per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()
+            per_asset[f"ledger.{name}"] = np.asarray(getattr(ledger, name))[keep].tolist()
         for name in _RISK_ARRAYS:
             per_asset[f"risk.{name}"] = getattr(risk, name)[keep].tolist()
         for name, values in last_signals.items():
@@ -128,7 +128,10 @@ class EngineState:
         last_close = np.zeros(n)
         last_close[pos] = self.per_asset["last_close"]
         for name in _LEDGER_ARRAYS:
-            getattr(ledger, name)[pos] = self.per_asset[f"ledger.{name}"]
+            current = getattr(ledger, name)
+            merged = np.asarray(current).copy()
+            merged[pos] = self.per_asset[f"ledger.{name}"]
+            setattr(ledger, name, merged.tolist() if isinstance(current, list) else merged)
         ledger.qty_f = ledger.qty.astype(np.float64)
         for name in _RISK_ARRAYS:
             getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
