@@ -91,11 +91,24 @@ class TopKRotation(Strategy):
             if not vix <= self.max_vix:
                 return
         scores = np.where(batch.has_bar, batch.signals[self.score], np.nan)
-        ranked = np.argsort(-scores, kind="stable")
-        ranked = ranked[~np.isnan(scores[ranked])][: self.top_k]
+        ranked = top_k_indices(scores, self.top_k)
         weights = np.zeros(scores.shape[0])
         weights[ranked] = self.weight
         self.rebalance_to_weights(weights)
+
+
+def top_k_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first; ties broken by index; NaN never chosen.
+
+    Same answer as a stable sort of -scores, in O(n): partition to find the k-th value, then
+    sort only the candidates at or above it.
+    """
+    valid = np.flatnonzero(~np.isnan(scores))
+    if valid.shape[0] <= k:
+        return valid[np.argsort(-scores[valid], kind="stable")]
+    kth = np.partition(scores[valid], valid.shape[0] - k)[valid.shape[0] - k]
+    candidates = valid[scores[valid] >= kth]  # ascending index order
+    return candidates[np.argsort(-scores[candidates], kind="stable")][:k]
 
 
 BUILTIN_STRATEGIES: dict[str, type[Strategy]] = {

@@ -162,3 +162,17 @@ def test_callable_features_see_only_the_past(tmp_path: Path) -> None:
     assert first[:4] == second[:4]
     assert first[4:] != second[4:]
     assert first[2][0] == [12.0 / 10.0 - 1.0, 13.0 / 11.0 - 1.0]
+
+
+def test_top_k_indices_matches_a_stable_sort() -> None:
+    from ml4t_pipeline.engine.strategies import top_k_indices
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        n = int(rng.integers(1, 40))
+        scores = rng.integers(0, 6, n).astype(np.float64)  # many ties
+        scores[rng.random(n) < 0.2] = np.nan
+        k = int(rng.integers(1, 12))
+        expected = np.argsort(-scores, kind="stable")
+        expected = expected[~np.isnan(scores[expected])][:k]
+        np.testing.assert_array_equal(top_k_indices(scores, k), expected)

@@ -1,0 +1,310 @@
+"""Run the Dagster web UI for a test: `dagster-webserver` on a free 127.0.0.1 port, plus the
+`dagster-daemon` that takes runs off the queue, over a temporary instance and sample data.
+
+The repo's dagster.yaml sets `run_queue`, so Dagster uses the queued run coordinator: a run
+launched through the webserver waits in the queue until the daemon launches it (as under
+`make ui`, whose `dagster dev` starts both). Each process gets a session of its own, so
+stopping it signals its whole process group: the webserver or daemon, its code server and the
+run workers the code server spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+LOCATION = "ml4t_pipeline"  # the code location workspace.yaml defines (as `make ui` shows it)
+REPOSITORY = "__repository__"  # the name Dagster gives the repository of a Definitions object
+START_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 15.0
+LOG_TAIL_CHARS = 4000
+
+WORKSPACE_QUERY = """
+query Workspace {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError { __typename ... on PythonError { message } }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+class UiError(RuntimeError):
+    """The UI did not start, died, or answered a request with an error."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _reset_signals() -> None:
+    """In the child before exec: default SIGINT/SIGTERM. A process started from a background
+    shell job inherits SIGINT as ignored; Python then installs no handler for it, and Dagster
+    maps SIGTERM onto the SIGINT handler, so SIGTERM would be ignored as well."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@dataclass
+class Service:
+    """One process started in a session (process group) of its own, its output in a file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pgid(self) -> int:
+        return self.process.pid  # a session leader's group id is its pid
+
+    def log_tail(self) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-LOG_TAIL_CHARS:]
+
+
+def spawn(name: str, argv: list[str], *, env: Mapping[str, str], log_dir: Path) -> Service:
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_reset_signals,
+        )
+    return Service(name, process, log)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group; on systems without /proc, the group id
+    itself while the group can still be signalled."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_group(service: Service, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            service.process.wait(timeout=0.1)
+        if service.process.returncode is not None and not group_members(service.pgid):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def stop(service: Service, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the whole process group, SIGKILL to what is left after `timeout`; raises
+    `UiError` if a member of the group still lives after that."""
+    if service.process.returncode is None or group_members(service.pgid):
+        _signal_group(service.pgid, signal.SIGTERM)
+        if not _wait_group(service, time.monotonic() + timeout):
+            _signal_group(service.pgid, signal.SIGKILL)
+            if not _wait_group(service, time.monotonic() + 10.0):
+                left = group_members(service.pgid)
+                msg = f"{service.name}: process group {service.pgid} survived SIGKILL: {left}"
+                raise UiError(msg)
+    service.process.wait()
+
+
+@dataclass
+class UiServer:
+    """The running UI: its base URL, the instance directory and the processes behind it."""
+
+    url: str
+    home: Path
+    services: list[Service] = field(default_factory=list)
+
+    def check_alive(self) -> None:
+        for service in self.services:
+            code = service.process.poll()
+            if code is not None:
+                msg = f"{service.name} exited with code {code}:\n{service.log_tail()}"
+                raise UiError(msg)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in self.services)
+
+    def graphql(
+        self, query: str, variables: Mapping[str, Any] | None = None, *, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """POST a GraphQL request; the `data` of the answer, or `UiError` on any error."""
+        body = json.dumps({"query": query, "variables": dict(variables or {})}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql",
+            data=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            msg = f"GraphQL HTTP {exc.code}: {exc.read().decode(errors='replace')[:2000]}"
+            raise UiError(msg) from exc
+        if answer.get("errors"):
+            msg = "GraphQL errors: " + "; ".join(str(e.get("message")) for e in answer["errors"])
+            raise UiError(msg)
+        data: dict[str, Any] = answer["data"]
+        return data
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _location_loaded(server: UiServer) -> bool:
+    """True once the code location has loaded; `UiError` if it failed to load."""
+    workspace = server.graphql(WORKSPACE_QUERY)["workspaceOrError"]
+    if workspace["__typename"] != "Workspace":
+        msg = f"workspace: {workspace.get('message', workspace['__typename'])}"
+        raise UiError(msg)
+    entries = {e["name"]: e for e in workspace["locationEntries"]}
+    if entries and LOCATION not in entries:
+        msg = f"no code location {LOCATION!r} in the workspace, only {sorted(entries)}"
+        raise UiError(msg)
+    entry = entries.get(LOCATION)
+    if entry is None or entry["loadStatus"] != "LOADED":
+        return False
+    loaded = entry["locationOrLoadError"]
+    if loaded is None:
+        return False
+    if loaded["__typename"] != "RepositoryLocation":
+        msg = f"code location {LOCATION} failed to load: {loaded.get('message')}"
+        raise UiError(msg)
+    return True
+
+
+def _wait_ready(server: UiServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        server.check_alive()
+        if _answers(server.url) and _location_loaded(server):
+            return
+        time.sleep(0.25)
+    msg = f"the UI at {server.url} was not ready after {timeout:.0f} s\n{server.logs()}"
+    raise UiError(msg)
+
+
+def ui_env(home: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of `make ui`, pointed at a temporary instance and data directory."""
+    env = dict(os.environ)
+    env.pop("ML4T_STORAGE_DIR", None)  # results go to <DAGSTER_HOME>/storage/ml4t
+    env.update(
+        DAGSTER_HOME=str(home),
+        ML4T_DATA_DIR=str(data_dir),
+        DAGSTER_DISABLE_TELEMETRY="1",
+        XDG_CACHE_HOME=str(home / "xdg-cache"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_ui(
+    home: Path, data_dir: Path, *, daemon: bool = True, timeout: float = START_TIMEOUT_S
+) -> Iterator[UiServer]:
+    """Start the webserver (and the daemon) over a fresh instance in `home` holding a copy of
+    the repo's dagster.yaml; yield once the code location has loaded; stop every process on
+    exit, also when starting or the body fails."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    # Create the SQLite storages here, once: the webserver, the daemon and their code servers
+    # opening a fresh instance at the same moment race on the schema migrations.
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
+    env = ui_env(home, data_dir)
+    workspace = ["-w", str(REPO / "workspace.yaml")]
+    port = free_port()
+    server = UiServer(url=f"http://{HOST}:{port}", home=home)
+    try:
+        server.services.append(
+            spawn(
+                "webserver",
+                [str(BIN / "dagster-webserver"), "-h", HOST, "-p", str(port), *workspace],
+                env=env,
+                log_dir=home,
+            )
+        )
+        if daemon:
+            server.services.append(
+                spawn(
+                    "daemon",
+                    [str(BIN / "dagster-daemon"), "run", *workspace],
+                    env=env,
+                    log_dir=home,
+                )
+            )
+        _wait_ready(server, timeout)
+        yield server
+    finally:
+        errors = []
+        for service in reversed(server.services):  # the daemon first: no new run starts
+            try:
+                stop(service)
+            except UiError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise UiError("; ".join(errors))
