@@ -143,16 +143,21 @@ def validate_inputs(
     A file that cannot be read raises `DataError` at once; rule failures are collected in the
     returned report (call `raise_if_failed()` to stop on errors).
     """
+    # one file in memory at a time: the other files' checks need only the price keys
     price_frame = read_input(prices, role="prices")
-    signal_frame = None if signals is None else read_input(signals, role="signals")
-    context_frame = None if context is None else read_input(context, role="context")
     reports = [validate_prices(price_frame, file=str(prices), policy=policy)]
-    if signal_frame is not None:
+    keys = [c for c in ("timestamp", "asset_id") if c in price_frame.columns]
+    price_keys = price_frame.select(keys)
+    del price_frame
+    if signals is not None:
+        signal_frame = read_input(signals, role="signals")
         reports.append(
-            validate_signals(signal_frame, file=str(signals), prices=price_frame, policy=policy)
+            validate_signals(signal_frame, file=str(signals), prices=price_keys, policy=policy)
         )
-    if context_frame is not None:
+        del signal_frame
+    if context is not None:
+        context_frame = read_input(context, role="context")
         reports.append(
-            validate_context(context_frame, file=str(context), prices=price_frame, policy=policy)
+            validate_context(context_frame, file=str(context), prices=price_keys, policy=policy)
         )
     return merge_reports(*reports)
