@@ -238,3 +238,15 @@ def test_validation_is_remembered_until_a_file_changes(
     assert calls == [prices]
     assert code == 2
     assert "non_positive_price" in err
+
+
+def test_vix_filter_without_a_vix_column_is_a_clear_error(
+    tmp_path: Path, market: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = {"prices": str(market["prices"]), "signals": str(market["signals"])}
+    config = _write_config(tmp_path / "run.yaml", market, data=data)
+    code, _, err = _run(capsys, "backtest", "--config", str(config), "--out", str(tmp_path / "res"))
+    assert code == 2
+    assert "max_vix" in err
+    assert "'vix'" in err
+    assert not (tmp_path / "res").exists()

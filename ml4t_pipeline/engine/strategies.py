@@ -87,7 +87,13 @@ class TopKRotation(Strategy):
         if i < self.warmup_bars or i % self.rebalance_every != 0:
             return
         if math.isfinite(self.max_vix):
-            vix = float(context[self.vix]) if self.vix in context else math.nan
+            if self.vix not in context:
+                msg = (
+                    f"strategy.params.max_vix needs a market-wide context column {self.vix!r} "
+                    f"(context has {sorted(context)})"
+                )
+                raise ConfigError(msg)
+            vix = float(context[self.vix])
             if not vix <= self.max_vix:
                 return
         scores = np.where(batch.has_bar, batch.signals[self.score], np.nan)
