@@ -12,6 +12,7 @@ At each bar t, in the order the market imposes:
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,7 +21,7 @@ import numpy as np
 
 from ml4t_pipeline.engine.broker import Broker, BrokerSettings
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.data import MarketData, Panel, asset_list, to_datetime
+from ml4t_pipeline.engine.data import MarketData, Panel, asset_list
 from ml4t_pipeline.engine.enums import ExitReason, FillAt
 from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.ledger import Ledger
@@ -132,7 +133,10 @@ class Engine:
         self._first_bar += panel.n_bars
         self.broker.panel = panel
         context = RowView(panel.context)
-        stamps = [to_datetime(t) for t in panel.timestamps.tolist()]
+        stamps = [
+            t.replace(tzinfo=dt.UTC)
+            for t in panel.timestamps.astype("datetime64[us]").astype(object).tolist()
+        ]
         event = MarketEvent(panel, context) if self._events else None
         batch = Batch(panel, self.assets) if self._batches else None
         cash = np.empty(panel.n_bars)
