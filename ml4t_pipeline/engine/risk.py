@@ -546,6 +546,7 @@ class RiskManager:
         self.state = state if state is not None else RiskState.empty(n_assets)
         self.active = bool(self.rules)
         self._levelled_mask = self._levelled()
+        self._any_take_profit = bool(np.any(~np.isnan(self.state.take_profit)))
         self._live: np.ndarray | None = None
         # water marks (MFE/MAE, trailing stops) cost a pass per bar: only when a rule reads them
         self.tracks_excursions = any(getattr(r, "uses_excursions", True) for r in self.rules)
@@ -604,10 +605,18 @@ class RiskManager:
         if live.shape[0] == 0:
             return None
         s = self.state
+        lo, hi = low[live], high[live]
+        stop = s.stop[live]
+        maybe = (lo <= stop) | (hi >= stop)  # cheap pre-filter: most bars trigger nothing
+        if self._any_take_profit:
+            target = s.take_profit[live]
+            maybe |= (hi >= target) | (lo <= target)
+        if not maybe.any():
+            return None
         q = qty[live]
         armed = (q != 0) & (s.armed_from[live] <= bar)
-        lo, hi, op = low[live], high[live], open_[live]
-        stop, target = s.stop[live], s.take_profit[live]
+        op = open_[live]
+        target = s.take_profit[live]
         long = armed & (q > 0)
         short = armed & (q < 0)
         stop_long = long & (lo <= stop)
@@ -752,6 +761,8 @@ class RiskManager:
                 reason[assets] = why[update]
                 rule[assets] = who[update]
                 self._levelled_mask[assets] = True
+                if not is_stop:
+                    self._any_take_profit = True
                 self._live = None
 
 
