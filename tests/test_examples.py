@@ -35,3 +35,18 @@ def test_reference_strategy_writes_attribution(
     prices = module["DATA"] / "prices.parquet"
     assert_backtest_invariants(tmp_path, prices=prices)
     assert "volatility_" in capsys.readouterr().out  # the table wraps long keys
+
+
+def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ```python block of README.md runs (from the repository root)."""
+    root = EXAMPLES.parent
+    module = runpy.run_path(str(EXAMPLES / "reference_strategy.py"), run_name="example")
+    module["main"](tmp_path / "reference")  # makes sure the reference data exists
+    monkeypatch.chdir(root)
+    text = (root / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert blocks, "README has no python example"
+    for block in blocks:
+        namespace: dict[str, object] = {}
+        exec(compile(block, "README.md", "exec"), namespace)  # our own README
+        assert "result" in namespace
