@@ -347,6 +347,7 @@ class MarketData:
         self.n_rows = int(np.count_nonzero(self._price_keys.bar >= 0))
         self._chunks = self._plan_chunks(max_chunk_cells)
         self._ready: Panel | None = None
+        self._context_full: dict[str, np.ndarray] | None = None
         if self._eager:
             # one chunk: build it now, file by file, so only one input is decoded at a time
             self._ready = self._panel(0, self.calendar.timestamps.shape[0])
@@ -567,27 +568,50 @@ class MarketData:
         return {c: v.reshape(shape) for c, v in out.items()}, seen.reshape(shape)
 
     def _context_arrays(self, lo: int, hi: int) -> dict[str, np.ndarray]:
+        """Market-wide values as of each bar: the latest context row stamped at or before it.
+
+        A row stamped between two bars is first usable at the next bar (point in time); a bar
+        with no newer row keeps the last value (its staleness is the validator's business).
+        """
         if self._context is None or not self.context_columns:
             return {}
-        calendar = self.calendar.timestamps[lo:hi]
-        out = {c: np.full(hi - lo, np.nan) for c in self.context_columns}
-        seen = np.zeros(hi - lo, dtype=np.int64)
+        if self._context_full is None:
+            self._context_full = self._context_as_of()
+        return {c: v[lo:hi] for c, v in self._context_full.items()}
+
+    def _context_as_of(self) -> dict[str, np.ndarray]:
+        assert self._context is not None
+        stamps: list[np.ndarray] = []
+        columns: dict[str, list[np.ndarray]] = {c: [] for c in self.context_columns}
         for batch in self._context.batches(["timestamp", *self.context_columns]):
-            ts = _timestamps_us(batch.column(0), self._context.name)
-            pos = _codes(calendar, ts)
-            mask = pos >= 0
-            np.add.at(seen, pos[mask], 1)
+            stamps.append(_timestamps_us(batch.column(0), self._context.name))
             for i, column in enumerate(self.context_columns, start=1):
-                values = _float_values(batch.column(i), self._context.name, column)
-                out[column][pos[mask]] = values[mask]
-        if np.any(seen > 1):
-            first = int(np.flatnonzero(seen > 1)[0])
+                columns[column].append(_float_values(batch.column(i), self._context.name, column))
+        ts = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
+        order = np.argsort(ts, kind="stable")
+        ts = ts[order]
+        repeated = np.flatnonzero(ts[1:] == ts[:-1])
+        if repeated.shape[0]:
             msg = (
                 f"{self._context.name}: column 'timestamp', rule unique_key: "
-                f"{int(np.count_nonzero(seen > 1))} timestamp(s) appear more than once, "
-                f"e.g. {to_datetime(calendar[first]).isoformat()}"
+                f"{repeated.shape[0]} timestamp(s) appear more than once, "
+                f"e.g. {to_datetime(ts[repeated[0]]).isoformat()}"
             )
             raise DataError(msg)
+        bars = self.calendar.timestamps
+        usable_at = np.searchsorted(bars, ts, side="left")  # first bar at or after the stamp
+        latest = np.full(bars.shape[0], -1, dtype=np.int64)
+        keep = usable_at < bars.shape[0]
+        np.maximum.at(latest, usable_at[keep], np.flatnonzero(keep))  # rows ascend: newest wins
+        np.maximum.accumulate(latest, out=latest)
+        out = {}
+        for column, parts in columns.items():
+            values = np.concatenate(parts)[order] if parts else np.empty(0)
+            out[column] = (
+                np.where(latest >= 0, values[np.maximum(latest, 0)], np.nan)
+                if values.size
+                else np.full(bars.shape[0], np.nan)
+            )
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -59,3 +60,27 @@ def test_missing_bars_are_not_errors() -> None:
     panel = next(data.chunks())
     assert not panel.has_bar[0, 1]
     assert panel.has_bar.sum() == 7
+
+
+def test_context_is_taken_as_of_each_bar() -> None:
+    """A market-wide value stamped between bars is usable from the next bar and stays current
+    until a newer one; a stamp before the first bar counts for it, an explicit NaN is kept."""
+    context = pl.DataFrame(
+        {
+            "timestamp": [
+                dt.datetime(2024, 1, 31, tzinfo=dt.UTC),  # before the first bar
+                DAYS[1] + dt.timedelta(hours=6),  # between bars 1 and 2
+                DAYS[1] + dt.timedelta(hours=9),  # a newer value for the same bar
+                DAYS[3],
+            ],
+            "vix": [11.0, 12.0, 13.0, float("nan")],
+        }
+    )
+    panel = next(MarketData(_prices(), context=context).chunks())
+    np.testing.assert_array_equal(panel.context["vix"], [11.0, 11.0, 13.0, np.nan])
+
+
+def test_repeated_context_timestamps_are_refused() -> None:
+    context = pl.DataFrame({"timestamp": [DAYS[0], DAYS[0]], "vix": [1.0, 2.0]})
+    with pytest.raises(DataError, match="unique_key"):
+        next(MarketData(_prices(), context=context).chunks())
