@@ -202,6 +202,12 @@ class Broker:
         p = self.panel
         assert p is not None
         orders = self.pending
+        if len(orders) == 1 and orders.order_type[0] == MARKET:  # the event-driven common case
+            price = p.open[self.i, orders.asset]
+            if price[0] == price[0]:  # not NaN: the asset has a bar
+                self.pending = Orders.empty()
+                self.execute(orders, price, ctx_factory)
+                return
         a = orders.asset
         o = p.open[self.i, a]
         filled, price, trail_ref, triggered = match(orders, o, p.high[self.i, a], p.low[self.i, a])
