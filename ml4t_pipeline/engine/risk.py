@@ -731,28 +731,14 @@ class RiskManager:
                 continue
             is_stop = kind is DecisionKind.STOP_UPDATE
             # merge on the touched assets only: highest priority first, then the tighter level
-            if len(mine) == 1:
-                touched = mine[0].index
+            if len(mine) == 1:  # one rule spoke: nothing to merge
+                d = mine[0]
+                touched, proposed = d.index, np.asarray(d.value, dtype=np.float64)
+                why = np.full(touched.shape[0], int(d.reason), dtype=np.int8)
+                who = np.full(touched.shape[0], d.rule, dtype=np.int16)
+                qty = ctx.qty[touched]
             else:
-                touched = np.unique(np.concatenate([d.index for d in mine]))
-            m = touched.shape[0]
-            proposed = np.full(m, np.nan)
-            priority = np.full(m, np.iinfo(np.int64).min)
-            why = np.zeros(m, dtype=np.int8)
-            who = np.full(m, -1, dtype=np.int16)
-            qty = ctx.qty[touched]
-            for d in sorted(mine, key=lambda d: (-d.priority, d.rule)):
-                k = np.arange(m) if len(mine) == 1 else np.searchsorted(touched, d.index)
-                value = np.asarray(d.value, dtype=np.float64)
-                better = d.priority > priority[k]
-                same = d.priority == priority[k]
-                take = ~np.isnan(value) & (
-                    better | (same & _tighter(qty[k], value, proposed[k], is_stop))
-                )
-                proposed[k] = np.where(take, value, proposed[k])
-                priority[k] = np.where(take, d.priority, priority[k])
-                why[k] = np.where(take, int(d.reason), why[k])
-                who[k] = np.where(take, d.rule, who[k])
+                touched, proposed, why, who, qty = self._merge(ctx, mine, is_stop)
             # levels only ever tighten
             update = ~np.isnan(proposed) & _tighter(qty, proposed, level[touched], is_stop)
             if update.any():
@@ -764,6 +750,32 @@ class RiskManager:
                 if not is_stop:
                     self._any_take_profit = True
                 self._live = None
+
+    @staticmethod
+    def _merge(
+        ctx: RiskContext, mine: list[RiskDecision], is_stop: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per touched asset: the highest-priority proposal, ties going to the tighter level."""
+        touched = np.unique(np.concatenate([d.index for d in mine]))
+        m = touched.shape[0]
+        proposed = np.full(m, np.nan)
+        priority = np.full(m, np.iinfo(np.int64).min)
+        why = np.zeros(m, dtype=np.int8)
+        who = np.full(m, -1, dtype=np.int16)
+        qty = ctx.qty[touched]
+        for d in sorted(mine, key=lambda d: (-d.priority, d.rule)):
+            k = np.searchsorted(touched, d.index)
+            value = np.asarray(d.value, dtype=np.float64)
+            better = d.priority > priority[k]
+            same = d.priority == priority[k]
+            take = ~np.isnan(value) & (
+                better | (same & _tighter(qty[k], value, proposed[k], is_stop))
+            )
+            proposed[k] = np.where(take, value, proposed[k])
+            priority[k] = np.where(take, d.priority, priority[k])
+            why[k] = np.where(take, int(d.reason), why[k])
+            who[k] = np.where(take, d.rule, who[k])
+        return touched, proposed, why, who, qty
 
 
 def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: bool) -> np.ndarray:
