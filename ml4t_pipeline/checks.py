@@ -23,6 +23,7 @@ from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.io_manager import TableSet
 from ml4t_pipeline.partitions import BACKTEST_PARTITIONS
 from ml4t_pipeline.resources import DataDirResource
+from ml4t_pipeline.resources.storage import PARTITION_FILE
 from ml4t_pipeline.validation import (
     ValidationReport,
     check_point_in_time,
@@ -42,7 +43,7 @@ INPUT_CHECKS = {
 PROTECTIVE_STOPS = frozenset(
     r.label for r in (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP, ExitReason.VOLATILITY_STOP)
 )
-PARTITION_DOC = "partition.json"
+PARTITION_DOC = PARTITION_FILE
 
 _FAILURE_SCHEMA = dg.TableSchema(
     columns=[

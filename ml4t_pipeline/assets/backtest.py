@@ -7,6 +7,7 @@ bar index, positions, pending orders, stops and strategy state, months run one b
 same result, bit for bit, as one run over the whole period.
 """
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class ChainStart:
 
     key: MonthKey
     state: EngineState | None
+    state_digest: str | None = None  # sha256 of the previous month's saved state
 
 
 @dg.op(out=dg.Out(ChainStart, io_manager_key="mem_io_manager"))
@@ -43,7 +45,8 @@ def chain_start(context: dg.OpExecutionContext, store: ResultStore) -> ChainStar
     key = month_key(context.partition_key)
     if key.month == SPEC.start_month:
         return ChainStart(key, None)
-    return ChainStart(key, store.read_state(key.previous()))
+    state = store.read_state(key.previous())
+    return ChainStart(key, state, store.state_digest(key.previous()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +136,10 @@ def backtest_metadata(result: BacktestResult, start: ChainStart) -> dict[str, An
 
 @dg.op
 def run_engine(
-    feature_table: pl.DataFrame, start: ChainStart, backtest_config: BacktestConfigResource
+    feature_table: pl.DataFrame,
+    start: ChainStart,
+    backtest_config: BacktestConfigResource,
+    store: ResultStore,
 ) -> dg.Output[TableSet]:
     """The engine step: one `run_backtest` call over the month's bars."""
     key = start.key
@@ -155,17 +161,28 @@ def run_engine(
         "start_cash": start_cash,
         "start_equity": result.initial_cash,
         "continued_from": str(key.previous()) if start.state is not None else None,
+        "previous_state_sha256": start.state_digest,
     }
     summary = {k: v for k, v in result.summary().items() if k not in _WALL_CLOCK}
+    state_json = result.final_state.to_json()
+    stale = store.stale_after(key, hashlib.sha256(state_json.encode()).hexdigest())
     value = TableSet(
         tables={name: getattr(result, name) for name in RESULT_TABLES},
         texts={
-            "state.json": result.final_state.to_json(),
+            "state.json": state_json,
             "summary.json": json.dumps(summary, indent=2, sort_keys=True),
             PARTITION_DOC: json.dumps(partition, indent=2, sort_keys=True),
         },
     )
-    return dg.Output(value, metadata=backtest_metadata(result, start))
+    metadata = backtest_metadata(result, start)
+    # later months continued from the old state of this month: they must be re-run, in order
+    metadata["stale_later_months"] = dg.MetadataValue.text(", ".join(stale) or "none")
+    if stale:
+        context_note = f"{len(stale)} later month(s) are now stale: {', '.join(stale)}"
+        metadata["stale_note"] = dg.MetadataValue.md(
+            f"**{context_note}** (re-materialize in order)"
+        )
+    return dg.Output(value, metadata=metadata)
 
 
 @dg.graph_asset(

@@ -6,6 +6,8 @@ of this universe, in order".
 """
 
 import datetime as dt
+import hashlib
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +26,7 @@ from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, MONTH, UNIVERSE, Month
 
 BACKTEST = dg.AssetKey("backtest")
 STATE_FILE = "state.json"
+PARTITION_FILE = "partition.json"  # where a month started from (cash, previous state digest)
 
 
 class ResultStore(dg.ConfigurableResource["ResultStore"]):
@@ -45,8 +48,53 @@ class ResultStore(dg.ConfigurableResource["ResultStore"]):
     def backtest_dir(self, key: MonthKey) -> Path:
         return asset_path(self.root, BACKTEST, partition_parts(key.key, BACKTEST_PARTITIONS))
 
+    def state_digest(self, key: MonthKey) -> str | None:
+        """sha256 of the state saved by partition `key` (None when it has none)."""
+        path = self.backtest_dir(key) / STATE_FILE
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+    def continued_from_digest(self, key: MonthKey) -> str | None:
+        """The digest of the previous month's state that partition `key` started from."""
+        path = self.backtest_dir(key) / PARTITION_FILE
+        if not path.is_file():
+            return None
+        value = json.loads(path.read_text(encoding="utf-8")).get("previous_state_sha256")
+        return str(value) if value is not None else None
+
+    def is_stale(self, key: MonthKey) -> bool:
+        """True when the month before `key` was re-materialized after `key` ran from it."""
+        started_from = self.continued_from_digest(key)
+        if started_from is None:
+            return False
+        return started_from != self.state_digest(key.previous())
+
+    def stale_after(self, key: MonthKey, new_state_digest: str) -> list[str]:
+        """Stored later months of `key`'s universe that a new state for `key` makes stale.
+
+        The month right after `key` is stale when it started from a different state; every
+        stored month after a stale one is stale too (its inputs are no longer current).
+        """
+        later = [
+            MonthKey(m, key.universe) for m in self.stored_months(key.universe) if m > key.month
+        ]
+        if not later or later[0] != key.next():
+            return []
+        if self.continued_from_digest(later[0]) == new_state_digest:
+            return []
+        return [str(k) for k in later]
+
     def read_state(self, key: MonthKey) -> EngineState:
-        """The engine state saved at the end of backtest partition `key`."""
+        """The engine state saved at the end of backtest partition `key`.
+
+        A month whose own predecessor was re-materialized after it ran is stale: continuing
+        from it would silently mix two histories, so it is an error naming the month to re-run.
+        """
+        if self.is_stale(key):
+            msg = (
+                f"backtest partition {key} is stale: month {key.previous()} was re-materialized "
+                f"after it ran; re-materialize {key} (and the months after it) in order"
+            )
+            raise StateError(msg)
         path = self.backtest_dir(key) / STATE_FILE
         if not path.is_file():
             msg = (

@@ -11,9 +11,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 
 from ml4t_pipeline.assets.attribution import DIMENSIONS
 from ml4t_pipeline.assets.summary import contiguous_months
+from ml4t_pipeline.definitions import build_defs
 from ml4t_pipeline.demo import failure_lines
 from ml4t_pipeline.engine import run_backtest
 from ml4t_pipeline.engine.state import EngineState
@@ -31,6 +33,8 @@ from tests.dagster.conftest import (
     universe_prices,
 )
 from tests.invariants import check_backtest_tables
+
+REPO = Path(__file__).resolve().parents[2]
 
 MONTHS = (JAN, FEB, MAR)
 UNIVERSES = tuple(SPEC.universes)
@@ -204,3 +208,48 @@ def test_backtests_need_materialized_inputs(pipeline: Pipeline) -> None:
     message = "\n".join(failure_lines(result))
     assert "has not been materialized" in message
     assert result.get_asset_materialization_events() == []
+
+
+def _stale_note(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        if materialization.asset_key == dg.AssetKey("backtest"):
+            return str(materialization.metadata["stale_later_months"].value)
+    msg = "no backtest materialization"
+    raise AssertionError(msg)
+
+
+def test_rematerializing_a_month_marks_later_months_stale(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    pipeline.run("inputs_job")
+    jan, feb, mar = (MonthKey(m, "core") for m in (JAN, FEB, MAR))
+    for key in (jan, feb, mar):
+        pipeline.run("backtest_job", key.key)
+    # identical inputs give an identical state: nothing later becomes stale
+    assert _stale_note(pipeline.run("backtest_job", jan.key)) == "none"
+
+    # a different run config changes January's end state: February and March are stale
+    raw = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    raw["execution"]["initial_cash"] = 2_000_000
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw))
+    changed = Pipeline(
+        defs=build_defs(
+            data_dir=str(pipeline.data_dir),
+            storage_dir=str(pipeline.storage),
+            run_config_path=str(tmp_path / "pipeline.yaml"),
+        ),
+        instance=pipeline.instance,
+        storage=pipeline.storage,
+        data_dir=pipeline.data_dir,
+    )
+    assert _stale_note(changed.run("backtest_job", jan.key)) == f"{feb}, {mar}"
+
+    # continuing from a stale month is refused, naming the month to re-run
+    result = changed.run("backtest_job", mar.key, raise_on_error=False)
+    assert not result.success
+    assert f"backtest partition {feb} is stale" in "\n".join(failure_lines(result))
+
+    # re-running in order clears it
+    changed.run("backtest_job", feb.key)
+    assert changed.run("backtest_job", mar.key).success
