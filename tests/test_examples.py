@@ -8,13 +8,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.invariants import assert_backtest_invariants
+from tests.invariants import assert_backtest_invariants, assert_result_invariants
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_quickstart_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
+    module = runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
+    assert_result_invariants(module["result"], prices=module["paths"]["prices"])
     out = capsys.readouterr().out
     assert "sharpe" in out
     assert "exit_reason" in out

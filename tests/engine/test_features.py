@@ -133,7 +133,7 @@ def test_callable_features_see_only_the_past(tmp_path: Path) -> None:
     provider = CallableFeatures({"momentum": momentum, "breadth": breadth}, market=("breadth",))
     prices = _prices()
     strategy = Recorder(("momentum",), market=("breadth",))
-    run_backtest(
+    original = run_backtest(
         _config(tmp_path),
         prices=prices,
         signals=None,
@@ -141,6 +141,7 @@ def test_callable_features_see_only_the_past(tmp_path: Path) -> None:
         strategy=strategy,
         features=[provider],
     )
+    assert_result_invariants(original, prices=prices)
     first = [(row["momentum"].tolist(), row["market_breadth"]) for row in strategy.seen]
 
     # perturb every bar after bar 3: nothing at or before bar 3 may change
@@ -150,7 +151,7 @@ def test_callable_features_see_only_the_past(tmp_path: Path) -> None:
     )
     strategy2 = Recorder(("momentum",), market=("breadth",))
     provider2 = CallableFeatures({"momentum": momentum, "breadth": breadth}, market=("breadth",))
-    run_backtest(
+    shocked_result = run_backtest(
         _config(tmp_path),
         prices=shocked,
         signals=None,
@@ -158,6 +159,7 @@ def test_callable_features_see_only_the_past(tmp_path: Path) -> None:
         strategy=strategy2,
         features=[provider2],
     )
+    assert_result_invariants(shocked_result, prices=shocked)
     second = [(row["momentum"].tolist(), row["market_breadth"]) for row in strategy2.seen]
     assert first[:4] == second[:4]
     assert first[4:] != second[4:]
