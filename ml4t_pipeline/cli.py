@@ -16,8 +16,6 @@ from typing import Any
 
 from ml4t_pipeline.errors import Ml4tError
 
-_STARTED = [time.perf_counter()]  # reset by `main`: wall_s covers one whole command
-
 
 def _progress_printer() -> Any:
     """A progress bar on stderr for runs longer than ~2 s; silent when stderr is not a TTY."""
@@ -51,7 +49,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     result.extra["engine_wall_s"] = result.wall_s
     result.extra["validate_wall_s"] = validate_s
     result.write(args.out)
-    result.wall_s = time.perf_counter() - _STARTED[0]  # the whole command, results written
+    result.wall_s = time.perf_counter() - args.started  # the whole command, results written
     print(json.dumps(result.summary()))
     return 0
 
@@ -147,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _STARTED[0] = time.perf_counter()
+    started = time.perf_counter()
     args = build_parser().parse_args(argv)
+    args.started = started
     try:
         code: int = args.func(args)
     except Ml4tError as exc:

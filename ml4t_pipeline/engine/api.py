@@ -68,7 +68,12 @@ def run_backtest(
     if config.data.features is not None:
         providers.insert(0, PrecomputedFeatures(config.data.features))
     engine = Engine(
-        config, data, strategy=strategy, initial_state=initial_state, features=providers
+        config,
+        data,
+        strategy=strategy,
+        initial_state=initial_state,
+        features=providers,
+        rules=rules,
     )
     return engine.run(progress)
 

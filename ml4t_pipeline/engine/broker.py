@@ -188,9 +188,7 @@ class Broker:
         if not self._staged and not self._new.size:
             return None
         self._flush_new()
-        out = self._staged[0]
-        for chunk in self._staged[1:]:
-            out = out.concat(chunk)
+        out = self._staged[0] if len(self._staged) == 1 else Orders.concat_all(self._staged)
         self._staged = []
         return out
 

@@ -27,7 +27,6 @@ from ml4t_pipeline.errors import DataError
 
 Source: TypeAlias = str | Path | pl.DataFrame | pl.LazyFrame | pa.Table
 KEY_COLUMNS = ("timestamp", "asset_id")
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 _BATCH_ROWS = 1 << 20
 DEFAULT_MAX_CHUNK_CELLS = 60_000_000
 

@@ -27,7 +27,7 @@ from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.ledger import Ledger
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.results import BacktestResult, build_result
-from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskState
+from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskRule, RiskState
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.engine.strategy import Strategy
 from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
@@ -44,6 +44,7 @@ class Engine:
         strategy: Strategy | None = None,
         initial_state: EngineState | None = None,
         features: Sequence[FeatureProvider] = (),
+        rules: Sequence[RiskRule] | None = None,
     ) -> None:
         self.config = config
         self.features = list(features)
@@ -54,7 +55,7 @@ class Engine:
         self.assets = data.calendar.assets
         n = data.calendar.n_assets
         signal_names = list(data.signal_columns)
-        rules = config.build_rules()
+        rules = list(rules) if rules is not None else config.build_rules()
         if initial_state is None:
             ledger = Ledger.empty(n, config.execution.initial_cash, signal_names)
             risk_state = RiskState.empty(n)

@@ -16,7 +16,7 @@ import polars as pl
 
 from ml4t_pipeline.engine.attribution import attribution
 from ml4t_pipeline.engine.data import asset_list
-from ml4t_pipeline.engine.enums import ExitReason, OrderType
+from ml4t_pipeline.engine.enums import ExitReason, OrderStatus, OrderType
 from ml4t_pipeline.engine.ledger import TRADE_COLUMNS
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE
@@ -211,12 +211,12 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     )
     status = pl.concat(
         [
-            fills.select("order_id", pl.lit("filled").alias("status")),
-            rejections.select("order_id", pl.lit("rejected").alias("status")),
+            fills.select("order_id", pl.lit(OrderStatus.FILLED.value).alias("status")),
+            rejections.select("order_id", pl.lit(OrderStatus.REJECTED.value).alias("status")),
         ]
     ).unique("order_id", keep="first")
     orders = orders.join(status, on="order_id", how="left").with_columns(
-        pl.col("status").fill_null("open")
+        pl.col("status").fill_null(OrderStatus.OPEN.value)
     )
     trades = _trades(engine, calendar, first_bar, asset_col, rule_col)
     final_cash = float(engine.ledger.cash)

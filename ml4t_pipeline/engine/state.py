@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.ledger import Ledger
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk import RiskState
@@ -44,10 +45,6 @@ _RISK_ARRAYS = (
     "low_water",
 )
 FORMAT_VERSION = 1
-
-
-def _value(x: Any) -> Any:
-    return x.item() if isinstance(x, np.generic) else x
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +81,7 @@ class EngineState:
         last_signals: dict[str, np.ndarray],
         last_timestamp_us: int | None = None,
     ) -> EngineState:
-        ids = [_value(a) for a in assets.tolist()]
+        ids = asset_list(assets)
         keep = np.flatnonzero(
             (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
         )
@@ -116,7 +113,7 @@ class EngineState:
     def restore(
         self, assets: np.ndarray, signal_names: list[str], config: RunConfig
     ) -> tuple[Ledger, RiskState, Orders, int, np.ndarray, dict[str, np.ndarray]]:
-        index = {_value(a): i for i, a in enumerate(assets.tolist())}
+        index = {a: i for i, a in enumerate(asset_list(assets))}
         missing = [a for a in self.assets if a not in index]
         if missing:
             msg = f"saved state holds assets absent from this run's data: {missing[:5]}"
