@@ -155,16 +155,12 @@ def read_table_set(path: Path) -> TableSet:
     return TableSet(tables=tables, texts=texts)
 
 
-class ParquetIOManager(dg.ConfigurableIOManager):
-    """Stores `pl.DataFrame` outputs as Parquet files and `TableSet` outputs as directories.
+class StorageRoot:
+    """The storage root of a resource with a `base_dir` field: resolved when a run sets the
+    resource up (with its instance), or on first use outside a run."""
 
-    Inputs annotated `pl.LazyFrame` are scanned (filters and projections push down to the file),
-    `TableSet` inputs are read as a set, anything else is read as a `pl.DataFrame`.
-    """
-
-    base_dir: str | None = None
-
-    _root: Path | None = PrivateAttr(default=None)
+    base_dir: str | None
+    _root: Path | None
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._root = resolve_storage_root(self.base_dir, context.instance)
@@ -174,6 +170,18 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         if self._root is None:
             self._root = resolve_storage_root(self.base_dir, None)
         return self._root
+
+
+class ParquetIOManager(StorageRoot, dg.ConfigurableIOManager):
+    """Stores `pl.DataFrame` outputs as Parquet files and `TableSet` outputs as directories.
+
+    Inputs annotated `pl.LazyFrame` are scanned (filters and projections push down to the file),
+    `TableSet` inputs are read as a set, anything else is read as a `pl.DataFrame`.
+    """
+
+    base_dir: str | None = None
+
+    _root: Path | None = PrivateAttr(default=None)
 
     def _path(self, context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> Path:
         if not context.has_asset_key:

@@ -16,11 +16,11 @@ from pydantic import PrivateAttr
 from ml4t_pipeline.engine import EngineState
 from ml4t_pipeline.errors import StateError
 from ml4t_pipeline.io_manager import (
+    StorageRoot,
     TableSet,
     asset_path,
     partition_parts,
     read_table_set,
-    resolve_storage_root,
 )
 from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, MONTH, UNIVERSE, MonthKey
 
@@ -29,21 +29,12 @@ STATE_FILE = "state.json"
 PARTITION_FILE = "partition.json"  # where a month started from (cash, previous state digest)
 
 
-class ResultStore(dg.ConfigurableResource["ResultStore"]):
+class ResultStore(StorageRoot, dg.ConfigurableResource["ResultStore"]):
     """The storage root shared with `ParquetIOManager` (same `base_dir` rule)."""
 
     base_dir: str | None = None
 
     _root: Path | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._root = resolve_storage_root(self.base_dir, context.instance)
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            self._root = resolve_storage_root(self.base_dir, None)
-        return self._root
 
     def backtest_dir(self, key: MonthKey) -> Path:
         return asset_path(self.root, BACKTEST, partition_parts(key.key, BACKTEST_PARTITIONS))
