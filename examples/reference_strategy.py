@@ -31,7 +31,7 @@ def main(out_dir: Path) -> None:
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()})
     by_reason = result.attribution.filter(pl.col("dimension").is_in(["exit_reason", "exit_rule"]))
     with pl.Config(tbl_rows=20, tbl_cols=8):
-        print(by_reason.with_columns(pl.col("pnl").round(2)))
+        print(by_reason.select("dimension", "key", "trades", "win_rate", pl.col("pnl").round(2)))
 
 
 if __name__ == "__main__":

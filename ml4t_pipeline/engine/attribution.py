@@ -2,55 +2,70 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 DIMENSIONS = ("exit_reason", "exit_rule", "asset_id", "month")
+SCHEMA = pl.Schema(
+    {
+        "dimension": pl.String(),
+        "key": pl.String(),
+        "trades": pl.Int64(),
+        "wins": pl.Int64(),
+        "win_rate": pl.Float64(),
+        "pnl": pl.Float64(),
+        "gross_pnl": pl.Float64(),
+        "commission": pl.Float64(),
+        "costs": pl.Float64(),
+        "avg_return_pct": pl.Float64(),
+    }
+)
 
 
-def attribution(trades: pl.DataFrame) -> pl.DataFrame:
-    """One long table: (dimension, key) -> trades, wins, pnl, gross, costs, average return.
+def attribution(trades: pl.DataFrame, *, include_open: bool = True) -> pl.DataFrame:
+    """One long table: (dimension, key) -> trades, wins, P&L, costs, average return.
 
-    Open trades (exit_reason == "open") are included with their mark-to-market P&L, so the
-    pnl column of each dimension sums to the same total as the trades table.
+    With `include_open`, open trades (exit_reason == "open") count with their mark-to-market
+    P&L, so the pnl column of each dimension sums to the trades table's total; without it only
+    realised P&L counts. Sums run in trade order (numpy `bincount`), never in a thread-dependent
+    order, so the same trades give bit-identical sums.
     """
-    frame = trades.with_columns(
-        pl.col("exit_time").dt.strftime("%Y-%m").alias("month"),
+    frame = trades if include_open else trades.filter(pl.col("exit_reason") != "open")
+    if frame.height == 0:
+        return pl.DataFrame(schema=SCHEMA)
+    keys = frame.select(
+        pl.col("exit_reason").cast(pl.String),
+        pl.col("exit_rule").replace("", "strategy").cast(pl.String),
         pl.col("asset_id").cast(pl.String),
-        pl.when(pl.col("exit_rule") == "")
-        .then(pl.lit("strategy"))
-        .otherwise(pl.col("exit_rule"))
-        .alias("exit_rule"),
+        pl.col("exit_time").dt.strftime("%Y-%m").alias("month"),
     )
-    parts = [
-        frame.group_by(dim)
-        .agg(
-            pl.len().alias("trades"),
-            (pl.col("pnl") > 0).sum().alias("wins"),
-            pl.col("pnl").sum().alias("pnl"),
-            pl.col("gross_pnl").sum().alias("gross_pnl"),
-            (pl.col("commission") + pl.col("slippage")).sum().alias("costs"),
-            pl.col("return_pct").mean().alias("avg_return_pct"),
+    pnl = frame["pnl"].to_numpy()
+    gross = frame["gross_pnl"].to_numpy()
+    commission = frame["commission"].to_numpy()
+    costs = commission + frame["slippage"].to_numpy()
+    returns = frame["return_pct"].to_numpy()
+    wins = (pnl > 0).astype(np.float64)
+    parts = []
+    for dim in DIMENSIONS:
+        groups, inverse = np.unique(keys[dim].to_numpy().astype(str), return_inverse=True)
+        m = groups.shape[0]
+        count = np.bincount(inverse, minlength=m)
+        won = np.bincount(inverse, weights=wins, minlength=m).astype(np.int64)
+        parts.append(
+            pl.DataFrame(
+                {
+                    "dimension": [dim] * m,
+                    "key": groups.tolist(),
+                    "trades": count,
+                    "wins": won,
+                    "win_rate": won / count,
+                    "pnl": np.bincount(inverse, weights=pnl, minlength=m),
+                    "gross_pnl": np.bincount(inverse, weights=gross, minlength=m),
+                    "commission": np.bincount(inverse, weights=commission, minlength=m),
+                    "costs": np.bincount(inverse, weights=costs, minlength=m),
+                    "avg_return_pct": np.bincount(inverse, weights=returns, minlength=m) / count,
+                },
+                schema=SCHEMA,
+            )
         )
-        .select(
-            pl.lit(dim).alias("dimension"),
-            pl.col(dim).cast(pl.String).alias("key"),
-            pl.exclude(dim),
-        )
-        for dim in DIMENSIONS
-    ]
-    schema = pl.Schema(
-        {
-            "dimension": pl.String(),
-            "key": pl.String(),
-            "trades": pl.UInt32(),
-            "wins": pl.UInt32(),
-            "pnl": pl.Float64(),
-            "gross_pnl": pl.Float64(),
-            "costs": pl.Float64(),
-            "avg_return_pct": pl.Float64(),
-        }
-    )
-    out = (
-        pl.concat([p.cast(schema) for p in parts]) if trades.height else pl.DataFrame(schema=schema)
-    )
-    return out.sort(["dimension", "key"])
+    return pl.concat(parts).sort(["dimension", "key"])
