@@ -16,7 +16,7 @@ from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
-from ml4t_pipeline.engine.orders import MARKET, OrderBuffer, Orders, match
+from ml4t_pipeline.engine.orders import MARKET, STOP, Order, Orders, match
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext, RiskManager
 from ml4t_pipeline.errors import ConfigError
 
@@ -33,6 +33,11 @@ class BrokerSettings:
 
 
 class Broker:
+    """Order book and execution. Orders are `Order` rows: a bar rarely has more than a few
+    dozen, and plain Python beats numpy on arrays that small; `Orders` columns are built only
+    where a vector helps (matching resting orders, risk validation, the result tables).
+    """
+
     def __init__(
         self,
         *,
@@ -40,7 +45,7 @@ class Broker:
         ledger: Ledger,
         risk: RiskManager,
         assets: np.ndarray,
-        pending: Orders,
+        pending: list[Order],
         next_order_id: int,
         last_close: np.ndarray,
     ) -> None:
@@ -50,7 +55,7 @@ class Broker:
         self.assets = assets
         self.n_assets = int(assets.shape[0])
         self._index = {a: i for i, a in enumerate(assets.tolist())}
-        self.pending = pending
+        self.pending = pending  # working orders, oldest first
         self.next_order_id = next_order_id
         self.last_close = last_close
         # signal arrays (bars, assets) and the row of the last close: what decisions saw
@@ -58,10 +63,10 @@ class Broker:
         self.panel: Panel | None = None
         self.i = 0  # bar within the panel
         self.bar = 0  # global bar index
-        self._new = OrderBuffer()
+        self._new: list[Order] = []  # this bar's orders, in submission order
         self.fill_rows: list[tuple[int, int, int, float, float, float, int, int, int]] = []
-        self.order_chunks: list[Orders] = []
-        self.rejection_chunks: list[dict[str, np.ndarray]] = []
+        self.order_log: list[Order] = []  # every order that reached the book or was rejected
+        self.rejection_rows: list[tuple[int, int, int, int, int, int]] = []
 
     # -- lookups -----------------------------------------------------------------------------
     def index(self, asset: Any) -> int:
@@ -93,9 +98,9 @@ class Broker:
             _check_order(order_type, limit_price, stop_price, trail_pct)
         oid = self.next_order_id
         self.next_order_id += 1
-        ref = float(self.last_close[asset]) if order_type is OrderType.TRAILING_STOP else math.nan
+        ref = self.last_close.item(asset) if order_type is OrderType.TRAILING_STOP else math.nan
         self._new.append(
-            (
+            Order(
                 oid,
                 asset,
                 qty,
@@ -132,186 +137,148 @@ class Broker:
         reason: ExitReason = ExitReason.SIGNAL,
         rule: np.ndarray | None = None,
     ) -> None:
+        """Market orders for `assets` (signed `qty`), numbered in the order given."""
         n = int(assets.shape[0])
-        if n == 0:
-            return
-        self._flush_new()
-        ids = np.arange(self.next_order_id, self.next_order_id + n, dtype=np.int64)
+        first = self.next_order_id
         self.next_order_id += n
-        self._staged.append(
-            Orders.build(
-                order_id=ids,
-                asset=assets.astype(np.int64),
-                qty=qty.astype(np.int64),
-                order_type=np.zeros(n, np.int8),
-                limit_price=np.full(n, np.nan),
-                stop_price=np.full(n, np.nan),
-                trail_pct=np.full(n, np.nan),
-                trail_ref=np.full(n, np.nan),
-                created_bar=np.full(n, self.bar, np.int64),
-                reason=np.full(n, int(reason), np.int8),
-                rule=(np.full(n, -1, np.int16) if rule is None else rule.astype(np.int16)),
-                triggered=np.zeros(n, bool),
+        rules = rule.tolist() if rule is not None else [-1] * n
+        bar, why, nan = self.bar, int(reason), math.nan
+        self._new += [
+            Order(oid, a, q, MARKET, nan, nan, nan, nan, bar, why, r, False)
+            for oid, a, q, r in zip(
+                range(first, first + n), assets.tolist(), qty.tolist(), rules, strict=True
             )
-        )
-
-    _staged: list[Orders]
-
-    def begin_bar(self) -> None:
-        self._staged = []
-
-    def _flush_new(self) -> None:
-        if self._new.size:
-            self._staged.append(self._new.drain())
+        ]
 
     def drop_new_orders(self, assets: np.ndarray) -> None:
         """Forget this bar's orders that reduce the position of `assets`: a risk exit replaces them.
 
         Orders adding to the position stay and meet the risk rules like any other entry.
         """
-        self._flush_new()
+        exiting = set(assets.tolist())
         qty = self.ledger.qty
-        kept = []
-        for chunk in self._staged:
-            replaced = np.isin(chunk.asset, assets) & (
-                np.sign(chunk.qty) == -np.sign(qty[chunk.asset])
-            )
-            if replaced.any():
-                gone = chunk.take(np.flatnonzero(replaced))
-                self.order_chunks.append(gone)
-                self.reject(gone, RejectReason.REPLACED_BY_EXIT)
-            kept.append(chunk.take(np.flatnonzero(~replaced)))
-        self._staged = kept
-        self._staged = [chunk for chunk in self._staged if len(chunk)]
+        kept: list[Order] = []
+        gone: list[Order] = []
+        for o in self._new:
+            held = qty.item(o.asset) if o.asset in exiting else 0
+            (gone if held != 0 and (o.qty > 0) != (held > 0) else kept).append(o)
+        if gone:
+            self.order_log += gone
+            self.reject(gone, RejectReason.REPLACED_BY_EXIT)
+        self._new = kept
 
-    def take_new_orders(self) -> Orders | None:
-        if not self._staged and not self._new.size:
-            return None
-        self._flush_new()
-        out = self._staged[0] if len(self._staged) == 1 else Orders.concat_all(self._staged)
-        self._staged = []
-        return out
+    def take_new_orders(self) -> list[Order]:
+        new, self._new = self._new, []
+        return new
 
     # -- matching and booking (engine side) ---------------------------------------------------
     def fill_pending(self, ctx_factory: Any) -> None:
         """Match every working order against this bar; fill sells before buys."""
-        if len(self.pending) == 0:
+        orders = self.pending
+        if not orders:
             return
         p = self.panel
         assert p is not None
-        orders = self.pending
-        if len(orders) == 1 and orders.order_type[0] == MARKET:  # the event-driven common case
-            price = p.open[self.i, orders.asset]
-            if price[0] == price[0]:  # not NaN: the asset has a bar
-                self.pending = Orders.empty()
-                self.execute(orders, price, ctx_factory)
-                return
-        a = orders.asset
-        o = p.open[self.i, a]
-        filled, price, trail_ref, triggered = match(orders, o, p.high[self.i, a], p.low[self.i, a])
-        no_bar = (orders.order_type == MARKET) & np.isnan(o)
-        if filled.all():
-            self.pending = Orders.empty()
-            self.execute(orders, price, ctx_factory)
+        i = self.i
+        if not any(o.order_type for o in orders):  # market orders only: fill at the open
+            self.pending = []
+            self.execute(self._priced(orders, p.open[i]), ctx_factory)
             return
-        orders.trail_ref = trail_ref
-        orders.triggered = triggered
-        keep = ~filled & ~no_bar
-        self.reject(orders.take(np.flatnonzero(no_bar)), RejectReason.NO_BAR)
-        self.pending = orders.take(np.flatnonzero(keep))
+        book = Orders.from_rows(orders)
+        a = book.asset
+        o = p.open[i, a]
+        filled, price, trail_ref, triggered = match(book, o, p.high[i, a], p.low[i, a])
+        no_bar = (book.order_type == MARKET) & np.isnan(o)
+        book.trail_ref = trail_ref
+        book.triggered = triggered
+        self.reject(book.take(np.flatnonzero(no_bar)).rows(), RejectReason.NO_BAR)
+        self.pending = book.take(np.flatnonzero(~filled & ~no_bar)).rows()
         done = np.flatnonzero(filled)
         if done.shape[0]:
-            self.execute(orders.take(done), price[done], ctx_factory)
+            filled_orders = book.take(done).rows()
+            self.execute(list(zip(filled_orders, price[done].tolist(), strict=True)), ctx_factory)
 
-    def execute(self, orders: Orders, price: np.ndarray, ctx_factory: Any) -> None:
+    def _priced(self, orders: list[Order], prices: np.ndarray) -> list[tuple[Order, float]]:
+        """Market orders with their asset's price on this bar; those without a bar are rejected."""
+        priced = [(o, prices.item(o.asset)) for o in orders]
+        missing = [o for o, px in priced if px != px]  # NaN: no bar
+        if missing:
+            self.reject(missing, RejectReason.NO_BAR)
+            priced = [(o, px) for o, px in priced if px == px]
+        return priced
+
+    def execute(self, fills: list[tuple[Order, float]], ctx_factory: Any) -> None:
         """Book orders at their match price: sells first, then buys, each in order-id order.
 
-        Slippage and commission are computed for the whole batch, then each fill is one
-        Python step (fills are events, not bars): a fill that would flip a position is split
-        into a closing and an opening part; without shorting, the part that would open a short
-        is rejected; without negative cash, a buy the cash cannot pay is rejected.
+        Each fill is one Python step (fills are events, not bars): a fill that would flip a
+        position is split into a closing and an opening part; without shorting, the part that
+        would open a short is rejected; without negative cash, a buy the cash cannot pay is
+        rejected. Slippage moves the price against the order; commission is charged on what
+        is executed.
         """
         p = self.panel
         assert p is not None
         s = self.settings
-        n = len(orders)
-        if n > 1:
-            order = np.lexsort((orders.order_id, orders.qty > 0))
-            orders, price = orders.take(order), price[order]
-        # split each order into the part that reduces the position and the part that opens
-        # one (assets are unique within a batch, so positions are known up front)
         ledger = self.ledger
-        if n == 1:  # the common event-driven case, in plain Python
-            dq, pos1 = int(orders.qty[0]), int(ledger.qty[int(orders.asset[0])])
-            cut = _reducing_part(pos1, dq)
-            opens = dq - cut if s.allow_short or dq - cut > 0 else 0
-            reduce, executed = np.array([cut]), np.array([cut + opens])
-        else:
-            qty, pos = orders.qty, ledger.qty[orders.asset]
-            against = (pos != 0) & (np.sign(qty) != np.sign(pos))
-            reduce = np.where(against, np.sign(qty) * np.minimum(np.abs(qty), np.abs(pos)), 0)
-            opening = qty - reduce
-            if not s.allow_short:
-                opening = np.where(opening < 0, 0, opening)  # long only: never open a short
-            executed = reduce + opening
-        side = np.sign(executed).astype(np.float64)
-        fill_price = s.slippage.fill_price(side, price, executed, p.volume[self.i, orders.asset])
-        commission = s.commission.commission(executed, fill_price)  # on what is executed
-        slippage = np.abs(executed) * np.abs(fill_price - price)
+        position = ledger.qty
+        volume = p.volume[self.i]
+        batch = sorted(fills, key=_sells_first) if len(fills) > 1 else fills
+        row = self.decision_row
+        signal_arrays, signal_i = row if row is not None else ({}, 0)
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
-        rejected: list[tuple[int, RejectReason]] = []
-        row = self.decision_row
-        signal_arrays = row[0] if row is not None else {}
-        signal_i = row[1] if row is not None else 0
-        for k, (a, dq, cut, px, fee, slip) in enumerate(
-            zip(
-                orders.asset.tolist(),
-                executed.tolist(),
-                reduce.tolist(),
-                fill_price.tolist(),
-                commission.tolist(),
-                slippage.tolist(),
-                strict=True,
-            )
-        ):
-            if dq == 0:
-                rejected.append((k, RejectReason.SHORT_NOT_ALLOWED))
+        rejected: list[tuple[Order, RejectReason]] = []
+        for o, px in batch:
+            a, dq = o.asset, o.qty
+            cut = _reducing_part(position.item(a), dq)
+            opening = dq - cut
+            if opening < 0 and not s.allow_short:
+                opening = 0  # long only: never open a short
+            executed = cut + opening
+            if executed == 0:
+                rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
                 continue
-            if dq > 0 and not s.allow_negative_cash and dq * px + fee > ledger.cash:
-                rejected.append((k, RejectReason.INSUFFICIENT_CASH))
+            fill = s.slippage.fill_price(1 if executed > 0 else -1, px, executed, volume.item(a))
+            fee = s.commission.commission(executed, fill)
+            slip = abs(executed) * abs(fill - px)
+            if executed > 0 and not s.allow_negative_cash and executed * fill + fee > ledger.cash:
+                rejected.append((o, RejectReason.INSUFFICIENT_CASH))
                 continue
-            oid = int(orders.order_id[k])
-            reason = int(orders.reason[k])
-            rule = int(orders.rule[k])
-            for part in (cut, dq - cut):
+            for part in (cut, executed - cut):
                 if part == 0:
                     continue
-                share = part / dq
+                share = part / executed
                 event = ledger.book(
                     a,
                     part,
-                    px,
+                    fill,
                     fee * share,
                     slip * share,
                     self.bar,
-                    reason,
-                    rule,
+                    o.reason,
+                    o.rule,
                     signal_arrays,
                     signal_i,
                 )
                 self.fill_rows.append(
-                    (self.bar, a, part, px, fee * share, slip * share, oid, reason, rule)
+                    (
+                        self.bar,
+                        a,
+                        part,
+                        fill,
+                        fee * share,
+                        slip * share,
+                        o.order_id,
+                        o.reason,
+                        o.rule,
+                    )
                 )
                 if event > 0:
-                    opened.append((a, px))
+                    opened.append((a, fill))
                 elif event < 0:
                     closed.append(a)
-        if rejected:
-            rows = np.array([k for k, _ in rejected], dtype=np.int64)
-            for reason_code in dict.fromkeys(r for _, r in rejected):  # first-seen order
-                pick = rows[[r is reason_code for _, r in rejected]]
-                self.reject(orders.take(pick), reason_code)
+        for reason in dict.fromkeys(r for _, r in rejected):  # first-seen order
+            self.reject([o for o, r in rejected if r is reason], reason)
         if self.risk.active and (opened or closed):
             self.risk.on_fills(
                 ctx_factory,
@@ -328,89 +295,80 @@ class Broker:
         )
         if hit is None:
             return
-        qty = -self.ledger.qty[hit.asset]
+        first = self.next_order_id
         n = int(hit.asset.shape[0])
-        ids = np.arange(self.next_order_id, self.next_order_id + n, dtype=np.int64)
         self.next_order_id += n
-        exits = Orders.build(
-            order_id=ids,
-            asset=hit.asset,
-            qty=qty,
-            order_type=np.full(n, int(OrderType.STOP), np.int8),
-            limit_price=np.full(n, np.nan),
-            stop_price=hit.price,
-            trail_pct=np.full(n, np.nan),
-            trail_ref=np.full(n, np.nan),
-            created_bar=np.full(n, self.bar, np.int64),
-            reason=hit.reason,
-            rule=hit.rule,
-            triggered=np.zeros(n, bool),
-        )
-        self.order_chunks.append(exits)
-        self.execute(exits, hit.price, ctx_factory)
-        self._cancel_stopped(hit.asset)
+        price = hit.price.tolist()
+        exits = [
+            Order(oid, a, -q, STOP, math.nan, px, math.nan, math.nan, self.bar, why, rule, False)
+            for oid, a, q, px, why, rule in zip(
+                range(first, first + n),
+                hit.asset.tolist(),
+                self.ledger.qty[hit.asset].tolist(),
+                price,
+                hit.reason.tolist(),
+                hit.rule.tolist(),
+                strict=True,
+            )
+        ]
+        self.order_log += exits
+        self.execute(list(zip(exits, price, strict=True)), ctx_factory)
+        self._cancel_stopped(set(hit.asset.tolist()))
 
-    def _cancel_stopped(self, assets: np.ndarray) -> None:
+    def _cancel_stopped(self, assets: set[int]) -> None:
         """Working exit orders of positions a protective stop just closed are cancelled."""
-        if len(self.pending) == 0:
+        if not self.pending:
             return
-        flat = self.ledger.qty[self.pending.asset] == 0
-        stale = (
-            np.isin(self.pending.asset, assets) & flat & (self.pending.reason != ExitReason.SIGNAL)
-        )
-        stale |= np.isin(self.pending.asset, assets) & flat & (self.pending.qty < 0)
-        if np.any(stale):
-            self.reject(self.pending.take(np.flatnonzero(stale)), RejectReason.STOPPED_OUT)
-            self.pending = self.pending.take(np.flatnonzero(~stale))
+        qty = self.ledger.qty
+        stale = [
+            o
+            for o in self.pending
+            if o.asset in assets
+            and qty.item(o.asset) == 0
+            and (o.reason != ExitReason.SIGNAL or o.qty < 0)
+        ]
+        if stale:
+            self.reject(stale, RejectReason.STOPPED_OUT)
+            gone = {o.order_id for o in stale}
+            self.pending = [o for o in self.pending if o.order_id not in gone]
 
-    def reject(self, orders: Orders, reason: RejectReason, detail: str = "") -> None:
-        n = len(orders)
-        if n == 0:
-            return
-        self.reject_rows(
-            orders, np.full(n, _REJECT_CODE[reason], np.int64), np.full(n, -1, np.int64)
-        )
+    def reject(self, orders: list[Order], reason: RejectReason) -> None:
+        code, bar = _REJECT_CODE[reason], self.bar
+        self.rejection_rows += [(bar, o.asset, o.order_id, o.qty, code, -1) for o in orders]
 
-    def reject_rows(self, orders: Orders, reasons: np.ndarray, rules: np.ndarray) -> None:
-        n = len(orders)
-        if n == 0:
-            return
-        self.rejection_chunks.append(
-            {
-                "bar": np.full(n, self.bar, np.int64),
-                "asset": orders.asset,
-                "order_id": orders.order_id,
-                "qty": orders.qty,
-                "reason": reasons,
-                "rule": rules,
-            }
-        )
-
-    def accept(self, orders: Orders, ctx_factory: Any) -> None:
+    def accept(self, orders: list[Order], ctx_factory: Any) -> None:
         """New orders after risk validation: fill now (same-close market) or queue."""
         if self.risk.validates:
             orders = self._validated(orders, ctx_factory())
-        self.order_chunks.append(orders)
-        if self.settings.same_close:
+        self.order_log += orders
+        if self.settings.same_close and any(o.order_type == MARKET for o in orders):
             p = self.panel
             assert p is not None
-            market = orders.order_type == MARKET
-            if np.any(market):
-                now = orders.take(np.flatnonzero(market))
-                close = p.close[self.i, now.asset]
-                has = ~np.isnan(close)
-                self.reject(now.take(np.flatnonzero(~has)), RejectReason.NO_BAR)
-                self.execute(now.take(np.flatnonzero(has)), close[has], ctx_factory)
-                orders = orders.take(np.flatnonzero(~market))
-        self.pending = self.pending.concat(orders)
+            market = [o for o in orders if o.order_type == MARKET]
+            self.execute(self._priced(market, p.close[self.i]), ctx_factory)
+            orders = [o for o in orders if o.order_type != MARKET]
+        self.pending += orders
 
-    def _validated(self, orders: Orders, ctx: RiskContext) -> Orders:
-        accepted, rows, reasons, rules = self.risk.validate(ctx, orders)
+    def _validated(self, orders: list[Order], ctx: RiskContext) -> list[Order]:
+        book = Orders.from_rows(orders)
+        keep, qty, rows, reasons, rules = self.risk.validate(ctx, book)
         if rows.shape[0]:
-            rejected = orders.take(rows)
-            self.order_chunks.append(rejected)
-            self.reject_rows(rejected, reasons, rules)
+            rejected = [orders[k] for k in rows.tolist()]
+            self.order_log += rejected
+            bar = self.bar
+            self.rejection_rows += [
+                (bar, o.asset, o.order_id, o.qty, why, rule)
+                for o, why, rule in zip(rejected, reasons.tolist(), rules.tolist(), strict=True)
+            ]
+        accepted = []
+        for k, q in zip(keep.tolist(), qty[keep].tolist(), strict=True):
+            o = orders[k]
+            accepted.append(o if q == o.qty else o._replace(qty=q))
         return accepted
+
+
+def _sells_first(item: tuple[Order, float]) -> tuple[bool, int]:
+    return item[0].qty > 0, item[0].order_id
 
 
 def _reducing_part(position: int, qty: int) -> int:

@@ -1,28 +1,27 @@
 """Commission and slippage models: small protocols with one obvious method each.
 
-All work on arrays of fills at once: `qty` is absolute int64 shares, `price` float64.
+They price one fill at a time (fills are events, not bars): `qty` is signed int shares,
+`price` a float. Python floats are IEEE doubles, so the results are the float64 values a
+vectorised formula would give.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Protocol
-
-import numpy as np
 
 from ml4t_pipeline.errors import ConfigError
 
 
 class CommissionModel(Protocol):
-    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
-        """Cash cost (>= 0) of each fill."""
+    def commission(self, qty: int, price: float) -> float:
+        """Cash cost (>= 0) of one fill."""
         ...
 
 
 class SlippageModel(Protocol):
-    def fill_price(
-        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
-    ) -> np.ndarray:
+    def fill_price(self, side: int, price: float, qty: int, volume: float) -> float:
         """Price after slippage; `side` is +1 for buys, -1 for sells (buys pay more)."""
         ...
 
@@ -42,8 +41,8 @@ class PercentCommission:
     def __post_init__(self) -> None:
         _check_non_negative("commission rate", self.rate)
 
-    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
-        return np.abs(qty) * price * self.rate
+    def commission(self, qty: int, price: float) -> float:
+        return abs(qty) * price * self.rate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,8 +54,8 @@ class PerShareCommission:
         _check_non_negative("per_share", self.per_share)
         _check_non_negative("minimum", self.minimum)
 
-    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
-        return np.maximum(np.abs(qty) * self.per_share, self.minimum)
+    def commission(self, qty: int, price: float) -> float:
+        return max(abs(qty) * self.per_share, self.minimum)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,8 +65,8 @@ class PerOrderCommission:
     def __post_init__(self) -> None:
         _check_non_negative("per_order", self.per_order)
 
-    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
-        return np.full(qty.shape[0], self.per_order)
+    def commission(self, qty: int, price: float) -> float:
+        return self.per_order
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,17 +86,14 @@ class TieredCommission:
         for rate in self.rates:
             _check_non_negative("tier rate", rate)
 
-    def commission(self, qty: np.ndarray, price: np.ndarray) -> np.ndarray:
-        notional = np.abs(qty) * price
-        tier = np.searchsorted(np.asarray(self.thresholds), notional, side="right") - 1
-        return notional * np.asarray(self.rates)[tier]
+    def commission(self, qty: int, price: float) -> float:
+        notional = abs(qty) * price
+        return notional * self.rates[bisect.bisect_right(self.thresholds, notional) - 1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NoSlippage:
-    def fill_price(
-        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
-    ) -> np.ndarray:
+    def fill_price(self, side: int, price: float, qty: int, volume: float) -> float:
         return price
 
 
@@ -108,9 +104,7 @@ class FixedBpsSlippage:
     def __post_init__(self) -> None:
         _check_non_negative("slippage bps", self.bps)
 
-    def fill_price(
-        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
-    ) -> np.ndarray:
+    def fill_price(self, side: int, price: float, qty: int, volume: float) -> float:
         return price * (1.0 + side * self.bps * 1e-4)
 
 
@@ -123,9 +117,7 @@ class SpreadSlippage:
     def __post_init__(self) -> None:
         _check_non_negative("spread", self.spread)
 
-    def fill_price(
-        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
-    ) -> np.ndarray:
+    def fill_price(self, side: int, price: float, qty: int, volume: float) -> float:
         return price * (1.0 + side * 0.5 * self.spread)
 
 
@@ -138,9 +130,6 @@ class VolumeShareSlippage:
     def __post_init__(self) -> None:
         _check_non_negative("impact", self.impact)
 
-    def fill_price(
-        self, side: np.ndarray, price: np.ndarray, qty: np.ndarray, volume: np.ndarray
-    ) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(volume > 0, np.abs(qty) / volume, 0.0)
-        return price * (1.0 + side * self.impact * np.minimum(share, 1.0))
+    def fill_price(self, side: int, price: float, qty: int, volume: float) -> float:
+        share = abs(qty) / volume if volume > 0 else 0.0  # unknown (NaN) volume: no impact
+        return price * (1.0 + side * self.impact * min(share, 1.0))

@@ -25,7 +25,7 @@ from ml4t_pipeline.engine.data import MarketData, Panel, asset_list
 from ml4t_pipeline.engine.enums import ExitReason, FillAt
 from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.ledger import Ledger
-from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.orders import Order, Orders
 from ml4t_pipeline.engine.results import BacktestResult, build_result
 from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskRule, RiskState
 from ml4t_pipeline.engine.state import EngineState
@@ -59,7 +59,7 @@ class Engine:
         if initial_state is None:
             ledger = Ledger.empty(n, config.execution.initial_cash, signal_names)
             risk_state = RiskState.empty(n)
-            pending = Orders.empty()
+            pending: list[Order] = []
             next_id = 0
             last_close = np.zeros(n)
             self.bars_done = 0
@@ -68,7 +68,8 @@ class Engine:
             self.start_equity = config.execution.initial_cash
         else:
             restored = initial_state.restore(self.assets, signal_names, config)
-            ledger, risk_state, pending, next_id, last_close, last_signals = restored
+            ledger, risk_state, resting, next_id, last_close, last_signals = restored
+            pending = resting.rows()
             self.bars_done = initial_state.bars_done
             self.peak_equity = initial_state.peak_equity
             self.prev_equity = initial_state.prev_equity
@@ -164,7 +165,6 @@ class Engine:
         bar = self.bars_done
         broker.i = i
         broker.bar = bar
-        broker.begin_bar()
         context._i = i
         has_bar = panel.has_bar[i]
 
@@ -192,7 +192,7 @@ class Engine:
             )
             self._submit_exits(exit_assets, reasons, rules)
         new_orders = broker.take_new_orders()
-        if new_orders is not None:
+        if new_orders:
             broker.accept(new_orders, self._risk_context)  # 5 + 6. validate, queue / fill
 
         positions = self.ledger.positions_value(broker.last_close)  # 7. mark equity
@@ -240,11 +240,13 @@ class Engine:
 
     def _working_entries(self) -> np.ndarray:
         """Assets without a position that have a working strategy order (a reserved slot)."""
-        pending = self.broker.pending
-        if len(pending) == 0:
-            return np.empty(0, np.int64)
-        entry = (pending.reason == ExitReason.SIGNAL) & (self.ledger.qty[pending.asset] == 0)
-        return np.unique(pending.asset[entry])
+        qty = self.ledger.qty
+        waiting = {
+            o.asset
+            for o in self.broker.pending
+            if o.reason == ExitReason.SIGNAL and qty.item(o.asset) == 0
+        }
+        return np.array(sorted(waiting), dtype=np.int64)
 
     def final_state(self) -> EngineState:
         rule_state = {
@@ -259,7 +261,7 @@ class Engine:
             assets=self.assets,
             ledger=self.ledger,
             risk=self.risk.state,
-            pending=self.broker.pending,
+            pending=Orders.from_rows(self.broker.pending),
             next_order_id=self.broker.next_order_id,
             last_close=self.broker.last_close,
             bars_done=self.bars_done,

@@ -1,4 +1,4 @@
-"""The columnar order book and the pure matching function.
+"""Orders as rows (`Order`) and as columns (`Orders`), and the pure matching function.
 
 `match` is a pure function of (orders, bar) -> (filled mask, fill price, new trailing
 reference): it never touches cash or positions, which makes it trivial to property-test.
@@ -6,7 +6,8 @@ reference): it never touches cash or positions, which makes it trivial to proper
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,26 @@ _DTYPES: dict[str, Any] = {
 ORDER_DTYPE = np.dtype(list(_DTYPES.items()))
 # plain ints for array comparisons (comparing an array with an IntEnum member is slow)
 MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
+
+
+class Order(NamedTuple):
+    """One order as plain Python values: what the broker keeps while orders are few.
+
+    The fields are the columns of `ORDER_DTYPE`, in the same order.
+    """
+
+    order_id: int
+    asset: int
+    qty: int  # signed: + buy, - sell
+    order_type: int
+    limit_price: float
+    stop_price: float
+    trail_pct: float
+    trail_ref: float
+    created_bar: int
+    reason: int
+    rule: int
+    triggered: bool
 
 
 class _Field:
@@ -107,27 +128,16 @@ class Orders:
             start += len(chunk)
         return cls(rec)
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[Order]) -> Orders:
+        return cls(np.array(rows, dtype=ORDER_DTYPE) if rows else np.empty(0, ORDER_DTYPE))
+
+    def rows(self) -> list[Order]:
+        columns = [self.rec[name].tolist() for name in _DTYPES]
+        return list(map(Order._make, zip(*columns, strict=True)))
+
     def to_columns(self) -> dict[str, list[Any]]:
         return {name: self.rec[name].tolist() for name in _DTYPES}
-
-
-class OrderBuffer:
-    """Orders submitted one at a time during a bar, written into a preallocated record array."""
-
-    def __init__(self, capacity: int = 64) -> None:
-        self._rec = np.empty(capacity, dtype=ORDER_DTYPE)
-        self.size = 0
-
-    def append(self, row: tuple[Any, ...]) -> None:
-        if self.size == self._rec.shape[0]:
-            self._rec = np.concatenate([self._rec, np.empty(self.size, dtype=ORDER_DTYPE)])
-        self._rec[self.size] = row
-        self.size += 1
-
-    def drain(self) -> Orders:
-        n = self.size
-        self.size = 0
-        return Orders(self._rec[:n].copy())
 
 
 def match(
@@ -195,3 +205,6 @@ def match(
     trail_ref[live_trail & ~buy] = np.fmax(trail_ref[live_trail & ~buy], high[live_trail & ~buy])
     trail_ref[live_trail & buy] = np.fmin(trail_ref[live_trail & buy], low[live_trail & buy])
     return filled, price, trail_ref, triggered
+
+
+assert Order._fields == tuple(_DTYPES), "Order and ORDER_DTYPE must list the same columns"

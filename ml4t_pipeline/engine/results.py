@@ -112,12 +112,6 @@ def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
     )
 
 
-def _concat(chunks: list[dict[str, np.ndarray]], names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    if not chunks:
-        return {n: np.empty(0) for n in names}
-    return {n: np.concatenate([c[n] for c in chunks]) for n in names}
-
-
 def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     calendar = engine.data.calendar.timestamps
     first_bar = engine.bars_done - calendar.shape[0]
@@ -164,7 +158,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         ]
     )
 
-    all_orders = Orders.concat_all(engine.broker.order_chunks)
+    all_orders = Orders.from_rows(engine.broker.order_log)
     created = all_orders.created_bar
     orders = pl.DataFrame(
         [
@@ -190,9 +184,11 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         ]
     ).sort("order_id")
 
-    r = _concat(
-        engine.broker.rejection_chunks, ("bar", "asset", "order_id", "qty", "reason", "rule")
-    )
+    rejected = engine.broker.rejection_rows
+    r = {
+        n: np.array([row[k] for row in rejected], dtype=np.int64)
+        for k, n in enumerate(("bar", "asset", "order_id", "qty", "reason", "rule"))
+    }
     rej_bars = r["bar"].astype(np.int64)
     rejections = pl.DataFrame(
         [

@@ -682,11 +682,12 @@ class RiskManager:
 
     def validate(
         self, ctx: RiskContext, orders: Orders
-    ) -> tuple[Orders, np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (accepted orders, rejected row numbers, their reasons, their rule indices)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (accepted row numbers, every order's qty after resizing, rejected row
+        numbers, their reasons, their rule indices)."""
         none = np.empty(0, np.int64)
         if not self.validates or len(orders) == 0:
-            return orders, none, none, none
+            return np.arange(len(orders)), orders.qty, none, none, none
         qty_now = ctx.qty[orders.asset]
         after = qty_now + orders.qty
         grows = np.abs(after) > np.abs(qty_now)
@@ -709,13 +710,12 @@ class RiskManager:
                         resized[row] = int(value)
         for row in np.flatnonzero(resized == 0).tolist():
             rejected.setdefault(row, (_reject_code(RejectReason.RISK_GROSS_EXPOSURE), -1))
-        orders.qty = resized
         rows = np.array(sorted(rejected), dtype=np.int64)
         keep = np.ones(len(orders), dtype=bool)
         keep[rows] = False
         reasons = np.array([rejected[r][0] for r in rows.tolist()], dtype=np.int64)
         rules = np.array([rejected[r][1] for r in rows.tolist()], dtype=np.int64)
-        return orders.take(np.flatnonzero(keep)), rows, reasons, rules
+        return np.flatnonzero(keep), resized, rows, reasons, rules
 
     # -- merging ----------------------------------------------------------------------------
     def _apply_levels(self, ctx: RiskContext, decisions: list[RiskDecision]) -> None:

@@ -194,6 +194,38 @@ def test_negative_cash_allowed_lets_buys_through(tmp_path: Path) -> None:
     assert result.equity["cash"][-1] == 1_000.0 - 20 * 110.0
 
 
+def test_two_sells_of_one_position_in_one_batch_never_open_a_short(tmp_path: Path) -> None:
+    """Each fill sees the position the fills before it left: the second sell finds it flat."""
+    strategy = Scripted(
+        {0: [Order(asset="A", qty=10)], 1: [Order(asset="A", qty=-10), Order(asset="A", qty=-10)]}
+    )
+    result = run(config(tmp_path), strategy, panel(A=RAMP), tmp_path / "out")
+    assert rows(result.fills, "bar", "side", "qty", "order_id") == [
+        (1, "buy", 10, 0),
+        (2, "sell", 10, 1),
+    ]
+    assert rows(result.rejections, "order_id", "qty", "reason") == [(2, 10, "short_not_allowed")]
+    assert result.equity["positions_value"][-1] == 0.0
+
+
+def test_a_buy_after_a_sell_of_the_same_asset_in_one_batch_sees_the_short(
+    tmp_path: Path,
+) -> None:
+    strategy = Scripted({0: [Order(asset="A", qty=-10), Order(asset="A", qty=25)]})
+    cfg = config(tmp_path, allow_short=True, allow_negative_cash=True)
+    result = run(cfg, strategy, panel(A=RAMP), tmp_path / "out")
+    # the sell opens a short of 10; the buy covers it and opens a long of 15 (two fills)
+    assert rows(result.fills, "side", "qty", "order_id") == [
+        ("sell", 10, 0),
+        ("buy", 10, 1),
+        ("buy", 15, 1),
+    ]
+    assert rows(result.trades, "direction", "qty", "exit_reason") == [
+        ("short", 10, "signal"),
+        ("long", 15, "open"),
+    ]
+
+
 # -- shorting --------------------------------------------------------------------------------
 def test_flip_is_split_into_a_closing_and_an_opening_fill(tmp_path: Path) -> None:
     prices = panel(A=[flat(100), flat(100), flat(110), flat(105), flat(100), flat(100)])

@@ -317,9 +317,9 @@ def validate(
     """Validate `orders` at a close with vix 40, every price 100, equity 100,000."""
     manager = RiskManager(rules, len(qty))
     ctx = make_ctx(qty, market={"vix": 40.0})
-    accepted, rejected, reasons, rule_idx = manager.validate(ctx, orders)
+    accepted, qty_after, rejected, reasons, rule_idx = manager.validate(ctx, orders)
     return (
-        accepted.qty.tolist(),
+        qty_after[accepted].tolist(),
         rejected.tolist(),
         [REJECT_BY_CODE[int(c)] for c in reasons.tolist()],
         [manager.names[r] if r >= 0 else "" for r in rule_idx.tolist()],

@@ -531,6 +531,24 @@ def test_max_gross_exposure_resizes_the_first_crossing_entry_and_rejects_the_res
     ]
 
 
+def test_a_rejected_order_is_recorded_as_asked_even_if_another_rule_resized_it(
+    tmp_path: Path,
+) -> None:
+    prices = panel(A=[flat(100)] * 4, B=[flat(50)] * 4)
+    strategy = Scripted({0: [Order(asset="A", qty=300), Order(asset="B", qty=500)]})
+    risk = [{"rule": "max_gross_exposure", "max_ratio": 0.5}, {"rule": "max_positions", "n": 1}]
+    result = run(config(tmp_path, risk=risk), strategy, prices, tmp_path / "out")
+    assert rows(result.fills, "asset_id", "qty") == [("A", 300)]
+    # max_gross_exposure would cut B to 400; max_positions rejects it: the row keeps the 500 asked
+    assert rows(result.rejections, "asset_id", "qty", "reason") == [
+        ("B", 500, "risk_max_positions")
+    ]
+    assert rows(result.orders, "asset_id", "qty", "status") == [
+        ("A", 300, "filled"),
+        ("B", 500, "rejected"),
+    ]
+
+
 def test_max_gross_exposure_counts_existing_positions(tmp_path: Path) -> None:
     prices = panel(A=[flat(100)] * 5, B=[flat(50)] * 5)
     strategy = Scripted({0: [Order(asset="A", qty=400)], 2: [Order(asset="B", qty=300)]})
