@@ -224,7 +224,7 @@ class Broker:
         volume = p.volume[self.i]
         batch = sorted(fills, key=_sells_first) if len(fills) > 1 else fills
         row = self.decision_row
-        signal_arrays, signal_i = row if row is not None else ({}, 0)
+        signals, signal_i = row if row is not None else ({}, 0)
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
         rejected: list[tuple[Order, RejectReason]] = []
@@ -244,41 +244,25 @@ class Broker:
             if executed > 0 and not s.allow_negative_cash and executed * fill + fee > ledger.cash:
                 rejected.append((o, RejectReason.INSUFFICIENT_CASH))
                 continue
-            for part in (cut, executed - cut):
-                if part == 0:
-                    continue
+            bar = self.bar
+            # a flip is booked as a closing and an opening fill sharing the order's costs
+            parts = (executed,) if cut in (0, executed) else (cut, executed - cut)
+            for part in parts:
                 share = part / executed
+                part_fee, part_slip = fee * share, slip * share
                 event = ledger.book(
-                    a,
-                    part,
-                    fill,
-                    fee * share,
-                    slip * share,
-                    self.bar,
-                    o.reason,
-                    o.rule,
-                    signal_arrays,
-                    signal_i,
+                    a, part, fill, part_fee, part_slip, bar, o.reason, o.rule, signals, signal_i
                 )
                 self.fill_rows.append(
-                    (
-                        self.bar,
-                        a,
-                        part,
-                        fill,
-                        fee * share,
-                        slip * share,
-                        o.order_id,
-                        o.reason,
-                        o.rule,
-                    )
+                    (bar, a, part, fill, part_fee, part_slip, o.order_id, o.reason, o.rule)
                 )
                 if event > 0:
                     opened.append((a, fill))
                 elif event < 0:
                     closed.append(a)
-        for reason in dict.fromkeys(r for _, r in rejected):  # first-seen order
-            self.reject([o for o, r in rejected if r is reason], reason)
+        if rejected:
+            for reason in dict.fromkeys(r for _, r in rejected):  # first-seen order
+                self.reject([o for o, r in rejected if r is reason], reason)
         if self.risk.active and (opened or closed):
             self.risk.on_fills(
                 ctx_factory,

@@ -6,6 +6,7 @@ the broker splits any fill that would flip a position, so the ledger never sees 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +46,18 @@ class Ledger:
     trade_commission: list[float]
     trade_slippage: list[float]
     entry_signals: dict[str, np.ndarray]
-    closed: list[dict[str, Any]] = field(default_factory=list)
-    qty_f: np.ndarray = field(init=False)
+    # closed trades: TRADE_COLUMNS values, then entry and exit signal values (`trade_columns`)
+    closed: list[tuple[Any, ...]] = field(default_factory=list)
+    qty_f: np.ndarray = field(init=False)  # qty as float64, for the mark-to-market dot product
+    n_open: int = field(init=False)  # positions not flat
 
     def __post_init__(self) -> None:
+        self.sync()
+
+    def sync(self) -> None:
+        """Recompute what is derived from `qty` (after `qty` was replaced as a whole)."""
         self.qty_f = self.qty.astype(np.float64)
+        self.n_open = int(np.count_nonzero(self.qty))
 
     @classmethod
     def empty(cls, n_assets: int, cash: float, signal_names: list[str]) -> Ledger:
@@ -67,8 +75,12 @@ class Ledger:
             entry_signals={s: np.full(n_assets, np.nan) for s in signal_names},
         )
 
+    def trade_columns(self) -> list[str]:
+        names = list(self.entry_signals)
+        return [*TRADE_COLUMNS, *(f"entry_{n}" for n in names), *(f"exit_{n}" for n in names)]
+
     def positions_value(self, last_close: np.ndarray) -> float:
-        return float(self.qty_f @ last_close)
+        return float(self.qty_f @ last_close) if self.n_open else 0.0
 
     def book(
         self,
@@ -87,11 +99,11 @@ class Ledger:
 
         `signals[name][row]` holds the values the decision saw (recorded on trades).
         """
-        old = int(self.qty[a])
+        old = self.qty.item(a)
         new = old + dq
         self.cash -= dq * price + fee
         if abs(new) > abs(old):
-            self.avg_price[a] = (float(self.avg_price[a]) * abs(old) + price * abs(dq)) / abs(new)
+            self.avg_price[a] = (self.avg_price.item(a) * abs(old) + price * abs(dq)) / abs(new)
         if dq > 0:
             self.buy_qty[a] += dq
             self.buy_notional[a] += dq * price
@@ -103,42 +115,54 @@ class Ledger:
         self.qty[a] = new
         self.qty_f[a] = new
         if old == 0:
+            self.n_open += 1
             self.entry_bar[a] = bar
             for name, arr in self.entry_signals.items():
                 values = signals.get(name)
-                arr[a] = values[row, a] if values is not None else np.nan
+                arr[a] = values.item(row, a) if values is not None else math.nan
             return 1
         if new == 0:
-            exit_signals = {f"exit_{n}": float(v[row, a]) for n, v in signals.items()}
-            self.closed.append(self._trade_row(a, bar, old > 0, reason, rule) | exit_signals)
+            self.n_open -= 1
+            exit_signals = tuple(
+                signals[n].item(row, a) if n in signals else None for n in self.entry_signals
+            )
+            self.closed.append(self._trade_row(a, bar, old > 0, reason, rule) + exit_signals)
             self._reset(a)
             return -1
         return 0
 
     def _trade_row(
-        self, a: int, exit_bar: int, long: bool, reason: int, rule: int
-    ) -> dict[str, Any]:
-        entry_qty = int(self.buy_qty[a] if long else self.sell_qty[a])
-        exit_qty = int(self.sell_qty[a] if long else self.buy_qty[a])
-        entry_notional = float(self.buy_notional[a] if long else self.sell_notional[a])
-        exit_notional = float(self.sell_notional[a] if long else self.buy_notional[a])
-        gross = float(self.sell_notional[a] - self.buy_notional[a])
-        commission = float(self.trade_commission[a])
-        return {
-            "asset": a,
-            "direction": "long" if long else "short",
-            "entry_bar": int(self.entry_bar[a]),
-            "exit_bar": exit_bar,
-            "entry_qty": entry_qty,
-            "entry_price": entry_notional / entry_qty if entry_qty else float("nan"),
-            "exit_price": exit_notional / exit_qty if exit_qty else float("nan"),
-            "gross_pnl": gross,
-            "commission": commission,
-            "slippage": float(self.trade_slippage[a]),
-            "pnl": gross - commission,
-            "exit_reason": reason,
-            "exit_rule": rule,
-        } | {f"entry_{n}": float(v[a]) for n, v in self.entry_signals.items()}
+        self, a: int, exit_bar: int, long: bool, reason: int, rule: int, mark: float = 0.0
+    ) -> tuple[Any, ...]:
+        """TRADE_COLUMNS and entry signal values; `mark` values a still-open quantity."""
+        entry_qty = self.buy_qty[a] if long else self.sell_qty[a]
+        exit_qty = self.sell_qty[a] if long else self.buy_qty[a]
+        entry_notional = self.buy_notional[a] if long else self.sell_notional[a]
+        exit_notional = self.sell_notional[a] if long else self.buy_notional[a]
+        gross = self.sell_notional[a] - self.buy_notional[a]
+        open_qty = self.qty.item(a)
+        if open_qty:  # still open: marked at `mark`
+            gross += open_qty * mark
+            exit_price = mark
+        else:
+            exit_price = exit_notional / exit_qty if exit_qty else math.nan
+        commission = self.trade_commission[a]
+        return (
+            a,
+            "long" if long else "short",
+            self.entry_bar.item(a),
+            exit_bar,
+            entry_qty,
+            entry_notional / entry_qty if entry_qty else math.nan,
+            exit_price,
+            gross,
+            commission,
+            self.trade_slippage[a],
+            gross - commission,
+            reason,
+            rule,
+            *(v.item(a) for v in self.entry_signals.values()),
+        )
 
     def _reset(self, a: int) -> None:
         self.entry_bar[a] = -1
@@ -152,15 +176,15 @@ class Ledger:
         for arr in self.entry_signals.values():
             arr[a] = np.nan
 
-    def open_trades(self, last_bar: int, last_close: np.ndarray) -> list[dict[str, Any]]:
+    def open_trades(self, last_bar: int, last_close: np.ndarray) -> list[tuple[Any, ...]]:
         """Rows for trades still open, marked at the last close (exit_reason = open)."""
-        rows = []
-        for a in np.flatnonzero(self.qty != 0).tolist():
-            long = bool(self.qty[a] > 0)
-            row = self._trade_row(a, last_bar, long, int(ExitReason.OPEN), -1)
-            open_qty = float(self.qty[a])
-            row["gross_pnl"] += open_qty * float(last_close[a])
-            row["pnl"] = row["gross_pnl"] - row["commission"]
-            row["exit_price"] = float(last_close[a])
-            rows.append(row)
-        return rows
+        no_exit = (None,) * len(self.entry_signals)
+        return [
+            self._trade_row(a, last_bar, self.qty.item(a) > 0, int(ExitReason.OPEN), -1, mark)
+            + no_exit
+            for a, mark in zip(
+                np.flatnonzero(self.qty).tolist(),
+                last_close[self.qty != 0].tolist(),
+                strict=True,
+            )
+        ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -135,70 +134,72 @@ class Engine:
         self._first_bar += panel.n_bars
         self.broker.panel = panel
         context = RowView(panel.context)
-        stamps = [
-            t.replace(tzinfo=dt.UTC)
-            for t in panel.timestamps.astype("datetime64[us]").astype(object).tolist()
-        ]
-        event = MarketEvent(panel, context) if self._events else None
+        event = MarketEvent(panel, context, self._asset_ids) if self._events else None
         batch = Batch(panel, self.assets) if self._batches else None
-        cash = np.empty(panel.n_bars)
-        positions = np.empty(panel.n_bars)
+        stamps = _utc_datetimes(panel.timestamps) if batch is not None else [None] * panel.n_bars
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()
+        cash: list[float] = []
+        positions: list[float] = []
         for i in range(panel.n_bars):
-            positions[i] = self._step(panel, i, stamps[i], context, event, batch, complete[i])
-            cash[i] = self.ledger.cash
-        self.equity_cash.append(cash)
-        self.equity_positions.append(positions)
+            positions.append(self._step(panel, i, stamps[i], context, event, batch, complete[i]))
+            cash.append(self.ledger.cash)
+        self.equity_cash.append(np.array(cash))
+        self.equity_positions.append(np.array(positions))
         self.timestamps.append(panel.timestamps)
 
     def _step(
         self,
         panel: Panel,
         i: int,
-        stamp: Any,
+        stamp: dt.datetime | None,
         context: RowView,
         event: MarketEvent | None,
         batch: Batch | None,
-        panel_complete: bool,
+        complete: bool,
     ) -> float:
+        """One bar; returns the positions' value at its close. `complete`: every asset has a bar."""
         broker = self.broker
+        risk = self.risk.active
         bar = self.bars_done
         broker.i = i
         broker.bar = bar
         context._i = i
-        has_bar = panel.has_bar[i]
 
-        broker.fill_pending(self._risk_context)  # 1. queued orders at open[t]
-        if self.risk.active:
-            broker.protective_exits(self._risk_context)  # 2. stops, gap-aware
-        np.copyto(broker.last_close, panel.close[i], where=has_bar)
+        if broker.pending:  # 1. queued orders at open[t]
+            broker.fill_pending(self._risk_context)
+        if risk:  # 2. stops, gap-aware
+            broker.protective_exits(self._risk_context)
+        if complete:  # the last known close of every asset (a view: nothing is copied)
+            broker.last_close = panel.close[i]
+        else:
+            broker.last_close = np.where(panel.has_bar[i], panel.close[i], broker.last_close)
         broker.decision_row = (panel.signals, i)
 
         for provider in self._callables:  # features computed from history up to close[t]
             provider.update(i)
         if batch is not None:  # 3. strategy at close[t]
+            assert stamp is not None
             batch._point(i, bar, stamp)
             self.strategy.on_timestamp_batch(stamp, batch, context)
         if event is not None:
-            ids = self._asset_ids
             on_event = self.strategy.on_market_event
-            for a in self._all_assets if panel_complete else np.flatnonzero(has_bar).tolist():
-                event._point(i, a, ids[a], stamp)
+            for a in self._all_assets if complete else np.flatnonzero(panel.has_bar[i]).tolist():
+                event._point(i, a)
                 on_event(event, context)
 
-        if self.risk.active:  # 4. risk at close[t]
+        if risk:  # 4. risk at close[t]
             exit_assets, reasons, rules = self.risk.on_close(
-                self._risk_context, self.ledger.qty, has_bar, panel.high[i], panel.low[i]
+                self._risk_context, self.ledger.qty, panel.has_bar[i], panel.high[i], panel.low[i]
             )
             self._submit_exits(exit_assets, reasons, rules)
-        new_orders = broker.take_new_orders()
-        if new_orders:
-            broker.accept(new_orders, self._risk_context)  # 5 + 6. validate, queue / fill
+        if broker._new:  # 5 + 6. validate, queue / fill
+            broker.accept(broker.take_new_orders(), self._risk_context)
 
         positions = self.ledger.positions_value(broker.last_close)  # 7. mark equity
         equity = self.ledger.cash + positions
         self.prev_equity = equity
-        self.peak_equity = max(self.peak_equity, equity)
+        if equity > self.peak_equity:
+            self.peak_equity = equity
         self.bars_done = bar + 1
         return positions
 
@@ -270,3 +271,9 @@ class Engine:
             strategy_state=self.strategy.get_state(),
             rule_state=rule_state,
         )
+
+
+def _utc_datetimes(timestamps: np.ndarray) -> list[dt.datetime]:
+    """int64 microseconds since the epoch -> timezone-aware UTC datetimes."""
+    naive = timestamps.astype("datetime64[us]").astype(object).tolist()
+    return [t.replace(tzinfo=dt.UTC) for t in naive]

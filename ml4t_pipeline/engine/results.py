@@ -239,12 +239,13 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
 def _trades(
     engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any, rule_col: Any
 ) -> pl.DataFrame:
-    rows = list(engine.ledger.closed)
-    last_bar = engine.bars_done - 1
-    rows += engine.ledger.open_trades(last_bar, engine.broker.last_close)
-    signal_names = list(engine.ledger.entry_signals)
-    extra = [f"entry_{n}" for n in signal_names] + [f"exit_{n}" for n in signal_names]
-    cols: dict[str, list[Any]] = {c: [r.get(c) for r in rows] for c in (*TRADE_COLUMNS, *extra)}
+    rows = engine.ledger.closed + engine.ledger.open_trades(
+        engine.bars_done - 1, engine.broker.last_close
+    )
+    names = engine.ledger.trade_columns()
+    extra = names[len(TRADE_COLUMNS) :]
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    cols = {name: list(values) for name, values in zip(names, columns, strict=True)}
     entry_bar = np.asarray(cols["entry_bar"], dtype=np.int64)
     exit_bar = np.asarray(cols["exit_bar"], dtype=np.int64)
     in_window = (entry_bar >= first_bar) & (entry_bar - first_bar < calendar.shape[0])

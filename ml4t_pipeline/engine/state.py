@@ -129,7 +129,7 @@ class EngineState:
             merged = np.asarray(current).copy()
             merged[pos] = self.per_asset[f"ledger.{name}"]
             setattr(ledger, name, merged.tolist() if isinstance(current, list) else merged)
-        ledger.qty_f = ledger.qty.astype(np.float64)
+        ledger.sync()
         for name in _RISK_ARRAYS:
             getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
         for name, values in self.entry_signals.items():

@@ -75,7 +75,8 @@ class Strategy:
         return self._broker
 
     def get_position(self, asset: Any) -> int:
-        return int(self.broker.ledger.qty[self.broker.index(asset)])
+        broker = self.broker
+        return int(broker.ledger.qty.item(broker.index(asset)))
 
     def get_cash(self) -> float:
         return self.broker.ledger.cash

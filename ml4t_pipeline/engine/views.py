@@ -27,8 +27,8 @@ class RowView(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         if self._asset is None:
-            return self._arrays[name][self._i]
-        return self._arrays[name][self._i, self._asset]
+            return self._arrays[name].item(self._i)
+        return self._arrays[name].item(self._i, self._asset)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
@@ -43,44 +43,49 @@ class RowView(Mapping[str, Any]):
 class MarketEvent:
     """One asset at one bar: OHLCV plus `signals`, and `context` shared by every asset."""
 
-    __slots__ = ("_a", "_i", "_p", "asset_id", "context", "signals", "timestamp")
+    __slots__ = ("_a", "_i", "_ids", "_p", "asset_id", "context", "signals")
 
-    def __init__(self, panel: Panel, context: RowView) -> None:
+    def __init__(self, panel: Panel, context: RowView, asset_ids: list[Any]) -> None:
         self._p = panel
+        self._ids = asset_ids
         self._i = 0
         self._a = 0
         self.asset_id: Any = None
-        self.timestamp: dt.datetime | None = None
         self.signals = RowView(panel.signals)
         self.context = context
 
-    def _point(self, i: int, a: int, asset_id: Any, timestamp: dt.datetime) -> None:
+    def _point(self, i: int, a: int) -> None:
         self._i = i
         self._a = a
-        self.asset_id = asset_id
-        self.timestamp = timestamp
-        self.signals._i = i
-        self.signals._asset = a
+        self.asset_id = self._ids[a]
+        signals = self.signals
+        signals._i = i
+        signals._asset = a
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        us = int(self._p.timestamps[self._i])
+        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
 
     @property
     def open(self) -> float:
-        return float(self._p.open[self._i, self._a])
+        return float(self._p.open.item(self._i, self._a))
 
     @property
     def high(self) -> float:
-        return float(self._p.high[self._i, self._a])
+        return float(self._p.high.item(self._i, self._a))
 
     @property
     def low(self) -> float:
-        return float(self._p.low[self._i, self._a])
+        return float(self._p.low.item(self._i, self._a))
 
     @property
     def close(self) -> float:
-        return float(self._p.close[self._i, self._a])
+        return float(self._p.close.item(self._i, self._a))
 
     @property
     def volume(self) -> float:
-        return float(self._p.volume[self._i, self._a])
+        return float(self._p.volume.item(self._i, self._a))
 
 
 class SignalsRow(Mapping[str, np.ndarray]):
