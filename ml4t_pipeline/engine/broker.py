@@ -126,7 +126,7 @@ class Broker:
             target = np.sign(weights) * np.floor(np.abs(weights) * equity / close)
         target = np.where(priced, target, self.ledger.qty).astype(np.int64)
         delta = target - self.ledger.qty
-        assets = np.flatnonzero(delta)
+        assets = (delta != 0).nonzero()[0]
         self.submit_many(assets, delta[assets])
         return int(assets.shape[0])
 

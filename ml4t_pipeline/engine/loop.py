@@ -32,6 +32,7 @@ from ml4t_pipeline.engine.strategy import Strategy
 from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
 
 ProgressFn = Callable[[int, int], None]
+_NO_ASSETS = np.empty(0, np.int64)
 
 
 class Engine:
@@ -241,6 +242,8 @@ class Engine:
 
     def _working_entries(self) -> np.ndarray:
         """Assets without a position that have a working strategy order (a reserved slot)."""
+        if not self.broker.pending:
+            return _NO_ASSETS
         qty = self.ledger.qty
         waiting = {
             o.asset

@@ -14,6 +14,7 @@ The engine calls three hooks, never the user:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -74,6 +75,11 @@ class RiskContext:
             value = compute()
             self._cache[key] = value
         return value
+
+    @property
+    def held(self) -> np.ndarray:
+        """Indices of the assets with an open position, ascending."""
+        return self._cached("held", lambda: (self.qty != 0).nonzero()[0])
 
     @property
     def long(self) -> np.ndarray:
@@ -289,18 +295,22 @@ class TrailingStop(BaseRule):
     priority: int = 0
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
-        held = np.flatnonzero(ctx.qty != 0)
+        held = ctx.held
         if held.shape[0] == 0:
             return []
-        pct = np.full(held.shape[0], self.pct)
+        pct: np.ndarray | float = self.pct
         if self.schedule:
             mfe = ctx.mfe[held]
+            pct = np.full(held.shape[0], self.pct)
             for threshold, tighter in sorted(self.schedule):
                 pct = np.where(mfe >= threshold, np.minimum(pct, tighter), pct)
         long = ctx.qty[held] > 0
-        level = np.where(
-            long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct)
-        )
+        if long.all():
+            level = ctx.high_water[held] * (1.0 - pct)
+        else:
+            level = np.where(
+                long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct)
+            )
         return [self.decide(DecisionKind.STOP_UPDATE, held, ExitReason.TRAILING_STOP, level)]
 
 
@@ -315,7 +325,8 @@ class TimeExit(BaseRule):
     priority: int = 0
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
-        due = np.flatnonzero((ctx.qty != 0) & (ctx.bars_held >= self.max_bars))
+        held = ctx.held
+        due = held[ctx.bar - ctx.entry_bar[held] >= self.max_bars]
         return [self.decide(DecisionKind.EXIT, due, ExitReason.TIME_EXIT)]
 
 
@@ -342,8 +353,7 @@ class RegimeRule(BaseRule):
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         value = self._value(ctx)
         if self.exit_all and value > self.threshold:
-            held = np.flatnonzero(ctx.qty != 0)
-            return [self.decide(DecisionKind.EXIT, held, ExitReason.REGIME_EXIT)]
+            return [self.decide(DecisionKind.EXIT, ctx.held, ExitReason.REGIME_EXIT)]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
@@ -377,11 +387,15 @@ class MaxPositions(BaseRule):
     priority: int = 0
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
-        flat = ctx.qty[orders.asset] == 0
-        waiting = np.isin(orders.asset, ctx.working_entries)
-        new = opens & flat & ~waiting
-        closing = (~opens) & (ctx.qty[orders.asset] + orders.qty == 0)
-        held = int(np.count_nonzero(ctx.qty)) + int(np.unique(ctx.working_entries).shape[0])
+        held_now = ctx.qty[orders.asset]
+        new = opens & (held_now == 0)
+        working = np.unique(ctx.working_entries)
+        if working.shape[0]:  # their slot is taken already
+            waiting = np.zeros(ctx.qty.shape[0], dtype=bool)
+            waiting[working] = True
+            new &= ~waiting[orders.asset]
+        closing = (~opens) & (held_now + orders.qty == 0)
+        held = int(np.count_nonzero(ctx.qty)) + int(working.shape[0])
         room = self.n - held + int(np.count_nonzero(closing))
         rank = np.cumsum(new)
         reject = new & (rank > max(room, 0))
@@ -461,9 +475,7 @@ class MaxDrawdownHalt(BaseRule):
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         if self.flatten and self._halted(ctx):
-            return [
-                self.decide(DecisionKind.EXIT, np.flatnonzero(ctx.qty != 0), ExitReason.RISK_HALT)
-            ]
+            return [self.decide(DecisionKind.EXIT, ctx.held, ExitReason.RISK_HALT)]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
@@ -548,6 +560,7 @@ class RiskManager:
         self._levelled_mask = self._levelled()
         self._any_take_profit = bool(np.any(~np.isnan(self.state.take_profit)))
         self._live: np.ndarray | None = None
+        self._levels: tuple[np.ndarray, np.ndarray] | None = None  # see `_trigger_levels`
         # water marks (MFE/MAE, trailing stops) cost a pass per bar: only when a rule reads them
         self.tracks_excursions = any(getattr(r, "uses_excursions", True) for r in self.rules)
         self._any_close_hook = any(type(r).on_close is not BaseRule.on_close for r in self.rules)
@@ -561,8 +574,25 @@ class RiskManager:
     def live(self) -> np.ndarray:
         """Assets with a stop or take-profit level (the only ones `exits` has to look at)."""
         if self._live is None:
-            self._live = np.flatnonzero(self._levelled_mask)
+            self._live = self._levelled_mask.nonzero()[0]
+            self._levels = None
         return self._live
+
+    def _trigger_levels(self, qty: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per live asset, the level a low at or below triggers (a long's stop, a short's
+        take-profit) and the level a high at or above triggers; +-inf where there is none.
+        Rebuilt only when a level or the live set changed."""
+        if self._levels is None:
+            live, s = self.live, self.state
+            long = qty[live] >= 0
+            stop, target = s.stop[live], s.take_profit[live]
+            below = np.where(long, stop, target)
+            above = np.where(long, target, stop)
+            self._levels = (
+                np.where(np.isnan(below), -np.inf, below),
+                np.where(np.isnan(above), np.inf, above),
+            )
+        return self._levels
 
     # -- hooks called by the loop -------------------------------------------------------------
     def on_fills(
@@ -575,20 +605,14 @@ class RiskManager:
         """Positions `closed` lose their levels; positions `opened` at `prices` get new ones."""
         s = self.state
         if closed.shape[0]:
-            ca = closed
-            s.stop[ca] = np.nan
-            s.take_profit[ca] = np.nan
-            s.stop_rule[ca] = -1
-            s.tp_rule[ca] = -1
-            self._levelled_mask[ca] = False
-            self._live = None
+            self._forget(closed)
         if opened.shape[0] == 0:
             return
         oa = opened
         op = prices
+        if self._levelled_mask[oa].any():  # levels left over from an earlier position
+            self._forget(oa)
         ctx = ctx_factory()
-        s.stop[oa] = np.nan
-        s.take_profit[oa] = np.nan
         s.armed_from[oa] = ctx.bar + 1
         s.high_water[oa] = op
         s.low_water[oa] = op
@@ -597,6 +621,16 @@ class RiskManager:
             decisions += [_with_rule(d, k) for d in rule.on_entry(ctx, oa, op)]
         self._apply_levels(ctx, decisions)
 
+    def _forget(self, assets: np.ndarray) -> None:
+        """Clear the levels of `assets`; they leave the live set."""
+        s = self.state
+        s.stop[assets] = np.nan
+        s.take_profit[assets] = np.nan
+        s.stop_rule[assets] = -1
+        s.tp_rule[assets] = -1
+        self._levelled_mask[assets] = False
+        self._live = None
+
     def exits(
         self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
     ) -> Triggered | None:
@@ -604,42 +638,36 @@ class RiskManager:
         live = self.live
         if live.shape[0] == 0:
             return None
-        s = self.state
+        # cheap pre-filter, one comparison per side: most bars trigger nothing
         lo, hi = low[live], high[live]
-        stop = s.stop[live]
-        maybe = (lo <= stop) | (hi >= stop)  # cheap pre-filter: most bars trigger nothing
-        if self._any_take_profit:
-            target = s.take_profit[live]
-            maybe |= (hi >= target) | (lo <= target)
-        if not maybe.any():
+        below, above = self._trigger_levels(qty)
+        if not ((lo <= below).any() or (hi >= above).any()):
             return None
-        q = qty[live]
-        armed = (q != 0) & (s.armed_from[live] <= bar)
-        op = open_[live]
-        target = s.take_profit[live]
-        long = armed & (q > 0)
-        short = armed & (q < 0)
-        stop_long = long & (lo <= stop)
-        stop_short = short & (hi >= stop)
-        tp_long = long & (hi >= target) & ~stop_long
-        tp_short = short & (lo <= target) & ~stop_short
-        hit = stop_long | stop_short | tp_long | tp_short
-        if not hit.any():
+        # the few candidates, one at a time: an exit needs a position entered before this bar
+        s = self.state
+        hits: list[tuple[int, float, int, int]] = []
+        for a in live[(lo <= below) | (hi >= above)].tolist():
+            q = qty.item(a)
+            if q == 0 or s.armed_from.item(a) > bar:
+                continue
+            op, h, lw = open_.item(a), high.item(a), low.item(a)
+            stop, target = s.stop.item(a), s.take_profit.item(a)
+            if q > 0 and lw <= stop:
+                hits.append((a, min(op, stop), s.stop_reason.item(a), s.stop_rule.item(a)))
+            elif q < 0 and h >= stop:
+                hits.append((a, max(op, stop), s.stop_reason.item(a), s.stop_rule.item(a)))
+            elif q > 0 and h >= target:
+                hits.append((a, max(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
+            elif q < 0 and lw <= target:
+                hits.append((a, min(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
+        if not hits:
             return None
-        price = np.full(live.shape[0], np.nan)
-        price[stop_long] = np.minimum(op[stop_long], stop[stop_long])
-        price[stop_short] = np.maximum(op[stop_short], stop[stop_short])
-        price[tp_long] = np.maximum(op[tp_long], target[tp_long])
-        price[tp_short] = np.minimum(op[tp_short], target[tp_short])
-        is_stop = stop_long | stop_short
-        reason = np.where(is_stop, s.stop_reason[live], s.tp_reason[live])
-        rule = np.where(is_stop, s.stop_rule[live], s.tp_rule[live])
-        k = np.flatnonzero(hit)
+        asset, price, reason, rule = zip(*hits, strict=True)
         return Triggered(
-            asset=live[k],
-            price=price[k],
-            reason=reason[k].astype(np.int8),
-            rule=rule[k].astype(np.int16),
+            asset=np.array(asset, dtype=np.int64),
+            price=np.array(price, dtype=np.float64),
+            reason=np.array(reason, dtype=np.int8),
+            rule=np.array(rule, dtype=np.int16),
         )
 
     def on_close(
@@ -652,15 +680,16 @@ class RiskManager:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
         s = self.state
+        held = (qty != 0).nonzero()[0]
         if self.tracks_excursions:
-            held = np.flatnonzero(qty)
-            held = held[has_bar[held]]
-            s.high_water[held] = np.fmax(s.high_water[held], high[held])
-            s.low_water[held] = np.fmin(s.low_water[held], low[held])
+            marked = held[has_bar[held]]
+            s.high_water[marked] = np.fmax(s.high_water[marked], high[marked])
+            s.low_water[marked] = np.fmin(s.low_water[marked], low[marked])
         empty = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int16))
         if not self._any_close_hook:
             return empty
         ctx = ctx_factory()
+        ctx._cache["held"] = held
         decisions: list[RiskDecision] = []
         for k, rule in enumerate(self.rules):
             decisions += [_with_rule(d, k) for d in rule.on_close(ctx)]
@@ -731,11 +760,12 @@ class RiskManager:
                 continue
             is_stop = kind is DecisionKind.STOP_UPDATE
             # merge on the touched assets only: highest priority first, then the tighter level
+            why: np.ndarray | int
+            who: np.ndarray | int
             if len(mine) == 1:  # one rule spoke: nothing to merge
                 d = mine[0]
                 touched, proposed = d.index, np.asarray(d.value, dtype=np.float64)
-                why = np.full(touched.shape[0], int(d.reason), dtype=np.int8)
-                who = np.full(touched.shape[0], d.rule, dtype=np.int16)
+                why, who = int(d.reason), d.rule
                 qty = ctx.qty[touched]
             else:
                 touched, proposed, why, who, qty = self._merge(ctx, mine, is_stop)
@@ -744,12 +774,14 @@ class RiskManager:
             if update.any():
                 assets = touched[update]
                 level[assets] = proposed[update]
-                reason[assets] = why[update]
-                rule[assets] = who[update]
-                self._levelled_mask[assets] = True
+                reason[assets] = why if isinstance(why, int) else why[update]
+                rule[assets] = who if isinstance(who, int) else who[update]
+                if not self._levelled_mask[assets].all():  # the live set grows
+                    self._levelled_mask[assets] = True
+                    self._live = None
                 if not is_stop:
                     self._any_take_profit = True
-                self._live = None
+                self._levels = None
 
     @staticmethod
     def _merge(
@@ -789,14 +821,10 @@ def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: boo
 
 
 def _with_rule(decision: RiskDecision, rule: int) -> RiskDecision:
-    return RiskDecision(
-        kind=decision.kind,
-        index=np.asarray(decision.index, dtype=np.int64),
-        value=decision.value,
-        reason=decision.reason,
-        priority=decision.priority,
-        rule=rule,
-    )
+    index = decision.index
+    if not (isinstance(index, np.ndarray) and index.dtype == np.int64):
+        index = np.asarray(index, dtype=np.int64)
+    return dataclasses.replace(decision, index=index, rule=rule)
 
 
 _REJECT_CODES = {r: i for i, r in enumerate(RejectReason)}
