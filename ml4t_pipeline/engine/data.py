@@ -456,8 +456,8 @@ class MarketData:
         if self._eager:
             self._prices.release()
         volume = dense.pop("volume", None)
-        if volume is None:
-            volume = np.where(has_bar, np.inf, np.nan)
+        if volume is None:  # not loaded: unlimited, as a read-only view that costs no memory
+            volume = np.broadcast_to(np.float64(np.inf), has_bar.shape)
         signals: dict[str, np.ndarray] = {}
         if self._signals is not None and self.signal_columns:
             if self._eager:

@@ -49,7 +49,7 @@ class Ledger:
     # closed trades: TRADE_COLUMNS values, then entry and exit signal values (`trade_columns`)
     closed: list[tuple[Any, ...]] = field(default_factory=list)
     qty_f: np.ndarray = field(init=False)  # qty as float64, for the mark-to-market dot product
-    n_open: int = field(init=False)  # positions not flat
+    open_assets: set[int] = field(init=False)  # assets whose position is not flat
 
     def __post_init__(self) -> None:
         self.sync()
@@ -57,7 +57,7 @@ class Ledger:
     def sync(self) -> None:
         """Recompute what is derived from `qty` (after `qty` was replaced as a whole)."""
         self.qty_f = self.qty.astype(np.float64)
-        self.n_open = int(np.count_nonzero(self.qty))
+        self.open_assets = set(np.flatnonzero(self.qty).tolist())
 
     @classmethod
     def empty(cls, n_assets: int, cash: float, signal_names: list[str]) -> Ledger:
@@ -80,7 +80,15 @@ class Ledger:
         return [*TRADE_COLUMNS, *(f"entry_{n}" for n in names), *(f"exit_{n}" for n in names)]
 
     def positions_value(self, last_close: np.ndarray) -> float:
-        return float(self.qty_f @ last_close) if self.n_open else 0.0
+        """sum(qty * last_close). With one position open the dot product is that one term
+        (the others are exact zeros), so it is computed as such, to the same bits."""
+        n_open = len(self.open_assets)
+        if n_open > 1:
+            return float(self.qty_f @ last_close)
+        if n_open == 1:
+            (a,) = self.open_assets
+            return self.qty_f.item(a) * last_close.item(a)
+        return 0.0
 
     def book(
         self,
@@ -115,14 +123,14 @@ class Ledger:
         self.qty[a] = new
         self.qty_f[a] = new
         if old == 0:
-            self.n_open += 1
+            self.open_assets.add(a)
             self.entry_bar[a] = bar
             for name, arr in self.entry_signals.items():
                 values = signals.get(name)
                 arr[a] = values.item(row, a) if values is not None else math.nan
             return 1
         if new == 0:
-            self.n_open -= 1
+            self.open_assets.discard(a)
             exit_signals = tuple(
                 signals[n].item(row, a) if n in signals else None for n in self.entry_signals
             )

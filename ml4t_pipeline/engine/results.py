@@ -140,7 +140,8 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
 
     names = ("bar", "asset", "qty", "price", "commission", "slippage", "order_id", "reason", "rule")
     rows = engine.broker.fill_rows
-    f = {n: np.array([r[k] for r in rows]) if rows else np.empty(0) for k, n in enumerate(names)}
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    f = {n: np.array(c) if rows else np.empty(0) for n, c in zip(names, columns, strict=True)}
     fill_bars = f["bar"].astype(np.int64)
     fills = pl.DataFrame(
         [
