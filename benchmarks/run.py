@@ -7,7 +7,8 @@
   and the child's peak RSS.
 - W3 (500 x 252) and W1 (1 x 10,000, per-event callback): engine time in-process, split into
   data load and the loop, interpreter start and imports excluded.
-- Risk cost on W4: no rule vs a stop-loss vs four rules, engine time.
+- Risk cost on W4: no rule vs a stop-loss vs four rules, end to end (fresh processes, the
+  three interleaved) and the engine's own time from each run's JSON summary.
 Data is generated once under benchmarks/data/ (git-ignored) with the sample-data generator.
 """
 
@@ -17,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -92,27 +92,39 @@ def config(
     return path
 
 
-def end_to_end(cfg: Path, repeat: int) -> dict[str, float]:
-    """Fresh process per run: wall seconds and peak RSS of the child.
+def _one_process(cfg: Path, out: Path) -> tuple[float, float, dict[str, Any]]:
+    """One fresh `ml4t-pipeline backtest` process: wall seconds, peak RSS (MB), its summary.
 
     Each run gets an empty validation cache, so a validating config pays full validation.
     """
-    walls, rss = [], []
-    for k in range(repeat):
-        out = DATA / "out" / f"e2e-{k}"
-        env = os.environ | {"XDG_CACHE_HOME": tempfile.mkdtemp(prefix="ml4t-bench-cache-")}
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    env = os.environ | {"XDG_CACHE_HOME": tempfile.mkdtemp(prefix="ml4t-bench-cache-")}
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
-        done = subprocess.run(
+        child = subprocess.Popen(
             [str(CLI), "backtest", "--config", str(cfg), "--out", str(out)],
-            capture_output=True,
-            text=True,
-            check=True,
+            stdout=stdout,
+            stderr=stderr,
             env=env,
         )
-        walls.append(time.perf_counter() - started)
-        rss.append(max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024)
-        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
+        wall = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if child.returncode != 0:
+            msg = f"benchmark run failed: {cfg}\n{stderr.read()[-2000:]}"
+            raise SystemExit(msg)
+        summary = json.loads(stdout.read().strip().splitlines()[-1])
+    return wall, usage.ru_maxrss / 1024, summary
+
+
+def end_to_end(cfg: Path, repeat: int) -> dict[str, float]:
+    """Fresh process per run: wall seconds and peak RSS of each child."""
+    walls, rss = [], []
+    for k in range(repeat):
+        wall, peak, summary = _one_process(cfg, DATA / "out" / f"e2e-{k}")
+        walls.append(wall)
+        rss.append(peak)
     return {
         "wall_s_median": statistics.median(walls),
         "wall_s_min": min(walls),
@@ -120,6 +132,36 @@ def end_to_end(cfg: Path, repeat: int) -> dict[str, float]:
         "final_equity": summary["final_equity"],
         "fills": summary["fills"],
     }
+
+
+def risk_cost(repeat: int) -> dict[str, float]:
+    """W4 end to end without rules, with a stop-loss, with four rules.
+
+    The three configurations run interleaved (none, stop, four, none, ...) so that drift in the
+    machine's speed hits them alike; medians of `repeat` fresh processes each.
+    """
+    configs = {
+        "no_rule": config("w4", ROTATION, []),
+        "stop_loss": config("w4", ROTATION, [{"rule": "stop_loss", "pct": 0.05}]),
+        "four_rules": config("w4", ROTATION, FOUR_RULES),
+    }
+    walls: dict[str, list[float]] = {name: [] for name in configs}
+    engine: dict[str, list[float]] = {name: [] for name in configs}
+    for k in range(repeat):
+        for name, cfg in configs.items():
+            seconds, _, summary = _one_process(cfg, DATA / "out" / f"risk-{name}-{k}")
+            walls[name].append(seconds)
+            engine[name].append(summary["engine_wall_s"])
+    wall = {name: statistics.median(v) for name, v in walls.items()}
+    loop = {name: statistics.median(v) for name, v in engine.items()}
+    out: dict[str, float] = {}
+    for name in configs:
+        out[f"wall_s_{name}"] = wall[name]
+        out[f"engine_s_{name}"] = loop[name]
+    for name in ("stop_loss", "four_rules"):
+        out[f"overhead_{name}_pct"] = 100 * (wall[name] / wall["no_rule"] - 1)
+        out[f"engine_overhead_{name}_pct"] = 100 * (loop[name] / loop["no_rule"] - 1)
+    return out
 
 
 def in_process(cfg_path: Path, repeat: int) -> dict[str, float]:
@@ -181,18 +223,7 @@ def main() -> None:
             config("w4", ROTATION, [], validate=True), args.repeat
         )
     if "risk" in only:
-        base = in_process(config("w4", ROTATION, []), args.repeat)
-        stop = in_process(config("w4", ROTATION, [{"rule": "stop_loss", "pct": 0.05}]), args.repeat)
-        four = in_process(config("w4", ROTATION, FOUR_RULES), args.repeat)
-        report["w4_risk_cost"] = {
-            "engine_s_no_rule": base["engine_s"],
-            "engine_s_stop_loss": stop["engine_s"],
-            "engine_s_four_rules": four["engine_s"],
-            "overhead_stop_loss_pct": 100 * (stop["engine_s"] / base["engine_s"] - 1),
-            "overhead_four_rules_pct": 100 * (four["engine_s"] / base["engine_s"] - 1),
-            "loop_overhead_stop_loss_pct": 100 * (stop["loop_s"] / base["loop_s"] - 1),
-            "loop_overhead_four_rules_pct": 100 * (four["loop_s"] / base["loop_s"] - 1),
-        }
+        report["w4_risk_cost"] = risk_cost(max(args.repeat, 5))
     print(json.dumps(report, indent=2))
 
 

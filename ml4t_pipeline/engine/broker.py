@@ -21,6 +21,8 @@ from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext, RiskManager
 from ml4t_pipeline.errors import ConfigError
 
 _REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}
+_NONE = np.empty(0, np.int64)
+_NO_PRICES = np.empty(0, np.float64)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -266,9 +268,9 @@ class Broker:
         if self.risk.active and (opened or closed):
             self.risk.on_fills(
                 ctx_factory,
-                np.array([a for a, _ in opened], dtype=np.int64),
-                np.array([px for _, px in opened], dtype=np.float64),
-                np.array(closed, dtype=np.int64),
+                np.array([a for a, _ in opened], dtype=np.int64) if opened else _NONE,
+                np.array([px for _, px in opened], dtype=np.float64) if opened else _NO_PRICES,
+                np.array(closed, dtype=np.int64) if closed else _NONE,
             )
 
     def protective_exits(self, ctx_factory: Any) -> None:
@@ -280,24 +282,31 @@ class Broker:
         if hit is None:
             return
         first = self.next_order_id
-        n = int(hit.asset.shape[0])
+        n = len(hit.asset)
         self.next_order_id += n
-        price = hit.price.tolist()
+        qty = self.ledger.qty
         exits = [
-            Order(oid, a, -q, STOP, math.nan, px, math.nan, math.nan, self.bar, why, rule, False)
-            for oid, a, q, px, why, rule in zip(
-                range(first, first + n),
-                hit.asset.tolist(),
-                self.ledger.qty[hit.asset].tolist(),
-                price,
-                hit.reason.tolist(),
-                hit.rule.tolist(),
-                strict=True,
+            Order(
+                oid,
+                a,
+                -qty.item(a),
+                STOP,
+                math.nan,
+                px,
+                math.nan,
+                math.nan,
+                self.bar,
+                why,
+                rule,
+                False,
+            )
+            for oid, a, px, why, rule in zip(
+                range(first, first + n), hit.asset, hit.price, hit.reason, hit.rule, strict=True
             )
         ]
         self.order_log += exits
-        self.execute(list(zip(exits, price, strict=True)), ctx_factory)
-        self._cancel_stopped(set(hit.asset.tolist()))
+        self.execute(list(zip(exits, hit.price, strict=True)), ctx_factory)
+        self._cancel_stopped(set(hit.asset))
 
     def _cancel_stopped(self, assets: set[int]) -> None:
         """Working exit orders of positions a protective stop just closed are cancelled."""

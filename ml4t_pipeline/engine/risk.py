@@ -14,7 +14,6 @@ The engine calls three hooks, never the user:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -512,10 +511,10 @@ class DailyLossLimit(BaseRule):
 class Triggered:
     """Protective exits triggered inside a bar, to be filled by the broker at `price`."""
 
-    asset: np.ndarray
-    price: np.ndarray
-    reason: np.ndarray  # int8 ExitReason
-    rule: np.ndarray  # int16
+    asset: list[int]
+    price: list[float]
+    reason: list[int]  # ExitReason
+    rule: list[int]
 
 
 @dataclass(slots=True)
@@ -561,6 +560,7 @@ class RiskManager:
         self._any_take_profit = bool(np.any(~np.isnan(self.state.take_profit)))
         self._live: np.ndarray | None = None
         self._levels: tuple[np.ndarray, np.ndarray] | None = None  # see `_trigger_levels`
+        self._any_above = True  # some trigger level is reached from above (refreshed with them)
         # water marks (MFE/MAE, trailing stops) cost a pass per bar: only when a rule reads them
         self.tracks_excursions = any(getattr(r, "uses_excursions", True) for r in self.rules)
         self._any_close_hook = any(type(r).on_close is not BaseRule.on_close for r in self.rules)
@@ -592,6 +592,7 @@ class RiskManager:
                 np.where(np.isnan(below), -np.inf, below),
                 np.where(np.isnan(above), np.inf, above),
             )
+            self._any_above = bool((above < np.inf).any())
         return self._levels
 
     # -- hooks called by the loop -------------------------------------------------------------
@@ -625,11 +626,17 @@ class RiskManager:
         """Clear the levels of `assets`; they leave the live set."""
         s = self.state
         s.stop[assets] = np.nan
-        s.take_profit[assets] = np.nan
         s.stop_rule[assets] = -1
-        s.tp_rule[assets] = -1
+        if self._any_take_profit:
+            s.take_profit[assets] = np.nan
+            s.tp_rule[assets] = -1
         self._levelled_mask[assets] = False
-        self._live = None
+        live = self._live
+        if live is not None and live.shape[0]:  # keep the rest of the live set and its levels
+            keep = self._levelled_mask[live]
+            self._live = live[keep]
+            if self._levels is not None:
+                self._levels = (self._levels[0][keep], self._levels[1][keep])
 
     def exits(
         self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
@@ -639,14 +646,18 @@ class RiskManager:
         if live.shape[0] == 0:
             return None
         # cheap pre-filter, one comparison per side: most bars trigger nothing
-        lo, hi = low[live], high[live]
         below, above = self._trigger_levels(qty)
-        if not ((lo <= below).any() or (hi >= above).any()):
+        lo = low[live]
+        near = lo <= below
+        if self._any_above:  # a short's stop or a long's take-profit: the high can trigger
+            hi = high[live]
+            near |= hi >= above
+        if not near.any():
             return None
         # the few candidates, one at a time: an exit needs a position entered before this bar
         s = self.state
         hits: list[tuple[int, float, int, int]] = []
-        for a in live[(lo <= below) | (hi >= above)].tolist():
+        for a in live[near].tolist():
             q = qty.item(a)
             if q == 0 or s.armed_from.item(a) > bar:
                 continue
@@ -662,13 +673,8 @@ class RiskManager:
                 hits.append((a, min(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
         if not hits:
             return None
-        asset, price, reason, rule = zip(*hits, strict=True)
-        return Triggered(
-            asset=np.array(asset, dtype=np.int64),
-            price=np.array(price, dtype=np.float64),
-            reason=np.array(reason, dtype=np.int8),
-            rule=np.array(rule, dtype=np.int16),
-        )
+        asset, price, reason, rule = map(list, zip(*hits, strict=True))
+        return Triggered(asset=asset, price=price, reason=reason, rule=rule)
 
     def on_close(
         self,
@@ -679,13 +685,14 @@ class RiskManager:
         low: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
+        empty = _NO_EXITS
+        if not (self.tracks_excursions or self._any_close_hook):
+            return empty
         s = self.state
         held = (qty != 0).nonzero()[0]
-        if self.tracks_excursions:
-            marked = held[has_bar[held]]
-            s.high_water[marked] = np.fmax(s.high_water[marked], high[marked])
-            s.low_water[marked] = np.fmin(s.low_water[marked], low[marked])
-        empty = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int16))
+        if self.tracks_excursions:  # fmax/fmin skip the NaN of an asset without a bar
+            s.high_water[held] = np.fmax(s.high_water[held], high[held])
+            s.low_water[held] = np.fmin(s.low_water[held], low[held])
         if not self._any_close_hook:
             return empty
         ctx = ctx_factory()
@@ -769,19 +776,45 @@ class RiskManager:
                 qty = ctx.qty[touched]
             else:
                 touched, proposed, why, who, qty = self._merge(ctx, mine, is_stop)
-            # levels only ever tighten
-            update = ~np.isnan(proposed) & _tighter(qty, proposed, level[touched], is_stop)
+            # levels only ever tighten: a stop of a long moves up, its take-profit down, ...
+            current = level[touched]
+            long = qty >= 0
+            if long.all():
+                tighter = np.fmax(current, proposed) if is_stop else np.fmin(current, proposed)
+            else:
+                up = long == is_stop
+                tighter = np.where(up, np.fmax(current, proposed), np.fmin(current, proposed))
+            update = (tighter != current) & ~np.isnan(tighter)
             if update.any():
                 assets = touched[update]
-                level[assets] = proposed[update]
+                level[assets] = tighter[update]
                 reason[assets] = why if isinstance(why, int) else why[update]
                 rule[assets] = who if isinstance(who, int) else who[update]
                 if not self._levelled_mask[assets].all():  # the live set grows
                     self._levelled_mask[assets] = True
                     self._live = None
+                elif self._levels is not None and self._live is not None:
+                    self._move_trigger_levels(assets, tighter[update], qty[update], is_stop)
                 if not is_stop:
                     self._any_take_profit = True
-                self._levels = None
+
+    def _move_trigger_levels(
+        self, assets: np.ndarray, level: np.ndarray, qty: np.ndarray, is_stop: bool
+    ) -> None:
+        """New levels of live assets, written into the cached trigger levels in place."""
+        assert self._levels is not None
+        assert self._live is not None
+        below, above = self._levels
+        at = np.searchsorted(self._live, assets)
+        long = qty >= 0
+        if long.all():  # a long's stop triggers from below, its take-profit from above
+            (below if is_stop else above)[at] = level
+            self._any_above |= not is_stop
+            return
+        lower = long if is_stop else ~long
+        below[at[lower]] = level[lower]
+        above[at[~lower]] = level[~lower]
+        self._any_above = True
 
     @staticmethod
     def _merge(
@@ -813,7 +846,9 @@ class RiskManager:
 def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: bool) -> np.ndarray:
     """True where `new` is the more protective level (or `current` is unset)."""
     long = qty >= 0
-    if is_stop:
+    if long.all():
+        closer = new > current if is_stop else new < current
+    elif is_stop:
         closer = np.where(long, new > current, new < current)
     else:
         closer = np.where(long, new < current, new > current)
@@ -824,10 +859,18 @@ def _with_rule(decision: RiskDecision, rule: int) -> RiskDecision:
     index = decision.index
     if not (isinstance(index, np.ndarray) and index.dtype == np.int64):
         index = np.asarray(index, dtype=np.int64)
-    return dataclasses.replace(decision, index=index, rule=rule)
+    return RiskDecision(
+        kind=decision.kind,
+        index=index,
+        value=decision.value,
+        reason=decision.reason,
+        priority=decision.priority,
+        rule=rule,
+    )
 
 
 _REJECT_CODES = {r: i for i, r in enumerate(RejectReason)}
+_NO_EXITS = (np.empty(0, np.int64), np.empty(0, np.int8), np.empty(0, np.int16))
 REJECT_BY_CODE = list(RejectReason)
 
 

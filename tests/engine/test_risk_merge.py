@@ -248,7 +248,7 @@ def test_closing_a_position_clears_its_levels() -> None:
     crash = np.array([1.0, 1.0])
     hit = manager.exits(9, np.array([0, 5]), crash, crash, crash)
     assert hit is not None
-    assert hit.asset.tolist() == [1]
+    assert hit.asset == [1]
 
 
 # -- several exits on one asset ----------------------------------------------------------------
