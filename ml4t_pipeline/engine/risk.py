@@ -33,7 +33,7 @@ class DecisionKind(StrEnum):
     RESIZE = "resize"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RiskDecision:
     """One rule's decision for a set of assets (or, for REJECT/RESIZE, a set of orders)."""
 
@@ -733,6 +733,8 @@ class RiskManager:
         decisions: list[RiskDecision] = []
         for k, rule in enumerate(self.rules):
             decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]
+        if not any(d.index.shape[0] for d in decisions):  # every rule lets every order pass
+            return np.arange(len(orders)), orders.qty, none, none, none
         decisions.sort(key=lambda d: (-d.priority, d.rule))
         rejected: dict[int, tuple[int, int]] = {}
         resized = orders.qty.copy()
@@ -856,17 +858,11 @@ def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: boo
 
 
 def _with_rule(decision: RiskDecision, rule: int) -> RiskDecision:
-    index = decision.index
-    if not (isinstance(index, np.ndarray) and index.dtype == np.int64):
-        index = np.asarray(index, dtype=np.int64)
-    return RiskDecision(
-        kind=decision.kind,
-        index=index,
-        value=decision.value,
-        reason=decision.reason,
-        priority=decision.priority,
-        rule=rule,
-    )
+    """The decision, stamped with the index of the rule that made it (the manager's record)."""
+    if not (isinstance(decision.index, np.ndarray) and decision.index.dtype == np.int64):
+        decision.index = np.asarray(decision.index, dtype=np.int64)
+    decision.rule = rule
+    return decision
 
 
 _REJECT_CODES = {r: i for i, r in enumerate(RejectReason)}
