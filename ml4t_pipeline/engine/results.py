@@ -99,10 +99,17 @@ def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
 
 _EXIT_LABELS = np.array([r.label for r in ExitReason], dtype=object)
 _ORDER_LABELS = np.array([t.label for t in OrderType], dtype=object)
+_SIDES = np.array(["sell", "buy"], dtype=object)
+_REJECT_LABELS = np.array([r.value for r in REJECT_BY_CODE], dtype=object)
 
 
-def _labels(table: np.ndarray, codes: np.ndarray) -> list[str]:
-    return list(table[codes.astype(np.int64)]) if codes.shape[0] else []
+def _labels(table: np.ndarray, codes: np.ndarray, name: str) -> pl.Series:
+    """String column of `table[codes]`, gathered natively (no Python string per row)."""
+    return pl.Series(name, list(table), dtype=pl.String).gather(codes.astype(np.int64))
+
+
+def _side(qty: np.ndarray) -> pl.Series:
+    return _labels(_SIDES, (qty > 0).astype(np.int64), "side")
 
 
 def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
@@ -119,13 +126,14 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     asset_dtype = pl.Series(assets[:1]).dtype if assets else pl.String
     rule_names = engine.risk.names
 
+    asset_ids = pl.Series("asset_id", assets, dtype=asset_dtype)
+    rule_labels = np.array(["", *rule_names], dtype=object)  # code -1: the strategy
+
     def asset_col(idx: np.ndarray) -> pl.Series:
-        return pl.Series("asset_id", [assets[i] for i in idx.tolist()], dtype=asset_dtype)
+        return asset_ids.gather(idx.astype(np.int64))
 
     def rule_col(idx: np.ndarray, name: str = "rule") -> pl.Series:
-        return pl.Series(
-            name, [rule_names[r] if r >= 0 else "" for r in idx.tolist()], dtype=pl.String
-        )
+        return _labels(rule_labels, idx + 1, name)
 
     cash = np.concatenate(engine.equity_cash) if engine.equity_cash else np.empty(0)
     positions = np.concatenate(engine.equity_positions) if engine.equity_positions else np.empty(0)
@@ -148,13 +156,13 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             _stamp(fill_bars, calendar, first_bar),
             pl.Series("bar", fill_bars, dtype=pl.Int64),
             asset_col(f["asset"].astype(np.int64)),
-            pl.Series("side", np.where(f["qty"] > 0, "buy", "sell"), dtype=pl.String),
+            _side(f["qty"]),
             pl.Series("qty", np.abs(f["qty"]).astype(np.int64), dtype=pl.Int64),
             pl.Series("price", f["price"].astype(np.float64)),
             pl.Series("commission", f["commission"].astype(np.float64)),
             pl.Series("slippage", f["slippage"].astype(np.float64)),
             pl.Series("order_id", f["order_id"].astype(np.int64), dtype=pl.Int64),
-            pl.Series("reason", _labels(_EXIT_LABELS, f["reason"]), dtype=pl.String),
+            _labels(_EXIT_LABELS, f["reason"], "reason"),
             rule_col(f["rule"].astype(np.int64)),
         ]
     )
@@ -166,21 +174,13 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("order_id", all_orders.order_id, dtype=pl.Int64),
             _stamp(created, calendar, first_bar).alias("created_at"),
             asset_col(all_orders.asset),
-            pl.Series("side", np.where(all_orders.qty > 0, "buy", "sell"), dtype=pl.String),
+            _side(all_orders.qty),
             pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
-            pl.Series(
-                "order_type",
-                _labels(_ORDER_LABELS, all_orders.order_type),
-                dtype=pl.String,
-            ),
+            _labels(_ORDER_LABELS, all_orders.order_type, "order_type"),
             pl.Series("limit_price", all_orders.limit_price),
             pl.Series("stop_price", all_orders.stop_price),
             pl.Series("trail_pct", all_orders.trail_pct),
-            pl.Series(
-                "reason",
-                _labels(_EXIT_LABELS, all_orders.reason),
-                dtype=pl.String,
-            ),
+            _labels(_EXIT_LABELS, all_orders.reason, "reason"),
             rule_col(all_orders.rule.astype(np.int64)),
         ]
     ).sort("order_id")
@@ -196,13 +196,9 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             _stamp(rej_bars, calendar, first_bar),
             asset_col(r["asset"].astype(np.int64)),
             pl.Series("order_id", r["order_id"].astype(np.int64), dtype=pl.Int64),
-            pl.Series("side", np.where(r["qty"] > 0, "buy", "sell"), dtype=pl.String),
+            _side(r["qty"]),
             pl.Series("qty", np.abs(r["qty"]).astype(np.int64), dtype=pl.Int64),
-            pl.Series(
-                "reason",
-                [REJECT_BY_CODE[int(c)].value for c in r["reason"].tolist()],
-                dtype=pl.String,
-            ),
+            _labels(_REJECT_LABELS, r["reason"], "reason"),
             rule_col(r["rule"].astype(np.int64)),
         ]
     )
@@ -274,11 +270,7 @@ def _trades(
             pl.Series("commission", cols["commission"], dtype=pl.Float64),
             pl.Series("slippage", cols["slippage"], dtype=pl.Float64),
             pl.Series("pnl", cols["pnl"], dtype=pl.Float64),
-            pl.Series(
-                "exit_reason",
-                _labels(_EXIT_LABELS, np.asarray(cols["exit_reason"], dtype=np.int64)),
-                dtype=pl.String,
-            ),
+            _labels(_EXIT_LABELS, np.asarray(cols["exit_reason"], dtype=np.int64), "exit_reason"),
             rule_col(np.asarray(cols["exit_rule"], dtype=np.int64), "exit_rule"),
             *[pl.Series(c, cols[c], dtype=pl.Float64) for c in extra],
         ]
