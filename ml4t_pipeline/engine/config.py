@@ -26,7 +26,8 @@ from ml4t_pipeline.engine.costs import (
     VolumeShareSlippage,
 )
 from ml4t_pipeline.engine.enums import FillAt
-from ml4t_pipeline.engine.risk import RULES, RiskRule
+from ml4t_pipeline.engine.risk import RiskRule
+from ml4t_pipeline.engine.rules import RULES
 from ml4t_pipeline.engine.strategies import BUILTIN_STRATEGIES
 from ml4t_pipeline.engine.strategy import Strategy
 from ml4t_pipeline.errors import ConfigError

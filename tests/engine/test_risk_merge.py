@@ -25,14 +25,11 @@ import pytest
 
 from ml4t_pipeline.engine import ExitReason, OrderType, RejectReason, RiskContext, RiskManager
 from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk import (
-    REJECT_BY_CODE,
-    DecisionKind,
+from ml4t_pipeline.engine.risk import REJECT_BY_CODE, DecisionKind, RiskDecision, RiskRule
+from ml4t_pipeline.engine.rules import (
     MaxGrossExposure,
     MaxPositions,
     RegimeRule,
-    RiskDecision,
-    RiskRule,
     StopLoss,
     TakeProfit,
     TimeExit,

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ml4t_pipeline.engine import MarketEvent, OrderType, RiskContext, RiskManager, Strategy
-from ml4t_pipeline.engine.risk import StopLoss
+from ml4t_pipeline.engine.rules import StopLoss
 from ml4t_pipeline.engine.views import RowView
 from tests.engine.conftest import (
     Order,

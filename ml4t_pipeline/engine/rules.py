@@ -1,0 +1,354 @@
+"""The built-in risk rules: each a small dataclass deciding over whole cross-sections.
+
+A rule overrides one or more hooks of `BaseRule` (`on_entry`, `on_close`, `validate`) and returns
+`RiskDecision`s; `RiskManager` (in `risk.py`) merges them. A user's rule is written the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.enums import ExitReason, RejectReason
+from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.risk import BaseRule, DecisionKind, RiskContext, RiskDecision
+
+
+def _scaled_level(ctx: RiskContext, assets: np.ndarray, base: np.ndarray, pct: float) -> np.ndarray:
+    """base * (1 - pct) for longs, base * (1 + pct) for shorts."""
+    return np.where(ctx.qty[assets] > 0, base * (1.0 - pct), base * (1.0 + pct))
+
+
+def _signed_level(
+    ctx: RiskContext, assets: np.ndarray, base: np.ndarray, distance: np.ndarray
+) -> np.ndarray:
+    """base - distance for longs, base + distance for shorts."""
+    return np.where(ctx.qty[assets] > 0, base - distance, base + distance)
+
+
+@dataclass(slots=True, kw_only=True)
+class StopLoss(BaseRule):
+    """Fixed stop `pct` below (above, for shorts) the entry fill price, or at an absolute price."""
+
+    uses_excursions = False
+
+    pct: float | None = None
+    price: float | None = None
+    name: str = "stop_loss"
+    priority: int = 0
+
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
+        if self.price is not None:
+            level = np.full(assets.shape[0], float(self.price))
+        else:
+            level = _scaled_level(ctx, assets, fill_price, float(self.pct or 0.0))
+        return [self.decide(DecisionKind.STOP_UPDATE, assets, ExitReason.STOP_LOSS, level)]
+
+
+@dataclass(slots=True, kw_only=True)
+class TakeProfit(BaseRule):
+    uses_excursions = False
+    pct: float
+    name: str = "take_profit"
+    priority: int = 0
+
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
+        level = _scaled_level(ctx, assets, fill_price, -self.pct)
+        return [self.decide(DecisionKind.TAKE_PROFIT_UPDATE, assets, ExitReason.TAKE_PROFIT, level)]
+
+
+@dataclass(slots=True, kw_only=True)
+class VolatilityStop(BaseRule):
+    """Stop `atr_multiplier` x the named feature (e.g. ATR) away from the entry price.
+
+    The feature is read at the close before the fill (what was known when the entry was
+    decided). A position whose feature is unknown gets no volatility stop and a rejection
+    never happens here; use `require_feature` to reject entries that lack it (a rule that
+    cannot decide rejects).
+    """
+
+    uses_excursions = False
+
+    atr_multiplier: float = 2.0
+    feature: str = "atr"
+    require_feature: bool = False
+    name: str = "volatility_stop"
+    priority: int = 0
+    _last: np.ndarray | None = None
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        values = ctx.features.get(self.feature)
+        if values is not None:
+            self._last = values.copy()
+        return []
+
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
+        if self._last is None:
+            return []
+        atr = self._last[assets]
+        known = ~np.isnan(atr)
+        level = _signed_level(
+            ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known]
+        )
+        return [
+            self.decide(DecisionKind.STOP_UPDATE, assets[known], ExitReason.VOLATILITY_STOP, level)
+        ]
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        if not self.require_feature:
+            return []
+        values = ctx.features.get(self.feature)
+        missing = opens & (np.isnan(values[orders.asset]) if values is not None else True)
+        return [
+            self.decide(DecisionKind.REJECT, np.flatnonzero(missing), RejectReason.RISK_UNDECIDABLE)
+        ]
+
+
+@dataclass(slots=True, kw_only=True)
+class TrailingStop(BaseRule):
+    """Stop trailing the best price since entry by `pct`; it only tightens.
+
+    `schedule` optionally tightens the trail with profit: ((mfe_threshold, pct), ...), e.g.
+    ((0.10, 0.03),) trails by 3 % once the position has been 10 % in profit.
+    """
+
+    pct: float = 0.05
+    schedule: tuple[tuple[float, float], ...] = ()
+    name: str = "trailing_stop"
+    priority: int = 0
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        held = ctx.held
+        if held.shape[0] == 0:
+            return []
+        pct: np.ndarray | float = self.pct
+        if self.schedule:
+            mfe = ctx.mfe[held]
+            pct = np.full(held.shape[0], self.pct)
+            for threshold, tighter in sorted(self.schedule):
+                pct = np.where(mfe >= threshold, np.minimum(pct, tighter), pct)
+        long = ctx.qty[held] > 0
+        if long.all():
+            level = ctx.high_water[held] * (1.0 - pct)
+        else:
+            level = np.where(
+                long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct)
+            )
+        return [self.decide(DecisionKind.STOP_UPDATE, held, ExitReason.TRAILING_STOP, level)]
+
+
+@dataclass(slots=True, kw_only=True)
+class TimeExit(BaseRule):
+    """Exit at the next fill once a position has been held `max_bars` bars."""
+
+    uses_excursions = False
+
+    max_bars: int
+    name: str = "time_exit"
+    priority: int = 0
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        held = ctx.held
+        due = held[ctx.bar - ctx.entry_bar[held] >= self.max_bars]
+        return [self.decide(DecisionKind.EXIT, due, ExitReason.TIME_EXIT)]
+
+
+@dataclass(slots=True, kw_only=True)
+class RegimeRule(BaseRule):
+    """Switch behaviour by a market-wide value (e.g. VIX): block entries and/or exit all.
+
+    Above `threshold`: entries are rejected when `block_entries`, and every position exits when
+    `exit_all`. A missing context value means the rule cannot decide, so entries are rejected.
+    """
+
+    uses_excursions = False
+
+    feature: str = "vix"
+    threshold: float = 30.0
+    block_entries: bool = True
+    exit_all: bool = False
+    name: str = "regime"
+    priority: int = 0
+
+    def _value(self, ctx: RiskContext) -> float:
+        return float(ctx.market.get(self.feature, np.nan))
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        value = self._value(ctx)
+        if self.exit_all and value > self.threshold:
+            return [self.decide(DecisionKind.EXIT, ctx.held, ExitReason.REGIME_EXIT)]
+        return []
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        value = self._value(ctx)
+        if np.isnan(value):
+            return [
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_UNDECIDABLE
+                )
+            ]
+        if self.block_entries and value > self.threshold:
+            return [
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_REGIME_BLOCK
+                )
+            ]
+        return []
+
+
+@dataclass(slots=True, kw_only=True)
+class MaxPositions(BaseRule):
+    """At most `n` open positions: orders opening a new one beyond it are rejected, in order.
+
+    Working entry orders (e.g. resting limit orders of flat assets) already hold a slot.
+    """
+
+    uses_excursions = False
+
+    n: int
+    name: str = "max_positions"
+    priority: int = 0
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        held_now = ctx.qty[orders.asset]
+        new = opens & (held_now == 0)
+        working = np.unique(ctx.working_entries)
+        if working.shape[0]:  # their slot is taken already
+            waiting = np.zeros(ctx.qty.shape[0], dtype=bool)
+            waiting[working] = True
+            new &= ~waiting[orders.asset]
+        closing = (~opens) & (held_now + orders.qty == 0)
+        held = int(np.count_nonzero(ctx.qty)) + int(working.shape[0])
+        room = self.n - held + int(np.count_nonzero(closing))
+        rank = np.cumsum(new)
+        reject = new & (rank > max(room, 0))
+        return [
+            self.decide(
+                DecisionKind.REJECT, np.flatnonzero(reject), RejectReason.RISK_MAX_POSITIONS
+            )
+        ]
+
+
+@dataclass(slots=True, kw_only=True)
+class MaxGrossExposure(BaseRule):
+    """Gross exposure (sum |qty| * close) after the orders stays <= `max_ratio` x equity.
+
+    Orders that reduce a position free room first (sells fill before buys); entries are then
+    taken in order; the first that would cross the limit is resized down to fit (whole shares),
+    the rest are rejected.
+    """
+
+    uses_excursions = False
+
+    max_ratio: float = 1.0
+    name: str = "max_gross_exposure"
+    priority: int = 0
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        price = ctx.close[orders.asset]
+        held = ctx.qty[orders.asset]
+        after = held + orders.qty
+        flips = (held != 0) & (np.sign(after) == -np.sign(held))
+        # exposure an order frees (the reducing part) and adds (the opening part)
+        freed = np.minimum(np.abs(orders.qty), np.abs(held)) * (
+            np.sign(orders.qty) != np.sign(held)
+        )
+        added = np.abs(orders.qty) - freed
+        add = np.where(opens, added * price, 0.0)
+        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close)) - float(np.nansum(freed * price))
+        room = self.max_ratio * ctx.equity - gross
+        cum = np.cumsum(add)
+        over = opens & (cum > room)
+        if not np.any(over):
+            return []
+        first = int(np.flatnonzero(over)[0])
+        left = room - (cum[first] - add[first])
+        fit = int(np.floor(max(left, 0.0) / price[first])) if price[first] > 0 else 0
+        decisions = []
+        rest = np.flatnonzero(over)[1:] if fit > 0 else np.flatnonzero(over)
+        if fit > 0:
+            decisions.append(
+                self.decide(
+                    DecisionKind.RESIZE,
+                    np.array([first]),
+                    RejectReason.RISK_GROSS_EXPOSURE,
+                    np.array(
+                        [np.sign(orders.qty[first]) * (fit + freed[first] * flips[first])],
+                        dtype=np.float64,
+                    ),
+                )
+            )
+        decisions.append(self.decide(DecisionKind.REJECT, rest, RejectReason.RISK_GROSS_EXPOSURE))
+        return decisions
+
+
+@dataclass(slots=True, kw_only=True)
+class MaxDrawdownHalt(BaseRule):
+    """Once equity is `max_drawdown` below its peak, reject entries (and optionally flatten)."""
+
+    uses_excursions = False
+
+    max_drawdown: float = 0.2
+    flatten: bool = False
+    name: str = "max_drawdown_halt"
+    priority: int = 0
+
+    def _halted(self, ctx: RiskContext) -> bool:
+        return ctx.equity <= ctx.peak_equity * (1.0 - self.max_drawdown)
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        if self.flatten and self._halted(ctx):
+            return [self.decide(DecisionKind.EXIT, ctx.held, ExitReason.RISK_HALT)]
+        return []
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        if self._halted(ctx):
+            return [
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_DRAWDOWN_HALT
+                )
+            ]
+        return []
+
+
+@dataclass(slots=True, kw_only=True)
+class DailyLossLimit(BaseRule):
+    """Reject entries for the rest of a bar once equity fell `max_loss` since the previous close."""
+
+    uses_excursions = False
+
+    max_loss: float = 0.03
+    name: str = "daily_loss_limit"
+    priority: int = 0
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        if ctx.equity <= ctx.day_start_equity * (1.0 - self.max_loss):
+            return [
+                self.decide(
+                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_DAILY_LOSS
+                )
+            ]
+        return []
+
+
+RULES: dict[str, Callable[..., Any]] = {
+    "stop_loss": StopLoss,
+    "take_profit": TakeProfit,
+    "volatility_stop": VolatilityStop,
+    "trailing_stop": TrailingStop,
+    "time_exit": TimeExit,
+    "regime": RegimeRule,
+    "max_positions": MaxPositions,
+    "max_gross_exposure": MaxGrossExposure,
+    "max_drawdown_halt": MaxDrawdownHalt,
+    "daily_loss_limit": DailyLossLimit,
+}
