@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
+from ml4t_pipeline.engine.costs import CommissionModel, NoSlippage, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
@@ -223,6 +223,7 @@ class Broker:
         s = self.settings
         ledger = self.ledger
         position = ledger.qty
+        slippage = None if isinstance(s.slippage, NoSlippage) else s.slippage
         volume = p.volume[self.i]
         batch = sorted(fills, key=_sells_first) if len(fills) > 1 else fills
         row = self.decision_row
@@ -240,7 +241,10 @@ class Broker:
             if executed == 0:
                 rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
                 continue
-            fill = s.slippage.fill_price(1 if executed > 0 else -1, px, executed, volume.item(a))
+            fill = px
+            if slippage is not None:
+                side = 1 if executed > 0 else -1
+                fill = slippage.fill_price(side, px, executed, volume.item(a))
             fee = s.commission.commission(executed, fill)
             slip = abs(executed) * abs(fill - px)
             if executed > 0 and not s.allow_negative_cash and executed * fill + fee > ledger.cash:
