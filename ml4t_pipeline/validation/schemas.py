@@ -16,15 +16,12 @@ all finite and positive, so one bad value is reported once, by the rule it break
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandera.polars as pa
 import polars as pl
-from pandera.config import ValidationDepth, config_context
-from pandera.constants import CHECK_OUTPUT_KEY
-from pandera.engines import polars_engine
-from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
 
 from ml4t_pipeline.validation.coverage import (
     DEFAULT_POLICY,
@@ -43,6 +40,14 @@ from ml4t_pipeline.validation.report import (
     plural,
 )
 from ml4t_pipeline.validation.timing import ASSET_ID, AVAILABLE_AT, TIMESTAMP, UTC
+
+# pandera (with the hypothesis strategies it loads on first use, ~0.2 s) is imported only
+# where a contract runs, so importing this package (e.g. with the Dagster definitions) stays
+# cheap for processes that never validate.
+if TYPE_CHECKING:
+    import pandera.polars as pa
+    from pandera.engines import polars_engine
+    from pandera.errors import SchemaError
 
 OPEN = "open"
 HIGH = "high"
@@ -90,22 +95,29 @@ FEATURE = _Kind(
 )
 
 
-class _KindDtype(polars_engine.DataType):
-    """A pandera dtype that accepts every polars dtype of a `_Kind`."""
+@functools.cache
+def _kind_dtype_class() -> Callable[[_Kind], polars_engine.DataType]:
+    """The pandera dtype class below, defined on first use (pandera is imported lazily)."""
+    from pandera.engines import polars_engine
 
-    kind: _Kind
+    class _KindDtype(polars_engine.DataType):
+        """A pandera dtype that accepts every polars dtype of a `_Kind`."""
 
-    def __init__(self, kind: _Kind) -> None:
-        object.__setattr__(self, "type", kind.canonical)
-        object.__setattr__(self, "kind", kind)
+        kind: _Kind
 
-    def check(self, pandera_dtype: object, data_container: object = None) -> bool:
-        if isinstance(pandera_dtype, pl.DataType):
-            return self.kind.accepts(pandera_dtype)
-        return self.kind.accepts(polars_engine.Engine.dtype(pandera_dtype).type)
+        def __init__(self, kind: _Kind) -> None:
+            object.__setattr__(self, "type", kind.canonical)
+            object.__setattr__(self, "kind", kind)
 
-    def __str__(self) -> str:
-        return self.kind.description
+        def check(self, pandera_dtype: object, data_container: object = None) -> bool:
+            if isinstance(pandera_dtype, pl.DataType):
+                return self.kind.accepts(pandera_dtype)
+            return self.kind.accepts(polars_engine.Engine.dtype(pandera_dtype).type)
+
+        def __str__(self) -> str:
+            return self.kind.description
+
+    return _KindDtype
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +264,9 @@ def _values_contract(
 
 
 def _pandera_check(row_rule: _RowRule) -> pa.Check:
+    import pandera.polars as pa
+    from pandera.constants import CHECK_OUTPUT_KEY
+
     passes = row_rule.passes.alias(CHECK_OUTPUT_KEY)
 
     def check_fn(data: pa.PolarsData) -> pl.LazyFrame:
@@ -275,6 +290,9 @@ def usable_columns(df: pl.DataFrame, specs: Iterable[_ColumnSpec]) -> set[str]:
 
 
 def _build_schema(df: pl.DataFrame, contract: _Contract, usable: set[str]) -> pa.DataFrameSchema:
+    import pandera.polars as pa
+
+    kind_dtype = _kind_dtype_class()
     columns: dict[str, pa.Column] = {}
     for spec in contract.columns:
         checks = [
@@ -284,7 +302,7 @@ def _build_schema(df: pl.DataFrame, contract: _Contract, usable: set[str]) -> pa
         ]
         columns[spec.name] = pa.Column(
             # pandera's annotation lists polars dtypes only; its own DataType is accepted too.
-            _KindDtype(spec.kind),  # type: ignore[arg-type]
+            kind_dtype(spec.kind),  # type: ignore[arg-type]
             checks=checks,
             nullable=not (spec.key and spec.name in usable),
             required=spec.required,
@@ -295,6 +313,9 @@ def _build_schema(df: pl.DataFrame, contract: _Contract, usable: set[str]) -> pa
 
 def run_contract(df: pl.DataFrame, contract: _Contract, *, file: str) -> list[Failure]:
     """Run one contract over every row of `df` with pandera and explain what broke."""
+    from pandera.config import ValidationDepth, config_context
+    from pandera.errors import SchemaErrors
+
     usable = usable_columns(df, contract.columns)
     schema = _build_schema(df, contract, usable)
     with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
@@ -317,6 +338,8 @@ def _failing(
     df: pl.DataFrame, check_output: pl.DataFrame, columns: list[str]
 ) -> tuple[int, tuple[str, ...]]:
     """How many rows failed, and the earliest few (by timestamp, asset_id) as examples."""
+    from pandera.constants import CHECK_OUTPUT_KEY
+
     failed = check_output.get_column(CHECK_OUTPUT_KEY).not_()
     shown = list(dict.fromkeys(columns))
     rows = df.select(shown).filter(failed)
@@ -333,6 +356,8 @@ def _explain(
     rules: dict[tuple[str, str], _RowRule],
     kinds: dict[str, _Kind],
 ) -> Failure:
+    from pandera.errors import SchemaErrorReason
+
     reason = error.reason_code
     column = getattr(error.schema, "name", None)
     if reason is SchemaErrorReason.COLUMN_NOT_IN_DATAFRAME:

@@ -70,6 +70,19 @@ def test_the_dagster_cli_validates_the_workspace(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+def test_loading_the_definitions_leaves_the_heavy_optional_imports_out() -> None:
+    """Every run process loads the definitions: matplotlib (the old chart renderer), pandera and
+    the hypothesis strategies it pulls in (input contracts) load only when used."""
+    code = (
+        "import sys, ml4t_pipeline.definitions; "
+        "print(sorted({'matplotlib', 'pandera', 'hypothesis'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_partition_keys_put_the_month_first() -> None:
     keys = BACKTEST_PARTITIONS.get_partition_keys()
     first = SPEC.start_month.isoformat()
