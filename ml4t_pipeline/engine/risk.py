@@ -193,6 +193,12 @@ class Triggered:
     reason: list[int]  # ExitReason
     rule: list[int]
 
+    def add(self, asset: int, price: float, reason: int, rule: int) -> None:
+        self.asset.append(asset)
+        self.price.append(price)
+        self.reason.append(reason)
+        self.rule.append(rule)
+
 
 @dataclass(slots=True)
 class RiskState:
@@ -333,7 +339,7 @@ class RiskManager:
             return None
         # the few candidates, one at a time: an exit needs a position entered before this bar
         s = self.state
-        hits: list[tuple[int, float, int, int]] = []
+        hit = Triggered(asset=[], price=[], reason=[], rule=[])
         for a in live[near].tolist():
             q = qty.item(a)
             if q == 0 or s.armed_from.item(a) > bar:
@@ -341,17 +347,14 @@ class RiskManager:
             op, h, lw = open_.item(a), high.item(a), low.item(a)
             stop, target = s.stop.item(a), s.take_profit.item(a)
             if q > 0 and lw <= stop:
-                hits.append((a, min(op, stop), s.stop_reason.item(a), s.stop_rule.item(a)))
+                hit.add(a, min(op, stop), s.stop_reason.item(a), s.stop_rule.item(a))
             elif q < 0 and h >= stop:
-                hits.append((a, max(op, stop), s.stop_reason.item(a), s.stop_rule.item(a)))
+                hit.add(a, max(op, stop), s.stop_reason.item(a), s.stop_rule.item(a))
             elif q > 0 and h >= target:
-                hits.append((a, max(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
+                hit.add(a, max(op, target), s.tp_reason.item(a), s.tp_rule.item(a))
             elif q < 0 and lw <= target:
-                hits.append((a, min(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
-        if not hits:
-            return None
-        asset, price, reason, rule = map(list, zip(*hits, strict=True))
-        return Triggered(asset=asset, price=price, reason=reason, rule=rule)
+                hit.add(a, min(op, target), s.tp_reason.item(a), s.tp_rule.item(a))
+        return hit if hit.asset else None
 
     def on_close(
         self,
