@@ -246,8 +246,15 @@ class RiskManager:
         self._any_above = True  # some trigger level is reached from above (refreshed with them)
         # water marks (MFE/MAE, trailing stops) cost a pass per bar: only when a rule reads them
         self.tracks_excursions = any(getattr(r, "uses_excursions", True) for r in self.rules)
-        self._any_close_hook = any(type(r).on_close is not BaseRule.on_close for r in self.rules)
-        self.validates = any(type(r).validate is not BaseRule.validate for r in self.rules)
+        # (index, rule) of the rules overriding a hook: the others are not called at all
+        self._closing = [
+            (k, r) for k, r in enumerate(self.rules) if type(r).on_close is not BaseRule.on_close
+        ]
+        self._validating = [
+            (k, r) for k, r in enumerate(self.rules) if type(r).validate is not BaseRule.validate
+        ]
+        self._any_close_hook = bool(self._closing)
+        self.validates = bool(self._validating)
 
     def _levelled(self) -> np.ndarray:
         s = self.state
@@ -378,7 +385,7 @@ class RiskManager:
         ctx = ctx_factory()
         ctx._cache["held"] = held
         decisions: list[RiskDecision] = []
-        for k, rule in enumerate(self.rules):
+        for k, rule in self._closing:
             decisions += [_with_rule(d, k) for d in rule.on_close(ctx)]
         self._apply_levels(ctx, decisions)
         exits = [d for d in decisions if d.kind is DecisionKind.EXIT and d.index.shape[0]]
@@ -411,7 +418,7 @@ class RiskManager:
         # an entry: a strategy order that opens, adds to or flips a position
         opens = (orders.reason == ExitReason.SIGNAL) & (grows | flips)
         decisions: list[RiskDecision] = []
-        for k, rule in enumerate(self.rules):
+        for k, rule in self._validating:
             decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]
         if not any(d.index.shape[0] for d in decisions):  # every rule lets every order pass
             return np.arange(len(orders)), orders.qty, none, none, none
