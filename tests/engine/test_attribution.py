@@ -53,7 +53,7 @@ def test_sums_equal_a_sequential_python_sum_per_group() -> None:
             assert (pnl, costs, count) == tuple(expected[key])  # exact, not approximate
 
 
-def test_identical_trades_give_identical_bytes(tmp_path: object) -> None:
+def test_identical_trades_give_identical_tables() -> None:
     trades = _trades(50_000, seed=2)
     first = attribution(trades)
     for _ in range(5):
