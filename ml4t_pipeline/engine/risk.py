@@ -172,6 +172,10 @@ class BaseRule:
             kind=kind, index=index, value=value, reason=reason, priority=self.priority
         )
 
+    def reject_entries(self, opens: np.ndarray, reason: RejectReason) -> list[RiskDecision]:
+        """Reject every order marked in `opens` (those opening or adding to a position)."""
+        return [self.decide(DecisionKind.REJECT, np.flatnonzero(opens), reason)]
+
     def on_entry(
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
     ) -> list[RiskDecision]:

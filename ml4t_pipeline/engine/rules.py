@@ -191,17 +191,9 @@ class RegimeRule(BaseRule):
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         value = self._value(ctx)
         if np.isnan(value):
-            return [
-                self.decide(
-                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_UNDECIDABLE
-                )
-            ]
+            return self.reject_entries(opens, RejectReason.RISK_UNDECIDABLE)
         if self.block_entries and value > self.threshold:
-            return [
-                self.decide(
-                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_REGIME_BLOCK
-                )
-            ]
+            return self.reject_entries(opens, RejectReason.RISK_REGIME_BLOCK)
         return []
 
 
@@ -312,11 +304,7 @@ class MaxDrawdownHalt(BaseRule):
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if self._halted(ctx):
-            return [
-                self.decide(
-                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_DRAWDOWN_HALT
-                )
-            ]
+            return self.reject_entries(opens, RejectReason.RISK_DRAWDOWN_HALT)
         return []
 
 
@@ -332,11 +320,7 @@ class DailyLossLimit(BaseRule):
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         if ctx.equity <= ctx.day_start_equity * (1.0 - self.max_loss):
-            return [
-                self.decide(
-                    DecisionKind.REJECT, np.flatnonzero(opens), RejectReason.RISK_DAILY_LOSS
-                )
-            ]
+            return self.reject_entries(opens, RejectReason.RISK_DAILY_LOSS)
         return []
 
 
