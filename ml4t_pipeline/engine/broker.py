@@ -65,7 +65,7 @@ class Broker:
         self.panel: Panel | None = None
         self.i = 0  # bar within the panel
         self.bar = 0  # global bar index
-        self._new: list[Order] = []  # this bar's orders, in submission order
+        self.new_orders: list[Order] = []  # this bar's orders, in submission order
         self.fill_rows: list[tuple[int, int, int, float, float, float, int, int, int]] = []
         self.order_log: list[Order] = []  # every order that reached the book or was rejected
         self.rejection_rows: list[tuple[int, int, int, int, int, int]] = []
@@ -101,7 +101,7 @@ class Broker:
         oid = self.next_order_id
         self.next_order_id += 1
         ref = self.last_close.item(asset) if order_type is OrderType.TRAILING_STOP else math.nan
-        self._new.append(
+        self.new_orders.append(
             Order(
                 oid,
                 asset,
@@ -145,7 +145,7 @@ class Broker:
         self.next_order_id += n
         rules = rule.tolist() if rule is not None else [-1] * n
         bar, why, nan = self.bar, int(reason), math.nan
-        self._new += [
+        self.new_orders += [
             Order(oid, a, q, MARKET, nan, nan, nan, nan, bar, why, r, False)
             for oid, a, q, r in zip(
                 range(first, first + n), assets.tolist(), qty.tolist(), rules, strict=True
@@ -161,16 +161,16 @@ class Broker:
         qty = self.ledger.qty
         kept: list[Order] = []
         gone: list[Order] = []
-        for o in self._new:
+        for o in self.new_orders:
             held = qty.item(o.asset) if o.asset in exiting else 0
             (gone if held != 0 and (o.qty > 0) != (held > 0) else kept).append(o)
         if gone:
             self.order_log += gone
             self.reject(gone, RejectReason.REPLACED_BY_EXIT)
-        self._new = kept
+        self.new_orders = kept
 
     def take_new_orders(self) -> list[Order]:
-        new, self._new = self._new, []
+        new, self.new_orders = self.new_orders, []
         return new
 
     # -- matching and booking (engine side) ---------------------------------------------------

@@ -193,7 +193,7 @@ class Engine:
                 self._risk_context, self.ledger.qty, panel.has_bar[i], panel.high[i], panel.low[i]
             )
             self._submit_exits(exit_assets, reasons, rules)
-        if broker._new:  # 5 + 6. validate, queue / fill
+        if broker.new_orders:  # 5 + 6. validate, queue / fill
             broker.accept(broker.take_new_orders(), self._risk_context)
 
         positions = self.ledger.positions_value(broker.last_close)  # 7. mark equity
