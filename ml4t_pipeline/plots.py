@@ -1,8 +1,10 @@
-"""Small SVG charts for Dagster metadata, embedded as base64 markdown images.
+"""Small PNG charts for Dagster metadata, embedded as base64 Markdown images.
 
-The SVG is written directly, without a plotting library: a chart takes a few milliseconds,
-where matplotlib took ~0.5 s of every run process (its import, font setup and PNG encoding).
-The browser draws the text, so labels stay sharp at any zoom. The layout is the one the
+There is no plotting library here because every run process would pay for its import:
+matplotlib's import and font setup took ~0.5 s of each run. The chart is drawn instead into a
+numpy RGB array and encoded as a PNG with zlib, in about 10 ms (zlib takes 4 of them). Lines
+and the drawdown area are anti-aliased (exact coverage down a pixel, four samples across it);
+text uses the 5 x 7 pixel font below, the title at twice the size. The layout is the one the
 matplotlib chart had: equity on top, drawdown below on a shared time axis, 640 x 360 px.
 """
 
@@ -11,23 +13,30 @@ from __future__ import annotations
 import base64
 import calendar
 import datetime as dt
+import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+import struct
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from html import escape
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 WIDTH, HEIGHT = 640, 360
-FONT_PX = 11.0  # 10 pt at 80 dpi
-TITLE_PX = 13.0
-TICK_PX = 3.5
+TICK_PX = 4
 MARGIN = 0.05  # data margin on each side, as a fraction of the span
-EQUITY_COLOUR = "#1f77b4"
-DRAWDOWN_COLOUR = "#d62728"
-FONT = "DejaVu Sans, Verdana, Arial, sans-serif"
+LINE_PX = 1.6  # width of the equity line
+POINT_PX = 2.0  # radius of a bar with no neighbour to join
+DASH_PX = (5, 3)  # on, off
+SUBCOLUMNS = 4  # horizontal samples per pixel for the anti-aliasing
+DRAWDOWN_ALPHA = 0.4
+EQUITY_COLOUR = (31, 119, 180)
+DRAWDOWN_COLOUR = (214, 39, 40)
+START_COLOUR = (128, 128, 128)
+INK = (0, 0, 0)
 MINUS = "\u2212"
 _NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
 _DAY_S = 86_400
@@ -36,7 +45,30 @@ _DAY_STEPS = (1, 2, 3, 4, 7, 14)
 _MONTH_STEPS = (1, 2, 3, 6)
 _MAX_DATE_TICKS = 8
 
+# The font: 5 px wide, 7 px above the baseline and 2 below (descenders). One glyph per word,
+# for "!" .. "~" then the minus sign; a glyph is its rows from the top, each a base-32 digit
+# whose bit 4 is the leftmost pixel; trailing empty rows are left out.
+_CAP_PX = 7
+_GLYPH_ROWS = 9
+_FONT_CHARS = "".join(map(chr, range(33, 127))) + MINUS
+_FONT_TABLE = (
+    "4444404 aaa aavavaa 4fke5u4 op248j3 cik8lid 448 2488842 8422248 04lel4 044v44 00000oo8g "
+    "000e 00000oo 11248gg ehjlphe 4c4444e eh1248v v2421he 26aiv22 vgu11he 68guhhe v124888 "
+    "ehhehhe ehhf12c 00oo0oo 00oo0oo8g 248g842 00v0v 8421248 eh12404 eh1dlle ehhvhhh uhhuhhu "
+    "ehggghe sihhhis vgguggv vgguggg ehgnhhf hhhvhhh e44444e 72222ic hikokih ggggggv hrllhhh "
+    "hhpljhh ehhhhhe uhhuggg ehhhlid uhhukih fgge11u v444444 hhhhhhe hhhhha4 hhhllla hha4ahh "
+    "hha4444 v1248gv e88888e gg84211 e22222e 4ah 0000000v 842 00e1fhf ggmphhu 00egghe 11djhhf "
+    "00ehvge 698s888 00fhhhf1e ggmphhh 40c444e 2062222ic ggikoki c44444e 00qllll 00mphhh "
+    "00ehhhe 00uhhhugg 00fhhhf11 00mpggg 00fge1u 88s8896 00hhhjd 00hhha4 00hhlla 00ha4ah "
+    "00hhhhf1e 00v248v 2448442 444444444 8442448 008l2 000v"
+)
+_FONT = _FONT_TABLE.split()
+_NARROW = ".,:;!'|"  # set as wide as their ink; the rest are 5 px
+_SPACE_PX = 3
+
 Floats = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+Anchor = Literal["start", "middle", "end"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +83,16 @@ class _Axis:
     def __call__(self, value: float) -> float:
         return self.start + (value - self.lo) / (self.hi - self.lo) * (self.end - self.start)
 
+    def array(self, values: Floats) -> Floats:
+        return self.start + (values - self.lo) / (self.hi - self.lo) * (self.end - self.start)
 
-def _limits(values: Sequence[float] | Floats, *, pad_singular: float) -> tuple[float, float]:
+
+def _limits(values: Floats, *, pad_singular: float) -> tuple[float, float]:
     """Data range with a 5% margin; a single value is widened by `pad_singular` of itself."""
-    finite = [float(v) for v in values if math.isfinite(v)]
-    if not finite:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
         return 0.0, 1.0
-    lo, hi = min(finite), max(finite)
+    lo, hi = float(finite.min()), float(finite.max())
     if hi - lo <= 1e-12 * max(abs(lo), abs(hi), 1.0):
         pad = pad_singular * abs(lo) or pad_singular
         lo, hi = lo - pad, hi + pad
@@ -98,23 +133,6 @@ def _number(value: float, decimals: int, *, grouped: bool) -> str:
     text = f"{abs(value):,.{decimals}f}" if grouped else f"{abs(value):.{decimals}f}"
     negative = value < 0 and float(text.replace(",", "")) != 0.0
     return f"{MINUS}{text}" if negative else text
-
-
-def _runs(xs: Floats, ys: Floats) -> Iterator[list[tuple[float, float]]]:
-    """Runs of consecutive finite points (a NaN or null breaks the line, as in matplotlib)."""
-    run: list[tuple[float, float]] = []
-    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-        if math.isfinite(y):
-            run.append((x, y))
-        elif run:
-            yield run
-            run = []
-    if run:
-        yield run
-
-
-def _path(points: Sequence[tuple[float, float]]) -> str:
-    return "M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in points)
 
 
 def _add_months(day: dt.date, months: int) -> dt.date:
@@ -180,132 +198,301 @@ def _date_ticks(lo: float, hi: float) -> tuple[list[float], Callable[[dt.datetim
     return [t for t in ticks if lo <= t <= hi], lambda t: f"{t:%Y}", ""
 
 
-class _Svg:
+@functools.cache
+def _glyph(char: str) -> Mask:
+    """The pixels of `char`, _GLYPH_ROWS high; a character the font lacks is drawn as "?"."""
+    if char == " ":
+        return np.zeros((_GLYPH_ROWS, _SPACE_PX), dtype=np.bool_)
+    index = _FONT_CHARS.find(char)
+    code = _FONT[index if index >= 0 else _FONT_CHARS.index("?")]
+    rows = np.zeros(_GLYPH_ROWS, dtype=np.int64)
+    rows[: len(code)] = [int(digit, 32) for digit in code]
+    pixels = (rows[:, None] >> np.arange(4, -1, -1)) & 1 == 1
+    if char in _NARROW:
+        inked = np.flatnonzero(pixels.any(axis=0))
+        pixels = pixels[:, inked[0] : inked[-1] + 1]
+    return pixels
+
+
+def _text_width(text: str, scale: int = 1) -> int:
+    return max(sum(_glyph(char).shape[1] + 1 for char in text) - 1, 0) * scale
+
+
+def _text_mask(text: str, scale: int = 1) -> Mask:
+    """`text` in one row of glyphs, one pixel apart; the baseline is under row _CAP_PX - 1."""
+    gap = np.zeros((_GLYPH_ROWS, 1), dtype=np.bool_)
+    parts = [part for char in text for part in (_glyph(char), gap)][:-1]
+    mask = np.hstack(parts) if parts else np.zeros((_GLYPH_ROWS, 0), dtype=np.bool_)
+    return mask.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else mask
+
+
+def _label_width(labels: Sequence[tuple[float, str]]) -> int:
+    return max((_text_width(text) for _, text in labels), default=0)
+
+
+def _px(value: float) -> int:
+    """The pixel holding the coordinate `value` (pixel k spans [k, k + 1))."""
+    return math.floor(value)
+
+
+Cells = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Floats]
+
+
+class _Canvas:
+    """A white RGB image, painted in one colour at a time, weighted by how much of each pixel
+    the shape covers (0..1)."""
+
     def __init__(self) -> None:
-        self.parts: list[str] = [
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="{FONT}" font-size="{FONT_PX:g}">',
-            f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
-        ]
+        self.pixels = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
 
-    def add(self, element: str) -> None:
-        self.parts.append(element)
+    def paint(self, top: int, left: int, mask: Mask, colour: tuple[int, int, int]) -> None:
+        """`colour` on the pixels of `mask`, whose pixel [0, 0] is the image's [top, left]."""
+        rows, cols = mask.shape
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + rows, HEIGHT), min(left + cols, WIDTH)
+        if y1 > y0 and x1 > x0:
+            self.pixels[y0:y1, x0:x1][mask[y0 - top : y1 - top, x0 - left : x1 - left]] = colour
 
-    def text(self, x: float, y: float, text: str, **attributes: str) -> None:
-        extra = "".join(
-            f' {name.replace("_", "-")}="{value}"' for name, value in attributes.items()
+    def blend(self, cells: Cells, colour: tuple[int, int, int], alpha: float = 1.0) -> None:
+        """`colour` over the pixels (rows, columns), by `alpha` times their coverage."""
+        rows, cols, coverage = cells
+        under = self.pixels[rows, cols].astype(np.float32)
+        weight = (alpha * coverage).astype(np.float32)[:, None]
+        paint = np.array(colour, dtype=np.float32)
+        self.pixels[rows, cols] = np.rint(under + (paint - under) * weight)
+
+    def fill(self, top: int, left: int, bottom: int, right: int) -> None:
+        """Pixels [top, bottom) x [left, right) in ink: the axis lines and tick marks."""
+        self.pixels[max(top, 0) : bottom, max(left, 0) : right] = INK
+
+    def text(self, x: float, top: int, text: str, *, anchor: Anchor, scale: int = 1) -> None:
+        """`text` with its capitals' top at `top`; `x` is its left edge, centre or right edge."""
+        mask = _text_mask(text, scale)
+        shift = {"start": 0.0, "middle": mask.shape[1] / 2, "end": float(mask.shape[1])}[anchor]
+        self.paint(top, _px(x - shift + 0.5), mask, INK)
+
+    def upright_text(self, baseline_x: int, middle: float, text: str) -> None:
+        """`text` turned a quarter anticlockwise, centred on `middle`, read bottom to top."""
+        mask = np.rot90(_text_mask(text))
+        self.paint(_px(middle - mask.shape[0] / 2 + 0.5), baseline_x - _CAP_PX, mask, INK)
+
+    def frame(self, x: _Axis, y: _Axis) -> tuple[int, int, int, int]:
+        """The axes' box in 1 px lines; the pixel rows and columns [top, bottom) x [left, right)
+        inside it."""
+        left, right, top, bottom = _px(x.start), _px(x.end), _px(y.end), _px(y.start)
+        self.fill(top, left, top + 1, right + 1)
+        self.fill(bottom, left, bottom + 1, right + 1)
+        self.fill(top, left, bottom + 1, left + 1)
+        self.fill(top, right, bottom + 1, right + 1)
+        return top + 1, left + 1, bottom, right
+
+    def png(self) -> bytes:
+        """The image as a PNG: 8-bit RGB, no filter, zlib level 6."""
+        rows = np.zeros((HEIGHT, 1 + 3 * WIDTH), dtype=np.uint8)  # a 0 (no filter) per row
+        rows[:, 1:] = self.pixels.reshape(HEIGHT, -1)
+        header = struct.pack(">IIBBBBB", WIDTH, HEIGHT, 8, 2, 0, 0, 0)
+        return b"".join(
+            [
+                b"\x89PNG\r\n\x1a\n",
+                _chunk(b"IHDR", header),
+                _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
+                _chunk(b"IEND", b""),
+            ]
         )
-        self.add(f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{escape(text)}</text>')
-
-    def close(self) -> str:
-        return "".join([*self.parts, "</svg>"])
 
 
-def _label_width(labels: Sequence[tuple[float, str]]) -> float:
-    """Rough width in px of the longest label (DejaVu Sans digits are ~0.64 em wide)."""
-    return max((len(text) for _, text in labels), default=0) * FONT_PX * 0.64
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _frame(svg: _Svg, x: _Axis, y: _Axis) -> None:
-    width, height = x.end - x.start, y.start - y.end
-    svg.add(
-        f'<rect x="{x.start:.1f}" y="{y.end:.1f}" width="{width:.1f}" height="{height:.1f}" '
-        'fill="none" stroke="#000000" stroke-width="0.9"/>'
-    )
+def _lone(finite: Mask) -> Mask:
+    """Finite points with no finite neighbour: nothing to join, so drawn as a dot."""
+    joined = finite[:-1] & finite[1:]
+    return finite & ~np.r_[False, joined] & ~np.r_[joined, False]
+
+
+def _spans(xs: Floats, ys: Floats, left: int, right: int) -> tuple[Floats, Floats]:
+    """Lowest and highest y of the line through (xs, ys) in each sub-column of the pixel
+    columns [left, right): +inf and -inf where it does not pass. `xs` ascend; a NaN y breaks
+    the line, and a point left with no neighbour is not part of it.
+
+    The line's y-range in a sub-column is that of its points inside and of where it crosses
+    the sub-column's two edges."""
+    count = (right - left) * SUBCOLUMNS
+    lo, hi = np.full(count, np.inf), np.full(count, -np.inf)
+    finite = np.isfinite(ys)
+    joined = finite & ~_lone(finite)
+    if not joined.any():
+        return lo, hi
+    u = (xs - left) * SUBCOLUMNS
+    column = np.floor(u[joined]).astype(np.int64)
+    inside = (column >= 0) & (column < count)
+    column, y = column[inside], ys[joined][inside]
+    if column.size:
+        starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
+        lo[column[starts]] = np.minimum.reduceat(y, starts)
+        hi[column[starts]] = np.maximum.reduceat(y, starts)
+    edges = np.arange(count + 1, dtype=np.float64)
+    crossing = np.interp(edges, u, ys)  # NaN inside a gap: a segment to a NaN point is NaN
+    crossing[(edges < u[0]) | (edges > u[-1])] = np.nan
+    lo = np.fmin(lo, np.fmin(crossing[:-1], crossing[1:]))
+    hi = np.fmax(hi, np.fmax(crossing[:-1], crossing[1:]))
+    return lo, hi
+
+
+def _stroke(lo: Floats, hi: Floats, radius: float) -> tuple[Floats, Floats]:
+    """The spans widened by a round pen of `radius` px: each sub-column takes its neighbours'
+    spans within the radius, grown by the pen's half-height there. A gap in the line narrower
+    than the pen closes, as it would look anyway."""
+    out_lo, out_hi = lo - radius, hi + radius
+    for k in range(1, math.floor(radius * SUBCOLUMNS) + 1):
+        half = math.sqrt(radius**2 - (k / SUBCOLUMNS) ** 2)
+        out_lo[k:] = np.minimum(out_lo[k:], lo[:-k] - half)
+        out_lo[:-k] = np.minimum(out_lo[:-k], lo[k:] - half)
+        out_hi[k:] = np.maximum(out_hi[k:], hi[:-k] + half)
+        out_hi[:-k] = np.maximum(out_hi[:-k], hi[k:] + half)
+    return out_lo, out_hi
+
+
+def _ranges(
+    starts: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """For ranges [start, start + count): which range each member is in, and the members."""
+    which = np.repeat(np.arange(len(counts)), counts)
+    shift = np.repeat(starts - np.cumsum(counts) + counts, counts)
+    return which, shift + np.arange(len(which))
+
+
+def _cells(lo: Floats, hi: Floats, top: int, bottom: int, left: int) -> Cells:
+    """The pixels the spans [lo, hi] cover in rows [top, bottom) from column `left` on, with
+    how much of each they cover: exact vertically, SUBCOLUMNS samples across.
+
+    Rows that every sub-column covers whole are 1 without more ado; only the rows at the ends
+    of the spans are measured, so the cost follows the line, not the area."""
+    height = bottom - top
+    lo = np.clip(lo - top, 0, height).reshape(-1, SUBCOLUMNS)  # an empty span becomes [h, 0]
+    hi = np.clip(hi - top, 0, height).reshape(-1, SUBCOLUMNS)
+    outer_lo = np.floor(lo.min(axis=1)).astype(np.int64)
+    outer_hi = np.maximum(np.ceil(hi.max(axis=1)).astype(np.int64), outer_lo)
+    inner_lo = np.ceil(lo.max(axis=1)).astype(np.int64)
+    inner_hi = np.floor(hi.min(axis=1)).astype(np.int64)
+    solid = inner_hi > inner_lo
+    inner_lo = np.where(solid, inner_lo, outer_hi)
+    inner_hi = np.where(solid, inner_hi, outer_hi)
+    ends = np.r_[outer_lo, inner_hi], np.r_[inner_lo - outer_lo, outer_hi - inner_hi]
+    which, rows = _ranges(*ends)
+    columns = np.r_[np.arange(len(lo)), np.arange(len(lo))][which]
+    row = rows[:, None].astype(np.float64)
+    sampled = np.minimum(hi[columns], row + 1) - np.maximum(lo[columns], row)
+    coverage = np.clip(sampled, 0.0, 1.0).mean(axis=1)
+    full_columns, full_rows = _ranges(inner_lo, inner_hi - inner_lo)
+    rows, columns = np.r_[rows, full_rows], np.r_[columns, full_columns]
+    coverage = np.r_[coverage, np.ones(len(full_rows))]
+    kept = coverage > 0
+    return rows[kept] + top, columns[kept] + left, coverage[kept]
+
+
+def _dots(xs: Floats, ys: Floats, top: int, bottom: int, left: int, right: int) -> Cells:
+    """Anti-aliased dots of radius POINT_PX at (xs, ys), inside [top, bottom) x [left, right)."""
+    reach = math.ceil(POINT_PX) + 1
+    offsets = np.arange(-reach, reach + 1)
+    cols = np.floor(xs).astype(np.int64)[:, None, None] + offsets[None, None, :]
+    rows = np.floor(ys).astype(np.int64)[:, None, None] + offsets[None, :, None]
+    distance = np.hypot(cols + 0.5 - xs[:, None, None], rows + 0.5 - ys[:, None, None])
+    coverage = np.clip(POINT_PX + 0.5 - distance, 0.0, 1.0)
+    rows, cols = np.broadcast_arrays(rows, cols)
+    kept = (coverage > 0) & (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    return rows[kept], cols[kept], coverage[kept]
 
 
 def _y_ticks(
-    svg: _Svg, y: _Axis, x_start: float, labels: Sequence[tuple[float, str]], title: str
+    canvas: _Canvas, y: _Axis, x_start: float, labels: Sequence[tuple[float, str]], title: str
 ) -> None:
     """Tick marks and labels left of the axis, and the axis title turned upright."""
-    marks = "".join(f"M{x_start:.1f},{y(v):.1f}h{-TICK_PX}" for v, _ in labels)
-    svg.add(f'<path d="{marks}" stroke="#000000" stroke-width="0.9"/>')
+    axis = _px(x_start)
     for value, text in labels:
-        svg.text(x_start - TICK_PX - 3, y(value) + FONT_PX * 0.35, text, text_anchor="end")
-    label_x = max(x_start - TICK_PX - 8 - _label_width(labels) - FONT_PX * 0.4, FONT_PX)
-    middle = (y.start + y.end) / 2
-    svg.text(
-        label_x,
-        middle,
-        title,
-        text_anchor="middle",
-        transform=f"rotate(-90 {label_x:.1f} {middle:.1f})",
-    )
+        row = _px(y(value))
+        canvas.fill(row, axis - TICK_PX, row + 1, axis)
+        canvas.text(axis - TICK_PX - 3, _px(y(value) - _CAP_PX / 2 + 0.5), text, anchor="end")
+    baseline = max(axis - TICK_PX - 3 - _label_width(labels) - 6, _CAP_PX + 2)
+    canvas.upright_text(baseline, (y.start + y.end) / 2, title)
 
 
-def equity_drawdown_svg(
+def equity_drawdown_png(
     equity: pl.DataFrame, *, start_equity: float, title: str, peak_before: float | None = None
-) -> str:
-    """Equity curve (top) and drawdown from the running peak (bottom) as an SVG document.
+) -> bytes:
+    """Equity curve (top) and drawdown from the running peak (bottom) as a PNG image.
 
     `peak_before` is the equity peak reached before the first bar (a continued month), so the
     drawdown is measured from the true running peak; defaults to `start_equity`. Null or NaN
     equity leaves a gap in both curves.
     """
+    if not equity["timestamp"].is_sorted():
+        equity = equity.sort("timestamp")
     stamps = equity["timestamp"].dt.epoch("us").cast(pl.Float64).to_numpy() / 1e6
     values = equity["equity"].cast(pl.Float64).fill_null(float("nan")).to_numpy()
     peak = np.fmax.accumulate(np.r_[peak_before or start_equity, values])[1:]
     with np.errstate(divide="ignore", invalid="ignore"):
         drawdown = (values / peak - 1.0) * 100.0
 
-    equity_lo, equity_hi = _limits([*values.tolist(), start_equity], pad_singular=0.05)
+    equity_lo, equity_hi = _limits(np.r_[values, start_equity], pad_singular=0.05)
     equity_ticks = _nice_ticks(equity_lo, equity_hi, 8)
     equity_labels = [(v, _number(v, _decimals(equity_ticks), grouped=True)) for v in equity_ticks]
-    dd_lo, dd_hi = _limits([*drawdown.tolist(), 0.0], pad_singular=0.05)
+    dd_lo, dd_hi = _limits(np.r_[drawdown, 0.0], pad_singular=0.05)
     dd_ticks = _nice_ticks(dd_lo, dd_hi, 5)
     dd_labels = [(v, _number(v, _decimals(dd_ticks), grouped=False)) for v in dd_ticks]
 
     widest = max(_label_width(equity_labels), _label_width(dd_labels))
-    left = max(0.13 * WIDTH, widest + TICK_PX + 8 + FONT_PX * 2.2)
+    left = max(0.13 * WIDTH, widest + TICK_PX + 3 + 6 + _GLYPH_ROWS + 6)
     right, top, bottom = 0.98 * WIDTH, 0.07 * HEIGHT, 0.89 * HEIGHT
     unit = (bottom - top) / 3.12  # axes heights 2:1 with a gap of 8% of their mean height
     split = top + 2 * unit
     x = _Axis(*_time_limits(stamps), left, right)
     y_top = _Axis(equity_lo, equity_hi, split, top)
     y_bottom = _Axis(dd_lo, dd_hi, bottom, split + 0.12 * unit)
-    xs = np.array([x(s) for s in stamps.tolist()])
+    xs = x.array(stamps)
 
-    svg = _Svg()
-    svg.text((left + right) / 2, top - 7, title, text_anchor="middle", font_size=f"{TITLE_PX:g}")
-    baseline = y_top(start_equity)
-    svg.add(
-        f'<path d="M{left:.1f},{baseline:.1f}H{right:.1f}" stroke="#808080" '
-        'stroke-width="0.7" stroke-dasharray="3,1.5"/>'
-    )
-    for run in _runs(xs, values):
-        points = [(px, y_top(v)) for px, v in run]
-        if len(points) == 1:  # a lone bar would be an invisible zero-length line
-            (cx, cy), colour = points[0], EQUITY_COLOUR
-            svg.add(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2" fill="{colour}"/>')
-            continue
-        svg.add(
-            f'<path d="{_path(points)}" fill="none" stroke="{EQUITY_COLOUR}" stroke-width="1.3" '
-            'stroke-linejoin="round"/>'
-        )
+    canvas = _Canvas()
+    scale = 2 if _text_width(title, 2) <= WIDTH - 8 else 1  # a long title in small print
+    half = _text_width(title, scale) / 2
+    centre = max(min((left + right) / 2, WIDTH - half - 1), half + 1)  # cut at the right
+    canvas.text(centre, _px(top) - 6 - scale * _CAP_PX, title, anchor="middle", scale=scale)
+    r0, c0, r1, c1 = canvas.frame(x, y_top)
+    baseline = _px(y_top(start_equity))
+    if r0 <= baseline < r1:
+        dashes = np.arange(c1 - c0) % sum(DASH_PX) < DASH_PX[0]
+        canvas.paint(baseline, c0, dashes[None, :], START_COLOUR)
+    ys = y_top.array(values)
+    canvas.blend(_cells(*_stroke(*_spans(xs, ys, c0, c1), LINE_PX / 2), r0, r1, c0), EQUITY_COLOUR)
+    alone = _lone(np.isfinite(ys))
+    if alone.any():  # a bar between two gaps: a dot, not a speck
+        canvas.blend(_dots(xs[alone], ys[alone], r0, r1, c0, c1), EQUITY_COLOUR)
+
+    r0, c0, r1, c1 = canvas.frame(x, y_bottom)
+    lo, hi = _spans(xs, y_bottom.array(drawdown), c0, c1)
     zero = y_bottom(0.0)
-    for run in _runs(xs, drawdown):
-        outline = [(run[0][0], zero), *((px, y_bottom(v)) for px, v in run), (run[-1][0], zero)]
-        svg.add(f'<path d="{_path(outline)}Z" fill="{DRAWDOWN_COLOUR}" fill-opacity="0.4"/>')
-    for y in (y_top, y_bottom):
-        _frame(svg, x, y)
-    _y_ticks(svg, y_top, left, equity_labels, "equity")
-    _y_ticks(svg, y_bottom, left, dd_labels, "drawdown %")
+    passed = np.isfinite(lo)
+    lo, hi = np.where(passed, np.minimum(lo, zero), lo), np.where(passed, np.maximum(hi, zero), hi)
+    canvas.blend(_cells(lo, hi, r0, r1, c0), DRAWDOWN_COLOUR, DRAWDOWN_ALPHA)
+    _y_ticks(canvas, y_top, left, equity_labels, "equity")
+    _y_ticks(canvas, y_bottom, left, dd_labels, "drawdown %")
 
     ticks, label, offset = _date_ticks(x.lo, x.hi) if len(stamps) else ([], str, "")
-    for axis_bottom in (y_top.start, y_bottom.start):
-        marks = "".join(f"M{x(t):.1f},{axis_bottom:.1f}v{TICK_PX}" for t in ticks)
-        svg.add(f'<path d="{marks}" stroke="#000000" stroke-width="0.9"/>')
+    label_top = _px(bottom) + TICK_PX + 4
     for t in ticks:
+        column = _px(x(t))
+        for axis_bottom in (y_top.start, y_bottom.start):
+            canvas.fill(_px(axis_bottom) + 1, column, _px(axis_bottom) + 1 + TICK_PX, column + 1)
         text = label(dt.datetime.fromtimestamp(t, dt.UTC))
-        half = len(text) * FONT_PX * 0.32  # keep a label at the right edge inside the image
-        centre = min(x(t), WIDTH - half - 1)
-        svg.text(centre, bottom + TICK_PX + FONT_PX + 2, text, text_anchor="middle")
+        half = _text_width(text) / 2  # keep a label at either edge inside the image
+        centre = min(max(x(t), half + 1), WIDTH - half - 1)
+        canvas.text(centre, label_top, text, anchor="middle")
     if offset:
-        svg.text(right, bottom + TICK_PX + 2 * FONT_PX + 6, offset, text_anchor="end")
-    return svg.close()
+        canvas.text(right, label_top + _GLYPH_ROWS + 4, offset, anchor="end")
+    return canvas.png()
 
 
-def svg_markdown(svg: str, alt: str) -> str:
-    """Markdown showing `svg` inline (Dagster renders it in the asset's metadata)."""
-    encoded = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return f"![{alt}](data:image/svg+xml;base64,{encoded})"
+def png_markdown(png: bytes, alt: str) -> str:
+    """Markdown showing `png` inline (Dagster renders it in the asset's metadata)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{encoded})"

@@ -21,7 +21,7 @@ from ml4t_pipeline.checks import PARTITION_DOC
 from ml4t_pipeline.engine import BacktestResult, EngineState, run_backtest
 from ml4t_pipeline.io_manager import TableSet
 from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, SPEC, MonthKey, month_key
-from ml4t_pipeline.plots import equity_drawdown_svg, svg_markdown
+from ml4t_pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
 
 RESULT_TABLES = ("equity", "fills", "orders", "trades", "rejections")
@@ -112,7 +112,7 @@ def backtest_metadata(result: BacktestResult, start: ChainStart) -> dict[str, An
     key = start.key
     equity = result.equity
     peak_before = start.state.peak_equity if start.state is not None else None
-    chart = equity_drawdown_svg(
+    chart = equity_drawdown_png(
         equity,
         start_equity=result.initial_cash,
         title=f"{key.universe} {key.month:%Y-%m}",
@@ -129,7 +129,7 @@ def backtest_metadata(result: BacktestResult, start: ChainStart) -> dict[str, An
         "bars": result.bars,
         "bars_per_s": _finite(result.bars_per_s),
         "continued_from": str(key.previous()) if start.state is not None else "fresh start",
-        "equity_curve": dg.MetadataValue.md(svg_markdown(chart, f"equity {key}")),
+        "equity_curve": dg.MetadataValue.md(png_markdown(chart, f"equity {key}")),
         "top_trades": _top_trades(result.trades),
     }
 

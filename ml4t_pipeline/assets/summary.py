@@ -12,7 +12,7 @@ from ml4t_pipeline.engine.results import compute_metrics
 from ml4t_pipeline.errors import StateError
 from ml4t_pipeline.io_manager import TableSet
 from ml4t_pipeline.partitions import SPEC, UNIVERSES, MonthKey
-from ml4t_pipeline.plots import equity_drawdown_svg, svg_markdown
+from ml4t_pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
 
 REPORTS_GROUP = "reports"
@@ -78,7 +78,7 @@ def performance_summary(
         initial_cash=initial_cash,
     )
     table = monthly_rows(months, sets)
-    chart = equity_drawdown_svg(equity, start_equity=initial_cash, title=f"{universe}, all months")
+    chart = equity_drawdown_png(equity, start_equity=initial_cash, title=f"{universe}, all months")
     return dg.Output(
         table,
         metadata={
@@ -88,7 +88,7 @@ def performance_summary(
                 name: metrics[name]
                 for name in ("total_return", "sharpe", "max_drawdown", "n_trades")
             },
-            "equity_curve": dg.MetadataValue.md(svg_markdown(chart, f"equity {universe}")),
+            "equity_curve": dg.MetadataValue.md(png_markdown(chart, f"equity {universe}")),
             "by_month": dg.MetadataValue.md(
                 "| month | return | closed trades | realised P&L |\n|---|---:|---:|---:|\n"
                 + "\n".join(

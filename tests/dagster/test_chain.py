@@ -94,7 +94,7 @@ def test_one_partition_runs_the_whole_chain_with_every_check_passing(chain: Chai
     meta = run.asset_materializations_for_node("backtest")[0].metadata
     for name in ("final_equity", "return", "sharpe", "max_drawdown", "trades_closed", "bars_per_s"):
         assert name in meta
-    assert "data:image/svg+xml;base64," in str(meta["equity_curve"].value)
+    assert "data:image/png;base64," in str(meta["equity_curve"].value)
     assert isinstance(meta["top_trades"], dg.TableMetadataValue)
     tables = chain.pipeline.backtest(first)
     prices = universe_prices(chain.pipeline.data_dir, _assets("core", chain.pipeline.data_dir))
