@@ -1,7 +1,7 @@
 """The broker: takes orders, matches them against bars, and books fills through the ledger.
 
-It keeps the order book and the run's records (fills, orders, rejections) as columnar chunks.
-Cash and positions are written only by `Ledger.apply`.
+It keeps the order book and the run's records (fills, orders, rejections) as rows that the
+result tables turn into columns once. Cash and positions are written only by `Ledger.book`.
 """
 
 from __future__ import annotations

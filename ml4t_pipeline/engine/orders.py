@@ -89,10 +89,6 @@ class Orders:
         self.rec = rec
 
     @classmethod
-    def empty(cls) -> Orders:
-        return cls(np.empty(0, dtype=ORDER_DTYPE))
-
-    @classmethod
     def build(cls, **columns: Any) -> Orders:
         n = len(columns["order_id"])
         rec = np.empty(n, dtype=ORDER_DTYPE)
@@ -109,24 +105,6 @@ class Orders:
 
     def take(self, index: np.ndarray) -> Orders:
         return Orders(self.rec[index])
-
-    def concat(self, other: Orders) -> Orders:
-        if len(other) == 0:
-            return self
-        if len(self) == 0:
-            return other
-        return Orders(np.concatenate([self.rec, other.rec]))
-
-    @classmethod
-    def concat_all(cls, chunks: list[Orders]) -> Orders:
-        if not chunks:
-            return cls.empty()
-        rec = np.empty(sum(len(c) for c in chunks), dtype=ORDER_DTYPE)
-        start = 0
-        for chunk in chunks:
-            rec[start : start + len(chunk)] = chunk.rec
-            start += len(chunk)
-        return cls(rec)
 
     @classmethod
     def from_rows(cls, rows: Sequence[Order]) -> Orders:
