@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.costs import CommissionModel, NoSlippage, SlippageModel
+from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
@@ -223,8 +223,8 @@ class Broker:
         s = self.settings
         ledger = self.ledger
         position = ledger.qty
-        slippage = None if isinstance(s.slippage, NoSlippage) else s.slippage
         volume = p.volume[self.i]
+        bar = self.bar
         batch = sorted(fills, key=_sells_first) if len(fills) > 1 else fills
         row = self.decision_row
         signals, signal_i = row if row is not None else ({}, 0)
@@ -241,16 +241,13 @@ class Broker:
             if executed == 0:
                 rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
                 continue
-            fill = px
-            if slippage is not None:
-                side = 1 if executed > 0 else -1
-                fill = slippage.fill_price(side, px, executed, volume.item(a))
+            side = 1 if executed > 0 else -1
+            fill = s.slippage.fill_price(side, px, executed, volume.item(a))
             fee = s.commission.commission(executed, fill)
             slip = abs(executed) * abs(fill - px)
             if executed > 0 and not s.allow_negative_cash and executed * fill + fee > ledger.cash:
                 rejected.append((o, RejectReason.INSUFFICIENT_CASH))
                 continue
-            bar = self.bar
             # a flip is booked as a closing and an opening fill sharing the order's costs
             parts = (executed,) if cut in (0, executed) else (cut, executed - cut)
             for part in parts:
@@ -330,8 +327,16 @@ class Broker:
             self.pending = [o for o in self.pending if o.order_id not in gone]
 
     def reject(self, orders: list[Order], reason: RejectReason) -> None:
-        code, bar = _REJECT_CODE[reason], self.bar
-        self.rejection_rows += [(bar, o.asset, o.order_id, o.qty, code, -1) for o in orders]
+        n = len(orders)
+        self._record_rejections(orders, [_REJECT_CODE[reason]] * n, [-1] * n)
+
+    def _record_rejections(self, orders: list[Order], codes: list[int], rules: list[int]) -> None:
+        """One rejection row per order: its reason code and the rule that refused it (-1: none)."""
+        bar = self.bar
+        self.rejection_rows += [
+            (bar, o.asset, o.order_id, o.qty, code, rule)
+            for o, code, rule in zip(orders, codes, rules, strict=True)
+        ]
 
     def accept(self, orders: list[Order], ctx_factory: Any) -> None:
         """New orders after risk validation: fill now (same-close market) or queue."""
@@ -352,11 +357,7 @@ class Broker:
         if rows.shape[0]:
             rejected = [orders[k] for k in rows.tolist()]
             self.order_log += rejected
-            bar = self.bar
-            self.rejection_rows += [
-                (bar, o.asset, o.order_id, o.qty, why, rule)
-                for o, why, rule in zip(rejected, reasons.tolist(), rules.tolist(), strict=True)
-            ]
+            self._record_rejections(rejected, reasons.tolist(), rules.tolist())
         accepted = []
         for k, q in zip(keep.tolist(), qty[keep].tolist(), strict=True):
             o = orders[k]

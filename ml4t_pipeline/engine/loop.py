@@ -29,7 +29,7 @@ from ml4t_pipeline.engine.results import BacktestResult, build_result
 from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskRule, RiskState
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.engine.strategy import Strategy
-from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
+from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView, utc_datetimes
 
 ProgressFn = Callable[[int, int], None]
 _NO_ASSETS = np.empty(0, np.int64)
@@ -137,7 +137,7 @@ class Engine:
         context = RowView(panel.context)
         event = MarketEvent(panel, context, self._asset_ids) if self._events else None
         batch = Batch(panel, self.assets) if self._batches else None
-        stamps = _utc_datetimes(panel.timestamps) if batch is not None else [None] * panel.n_bars
+        stamps = utc_datetimes(panel.timestamps) if batch is not None else [None] * panel.n_bars
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()
         cash: list[float] = []
         positions: list[float] = []
@@ -274,9 +274,3 @@ class Engine:
             strategy_state=self.strategy.get_state(),
             rule_state=rule_state,
         )
-
-
-def _utc_datetimes(timestamps: np.ndarray) -> list[dt.datetime]:
-    """int64 microseconds since the epoch -> timezone-aware UTC datetimes."""
-    naive = timestamps.astype("datetime64[us]").astype(object).tolist()
-    return [t.replace(tzinfo=dt.UTC) for t in naive]

@@ -89,16 +89,11 @@ class Orders:
         self.rec = rec
 
     @classmethod
-    def build(cls, **columns: Any) -> Orders:
-        n = len(columns["order_id"])
-        rec = np.empty(n, dtype=ORDER_DTYPE)
+    def from_columns(cls, columns: dict[str, Any]) -> Orders:
+        rec = np.empty(len(columns["order_id"]), dtype=ORDER_DTYPE)
         for name in _DTYPES:
             rec[name] = columns[name]
         return cls(rec)
-
-    @classmethod
-    def from_columns(cls, columns: dict[str, Any]) -> Orders:
-        return cls.build(**columns)
 
     def __len__(self) -> int:
         return int(self.rec.shape[0])

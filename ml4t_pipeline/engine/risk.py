@@ -257,7 +257,6 @@ class RiskManager:
         self._validating = [
             (k, r) for k, r in enumerate(self.rules) if type(r).validate is not BaseRule.validate
         ]
-        self._any_close_hook = bool(self._closing)
         self.validates = bool(self._validating)
 
     def _levelled(self) -> np.ndarray:
@@ -377,14 +376,14 @@ class RiskManager:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
         empty = _NO_EXITS
-        if not (self.tracks_excursions or self._any_close_hook):
+        if not (self.tracks_excursions or self._closing):
             return empty
         s = self.state
         held = (qty != 0).nonzero()[0]
         if self.tracks_excursions:  # fmax/fmin skip the NaN of an asset without a bar
             s.high_water[held] = np.fmax(s.high_water[held], high[held])
             s.low_water[held] = np.fmin(s.low_water[held], low[held])
-        if not self._any_close_hook:
+        if not self._closing:
             return empty
         ctx = ctx_factory()
         ctx._cache["held"] = held

@@ -64,8 +64,7 @@ class MarketEvent:
 
     @property
     def timestamp(self) -> dt.datetime:
-        us = int(self._p.timestamps[self._i])
-        return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=us)
+        return utc_datetimes(self._p.timestamps[self._i : self._i + 1])[0]
 
     @property
     def open(self) -> float:
@@ -170,3 +169,9 @@ class Batch:
     @property
     def has_bar(self) -> np.ndarray:
         return self._p.has_bar[self._i]
+
+
+def utc_datetimes(timestamps: np.ndarray) -> list[dt.datetime]:
+    """int64 microseconds since the epoch -> timezone-aware UTC datetimes."""
+    naive = timestamps.astype("datetime64[us]").astype(object).tolist()
+    return [t.replace(tzinfo=dt.UTC) for t in naive]
