@@ -4,7 +4,7 @@ There is no plotting library here because every run process would pay for its im
 matplotlib's import and font setup took ~0.5 s of each run. The chart is drawn instead into a
 numpy RGB array and encoded as a PNG with zlib, in about 10 ms (zlib takes 4 of them). Lines
 and the drawdown area are anti-aliased (exact coverage down a pixel, four samples across it);
-text uses the 5 x 7 pixel font below, the title at twice the size. The layout is the one the
+text uses the 5 x 7 pixel font of `raster.py`, the title at twice the size. The layout is the one the
 matplotlib chart had: equity on top, drawdown below on a shared time axis, 640 x 360 px.
 """
 
@@ -13,17 +13,25 @@ from __future__ import annotations
 import base64
 import calendar
 import datetime as dt
-import functools
 import math
-import struct
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
+
+from ml4t_pipeline.raster import (
+    CAP_PX,
+    GLYPH_ROWS,
+    MINUS,
+    Canvas,
+    Cells,
+    Floats,
+    Mask,
+    px,
+    text_width,
+)
 
 WIDTH, HEIGHT = 640, 360
 TICK_PX = 4
@@ -36,39 +44,12 @@ DRAWDOWN_ALPHA = 0.4
 EQUITY_COLOUR = (31, 119, 180)
 DRAWDOWN_COLOUR = (214, 39, 40)
 START_COLOUR = (128, 128, 128)
-INK = (0, 0, 0)
-MINUS = "\u2212"
 _NICE_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
 _DAY_S = 86_400
 _SUB_DAY_STEPS_S = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200)
 _DAY_STEPS = (1, 2, 3, 4, 7, 14)
 _MONTH_STEPS = (1, 2, 3, 6)
 _MAX_DATE_TICKS = 8
-
-# The font: 5 px wide, 7 px above the baseline and 2 below (descenders). One glyph per word,
-# for "!" .. "~" then the minus sign; a glyph is its rows from the top, each a base-32 digit
-# whose bit 4 is the leftmost pixel; trailing empty rows are left out.
-_CAP_PX = 7
-_GLYPH_ROWS = 9
-_FONT_CHARS = "".join(map(chr, range(33, 127))) + MINUS
-_FONT_TABLE = (
-    "4444404 aaa aavavaa 4fke5u4 op248j3 cik8lid 448 2488842 8422248 04lel4 044v44 00000oo8g "
-    "000e 00000oo 11248gg ehjlphe 4c4444e eh1248v v2421he 26aiv22 vgu11he 68guhhe v124888 "
-    "ehhehhe ehhf12c 00oo0oo 00oo0oo8g 248g842 00v0v 8421248 eh12404 eh1dlle ehhvhhh uhhuhhu "
-    "ehggghe sihhhis vgguggv vgguggg ehgnhhf hhhvhhh e44444e 72222ic hikokih ggggggv hrllhhh "
-    "hhpljhh ehhhhhe uhhuggg ehhhlid uhhukih fgge11u v444444 hhhhhhe hhhhha4 hhhllla hha4ahh "
-    "hha4444 v1248gv e88888e gg84211 e22222e 4ah 0000000v 842 00e1fhf ggmphhu 00egghe 11djhhf "
-    "00ehvge 698s888 00fhhhf1e ggmphhh 40c444e 2062222ic ggikoki c44444e 00qllll 00mphhh "
-    "00ehhhe 00uhhhugg 00fhhhf11 00mpggg 00fge1u 88s8896 00hhhjd 00hhha4 00hhlla 00ha4ah "
-    "00hhhhf1e 00v248v 2448442 444444444 8442448 008l2 000v"
-)
-_FONT = _FONT_TABLE.split()
-_NARROW = ".,:;!'|"  # set as wide as their ink; the rest are 5 px
-_SPACE_PX = 3
-
-Floats = npt.NDArray[np.float64]
-Mask = npt.NDArray[np.bool_]
-Anchor = Literal["start", "middle", "end"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,111 +179,19 @@ def _date_ticks(lo: float, hi: float) -> tuple[list[float], Callable[[dt.datetim
     return [t for t in ticks if lo <= t <= hi], lambda t: f"{t:%Y}", ""
 
 
-@functools.cache
-def _glyph(char: str) -> Mask:
-    """The pixels of `char`, _GLYPH_ROWS high; a character the font lacks is drawn as "?"."""
-    if char == " ":
-        return np.zeros((_GLYPH_ROWS, _SPACE_PX), dtype=np.bool_)
-    index = _FONT_CHARS.find(char)
-    code = _FONT[index if index >= 0 else _FONT_CHARS.index("?")]
-    rows = np.zeros(_GLYPH_ROWS, dtype=np.int64)
-    rows[: len(code)] = [int(digit, 32) for digit in code]
-    pixels = (rows[:, None] >> np.arange(4, -1, -1)) & 1 == 1
-    if char in _NARROW:
-        inked = np.flatnonzero(pixels.any(axis=0))
-        pixels = pixels[:, inked[0] : inked[-1] + 1]
-    return pixels
-
-
-def _text_width(text: str, scale: int = 1) -> int:
-    return max(sum(_glyph(char).shape[1] + 1 for char in text) - 1, 0) * scale
-
-
-def _text_mask(text: str, scale: int = 1) -> Mask:
-    """`text` in one row of glyphs, one pixel apart; the baseline is under row _CAP_PX - 1."""
-    gap = np.zeros((_GLYPH_ROWS, 1), dtype=np.bool_)
-    parts = [part for char in text for part in (_glyph(char), gap)][:-1]
-    mask = np.hstack(parts) if parts else np.zeros((_GLYPH_ROWS, 0), dtype=np.bool_)
-    return mask.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else mask
-
-
 def _label_width(labels: Sequence[tuple[float, str]]) -> int:
-    return max((_text_width(text) for _, text in labels), default=0)
+    return max((text_width(text) for _, text in labels), default=0)
 
 
-def _px(value: float) -> int:
-    """The pixel holding the coordinate `value` (pixel k spans [k, k + 1))."""
-    return math.floor(value)
-
-
-Cells = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], Floats]
-
-
-class _Canvas:
-    """A white RGB image, painted in one colour at a time, weighted by how much of each pixel
-    the shape covers (0..1)."""
-
-    def __init__(self) -> None:
-        self.pixels = np.full((HEIGHT, WIDTH, 3), 255, dtype=np.uint8)
-
-    def paint(self, top: int, left: int, mask: Mask, colour: tuple[int, int, int]) -> None:
-        """`colour` on the pixels of `mask`, whose pixel [0, 0] is the image's [top, left]."""
-        rows, cols = mask.shape
-        y0, x0 = max(top, 0), max(left, 0)
-        y1, x1 = min(top + rows, HEIGHT), min(left + cols, WIDTH)
-        if y1 > y0 and x1 > x0:
-            self.pixels[y0:y1, x0:x1][mask[y0 - top : y1 - top, x0 - left : x1 - left]] = colour
-
-    def blend(self, cells: Cells, colour: tuple[int, int, int], alpha: float = 1.0) -> None:
-        """`colour` over the pixels (rows, columns), by `alpha` times their coverage."""
-        rows, cols, coverage = cells
-        under = self.pixels[rows, cols].astype(np.float32)
-        weight = (alpha * coverage).astype(np.float32)[:, None]
-        paint = np.array(colour, dtype=np.float32)
-        self.pixels[rows, cols] = np.rint(under + (paint - under) * weight)
-
-    def fill(self, top: int, left: int, bottom: int, right: int) -> None:
-        """Pixels [top, bottom) x [left, right) in ink: the axis lines and tick marks."""
-        self.pixels[max(top, 0) : bottom, max(left, 0) : right] = INK
-
-    def text(self, x: float, top: int, text: str, *, anchor: Anchor, scale: int = 1) -> None:
-        """`text` with its capitals' top at `top`; `x` is its left edge, centre or right edge."""
-        mask = _text_mask(text, scale)
-        shift = {"start": 0.0, "middle": mask.shape[1] / 2, "end": float(mask.shape[1])}[anchor]
-        self.paint(top, _px(x - shift + 0.5), mask, INK)
-
-    def upright_text(self, baseline_x: int, middle: float, text: str) -> None:
-        """`text` turned a quarter anticlockwise, centred on `middle`, read bottom to top."""
-        mask = np.rot90(_text_mask(text))
-        self.paint(_px(middle - mask.shape[0] / 2 + 0.5), baseline_x - _CAP_PX, mask, INK)
-
-    def frame(self, x: _Axis, y: _Axis) -> tuple[int, int, int, int]:
-        """The axes' box in 1 px lines; the pixel rows and columns [top, bottom) x [left, right)
-        inside it."""
-        left, right, top, bottom = _px(x.start), _px(x.end), _px(y.end), _px(y.start)
-        self.fill(top, left, top + 1, right + 1)
-        self.fill(bottom, left, bottom + 1, right + 1)
-        self.fill(top, left, bottom + 1, left + 1)
-        self.fill(top, right, bottom + 1, right + 1)
-        return top + 1, left + 1, bottom, right
-
-    def png(self) -> bytes:
-        """The image as a PNG: 8-bit RGB, no filter, zlib level 6."""
-        rows = np.zeros((HEIGHT, 1 + 3 * WIDTH), dtype=np.uint8)  # a 0 (no filter) per row
-        rows[:, 1:] = self.pixels.reshape(HEIGHT, -1)
-        header = struct.pack(">IIBBBBB", WIDTH, HEIGHT, 8, 2, 0, 0, 0)
-        return b"".join(
-            [
-                b"\x89PNG\r\n\x1a\n",
-                _chunk(b"IHDR", header),
-                _chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)),
-                _chunk(b"IEND", b""),
-            ]
-        )
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _frame(canvas: Canvas, x: _Axis, y: _Axis) -> tuple[int, int, int, int]:
+    """The axes' box in 1 px lines; the pixel rows and columns [top, bottom) x [left, right)
+    inside it."""
+    left, right, top, bottom = px(x.start), px(x.end), px(y.end), px(y.start)
+    canvas.fill(top, left, top + 1, right + 1)
+    canvas.fill(bottom, left, bottom + 1, right + 1)
+    canvas.fill(top, left, bottom + 1, left + 1)
+    canvas.fill(top, right, bottom + 1, right + 1)
+    return top + 1, left + 1, bottom, right
 
 
 def _lone(finite: Mask) -> Mask:
@@ -406,15 +295,15 @@ def _dots(xs: Floats, ys: Floats, top: int, bottom: int, left: int, right: int) 
 
 
 def _y_ticks(
-    canvas: _Canvas, y: _Axis, x_start: float, labels: Sequence[tuple[float, str]], title: str
+    canvas: Canvas, y: _Axis, x_start: float, labels: Sequence[tuple[float, str]], title: str
 ) -> None:
     """Tick marks and labels left of the axis, and the axis title turned upright."""
-    axis = _px(x_start)
+    axis = px(x_start)
     for value, text in labels:
-        row = _px(y(value))
+        row = px(y(value))
         canvas.fill(row, axis - TICK_PX, row + 1, axis)
-        canvas.text(axis - TICK_PX - 3, _px(y(value) - _CAP_PX / 2 + 0.5), text, anchor="end")
-    baseline = max(axis - TICK_PX - 3 - _label_width(labels) - 6, _CAP_PX + 2)
+        canvas.text(axis - TICK_PX - 3, px(y(value) - CAP_PX / 2 + 0.5), text, anchor="end")
+    baseline = max(axis - TICK_PX - 3 - _label_width(labels) - 6, CAP_PX + 2)
     canvas.upright_text(baseline, (y.start + y.end) / 2, title)
 
 
@@ -443,7 +332,7 @@ def equity_drawdown_png(
     dd_labels = [(v, _number(v, _decimals(dd_ticks), grouped=False)) for v in dd_ticks]
 
     widest = max(_label_width(equity_labels), _label_width(dd_labels))
-    left = max(0.13 * WIDTH, widest + TICK_PX + 3 + 6 + _GLYPH_ROWS + 6)
+    left = max(0.13 * WIDTH, widest + TICK_PX + 3 + 6 + GLYPH_ROWS + 6)
     right, top, bottom = 0.98 * WIDTH, 0.07 * HEIGHT, 0.89 * HEIGHT
     unit = (bottom - top) / 3.12  # axes heights 2:1 with a gap of 8% of their mean height
     split = top + 2 * unit
@@ -452,13 +341,13 @@ def equity_drawdown_png(
     y_bottom = _Axis(dd_lo, dd_hi, bottom, split + 0.12 * unit)
     xs = x.array(stamps)
 
-    canvas = _Canvas()
-    scale = 2 if _text_width(title, 2) <= WIDTH - 8 else 1  # a long title in small print
-    half = _text_width(title, scale) / 2
+    canvas = Canvas(WIDTH, HEIGHT)
+    scale = 2 if text_width(title, 2) <= WIDTH - 8 else 1  # a long title in small print
+    half = text_width(title, scale) / 2
     centre = max(min((left + right) / 2, WIDTH - half - 1), half + 1)  # cut at the right
-    canvas.text(centre, _px(top) - 6 - scale * _CAP_PX, title, anchor="middle", scale=scale)
-    r0, c0, r1, c1 = canvas.frame(x, y_top)
-    baseline = _px(y_top(start_equity))
+    canvas.text(centre, px(top) - 6 - scale * CAP_PX, title, anchor="middle", scale=scale)
+    r0, c0, r1, c1 = _frame(canvas, x, y_top)
+    baseline = px(y_top(start_equity))
     if r0 <= baseline < r1:
         dashes = np.arange(c1 - c0) % sum(DASH_PX) < DASH_PX[0]
         canvas.paint(baseline, c0, dashes[None, :], START_COLOUR)
@@ -468,7 +357,7 @@ def equity_drawdown_png(
     if alone.any():  # a bar between two gaps: a dot, not a speck
         canvas.blend(_dots(xs[alone], ys[alone], r0, r1, c0, c1), EQUITY_COLOUR)
 
-    r0, c0, r1, c1 = canvas.frame(x, y_bottom)
+    r0, c0, r1, c1 = _frame(canvas, x, y_bottom)
     lo, hi = _spans(xs, y_bottom.array(drawdown), c0, c1)
     zero = y_bottom(0.0)
     passed = np.isfinite(lo)
@@ -478,17 +367,17 @@ def equity_drawdown_png(
     _y_ticks(canvas, y_bottom, left, dd_labels, "drawdown %")
 
     ticks, label, offset = _date_ticks(x.lo, x.hi) if len(stamps) else ([], str, "")
-    label_top = _px(bottom) + TICK_PX + 4
+    label_top = px(bottom) + TICK_PX + 4
     for t in ticks:
-        column = _px(x(t))
+        column = px(x(t))
         for axis_bottom in (y_top.start, y_bottom.start):
-            canvas.fill(_px(axis_bottom) + 1, column, _px(axis_bottom) + 1 + TICK_PX, column + 1)
+            canvas.fill(px(axis_bottom) + 1, column, px(axis_bottom) + 1 + TICK_PX, column + 1)
         text = label(dt.datetime.fromtimestamp(t, dt.UTC))
-        half = _text_width(text) / 2  # keep a label at either edge inside the image
+        half = text_width(text) / 2  # keep a label at either edge inside the image
         centre = min(max(x(t), half + 1), WIDTH - half - 1)
         canvas.text(centre, label_top, text, anchor="middle")
     if offset:
-        canvas.text(right, label_top + _GLYPH_ROWS + 4, offset, anchor="end")
+        canvas.text(right, label_top + GLYPH_ROWS + 4, offset, anchor="end")
     return canvas.png()
 
 

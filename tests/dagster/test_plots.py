@@ -16,10 +16,10 @@ from ml4t_pipeline.plots import (
     DRAWDOWN_ALPHA,
     DRAWDOWN_COLOUR,
     START_COLOUR,
-    _text_mask,
     equity_drawdown_png,
     png_markdown,
 )
+from ml4t_pipeline.raster import text_mask
 
 START = 1_000_000.0
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +78,7 @@ def _decode(png: bytes) -> Pixels:
 def _shows(pixels: Pixels, text: str, *, upright: bool = False, scale: int = 1) -> bool:
     """Whether `text` is printed in black somewhere in `pixels`, with nothing else black
     within 2 px of it (so "−40" is not found inside "−400")."""
-    mask = _text_mask(text, scale)
+    mask = text_mask(text, scale)
     mask = np.rot90(mask) if upright else mask
     mask = np.pad(mask, 2)
     ink = (pixels == 0).all(axis=2)
