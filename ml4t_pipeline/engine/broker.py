@@ -6,6 +6,7 @@ result tables turn into columns once. Cash and positions are written only by `Le
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from ml4t_pipeline.errors import ConfigError
 _REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}
 _NONE = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
+_NAN = math.nan
+_SIGNAL = int(ExitReason.SIGNAL)
+_order = functools.partial(tuple.__new__, Order)  # Order from a tuple of its fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +56,7 @@ class Broker:
         last_close: np.ndarray,
     ) -> None:
         self.settings = settings
+        self.same_close = settings.same_close
         self.ledger = ledger
         self.risk = risk
         self.assets = assets
@@ -91,15 +96,15 @@ class Broker:
         limit_price: float | None = None,
         stop_price: float | None = None,
         trail_pct: float | None = None,
-        reason: ExitReason = ExitReason.SIGNAL,
-        rule: int = -1,
     ) -> int | None:
+        """A strategy order for `asset` (array position), signed `qty`; returns its id."""
+        if order_type is OrderType.MARKET:
+            return self.submit_market(asset, qty)
         if qty == 0:
             return None
-        if order_type is not OrderType.MARKET:
-            _check_order(order_type, limit_price, stop_price, trail_pct)
+        _check_order(order_type, limit_price, stop_price, trail_pct)
         oid = self.next_order_id
-        self.next_order_id += 1
+        self.next_order_id = oid + 1
         ref = self.last_close.item(asset) if order_type is OrderType.TRAILING_STOP else math.nan
         self.new_orders.append(
             Order(
@@ -112,10 +117,21 @@ class Broker:
                 math.nan if trail_pct is None else float(trail_pct),
                 ref,
                 self.bar,
-                int(reason),
-                rule,
+                _SIGNAL,
+                -1,
                 False,
             )
+        )
+        return oid
+
+    def submit_market(self, asset: int, qty: int) -> int | None:
+        """A strategy market order (the common case, kept short); None for a zero quantity."""
+        if qty == 0:
+            return None
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        self.new_orders.append(
+            _order((oid, asset, qty, MARKET, _NAN, _NAN, _NAN, _NAN, self.bar, _SIGNAL, -1, False))
         )
         return oid
 
@@ -177,12 +193,13 @@ class Broker:
     def fill_pending(self, ctx_factory: Any) -> None:
         """Match every working order against this bar; fill sells before buys."""
         orders = self.pending
-        if not orders:
-            return
         p = self.panel
         assert p is not None
         i = self.i
-        if not any(o.order_type for o in orders):  # market orders only: fill at the open
+        for o in orders:
+            if o.order_type:
+                break
+        else:  # market orders only: they fill at the open
             self.pending = []
             self.execute(self._priced(orders, p.open[i]), ctx_factory)
             return
@@ -202,71 +219,89 @@ class Broker:
 
     def _priced(self, orders: list[Order], prices: np.ndarray) -> list[tuple[Order, float]]:
         """Market orders with their asset's price on this bar; those without a bar are rejected."""
-        priced = [(o, prices.item(o.asset)) for o in orders]
-        missing = [o for o, px in priced if px != px]  # NaN: no bar
+        priced = []
+        missing = []
+        for o in orders:
+            px = prices.item(o.asset)
+            if px == px:
+                priced.append((o, px))
+            else:  # NaN: no bar
+                missing.append(o)
         if missing:
             self.reject(missing, RejectReason.NO_BAR)
-            priced = [(o, px) for o, px in priced if px == px]
         return priced
 
     def execute(self, fills: list[tuple[Order, float]], ctx_factory: Any) -> None:
         """Book orders at their match price: sells first, then buys, each in order-id order.
 
-        Each fill is one Python step (fills are events, not bars): a fill that would flip a
-        position is split into a closing and an opening part; without shorting, the part that
-        would open a short is rejected; without negative cash, a buy the cash cannot pay is
-        rejected. Slippage moves the price against the order; commission is charged on what
-        is executed.
+        Each fill is one Python step (fills are events, not bars) and sees the position the
+        fills before it left: a fill that would flip a position is split into a closing and an
+        opening part; without shorting, the part that would open a short is rejected; without
+        negative cash, a buy the cash cannot pay is rejected. Slippage moves the price against
+        the order; commission is charged on what is executed.
         """
         p = self.panel
         assert p is not None
         s = self.settings
+        fill_price = s.slippage.fill_price
+        commission = s.commission.commission
         ledger = self.ledger
+        book = ledger.book
         position = ledger.qty
         volume = p.volume[self.i]
         bar = self.bar
-        batch = sorted(fills, key=_sells_first) if len(fills) > 1 else fills
+        rows = self.fill_rows
+        if len(fills) > 1:
+            fills = sorted(fills, key=_sells_first)
         row = self.decision_row
         signals, signal_i = row if row is not None else ({}, 0)
+        track = self.risk.active  # the risk manager keeps state per opened / closed position
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
         rejected: list[tuple[Order, RejectReason]] = []
-        for o, px in batch:
-            a, dq = o.asset, o.qty
-            cut = _reducing_part(position.item(a), dq)
-            opening = dq - cut
-            if opening < 0 and not s.allow_short:
-                opening = 0  # long only: never open a short
-            executed = cut + opening
-            if executed == 0:
-                rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
-                continue
+        for o, px in fills:
+            a = o.asset
+            executed = o.qty
+            held = position.item(a)
+            if held == 0 or (executed > 0) == (held > 0):
+                cut = 0  # the part that reduces the position held
+            else:
+                cut = min(executed, -held) if executed > 0 else max(executed, -held)
+            if executed - cut < 0 and not s.allow_short:
+                executed = cut  # long only: never open a short
+                if executed == 0:
+                    rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
+                    continue
             side = 1 if executed > 0 else -1
-            fill = s.slippage.fill_price(side, px, executed, volume.item(a))
-            fee = s.commission.commission(executed, fill)
+            fill = fill_price(side, px, executed, volume.item(a))
+            fee = commission(executed, fill)
             slip = abs(executed) * abs(fill - px)
             if executed > 0 and not s.allow_negative_cash and executed * fill + fee > ledger.cash:
                 rejected.append((o, RejectReason.INSUFFICIENT_CASH))
                 continue
-            # a flip is booked as a closing and an opening fill sharing the order's costs
-            parts = (executed,) if cut in (0, executed) else (cut, executed - cut)
-            for part in parts:
-                share = part / executed
-                part_fee, part_slip = fee * share, slip * share
-                event = ledger.book(
-                    a, part, fill, part_fee, part_slip, bar, o.reason, o.rule, signals, signal_i
-                )
-                self.fill_rows.append(
-                    (bar, a, part, fill, part_fee, part_slip, o.order_id, o.reason, o.rule)
-                )
+            reason, rule = o.reason, o.rule
+            if cut == 0 or cut == executed:
+                event = book(a, executed, fill, fee, slip, bar, reason, rule, signals, signal_i)
+                rows.append((bar, a, executed, fill, fee, slip, o.order_id, reason, rule))
+            else:  # a flip: a closing and an opening fill sharing the order's costs
+                for part in (cut, executed - cut):
+                    share = part / executed
+                    part_fee, part_slip = fee * share, slip * share
+                    event = book(
+                        a, part, fill, part_fee, part_slip, bar, reason, rule, signals, signal_i
+                    )
+                    rows.append((bar, a, part, fill, part_fee, part_slip, o.order_id, reason, rule))
+                if track:
+                    closed.append(a)  # by the first part; `event` is the second part's opening
+            if track:
                 if event > 0:
                     opened.append((a, fill))
                 elif event < 0:
                     closed.append(a)
         if rejected:
-            for reason in dict.fromkeys(r for _, r in rejected):  # first-seen order
-                self.reject([o for o, r in rejected if r is reason], reason)
-        if self.risk.active and (opened or closed):
+            for reason_ in dict.fromkeys(r for _, r in rejected):  # first-seen order
+                self.reject([o for o, r in rejected if r is reason_], reason_)
+        if opened or closed:
             self.risk.on_fills(
                 ctx_factory,
                 np.array([a for a, _ in opened], dtype=np.int64) if opened else _NONE,
@@ -343,7 +378,7 @@ class Broker:
         if self.risk.validates:
             orders = self._validated(orders, ctx_factory())
         self.order_log += orders
-        if self.settings.same_close and any(o.order_type == MARKET for o in orders):
+        if self.same_close and any(o.order_type == MARKET for o in orders):
             p = self.panel
             assert p is not None
             market = [o for o in orders if o.order_type == MARKET]
@@ -367,13 +402,6 @@ class Broker:
 
 def _sells_first(item: tuple[Order, float]) -> tuple[bool, int]:
     return item[0].qty > 0, item[0].order_id
-
-
-def _reducing_part(position: int, qty: int) -> int:
-    """The part of a signed order that reduces an opposite position (0 if none)."""
-    if position == 0 or (qty > 0) == (position > 0):
-        return 0
-    return min(qty, -position) if qty > 0 else max(qty, -position)
 
 
 def _check_order(

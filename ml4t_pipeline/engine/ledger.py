@@ -15,21 +15,69 @@ import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason
 
-TRADE_COLUMNS = (
+# one closed-trade record: what the ledger knows when the position returns to flat (or, for
+# a trade still open at the end, `open_qty` marked at `mark`); the result table derives prices
+# and P&L from these, then appends the entry and exit signal values
+TRADE_RECORD = (
     "asset",
-    "direction",
+    "long",
     "entry_bar",
     "exit_bar",
-    "entry_qty",
-    "entry_price",
-    "exit_price",
-    "gross_pnl",
-    "commission",
-    "slippage",
-    "pnl",
     "exit_reason",
     "exit_rule",
+    "buy_qty",
+    "sell_qty",
+    "buy_notional",
+    "sell_notional",
+    "commission",
+    "slippage",
+    "open_qty",
+    "mark",
 )
+# the open-trade accumulators, as per-asset arrays in saved engine state
+TRADE_STATE = (
+    "buy_qty",
+    "sell_qty",
+    "buy_notional",
+    "sell_notional",
+    "trade_commission",
+    "trade_slippage",
+)
+
+
+class OpenTrade:
+    """What a trade has accumulated since its position left flat."""
+
+    __slots__ = (
+        "buy_notional",
+        "buy_qty",
+        "commission",
+        "entry_bar",
+        "entry_signals",
+        "sell_notional",
+        "sell_qty",
+        "slippage",
+    )
+
+    def __init__(self, entry_bar: int, entry_signals: tuple[float, ...]) -> None:
+        self.entry_bar = entry_bar
+        self.buy_qty = 0
+        self.sell_qty = 0
+        self.buy_notional = 0.0
+        self.sell_notional = 0.0
+        self.commission = 0.0
+        self.slippage = 0.0
+        self.entry_signals = entry_signals
+
+    def state(self) -> tuple[int, int, float, float, float, float]:  # TRADE_STATE order
+        return (
+            self.buy_qty,
+            self.sell_qty,
+            self.buy_notional,
+            self.sell_notional,
+            self.commission,
+            self.slippage,
+        )
 
 
 @dataclass(slots=True)
@@ -38,26 +86,14 @@ class Ledger:
     qty: np.ndarray  # int64 (N,)
     avg_price: np.ndarray  # float64 (N,), average entry price of the open position
     entry_bar: np.ndarray  # int64, bar the open trade started (-1 when flat)
-    # open-trade accumulators, per asset: plain lists, touched one fill at a time
-    buy_qty: list[int]
-    sell_qty: list[int]
-    buy_notional: list[float]
-    sell_notional: list[float]
-    trade_commission: list[float]
-    trade_slippage: list[float]
-    entry_signals: dict[str, np.ndarray]
-    # closed trades: TRADE_COLUMNS values, then entry and exit signal values (`trade_columns`)
+    signal_names: list[str]  # signal values recorded on trades at entry and exit
+    open: dict[int, OpenTrade] = field(default_factory=dict)  # asset -> its open trade
+    # closed trades: TRADE_RECORD values, then entry and exit signal values (`trade_columns`)
     closed: list[tuple[Any, ...]] = field(default_factory=list)
     qty_f: np.ndarray = field(init=False)  # qty as float64, for the mark-to-market dot product
-    open_assets: set[int] = field(init=False)  # assets whose position is not flat
 
     def __post_init__(self) -> None:
-        self.sync()
-
-    def sync(self) -> None:
-        """Recompute what is derived from `qty` (after `qty` was replaced as a whole)."""
         self.qty_f = self.qty.astype(np.float64)
-        self.open_assets = set(np.flatnonzero(self.qty).tolist())
 
     @classmethod
     def empty(cls, n_assets: int, cash: float, signal_names: list[str]) -> Ledger:
@@ -66,28 +102,22 @@ class Ledger:
             qty=np.zeros(n_assets, dtype=np.int64),
             avg_price=np.zeros(n_assets),
             entry_bar=np.full(n_assets, -1, dtype=np.int64),
-            buy_qty=[0] * n_assets,
-            sell_qty=[0] * n_assets,
-            buy_notional=[0.0] * n_assets,
-            sell_notional=[0.0] * n_assets,
-            trade_commission=[0.0] * n_assets,
-            trade_slippage=[0.0] * n_assets,
-            entry_signals={s: np.full(n_assets, np.nan) for s in signal_names},
+            signal_names=list(signal_names),
         )
 
     def trade_columns(self) -> list[str]:
-        names = list(self.entry_signals)
-        return [*TRADE_COLUMNS, *(f"entry_{n}" for n in names), *(f"exit_{n}" for n in names)]
+        names = self.signal_names
+        return [*TRADE_RECORD, *(f"entry_{n}" for n in names), *(f"exit_{n}" for n in names)]
 
     def positions_value(self, last_close: np.ndarray) -> float:
         """sum(qty * last_close). With one position open the dot product is that one term
         (the others are exact zeros), so it is computed as such, to the same bits."""
-        n_open = len(self.open_assets)
+        n_open = len(self.open)
         if n_open > 1:
             return float(self.qty_f @ last_close)
         if n_open == 1:
-            (a,) = self.open_assets
-            return self.qty_f.item(a) * last_close.item(a)
+            for a in self.open:
+                return self.qty_f.item(a) * last_close.item(a)
         return 0.0
 
     def book(
@@ -107,92 +137,129 @@ class Ledger:
 
         `signals[name][row]` holds the values the decision saw (recorded on trades).
         """
-        old = self.qty.item(a)
+        qty = self.qty
+        old = qty.item(a)
         new = old + dq
         self.cash -= dq * price + fee
+        qty[a] = new
+        self.qty_f[a] = new
+        if old == 0:
+            names = self.signal_names
+            trade = self.open[a] = OpenTrade(
+                bar,
+                tuple([signals[n].item(row, a) if n in signals else math.nan for n in names])
+                if names
+                else (),
+            )
+            self.entry_bar[a] = bar
+        else:
+            trade = self.open[a]
         if abs(new) > abs(old):
             self.avg_price[a] = (self.avg_price.item(a) * abs(old) + price * abs(dq)) / abs(new)
         if dq > 0:
-            self.buy_qty[a] += dq
-            self.buy_notional[a] += dq * price
+            trade.buy_qty += dq
+            trade.buy_notional += dq * price
         else:
-            self.sell_qty[a] -= dq
-            self.sell_notional[a] -= dq * price
-        self.trade_commission[a] += fee
-        self.trade_slippage[a] += slip
-        self.qty[a] = new
-        self.qty_f[a] = new
+            trade.sell_qty -= dq
+            trade.sell_notional -= dq * price
+        trade.commission += fee
+        trade.slippage += slip
         if old == 0:
-            self.open_assets.add(a)
-            self.entry_bar[a] = bar
-            for name, arr in self.entry_signals.items():
-                values = signals.get(name)
-                arr[a] = values.item(row, a) if values is not None else math.nan
             return 1
         if new == 0:
-            self.open_assets.discard(a)
-            exit_signals = tuple(
-                signals[n].item(row, a) if n in signals else None for n in self.entry_signals
+            del self.open[a]
+            self.closed.append(
+                (
+                    *self._record(a, trade, bar, old > 0, reason, rule, 0, 0.0),
+                    *[signals[n].item(row, a) if n in signals else None for n in self.signal_names],
+                )
             )
-            self.closed.append(self._trade_row(a, bar, old > 0, reason, rule) + exit_signals)
-            self._reset(a)
+            self.entry_bar[a] = -1
+            self.avg_price[a] = 0.0
             return -1
         return 0
 
-    def _trade_row(
-        self, a: int, exit_bar: int, long: bool, reason: int, rule: int, mark: float = 0.0
+    @staticmethod
+    def _record(
+        a: int,
+        t: OpenTrade,
+        exit_bar: int,
+        long: bool,
+        reason: int,
+        rule: int,
+        open_qty: int,
+        mark: float,
     ) -> tuple[Any, ...]:
-        """TRADE_COLUMNS and entry signal values; `mark` values a still-open quantity."""
-        entry_qty = self.buy_qty[a] if long else self.sell_qty[a]
-        exit_qty = self.sell_qty[a] if long else self.buy_qty[a]
-        entry_notional = self.buy_notional[a] if long else self.sell_notional[a]
-        exit_notional = self.sell_notional[a] if long else self.buy_notional[a]
-        gross = self.sell_notional[a] - self.buy_notional[a]
-        open_qty = self.qty.item(a)
-        if open_qty:  # still open: marked at `mark`
-            gross += open_qty * mark
-            exit_price = mark
-        else:
-            exit_price = exit_notional / exit_qty if exit_qty else math.nan
-        commission = self.trade_commission[a]
+        """TRADE_RECORD values, then the entry signal values."""
         return (
             a,
-            "long" if long else "short",
-            self.entry_bar.item(a),
+            long,
+            t.entry_bar,
             exit_bar,
-            entry_qty,
-            entry_notional / entry_qty if entry_qty else math.nan,
-            exit_price,
-            gross,
-            commission,
-            self.trade_slippage[a],
-            gross - commission,
             reason,
             rule,
-            *(v.item(a) for v in self.entry_signals.values()),
+            t.buy_qty,
+            t.sell_qty,
+            t.buy_notional,
+            t.sell_notional,
+            t.commission,
+            t.slippage,
+            open_qty,
+            mark,
+            *t.entry_signals,
         )
 
-    def _reset(self, a: int) -> None:
-        self.entry_bar[a] = -1
-        self.buy_qty[a] = 0
-        self.sell_qty[a] = 0
-        self.buy_notional[a] = 0.0
-        self.sell_notional[a] = 0.0
-        self.trade_commission[a] = 0.0
-        self.trade_slippage[a] = 0.0
-        self.avg_price[a] = 0.0
-        for arr in self.entry_signals.values():
-            arr[a] = np.nan
-
     def open_trades(self, last_bar: int, last_close: np.ndarray) -> list[tuple[Any, ...]]:
-        """Rows for trades still open, marked at the last close (exit_reason = open)."""
-        no_exit = (None,) * len(self.entry_signals)
+        """Records of trades still open, marked at the last close (exit_reason = open)."""
+        no_exit = (None,) * len(self.signal_names)
+        open_reason = int(ExitReason.OPEN)
+        qty = self.qty
         return [
-            self._trade_row(a, last_bar, self.qty.item(a) > 0, int(ExitReason.OPEN), -1, mark)
-            + no_exit
-            for a, mark in zip(
-                np.flatnonzero(self.qty).tolist(),
-                last_close[self.qty != 0].tolist(),
-                strict=True,
+            self._record(
+                a,
+                self.open[a],
+                last_bar,
+                qty.item(a) > 0,
+                open_reason,
+                -1,
+                qty.item(a),
+                last_close.item(a),
             )
+            + no_exit
+            for a in sorted(self.open)
         ]
+
+    # -- saved state: per-asset arrays ---------------------------------------------------------
+    def trade_state(self) -> dict[str, np.ndarray]:
+        """TRADE_STATE and `entry_<signal>` as (N,) arrays (zeros / NaN where flat)."""
+        n = self.qty.shape[0]
+        out = {
+            name: np.zeros(n, dtype=np.int64 if "qty" in name else np.float64)
+            for name in TRADE_STATE
+        }
+        out |= {f"entry_{s}": np.full(n, np.nan) for s in self.signal_names}
+        for a, trade in self.open.items():
+            for name, value in zip(TRADE_STATE, trade.state(), strict=True):
+                out[name][a] = value
+            for s, value in zip(self.signal_names, trade.entry_signals, strict=True):
+                out[f"entry_{s}"][a] = value
+        return out
+
+    def restore_trades(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Rebuild the open trades of every non-flat position from `trade_state` arrays."""
+        self.qty_f = self.qty.astype(np.float64)
+        self.open = {}
+        for a in np.flatnonzero(self.qty).tolist():
+            trade = OpenTrade(
+                int(self.entry_bar[a]),
+                tuple(
+                    float(arrays[f"entry_{s}"][a]) if f"entry_{s}" in arrays else math.nan
+                    for s in self.signal_names
+                ),
+            )
+            trade.buy_qty, trade.sell_qty = int(arrays["buy_qty"][a]), int(arrays["sell_qty"][a])
+            trade.buy_notional = float(arrays["buy_notional"][a])
+            trade.sell_notional = float(arrays["sell_notional"][a])
+            trade.commission = float(arrays["trade_commission"][a])
+            trade.slippage = float(arrays["trade_slippage"][a])
+            self.open[a] = trade

@@ -110,6 +110,10 @@ class Engine:
         self._batches = self.strategy.uses_batches()
         self._asset_ids = asset_list(self.assets)
         self._all_assets = list(range(n))
+        self._panel: Panel | None = None  # the chunk being run, and its per-bar views
+        self._context = RowView({})
+        self._event: MarketEvent | None = None
+        self._batch: Batch | None = None
         self.equity_cash: list[np.ndarray] = []
         self.equity_positions: list[np.ndarray] = []
         self.timestamps: list[np.ndarray] = []
@@ -133,55 +137,53 @@ class Engine:
         for provider in self.features:
             provider.attach(panel, self.data.calendar, self._first_bar)
         self._first_bar += panel.n_bars
-        self.broker.panel = panel
-        context = RowView(panel.context)
-        event = MarketEvent(panel, context, self._asset_ids) if self._events else None
-        batch = Batch(panel, self.assets) if self._batches else None
-        stamps = utc_datetimes(panel.timestamps) if batch is not None else [None] * panel.n_bars
+        self.broker.panel = self._panel = panel
+        self._context = context = RowView(panel.context)
+        self._event = MarketEvent(panel, context, self._asset_ids) if self._events else None
+        self._batch = Batch(panel, self.assets) if self._batches else None
+        n = panel.n_bars
+        stamps = utc_datetimes(panel.timestamps) if self._batch is not None else [None] * n
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()
+        step, ledger = self._step, self.ledger
         cash: list[float] = []
         positions: list[float] = []
-        for i in range(panel.n_bars):
-            positions.append(self._step(panel, i, stamps[i], context, event, batch, complete[i]))
-            cash.append(self.ledger.cash)
+        for i, stamp, whole in zip(range(n), stamps, complete, strict=True):
+            positions.append(step(i, stamp, whole))
+            cash.append(ledger.cash)
         self.equity_cash.append(np.array(cash))
         self.equity_positions.append(np.array(positions))
         self.timestamps.append(panel.timestamps)
 
-    def _step(
-        self,
-        panel: Panel,
-        i: int,
-        stamp: dt.datetime | None,
-        context: RowView,
-        event: MarketEvent | None,
-        batch: Batch | None,
-        complete: bool,
-    ) -> float:
+    def _step(self, i: int, stamp: dt.datetime | None, complete: bool) -> float:
         """One bar; returns the positions' value at its close. `complete`: every asset has a bar."""
+        panel = self._panel
+        assert panel is not None
         broker = self.broker
         risk = self.risk.active
         bar = self.bars_done
         broker.i = i
         broker.bar = bar
+        context = self._context
         context._i = i
 
         if broker.pending:  # 1. queued orders at open[t]
             broker.fill_pending(self._risk_context)
         if risk:  # 2. stops, gap-aware
             broker.protective_exits(self._risk_context)
-        if complete:  # the last known close of every asset (a view: nothing is copied)
-            broker.last_close = panel.close[i]
+        if complete:  # the last known close of every asset
+            broker.last_close = panel.close[i]  # a view: nothing is copied
         else:
             broker.last_close = np.where(panel.has_bar[i], panel.close[i], broker.last_close)
         broker.decision_row = (panel.signals, i)
 
         for provider in self._callables:  # features computed from history up to close[t]
             provider.update(i)
+        batch = self._batch
         if batch is not None:  # 3. strategy at close[t]
             assert stamp is not None
             batch._point(i, bar, stamp)
             self.strategy.on_timestamp_batch(stamp, batch, context)
+        event = self._event
         if event is not None:
             on_event = self.strategy.on_market_event
             for a in self._all_assets if complete else np.flatnonzero(panel.has_bar[i]).tolist():
@@ -196,8 +198,9 @@ class Engine:
         if broker.new_orders:  # 5 + 6. validate, queue / fill
             broker.accept(broker.take_new_orders(), self._risk_context)
 
-        positions = self.ledger.positions_value(broker.last_close)  # 7. mark equity
-        equity = self.ledger.cash + positions
+        ledger = self.ledger
+        positions = ledger.positions_value(broker.last_close)  # 7. mark equity
+        equity = ledger.cash + positions
         self.prev_equity = equity
         if equity > self.peak_equity:
             self.peak_equity = equity

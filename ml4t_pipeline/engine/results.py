@@ -17,7 +17,7 @@ import polars as pl
 from ml4t_pipeline.engine.attribution import attribution
 from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.enums import ExitReason, OrderStatus, OrderType
-from ml4t_pipeline.engine.ledger import TRADE_COLUMNS
+from ml4t_pipeline.engine.ledger import TRADE_RECORD
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE
 from ml4t_pipeline.engine.state import EngineState
@@ -100,6 +100,8 @@ def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
 _EXIT_LABELS = np.array([r.label for r in ExitReason], dtype=object)
 _ORDER_LABELS = np.array([t.label for t in OrderType], dtype=object)
 _SIDES = np.array(["sell", "buy"], dtype=object)
+_DIRECTIONS = np.array(["short", "long"], dtype=object)
+_STATUS_LABELS = np.array([s.value for s in OrderStatus], dtype=object)  # filled, rejected, open
 _REJECT_LABELS = np.array([r.value for r in REJECT_BY_CODE], dtype=object)
 
 
@@ -114,9 +116,7 @@ def _side(qty: np.ndarray) -> pl.Series:
 
 def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
     local = bars - offset
-    return (
-        pl.Series("timestamp", calendar[local]).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    )
+    return pl.Series("timestamp", calendar[local], dtype=UTC_US)
 
 
 def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
@@ -139,7 +139,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     positions = np.concatenate(engine.equity_positions) if engine.equity_positions else np.empty(0)
     equity = pl.DataFrame(
         {
-            "timestamp": pl.Series(calendar).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            "timestamp": pl.Series(calendar, dtype=UTC_US),
             "cash": cash,
             "positions_value": positions,
             "equity": cash + positions,
@@ -167,24 +167,6 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         ]
     )
 
-    all_orders = Orders.from_rows(engine.broker.order_log)
-    created = all_orders.created_bar
-    orders = pl.DataFrame(
-        [
-            pl.Series("order_id", all_orders.order_id, dtype=pl.Int64),
-            _stamp(created, calendar, first_bar).alias("created_at"),
-            asset_col(all_orders.asset),
-            _side(all_orders.qty),
-            pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
-            _labels(_ORDER_LABELS, all_orders.order_type, "order_type"),
-            pl.Series("limit_price", all_orders.limit_price),
-            pl.Series("stop_price", all_orders.stop_price),
-            pl.Series("trail_pct", all_orders.trail_pct),
-            _labels(_EXIT_LABELS, all_orders.reason, "reason"),
-            rule_col(all_orders.rule.astype(np.int64)),
-        ]
-    ).sort("order_id")
-
     rejected = engine.broker.rejection_rows
     r = {
         n: np.array([row[k] for row in rejected], dtype=np.int64)
@@ -202,14 +184,29 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             rule_col(r["rule"].astype(np.int64)),
         ]
     )
-    status = pl.concat(
+    all_orders = Orders.from_rows(engine.broker.order_log)
+    all_orders = all_orders.take(np.argsort(all_orders.order_id, kind="stable"))
+    created = all_orders.created_bar
+    status = np.where(
+        np.isin(all_orders.order_id, f["order_id"]),
+        0,
+        np.where(np.isin(all_orders.order_id, r["order_id"]), 1, 2),
+    )
+    orders = pl.DataFrame(
         [
-            fills.select("order_id", pl.lit(OrderStatus.FILLED.value).alias("status")),
-            rejections.select("order_id", pl.lit(OrderStatus.REJECTED.value).alias("status")),
+            pl.Series("order_id", all_orders.order_id, dtype=pl.Int64),
+            _stamp(created, calendar, first_bar).alias("created_at"),
+            asset_col(all_orders.asset),
+            _side(all_orders.qty),
+            pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
+            _labels(_ORDER_LABELS, all_orders.order_type, "order_type"),
+            pl.Series("limit_price", all_orders.limit_price),
+            pl.Series("stop_price", all_orders.stop_price),
+            pl.Series("trail_pct", all_orders.trail_pct),
+            _labels(_EXIT_LABELS, all_orders.reason, "reason"),
+            rule_col(all_orders.rule.astype(np.int64)),
+            _labels(_STATUS_LABELS, status, "status"),
         ]
-    ).unique("order_id", keep="first")
-    orders = orders.join(status, on="order_id", how="left").with_columns(
-        pl.col("status").fill_null(OrderStatus.OPEN.value)
     )
     trades = _trades(engine, calendar, first_bar, asset_col, rule_col)
     final_cash = float(engine.ledger.cash)
@@ -236,25 +233,43 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
 def _trades(
     engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any, rule_col: Any
 ) -> pl.DataFrame:
+    """Trade rows from the ledger's records: prices and P&L derived column-wise."""
     rows = engine.ledger.closed + engine.ledger.open_trades(
         engine.bars_done - 1, engine.broker.last_close
     )
     names = engine.ledger.trade_columns()
-    extra = names[len(TRADE_COLUMNS) :]
+    extra = names[len(TRADE_RECORD) :]
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    cols = {name: list(values) for name, values in zip(names, columns, strict=True)}
-    entry_bar = np.asarray(cols["entry_bar"], dtype=np.int64)
-    exit_bar = np.asarray(cols["exit_bar"], dtype=np.int64)
+    cols = dict(zip(names, columns, strict=True))
+
+    def num(name: str, dtype: type) -> np.ndarray:
+        return np.array(cols[name], dtype=dtype)
+
+    long = num("long", np.bool_)
+    buy_qty, sell_qty = num("buy_qty", np.int64), num("sell_qty", np.int64)
+    buy_notional, sell_notional = num("buy_notional", np.float64), num("sell_notional", np.float64)
+    open_qty, mark = num("open_qty", np.int64), num("mark", np.float64)
+    entry_qty = np.where(long, buy_qty, sell_qty)
+    exit_qty = np.where(long, sell_qty, buy_qty)
+    still_open = open_qty != 0
+    gross = sell_notional - buy_notional
+    gross = np.where(still_open, gross + open_qty * mark, gross)
+    entry_price = _ratio(np.where(long, buy_notional, sell_notional), entry_qty)
+    exit_price = np.where(
+        still_open, mark, _ratio(np.where(long, sell_notional, buy_notional), exit_qty)
+    )
+    commission = num("commission", np.float64)
+    entry_bar, exit_bar = num("entry_bar", np.int64), num("exit_bar", np.int64)
     in_window = (entry_bar >= first_bar) & (entry_bar - first_bar < calendar.shape[0])
-    entry_ts = [
-        int(calendar[b - first_bar]) if ok else None
-        for b, ok in zip(entry_bar.tolist(), in_window.tolist(), strict=True)
-    ]
+    entry_us = (
+        calendar[np.where(in_window, entry_bar - first_bar, 0)] if calendar.size else entry_bar
+    )
     frame = pl.DataFrame(
         [
-            asset_col(np.asarray(cols["asset"], dtype=np.int64)),
-            pl.Series("direction", cols["direction"], dtype=pl.String),
-            pl.Series("entry_time", entry_ts, dtype=pl.Int64)
+            asset_col(num("asset", np.int64)),
+            _labels(_DIRECTIONS, long.astype(np.int64), "direction"),
+            pl.Series("entry_time", entry_us, dtype=pl.Int64)
+            .scatter(np.flatnonzero(~in_window), None)
             .cast(pl.Datetime("us"))
             .dt.replace_time_zone("UTC"),
             _stamp(exit_bar, calendar, first_bar).alias("exit_time")
@@ -263,21 +278,28 @@ def _trades(
             pl.Series("entry_bar", entry_bar, dtype=pl.Int64),
             pl.Series("exit_bar", exit_bar, dtype=pl.Int64),
             pl.Series("bars_held", exit_bar - entry_bar, dtype=pl.Int64),
-            pl.Series("qty", cols["entry_qty"], dtype=pl.Int64),
-            pl.Series("entry_price", cols["entry_price"], dtype=pl.Float64),
-            pl.Series("exit_price", cols["exit_price"], dtype=pl.Float64),
-            pl.Series("gross_pnl", cols["gross_pnl"], dtype=pl.Float64),
-            pl.Series("commission", cols["commission"], dtype=pl.Float64),
-            pl.Series("slippage", cols["slippage"], dtype=pl.Float64),
-            pl.Series("pnl", cols["pnl"], dtype=pl.Float64),
-            _labels(_EXIT_LABELS, np.asarray(cols["exit_reason"], dtype=np.int64), "exit_reason"),
-            rule_col(np.asarray(cols["exit_rule"], dtype=np.int64), "exit_rule"),
+            pl.Series("qty", entry_qty, dtype=pl.Int64),
+            pl.Series("entry_price", entry_price, dtype=pl.Float64),
+            pl.Series("exit_price", exit_price, dtype=pl.Float64),
+            pl.Series("gross_pnl", gross, dtype=pl.Float64),
+            pl.Series("commission", commission, dtype=pl.Float64),
+            pl.Series("slippage", num("slippage", np.float64), dtype=pl.Float64),
+            pl.Series("pnl", gross - commission, dtype=pl.Float64),
+            _labels(_EXIT_LABELS, num("exit_reason", np.int64), "exit_reason"),
+            rule_col(num("exit_rule", np.int64), "exit_rule"),
             *[pl.Series(c, cols[c], dtype=pl.Float64) for c in extra],
         ]
     )
     return frame.with_columns(
         (pl.col("pnl") / (pl.col("entry_price") * pl.col("qty"))).alias("return_pct")
     ).sort(["exit_bar", "asset_id"])
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0."""
+    out = np.full(numerator.shape[0], np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
 
 
 def compute_metrics(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml4t_pipeline.engine.data import asset_list
-from ml4t_pipeline.engine.ledger import Ledger
+from ml4t_pipeline.engine.ledger import TRADE_STATE, Ledger
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk import RiskState
 from ml4t_pipeline.errors import StateError
@@ -22,17 +22,7 @@ from ml4t_pipeline.errors import StateError
 if TYPE_CHECKING:
     from ml4t_pipeline.engine.config import RunConfig
 
-_LEDGER_ARRAYS = (
-    "qty",
-    "avg_price",
-    "entry_bar",
-    "buy_qty",
-    "sell_qty",
-    "buy_notional",
-    "sell_notional",
-    "trade_commission",
-    "trade_slippage",
-)
+_LEDGER_ARRAYS = ("qty", "avg_price", "entry_bar")
 _RISK_ARRAYS = (
     "stop",
     "stop_reason",
@@ -86,8 +76,11 @@ class EngineState:
             (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
         )
         per_asset: dict[str, list[Any]] = {"last_close": last_close[keep].tolist()}
+        trades = ledger.trade_state()
         for name in _LEDGER_ARRAYS:
-            per_asset[f"ledger.{name}"] = np.asarray(getattr(ledger, name))[keep].tolist()
+            per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()
+        for name in TRADE_STATE:
+            per_asset[f"ledger.{name}"] = trades[name][keep].tolist()
         for name in _RISK_ARRAYS:
             per_asset[f"risk.{name}"] = getattr(risk, name)[keep].tolist()
         for name, values in last_signals.items():
@@ -103,7 +96,7 @@ class EngineState:
             last_timestamp_us=last_timestamp_us,
             assets=tuple(ids[k] for k in keep.tolist()),
             per_asset=per_asset,
-            entry_signals={n: v[keep].tolist() for n, v in ledger.entry_signals.items()},
+            entry_signals={s: trades[f"entry_{s}"][keep].tolist() for s in ledger.signal_names},
             pending=pend,
             strategy_state=strategy_state,
             rule_state=rule_state,
@@ -125,16 +118,16 @@ class EngineState:
         last_close = np.zeros(n)
         last_close[pos] = self.per_asset["last_close"]
         for name in _LEDGER_ARRAYS:
-            current = getattr(ledger, name)
-            merged = np.asarray(current).copy()
-            merged[pos] = self.per_asset[f"ledger.{name}"]
-            setattr(ledger, name, merged.tolist() if isinstance(current, list) else merged)
-        ledger.sync()
+            getattr(ledger, name)[pos] = self.per_asset[f"ledger.{name}"]
+        trades = ledger.trade_state()
+        for name in TRADE_STATE:
+            trades[name][pos] = self.per_asset[f"ledger.{name}"]
+        for name, values in self.entry_signals.items():
+            if f"entry_{name}" in trades:
+                trades[f"entry_{name}"][pos] = values
+        ledger.restore_trades(trades)
         for name in _RISK_ARRAYS:
             getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
-        for name, values in self.entry_signals.items():
-            if name in ledger.entry_signals:
-                ledger.entry_signals[name][pos] = values
         last_signals: dict[str, np.ndarray] = {}
         for key, values in self.per_asset.items():
             if key.startswith("signal."):

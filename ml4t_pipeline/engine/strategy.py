@@ -24,6 +24,17 @@ if TYPE_CHECKING:
     from ml4t_pipeline.engine.broker import Broker
 
 
+class _NotRunning:
+    """Stands in for the broker outside a run: every helper says why it cannot work."""
+
+    def __getattr__(self, name: str) -> Any:
+        msg = "strategy helpers are only available while the engine runs the strategy"
+        raise RuntimeError(msg)
+
+
+_NOT_RUNNING: Any = _NotRunning()
+
+
 class Strategy:
     """Base class of every strategy, built-in or user-written.
 
@@ -39,7 +50,7 @@ class Strategy:
 
     def __init__(self, **params: Any) -> None:
         self.params = params
-        self._broker: Broker | None = None
+        self._broker: Broker = _NOT_RUNNING
 
     # -- callbacks (override one) -------------------------------------------------------------
     def on_start(self) -> None:
@@ -69,14 +80,11 @@ class Strategy:
     # -- helpers ----------------------------------------------------------------------------
     @property
     def broker(self) -> Broker:
-        if self._broker is None:
-            msg = "strategy helpers are only available while the engine runs the strategy"
-            raise RuntimeError(msg)
         return self._broker
 
     def get_position(self, asset: Any) -> int:
-        broker = self.broker
-        return int(broker.ledger.qty.item(broker.index(asset)))
+        b = self._broker
+        return b.ledger.qty.item(b.index(asset))
 
     def get_cash(self) -> float:
         return self.broker.ledger.cash
@@ -115,13 +123,17 @@ class Strategy:
         )
 
     def buy(self, asset: Any, qty: int) -> int | None:
-        return self.submit_order(asset, abs(int(qty)))
+        b = self._broker
+        return b.submit_market(b.index(asset), abs(int(qty)))
 
     def sell(self, asset: Any, qty: int) -> int | None:
-        return self.submit_order(asset, -abs(int(qty)))
+        b = self._broker
+        return b.submit_market(b.index(asset), -abs(int(qty)))
 
     def close_position(self, asset: Any) -> int | None:
-        return self.submit_order(asset, -self.get_position(asset))
+        b = self._broker
+        a = b.index(asset)
+        return b.submit_market(a, -b.ledger.qty.item(a))
 
     def buy_percent(self, asset: Any, percent: float) -> int | None:
         """Buy shares worth `percent` (a fraction) of portfolio value at the current close."""
