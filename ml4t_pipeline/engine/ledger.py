@@ -7,7 +7,7 @@ the broker splits any fill that would flip a position, so the ledger never sees 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,11 +168,11 @@ class Ledger:
             return 1
         if new == 0:
             del self.open[a]
+            exit_signals = [
+                signals[n].item(row, a) if n in signals else None for n in self.signal_names
+            ]
             self.closed.append(
-                (
-                    *self._record(a, trade, bar, old > 0, reason, rule, 0, 0.0),
-                    *[signals[n].item(row, a) if n in signals else None for n in self.signal_names],
-                )
+                self._record(a, trade, bar, old > 0, reason, rule, 0, 0.0, exit_signals)
             )
             self.entry_bar[a] = -1
             self.avg_price[a] = 0.0
@@ -189,8 +189,9 @@ class Ledger:
         rule: int,
         open_qty: int,
         mark: float,
+        exit_signals: Sequence[float | None],
     ) -> tuple[Any, ...]:
-        """TRADE_RECORD values, then the entry signal values."""
+        """TRADE_RECORD values, then the entry and the exit signal values."""
         return (
             a,
             long,
@@ -207,6 +208,7 @@ class Ledger:
             open_qty,
             mark,
             *t.entry_signals,
+            *exit_signals,
         )
 
     def open_trades(self, last_bar: int, last_close: np.ndarray) -> list[tuple[Any, ...]]:
@@ -224,8 +226,8 @@ class Ledger:
                 -1,
                 qty.item(a),
                 last_close.item(a),
+                no_exit,
             )
-            + no_exit
             for a in sorted(self.open)
         ]
 
