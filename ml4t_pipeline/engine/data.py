@@ -124,9 +124,8 @@ class _Table:
             self._preloaded = list(self.batches(columns))
             return
         try:
-            table = pq.read_table(
+            reader = pq.ParquetFile(
                 self.name,
-                columns=list(columns),
                 read_dictionary=["asset_id"]
                 if "asset_id" in columns and _is_text(self.schema.field("asset_id").type)
                 else None,
@@ -134,6 +133,7 @@ class _Table:
                 pre_buffer=False,
                 buffer_size=1 << 20,
             )
+            table = reader.read(columns=list(columns), use_threads=True)
         except (OSError, pa.ArrowException) as exc:
             msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
             raise DataError(msg) from exc
@@ -174,6 +174,17 @@ class _Table:
         except (OSError, pa.ArrowException) as exc:
             msg = f"{self.name}: cannot read columns {list(columns)} ({exc})"
             raise DataError(msg) from exc
+
+
+def _ascending(values: np.ndarray) -> bool:
+    return bool(np.all(values[1:] > values[:-1]))
+
+
+def _distinct(stamps: np.ndarray) -> np.ndarray:
+    """The distinct values of one batch of timestamps; sorted when the batch is sorted."""
+    if stamps.shape[0] and np.all(stamps[1:] >= stamps[:-1]):  # the common layout
+        return stamps[np.r_[True, stamps[1:] != stamps[:-1]]]
+    return np.asarray(pc.unique(pa.array(stamps)).to_numpy())
 
 
 def _is_text(kind: pa.DataType) -> bool:
@@ -322,14 +333,17 @@ class MarketData:
         hi = to_micros(end) if end is not None else None
         uniques = []
         for ts in stamps:
-            distinct = pc.unique(pa.array(ts)).to_numpy()
+            distinct = _distinct(ts)
             if lo is not None:
                 distinct = distinct[distinct >= lo]
             if hi is not None:
                 distinct = distinct[distinct < hi]
             uniques.append(distinct)
         n_rows_read = sum(ts.shape[0] for ts in stamps)
-        calendar_ts = np.unique(np.concatenate(uniques)) if uniques else np.empty(0, np.int64)
+        if len(uniques) == 1 and _ascending(uniques[0]):
+            calendar_ts = uniques[0]  # one batch of sorted rows: already the calendar
+        else:
+            calendar_ts = np.unique(np.concatenate(uniques)) if uniques else np.empty(0, np.int64)
         if calendar_ts.shape[0] == 0:
             window = f" in [{start}, {end})" if start is not None or end is not None else ""
             msg = f"{self._prices.name}: no price bars{window}"

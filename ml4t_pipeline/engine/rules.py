@@ -14,7 +14,14 @@ import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason, RejectReason
 from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk import BaseRule, DecisionKind, RiskContext, RiskDecision
+from ml4t_pipeline.engine.risk import (
+    BaseRule,
+    DecisionKind,
+    RiskContext,
+    RiskDecision,
+    all_true,
+    any_true,
+)
 
 
 def _scaled_level(ctx: RiskContext, assets: np.ndarray, base: np.ndarray, pct: float) -> np.ndarray:
@@ -137,7 +144,7 @@ class TrailingStop(BaseRule):
             for threshold, tighter in sorted(self.schedule):
                 pct = np.where(mfe >= threshold, np.minimum(pct, tighter), pct)
         long = ctx.qty[held] > 0
-        if long.all():
+        if all_true(long):
             level = ctx.high_water[held] * (1.0 - pct)
         else:
             level = np.where(
@@ -260,7 +267,7 @@ class MaxGrossExposure(BaseRule):
         room = self.max_ratio * ctx.equity - gross
         cum = np.cumsum(add)
         over = opens & (cum > room)
-        if not np.any(over):
+        if not any_true(over):
             return []
         first = int(np.flatnonzero(over)[0])
         left = room - (cum[first] - add[first])
