@@ -91,6 +91,8 @@ class Ledger:
     # closed trades: TRADE_RECORD values, then entry and exit signal values (`trade_columns`)
     closed: list[tuple[Any, ...]] = field(default_factory=list)
     qty_f: np.ndarray = field(init=False)  # qty as float64, for the mark-to-market dot product
+    fills_booked: int = 0  # a version of the positions, for `positions_value`'s memo
+    _memo: tuple[np.ndarray | None, int, float] = (None, -1, 0.0)  # (last_close, version, value)
 
     def __post_init__(self) -> None:
         self.qty_f = self.qty.astype(np.float64)
@@ -113,8 +115,13 @@ class Ledger:
         """sum(qty * last_close). With one position open the dot product is that one term
         (the others are exact zeros), so it is computed as such, to the same bits."""
         n_open = len(self.open)
-        if n_open > 1:
-            return float(self.qty_f @ last_close)
+        if n_open > 1:  # asked again within a bar (risk context, equity mark): one product
+            marked, version, value = self._memo
+            if marked is last_close and version == self.fills_booked:
+                return value
+            value = float(self.qty_f @ last_close)
+            self._memo = (last_close, self.fills_booked, value)
+            return value
         if n_open == 1:
             for a in self.open:
                 return self.qty_f.item(a) * last_close.item(a)
@@ -143,6 +150,7 @@ class Ledger:
         self.cash -= dq * price + fee
         qty[a] = new
         self.qty_f[a] = new
+        self.fills_booked += 1
         if old == 0:
             names = self.signal_names
             trade = self.open[a] = OpenTrade(
@@ -250,6 +258,7 @@ class Ledger:
     def restore_trades(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Rebuild the open trades of every non-flat position from `trade_state` arrays."""
         self.qty_f = self.qty.astype(np.float64)
+        self.fills_booked += 1
         self.open = {}
         for a in np.flatnonzero(self.qty).tolist():
             trade = OpenTrade(

@@ -31,7 +31,7 @@ from ml4t_pipeline.engine.results import BacktestResult, build_result
 from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskRule, RiskState
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.engine.strategy import Strategy
-from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView, utc_datetimes
+from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView, SignalsRow, utc_datetimes
 
 ProgressFn = Callable[[int, int], None]
 _NO_ASSETS = np.empty(0, np.int64)
@@ -242,7 +242,6 @@ class Engine:
         p = b.panel
         assert p is not None
         i = b.i
-        equity = b.equity()
         return RiskContext(
             bar=b.bar,
             qty=self.ledger.qty,
@@ -253,10 +252,10 @@ class Engine:
             low=p.low[i],
             close=b.last_close,
             has_bar=p.has_bar[i],
-            features={n: v[i] for n, v in p.signals.items()},
-            market={n: float(v[i]) for n, v in p.context.items()},
-            equity=equity,
-            peak_equity=max(self.peak_equity, equity),
+            features=SignalsRow(p.signals, i),
+            market=RowView(p.context, i),
+            valuation=b.equity,
+            peak_before=self.peak_equity,
             day_start_equity=self.prev_equity,
             high_water=self.risk.state.high_water,
             low_water=self.risk.state.low_water,

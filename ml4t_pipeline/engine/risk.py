@@ -14,8 +14,9 @@ The engine calls four hooks, never the user:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -23,6 +24,8 @@ import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason, RejectReason
 from ml4t_pipeline.engine.orders import Orders
+
+_NO_ASSETS = np.empty(0, np.int64)
 
 
 class DecisionKind(StrEnum):
@@ -45,28 +48,96 @@ class RiskDecision:
     rule: int = -1  # filled in by the manager
 
 
-@dataclass(slots=True)
 class RiskContext:
-    """What rules see at one bar, over every asset; derived arrays are computed lazily, once."""
+    """What rules see at one bar, over every asset; derived values are computed lazily, once.
 
-    bar: int
-    qty: np.ndarray  # int64 (N,) read-only view of the ledger
-    avg_price: np.ndarray
-    entry_bar: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray  # last known close (forward filled)
-    has_bar: np.ndarray
-    features: dict[str, np.ndarray]  # per-asset feature values at this bar
-    market: dict[str, float]  # market-wide context at this bar
-    equity: float
-    peak_equity: float
-    day_start_equity: float
-    high_water: np.ndarray
-    low_water: np.ndarray
-    working_entries: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    _cache: dict[str, np.ndarray] = field(default_factory=dict)
+    `equity` (and `peak_equity`, which depends on it) is either given or, with `valuation`,
+    computed on first read: most rules never read it, and marking every position to market
+    is the dearest part of a context.
+    """
+
+    __slots__ = (
+        "_cache",
+        "_equity",
+        "_peak_before",
+        "_peak_equity",
+        "_valuation",
+        "avg_price",
+        "bar",
+        "close",
+        "day_start_equity",
+        "entry_bar",
+        "features",
+        "has_bar",
+        "high",
+        "high_water",
+        "low",
+        "low_water",
+        "market",
+        "open",
+        "qty",
+        "working_entries",
+    )
+
+    def __init__(
+        self,
+        *,
+        bar: int,
+        qty: np.ndarray,  # int64 (N,) read-only view of the ledger
+        avg_price: np.ndarray,
+        entry_bar: np.ndarray,
+        open: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,  # last known close (forward filled)
+        has_bar: np.ndarray,
+        features: Mapping[str, np.ndarray],  # per-asset feature values at this bar
+        market: Mapping[str, float],  # market-wide context at this bar
+        day_start_equity: float,
+        high_water: np.ndarray,
+        low_water: np.ndarray,
+        equity: float | None = None,
+        peak_equity: float | None = None,
+        valuation: Callable[[], float] | None = None,  # computes `equity` when not given
+        peak_before: float = -math.inf,  # peak equity before this bar (with `valuation`)
+        working_entries: np.ndarray | None = None,
+    ) -> None:
+        if equity is None and valuation is None:
+            msg = "RiskContext needs equity or a valuation"
+            raise ValueError(msg)
+        self.bar = bar
+        self.qty = qty
+        self.avg_price = avg_price
+        self.entry_bar = entry_bar
+        self.open = open
+        self.high = high
+        self.low = low
+        self.close = close
+        self.has_bar = has_bar
+        self.features = features
+        self.market = market
+        self.day_start_equity = day_start_equity
+        self.high_water = high_water
+        self.low_water = low_water
+        self.working_entries = working_entries if working_entries is not None else _NO_ASSETS
+        self._equity = equity
+        self._peak_equity = peak_equity
+        self._valuation = valuation
+        self._peak_before = peak_before
+        self._cache: dict[str, np.ndarray] = {}
+
+    @property
+    def equity(self) -> float:
+        if self._equity is None:
+            assert self._valuation is not None
+            self._equity = self._valuation()
+        return self._equity
+
+    @property
+    def peak_equity(self) -> float:
+        if self._peak_equity is None:
+            self._peak_equity = max(self._peak_before, self.equity)
+        return self._peak_equity
 
     def _cached(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         value = self._cache.get(key)
@@ -318,12 +389,13 @@ class RiskManager:
     def _forget(self, assets: np.ndarray) -> None:
         """Clear the levels of `assets`; they leave the live set."""
         s = self.state
-        s.stop[assets] = np.nan
-        s.stop_rule[assets] = -1
+        where: np.ndarray | int = int(assets[0]) if assets.shape[0] == 1 else assets
+        s.stop[where] = np.nan  # (one asset, e.g. a stop that fired: scalar writes are cheaper)
+        s.stop_rule[where] = -1
         if self._any_take_profit:
-            s.take_profit[assets] = np.nan
-            s.tp_rule[assets] = -1
-        self._levelled_mask[assets] = False
+            s.take_profit[where] = np.nan
+            s.tp_rule[where] = -1
+        self._levelled_mask[where] = False
         live = self._live
         if live is not None and live.shape[0]:  # keep the rest of the live set and its levels
             keep = self._levelled_mask[live]

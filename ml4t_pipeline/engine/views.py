@@ -20,9 +20,9 @@ class RowView(Mapping[str, Any]):
 
     __slots__ = ("_arrays", "_asset", "_i")
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], i: int = 0) -> None:
         self._arrays = arrays
-        self._i = 0
+        self._i = i
         self._asset: int | None = None
 
     def __getitem__(self, name: str) -> Any:
@@ -92,9 +92,9 @@ class SignalsRow(Mapping[str, np.ndarray]):
 
     __slots__ = ("_arrays", "_i")
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], i: int = 0) -> None:
         self._arrays = arrays
-        self._i = 0
+        self._i = i
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self._arrays[name][self._i]
