@@ -100,3 +100,15 @@ def test_sizing_and_accounting_helpers(tmp_path: Path) -> None:
     # bar 5: flat, so no P&L and closing does nothing
     assert seen[5] == (None, 0, None)
     assert col(result.orders, "status") == ["filled"] * 6
+
+
+def test_helpers_outside_a_run_say_why_they_cannot_work() -> None:
+    strategy = Helpers({})
+    for call in (
+        lambda: strategy.get_position("A"),
+        lambda: strategy.buy("A", 1),
+        lambda: strategy.close_position("A"),
+        lambda: strategy.get_cash(),
+    ):
+        with pytest.raises(RuntimeError, match="only available while the engine runs"):
+            call()
