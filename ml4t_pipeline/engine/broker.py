@@ -57,6 +57,11 @@ class Broker:
     ) -> None:
         self.settings = settings
         self.same_close = settings.same_close
+        # the cost models' methods and the execution flags, read once per fill batch
+        self._fill_price = settings.slippage.fill_price
+        self._commission = settings.commission.commission
+        self._allow_short = settings.allow_short
+        self._allow_negative_cash = settings.allow_negative_cash
         self.ledger = ledger
         self.risk = risk
         self.assets = assets
@@ -185,10 +190,6 @@ class Broker:
             self.reject(gone, RejectReason.REPLACED_BY_EXIT)
         self.new_orders = kept
 
-    def take_new_orders(self) -> list[Order]:
-        new, self.new_orders = self.new_orders, []
-        return new
-
     # -- matching and booking (engine side) ---------------------------------------------------
     def fill_pending(self, ctx_factory: Any) -> None:
         """Match every working order against this bar; fill sells before buys."""
@@ -242,13 +243,14 @@ class Broker:
         """
         p = self.panel
         assert p is not None
-        s = self.settings
-        fill_price = s.slippage.fill_price
-        commission = s.commission.commission
+        fill_price = self._fill_price
+        commission = self._commission
+        allow_short = self._allow_short
         ledger = self.ledger
         book = ledger.book
         position = ledger.qty
-        volume = p.volume[self.i]
+        volume = p.volume
+        i = self.i
         bar = self.bar
         rows = self.fill_rows
         if len(fills) > 1:
@@ -267,16 +269,20 @@ class Broker:
                 cut = 0  # the part that reduces the position held
             else:
                 cut = min(executed, -held) if executed > 0 else max(executed, -held)
-            if executed - cut < 0 and not s.allow_short:
+            if executed - cut < 0 and not allow_short:
                 executed = cut  # long only: never open a short
                 if executed == 0:
                     rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
                     continue
             side = 1 if executed > 0 else -1
-            fill = fill_price(side, px, executed, volume.item(a))
+            fill = fill_price(side, px, executed, volume.item(i, a))
             fee = commission(executed, fill)
             slip = abs(executed) * abs(fill - px)
-            if executed > 0 and not s.allow_negative_cash and executed * fill + fee > ledger.cash:
+            if (
+                executed > 0
+                and not self._allow_negative_cash
+                and executed * fill + fee > ledger.cash
+            ):
                 rejected.append((o, RejectReason.INSUFFICIENT_CASH))
                 continue
             reason, rule = o.reason, o.rule
@@ -373,8 +379,9 @@ class Broker:
             for o, code, rule in zip(orders, codes, rules, strict=True)
         ]
 
-    def accept(self, orders: list[Order], ctx_factory: Any) -> None:
-        """New orders after risk validation: fill now (same-close market) or queue."""
+    def accept_new_orders(self, ctx_factory: Any) -> None:
+        """This bar's orders, after risk validation: fill now (same-close market) or queue."""
+        orders, self.new_orders = self.new_orders, []
         if self.risk.validates:
             orders = self._validated(orders, ctx_factory())
         self.order_log += orders

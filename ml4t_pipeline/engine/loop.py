@@ -216,7 +216,7 @@ class Engine:
             )
             self._submit_exits(exit_assets, reasons, rules)
         if broker.new_orders:  # 5 + 6. validate, queue / fill
-            broker.accept(broker.take_new_orders(), self._risk_context)
+            broker.accept_new_orders(self._risk_context)
 
         ledger = self.ledger
         positions = ledger.positions_value(broker.last_close)  # 7. mark equity
