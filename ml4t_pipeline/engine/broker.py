@@ -1,7 +1,8 @@
 """The broker: takes orders, matches them against bars, and books fills through the ledger.
 
-It keeps the order book and the run's records (fills, orders, rejections) as rows that the
-result tables turn into columns once. Cash and positions are written only by `Ledger.book`.
+It keeps the order book and the run's records of orders and rejections as rows that the
+result tables turn into columns once. Fills are booked by `Ledger.book`, the only writer of
+cash and positions, which keeps the fill book.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ class Broker:
         self.i = 0  # bar within the panel
         self.bar = 0  # global bar index
         self.new_orders: list[Order] = []  # this bar's orders, in submission order
-        self.fill_rows: list[tuple[int, int, int, float, float, float, int, int, int]] = []
         self.order_log: list[Order] = []  # every order that reached the book or was rejected
         self.rejection_rows: list[tuple[int, int, int, int, int, int]] = []
 
@@ -252,7 +252,6 @@ class Broker:
         volume = p.volume
         i = self.i
         bar = self.bar
-        rows = self.fill_rows
         if len(fills) > 1:
             fills = sorted(fills, key=_sells_first)
         row = self.decision_row
@@ -285,18 +284,27 @@ class Broker:
             ):
                 rejected.append((o, RejectReason.INSUFFICIENT_CASH))
                 continue
-            reason, rule = o.reason, o.rule
+            oid, reason, rule = o.order_id, o.reason, o.rule
             if cut == 0 or cut == executed:
-                event = book(a, executed, fill, fee, slip, bar, reason, rule, signals, signal_i)
-                rows.append((bar, a, executed, fill, fee, slip, o.order_id, reason, rule))
+                event = book(
+                    a, executed, fill, fee, slip, bar, oid, reason, rule, signals, signal_i
+                )
             else:  # a flip: a closing and an opening fill sharing the order's costs
                 for part in (cut, executed - cut):
                     share = part / executed
-                    part_fee, part_slip = fee * share, slip * share
                     event = book(
-                        a, part, fill, part_fee, part_slip, bar, reason, rule, signals, signal_i
+                        a,
+                        part,
+                        fill,
+                        fee * share,
+                        slip * share,
+                        bar,
+                        oid,
+                        reason,
+                        rule,
+                        signals,
+                        signal_i,
                     )
-                    rows.append((bar, a, part, fill, part_fee, part_slip, o.order_id, reason, rule))
                 if track:
                     closed.append(a)  # by the first part; `event` is the second part's opening
             if track:

@@ -1,40 +1,37 @@
-"""The ledger: the only writer of cash, positions and trade records.
+"""The ledger: the only writer of cash and positions, and the book of every fill.
 
 Quantities are int64 shares (signed, + long); money is float64. A trade runs from flat to flat;
 the broker splits any fill that would flip a position, so the ledger never sees a flip.
+
+Per fill the ledger does only what the run needs live (cash, position, average entry price,
+entry bar) and appends one row to its fill book. Trades are derived from that book once, at
+the end (`trades`): per asset the position path says where each trade starts and ends, and
+the per-trade sums are taken in fill order, so they are the same float64 values a running
+total would give.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.enums import ExitReason
-
-# one closed-trade record: what the ledger knows when the position returns to flat (or, for
-# a trade still open at the end, `open_qty` marked at `mark`); the result table derives prices
-# and P&L from these, then appends the entry and exit signal values
-TRADE_RECORD = (
+FILL_COLUMNS = (
+    "bar",
     "asset",
-    "long",
-    "entry_bar",
-    "exit_bar",
-    "exit_reason",
-    "exit_rule",
-    "buy_qty",
-    "sell_qty",
-    "buy_notional",
-    "sell_notional",
+    "qty",
+    "price",
     "commission",
     "slippage",
-    "open_qty",
-    "mark",
+    "order_id",
+    "reason",
+    "rule",
 )
-# the open-trade accumulators, as per-asset arrays in saved engine state
+_MONEY = ("price", "commission", "slippage")
+# what a trade has accumulated, as per-asset arrays in saved engine state
 TRADE_STATE = (
     "buy_qty",
     "sell_qty",
@@ -45,41 +42,6 @@ TRADE_STATE = (
 )
 
 
-class OpenTrade:
-    """What a trade has accumulated since its position left flat."""
-
-    __slots__ = (
-        "buy_notional",
-        "buy_qty",
-        "commission",
-        "entry_bar",
-        "entry_signals",
-        "sell_notional",
-        "sell_qty",
-        "slippage",
-    )
-
-    def __init__(self, entry_bar: int, entry_signals: tuple[float, ...]) -> None:
-        self.entry_bar = entry_bar
-        self.buy_qty = 0
-        self.sell_qty = 0
-        self.buy_notional = 0.0
-        self.sell_notional = 0.0
-        self.commission = 0.0
-        self.slippage = 0.0
-        self.entry_signals = entry_signals
-
-    def state(self) -> tuple[int, int, float, float, float, float]:  # TRADE_STATE order
-        return (
-            self.buy_qty,
-            self.sell_qty,
-            self.buy_notional,
-            self.sell_notional,
-            self.commission,
-            self.slippage,
-        )
-
-
 @dataclass(slots=True)
 class Ledger:
     cash: float
@@ -87,15 +49,23 @@ class Ledger:
     avg_price: np.ndarray  # float64 (N,), average entry price of the open position
     entry_bar: np.ndarray  # int64, bar the open trade started (-1 when flat)
     signal_names: list[str]  # signal values recorded on trades at entry and exit
-    open: dict[int, OpenTrade] = field(default_factory=dict)  # asset -> its open trade
-    # closed trades: TRADE_RECORD values, then entry and exit signal values (`trade_columns`)
-    closed: list[tuple[Any, ...]] = field(default_factory=list)
+    # the fill book: FILL_COLUMNS values, one row per fill, in booking order
+    fills: list[tuple[int, int, int, float, float, float, int, int, int]] = field(
+        default_factory=list
+    )
+    # signal values the decision saw, for the fills that opened or closed a position
+    fill_signals: dict[int, tuple[float | None, ...]] = field(default_factory=dict)
+    # trades already open when this run started (saved state): TRADE_STATE arrays and entry
+    # signals per asset, the start of their running sums
+    carried: dict[str, np.ndarray] = field(default_factory=dict)
+    open_assets: set[int] = field(init=False)  # assets whose position is not flat
     qty_f: np.ndarray = field(init=False)  # qty as float64, for the mark-to-market dot product
-    fills_booked: int = 0  # a version of the positions, for `positions_value`'s memo
-    _memo: tuple[np.ndarray | None, int, float] = (None, -1, 0.0)  # (last_close, version, value)
+    _memo: tuple[np.ndarray | None, int, float] = (None, -1, 0.0)  # (last_close, fills, value)
+    _trades: tuple[int, Trades | None] = (-1, None)  # (fills, trades derived from them)
 
     def __post_init__(self) -> None:
         self.qty_f = self.qty.astype(np.float64)
+        self.open_assets = set(np.flatnonzero(self.qty).tolist())
 
     @classmethod
     def empty(cls, n_assets: int, cash: float, signal_names: list[str]) -> Ledger:
@@ -107,23 +77,19 @@ class Ledger:
             signal_names=list(signal_names),
         )
 
-    def trade_columns(self) -> list[str]:
-        names = self.signal_names
-        return [*TRADE_RECORD, *(f"entry_{n}" for n in names), *(f"exit_{n}" for n in names)]
-
     def positions_value(self, last_close: np.ndarray) -> float:
         """sum(qty * last_close). With one position open the dot product is that one term
         (the others are exact zeros), so it is computed as such, to the same bits."""
-        n_open = len(self.open)
+        n_open = len(self.open_assets)
         if n_open > 1:  # asked again within a bar (risk context, equity mark): one product
-            marked, version, value = self._memo
-            if marked is last_close and version == self.fills_booked:
+            marked, booked, value = self._memo
+            if marked is last_close and booked == len(self.fills):
                 return value
             value = float(self.qty_f @ last_close)
-            self._memo = (last_close, self.fills_booked, value)
+            self._memo = (last_close, len(self.fills), value)
             return value
         if n_open == 1:
-            for a in self.open:
+            for a in self.open_assets:
                 return self.qty_f.item(a) * last_close.item(a)
         return 0.0
 
@@ -135,6 +101,7 @@ class Ledger:
         fee: float,
         slip: float,
         bar: int,
+        order_id: int,
         reason: int,
         rule: int,
         signals: Mapping[str, np.ndarray],
@@ -150,127 +117,207 @@ class Ledger:
         self.cash -= dq * price + fee
         qty[a] = new
         self.qty_f[a] = new
-        self.fills_booked += 1
-        if old == 0:
-            names = self.signal_names
-            trade = self.open[a] = OpenTrade(
-                bar,
-                tuple([signals[n].item(row, a) if n in signals else math.nan for n in names])
-                if names
-                else (),
-            )
-            self.entry_bar[a] = bar
-        else:
-            trade = self.open[a]
+        fills = self.fills
+        fills.append((bar, a, dq, price, fee, slip, order_id, reason, rule))
         if abs(new) > abs(old):
             self.avg_price[a] = (self.avg_price.item(a) * abs(old) + price * abs(dq)) / abs(new)
-        if dq > 0:
-            trade.buy_qty += dq
-            trade.buy_notional += dq * price
-        else:
-            trade.sell_qty -= dq
-            trade.sell_notional -= dq * price
-        trade.commission += fee
-        trade.slippage += slip
         if old == 0:
+            self.open_assets.add(a)
+            self.entry_bar[a] = bar
+            if self.signal_names:
+                self.fill_signals[len(fills) - 1] = tuple(
+                    [
+                        signals[n].item(row, a) if n in signals else math.nan
+                        for n in self.signal_names
+                    ]
+                )
             return 1
         if new == 0:
-            del self.open[a]
-            exit_signals = [
-                signals[n].item(row, a) if n in signals else None for n in self.signal_names
-            ]
-            self.closed.append(
-                self._record(a, trade, bar, old > 0, reason, rule, 0, 0.0, exit_signals)
-            )
+            self.open_assets.discard(a)
             self.entry_bar[a] = -1
             self.avg_price[a] = 0.0
+            if self.signal_names:
+                self.fill_signals[len(fills) - 1] = tuple(
+                    [signals[n].item(row, a) if n in signals else None for n in self.signal_names]
+                )
             return -1
         return 0
 
-    @staticmethod
-    def _record(
-        a: int,
-        t: OpenTrade,
-        exit_bar: int,
-        long: bool,
-        reason: int,
-        rule: int,
-        open_qty: int,
-        mark: float,
-        exit_signals: Sequence[float | None],
-    ) -> tuple[Any, ...]:
-        """TRADE_RECORD values, then the entry and the exit signal values."""
-        return (
-            a,
-            long,
-            t.entry_bar,
-            exit_bar,
-            reason,
-            rule,
-            t.buy_qty,
-            t.sell_qty,
-            t.buy_notional,
-            t.sell_notional,
-            t.commission,
-            t.slippage,
-            open_qty,
-            mark,
-            *t.entry_signals,
-            *exit_signals,
-        )
+    # -- trades, derived from the fill book ------------------------------------------------------
+    def trades(self) -> Trades:
+        """Every trade so far (derived once per state of the fill book)."""
+        booked, trades = self._trades
+        if trades is None or booked != len(self.fills):
+            trades = Trades.derive(self)
+            self._trades = (len(self.fills), trades)
+        return trades
 
-    def open_trades(self, last_bar: int, last_close: np.ndarray) -> list[tuple[Any, ...]]:
-        """Records of trades still open, marked at the last close (exit_reason = open)."""
-        no_exit = (None,) * len(self.signal_names)
-        open_reason = int(ExitReason.OPEN)
-        qty = self.qty
-        return [
-            self._record(
-                a,
-                self.open[a],
-                last_bar,
-                qty.item(a) > 0,
-                open_reason,
-                -1,
-                qty.item(a),
-                last_close.item(a),
-                no_exit,
-            )
-            for a in sorted(self.open)
-        ]
-
-    # -- saved state: per-asset arrays ---------------------------------------------------------
     def trade_state(self) -> dict[str, np.ndarray]:
         """TRADE_STATE and `entry_<signal>` as (N,) arrays (zeros / NaN where flat)."""
         n = self.qty.shape[0]
-        out = {
-            name: np.zeros(n, dtype=np.int64 if "qty" in name else np.float64)
-            for name in TRADE_STATE
-        }
-        out |= {f"entry_{s}": np.full(n, np.nan) for s in self.signal_names}
-        for a, trade in self.open.items():
-            for name, value in zip(TRADE_STATE, trade.state(), strict=True):
-                out[name][a] = value
-            for s, value in zip(self.signal_names, trade.entry_signals, strict=True):
-                out[f"entry_{s}"][a] = value
+        out = _empty_trade_state(n, self.signal_names)
+        open_ = self.trades().still_open()
+        at = open_["asset"]
+        for name in out:
+            out[name][at] = open_[name]
         return out
 
-    def restore_trades(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Rebuild the open trades of every non-flat position from `trade_state` arrays."""
+    def carry_trades(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Start the running sums of the trades open at the start of the run (saved state)."""
         self.qty_f = self.qty.astype(np.float64)
-        self.fills_booked += 1
-        self.open = {}
-        for a in np.flatnonzero(self.qty).tolist():
-            trade = OpenTrade(
-                int(self.entry_bar[a]),
-                tuple(
-                    float(arrays[f"entry_{s}"][a]) if f"entry_{s}" in arrays else math.nan
-                    for s in self.signal_names
-                ),
+        self.open_assets = set(np.flatnonzero(self.qty).tolist())
+        carried = _empty_trade_state(self.qty.shape[0], self.signal_names)
+        for name, values in carried.items():
+            if name in arrays:
+                values[:] = arrays[name]
+        self.carried = carried | {"qty": self.qty.copy(), "entry_bar": self.entry_bar.copy()}
+
+
+def _empty_trade_state(n: int, signal_names: list[str]) -> dict[str, np.ndarray]:
+    out = {
+        name: np.zeros(n, dtype=np.int64 if name.endswith("_qty") else np.float64)
+        for name in TRADE_STATE
+    }
+    return out | {f"entry_{s}": np.full(n, np.nan) for s in signal_names}
+
+
+@dataclass(slots=True)
+class Trades:
+    """Every trade of the run, one entry per trade, as columns.
+
+    Closed trades come first, in the order they closed, then the open ones by asset.
+    """
+
+    asset: np.ndarray
+    long: np.ndarray
+    entry_bar: np.ndarray
+    exit_fill: np.ndarray  # row of the fill book that closed the trade, -1 while open
+    exit_bar: np.ndarray  # of that fill (-1 while open)
+    exit_reason: np.ndarray
+    exit_rule: np.ndarray
+    sums: dict[str, np.ndarray]  # TRADE_STATE names -> per-trade sums
+    entry_signals: dict[str, list[float | None]]
+    exit_signals: dict[str, list[float | None]]
+
+    @classmethod
+    def derive(cls, ledger: Ledger) -> Trades:
+        names = ledger.signal_names
+        columns = list(zip(*ledger.fills, strict=True)) if ledger.fills else [()] * 9
+        fill = {
+            n: np.array(c, dtype=np.float64 if n in _MONEY else np.int64)
+            for n, c in zip(FILL_COLUMNS, columns, strict=True)
+        }
+        # trades open at the start of the run are rows ahead of every fill: each opens its
+        # asset's first trade and starts its sums where the saved state left them
+        carried = ledger.carried
+        held = np.flatnonzero(carried["qty"]) if carried else np.empty(0, np.int64)
+        k = held.shape[0]
+        asset = np.concatenate([held, fill["asset"]])
+        qty = np.concatenate([carried["qty"][held] if k else held, fill["qty"]])
+        buys, sells = fill["qty"] > 0, fill["qty"] < 0
+        notional = fill["qty"] * fill["price"]
+        weights = {
+            "buy_qty": np.where(buys, fill["qty"], 0),
+            "sell_qty": np.where(sells, -fill["qty"], 0),
+            "buy_notional": np.where(buys, notional, 0.0),
+            "sell_notional": np.where(sells, -notional, 0.0),
+            "trade_commission": fill["commission"],
+            "trade_slippage": fill["slippage"],
+        }
+        if k:
+            weights = {n: np.concatenate([carried[n][held], w]) for n, w in weights.items()}
+        # per asset, in booking order: the position after each row; a trade starts where the
+        # position before a row is flat
+        order = np.argsort(asset, kind="stable")
+        n_rows = order.shape[0]
+        if n_rows == 0:
+            return cls.none(names)
+        a_sorted, q_sorted = asset[order], qty[order]
+        cum = np.cumsum(q_sorted)
+        starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
+        base = np.repeat(np.r_[0, cum[starts[1:] - 1]], np.diff(np.r_[starts, n_rows]))
+        after = cum - base
+        opens = after - q_sorted == 0
+        trade_sorted = np.cumsum(opens) - 1
+        m = int(np.count_nonzero(opens))
+        # sums in booking order within each trade: the bits a running total gives
+        sums = {}
+        for name, w in weights.items():
+            total = np.bincount(trade_sorted, weights=w[order].astype(np.float64), minlength=m)
+            sums[name] = total.astype(np.int64) if name.endswith("_qty") else total
+        open_row = order[opens]  # the row (carried trade or fill) that opened each trade
+        closing = after == 0
+        exit_fill = np.full(m, -1, dtype=np.int64)
+        exit_fill[trade_sorted[closing]] = order[closing] - k
+        t_asset = asset[open_row]
+        from_fill = open_row >= k
+        entry_bar = np.where(
+            from_fill,
+            np.r_[np.zeros(k, np.int64), fill["bar"]][open_row],
+            carried["entry_bar"][t_asset] if k else 0,
+        )
+        # closed trades in the order they closed, then the open ones by asset
+        closed = np.flatnonzero(exit_fill >= 0)
+        closed = closed[np.argsort(exit_fill[closed], kind="stable")]
+        still = np.flatnonzero(exit_fill < 0)
+        pick = np.concatenate([closed, still[np.argsort(t_asset[still], kind="stable")]])
+        entry_signals: dict[str, list[float | None]] = {}
+        exit_signals: dict[str, list[float | None]] = {}
+        opened_by = open_row[pick].tolist()
+        closed_by = exit_fill[pick].tolist()
+        assets = t_asset[pick].tolist()
+        for j, name in enumerate(names):
+            saved = carried.get(f"entry_{name}")
+            entry_signals[name] = [
+                ledger.fill_signals[r - k][j] if r >= k else float(saved[a])  # type: ignore[index]
+                for r, a in zip(opened_by, assets, strict=True)
+            ]
+            exit_signals[name] = [ledger.fill_signals[r][j] if r >= 0 else None for r in closed_by]
+        exit_at = np.maximum(exit_fill[pick], 0)
+        has_exit = exit_fill[pick] >= 0
+
+        def at_exit(column: str) -> np.ndarray:
+            values = fill[column][exit_at] if fill[column].shape[0] else np.zeros(pick.shape[0])
+            return np.where(has_exit, values, -1).astype(np.int64)
+
+        return cls(
+            asset=t_asset[pick],
+            long=qty[open_row][pick] > 0,
+            entry_bar=entry_bar[pick],
+            exit_fill=exit_fill[pick],
+            exit_bar=at_exit("bar"),
+            exit_reason=at_exit("reason"),
+            exit_rule=at_exit("rule"),
+            sums={n: v[pick] for n, v in sums.items()},
+            entry_signals=entry_signals,
+            exit_signals=exit_signals,
+        )
+
+    @classmethod
+    def none(cls, names: list[str]) -> Trades:
+        nothing = np.empty(0, np.int64)
+        return cls(
+            asset=nothing,
+            long=np.empty(0, bool),
+            entry_bar=nothing,
+            exit_fill=nothing,
+            exit_bar=nothing,
+            exit_reason=nothing,
+            exit_rule=nothing,
+            sums={
+                n: np.empty(0, np.int64 if n.endswith("_qty") else np.float64) for n in TRADE_STATE
+            },
+            entry_signals={n: [] for n in names},
+            exit_signals={n: [] for n in names},
+        )
+
+    def still_open(self) -> dict[str, Any]:
+        """The open trades' asset, TRADE_STATE sums and `entry_<signal>` values."""
+        keep = self.exit_fill < 0
+        out: dict[str, Any] = {"asset": self.asset[keep]}
+        out |= {n: v[keep] for n, v in self.sums.items()}
+        for name, values in self.entry_signals.items():
+            out[f"entry_{name}"] = np.array(
+                [v for v, k in zip(values, keep.tolist(), strict=True) if k], dtype=np.float64
             )
-            trade.buy_qty, trade.sell_qty = int(arrays["buy_qty"][a]), int(arrays["sell_qty"][a])
-            trade.buy_notional = float(arrays["buy_notional"][a])
-            trade.sell_notional = float(arrays["sell_notional"][a])
-            trade.commission = float(arrays["trade_commission"][a])
-            trade.slippage = float(arrays["trade_slippage"][a])
-            self.open[a] = trade
+        return out

@@ -17,7 +17,7 @@ import polars as pl
 from ml4t_pipeline.engine.attribution import attribution
 from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.enums import ExitReason, OrderStatus, OrderType
-from ml4t_pipeline.engine.ledger import TRADE_RECORD
+from ml4t_pipeline.engine.ledger import FILL_COLUMNS
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE
 from ml4t_pipeline.engine.state import EngineState
@@ -146,10 +146,11 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         }
     )
 
-    names = ("bar", "asset", "qty", "price", "commission", "slippage", "order_id", "reason", "rule")
-    rows = engine.broker.fill_rows
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    f = {n: np.array(c) if rows else np.empty(0) for n, c in zip(names, columns, strict=True)}
+    rows = engine.ledger.fills
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in FILL_COLUMNS]
+    f = {
+        n: np.array(c) if rows else np.empty(0) for n, c in zip(FILL_COLUMNS, columns, strict=True)
+    }
     fill_bars = f["bar"].astype(np.int64)
     fills = pl.DataFrame(
         [
@@ -233,45 +234,39 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
 def _trades(
     engine: Engine, calendar: np.ndarray, first_bar: int, asset_col: Any, rule_col: Any
 ) -> pl.DataFrame:
-    """Trade rows from the ledger's records: prices and P&L derived column-wise."""
-    rows = engine.ledger.closed + engine.ledger.open_trades(
-        engine.bars_done - 1, engine.broker.last_close
-    )
-    names = engine.ledger.trade_columns()
-    extra = names[len(TRADE_RECORD) :]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    cols = dict(zip(names, columns, strict=True))
-
-    def num(name: str, dtype: type) -> np.ndarray:
-        return np.array(cols[name], dtype=dtype)
-
-    long = num("long", np.bool_)
-    buy_qty, sell_qty = num("buy_qty", np.int64), num("sell_qty", np.int64)
-    buy_notional, sell_notional = num("buy_notional", np.float64), num("sell_notional", np.float64)
-    open_qty, mark = num("open_qty", np.int64), num("mark", np.float64)
-    entry_qty = np.where(long, buy_qty, sell_qty)
-    exit_qty = np.where(long, sell_qty, buy_qty)
-    still_open = open_qty != 0
-    gross = sell_notional - buy_notional
+    """The trade table: the ledger's trades with prices and P&L derived column-wise; trades
+    still open are marked at the last close (exit_reason = open)."""
+    t = engine.ledger.trades()
+    s = t.sums
+    still_open = t.exit_fill < 0
+    last_bar = engine.bars_done - 1
+    open_qty = np.where(still_open, engine.ledger.qty[t.asset], 0)
+    mark = np.where(still_open, engine.broker.last_close[t.asset], 0.0)
+    long = t.long
+    entry_qty = np.where(long, s["buy_qty"], s["sell_qty"])
+    exit_qty = np.where(long, s["sell_qty"], s["buy_qty"])
+    gross = s["sell_notional"] - s["buy_notional"]
     gross = np.where(still_open, gross + open_qty * mark, gross)
-    entry_price = _ratio(np.where(long, buy_notional, sell_notional), entry_qty)
+    entry_price = _ratio(np.where(long, s["buy_notional"], s["sell_notional"]), entry_qty)
     exit_price = np.where(
-        still_open, mark, _ratio(np.where(long, sell_notional, buy_notional), exit_qty)
+        still_open, mark, _ratio(np.where(long, s["sell_notional"], s["buy_notional"]), exit_qty)
     )
-    commission = num("commission", np.float64)
-    entry_bar, exit_bar = num("entry_bar", np.int64), num("exit_bar", np.int64)
+    commission = s["trade_commission"]
+    entry_bar = t.entry_bar
+    exit_bar = np.where(still_open, last_bar, t.exit_bar)
+    reason = np.where(still_open, int(ExitReason.OPEN), t.exit_reason)
+    rule = np.where(still_open, -1, t.exit_rule)
     in_window = (entry_bar >= first_bar) & (entry_bar - first_bar < calendar.shape[0])
     entry_us = (
         calendar[np.where(in_window, entry_bar - first_bar, 0)] if calendar.size else entry_bar
     )
     frame = pl.DataFrame(
         [
-            asset_col(num("asset", np.int64)),
+            asset_col(t.asset),
             _labels(_DIRECTIONS, long.astype(np.int64), "direction"),
-            pl.Series("entry_time", entry_us, dtype=pl.Int64)
-            .scatter(np.flatnonzero(~in_window), None)
-            .cast(pl.Datetime("us"))
-            .dt.replace_time_zone("UTC"),
+            pl.Series("entry_time", entry_us, dtype=UTC_US).scatter(
+                np.flatnonzero(~in_window), None
+            ),
             _stamp(exit_bar, calendar, first_bar).alias("exit_time")
             if calendar.size
             else pl.Series("exit_time", [], dtype=UTC_US),
@@ -283,11 +278,12 @@ def _trades(
             pl.Series("exit_price", exit_price, dtype=pl.Float64),
             pl.Series("gross_pnl", gross, dtype=pl.Float64),
             pl.Series("commission", commission, dtype=pl.Float64),
-            pl.Series("slippage", num("slippage", np.float64), dtype=pl.Float64),
+            pl.Series("slippage", s["trade_slippage"], dtype=pl.Float64),
             pl.Series("pnl", gross - commission, dtype=pl.Float64),
-            _labels(_EXIT_LABELS, num("exit_reason", np.int64), "exit_reason"),
-            rule_col(num("exit_rule", np.int64), "exit_rule"),
-            *[pl.Series(c, cols[c], dtype=pl.Float64) for c in extra],
+            _labels(_EXIT_LABELS, reason, "exit_reason"),
+            rule_col(rule, "exit_rule"),
+            *[pl.Series(f"entry_{n}", v, dtype=pl.Float64) for n, v in t.entry_signals.items()],
+            *[pl.Series(f"exit_{n}", v, dtype=pl.Float64) for n, v in t.exit_signals.items()],
         ]
     )
     return frame.with_columns(

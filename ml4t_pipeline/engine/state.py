@@ -125,7 +125,7 @@ class EngineState:
         for name, values in self.entry_signals.items():
             if f"entry_{name}" in trades:
                 trades[f"entry_{name}"][pos] = values
-        ledger.restore_trades(trades)
+        ledger.carry_trades(trades)
         for name in _RISK_ARRAYS:
             getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
         last_signals: dict[str, np.ndarray] = {}

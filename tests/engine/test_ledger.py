@@ -1,8 +1,11 @@
-"""The ledger's mark to market and the risk context's lazy valuation.
+"""The ledger: mark to market, trades derived from the fill book, and the risk context's
+lazy valuation.
 
-Both are memos on the hot path: the mark-to-market product is computed once per bar however
-often it is asked for, and a risk context values the portfolio only when a rule reads it.
-These tests pin down that a memo never serves a stale value.
+The mark-to-market product is memoized within a bar and a risk context values the portfolio
+only when a rule reads it: these tests pin down that a memo never serves a stale value. Trades
+are derived from the fill book at the end of a run: they must match, to the bit, the running
+totals a per-fill accumulator would give, and continue the sums of a trade carried over from
+saved state.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from ml4t_pipeline.engine import RiskContext
 from ml4t_pipeline.engine.ledger import Ledger
 
 
-def _fill(ledger: Ledger, asset: int, qty: int, price: float) -> None:
-    ledger.book(asset, qty, price, 0.0, 0.0, 0, 0, -1, {}, 0)
+def _fill(
+    ledger: Ledger, asset: int, qty: int, price: float, fee: float = 0.0, bar: int = 0
+) -> int:
+    return ledger.book(asset, qty, price, fee, 0.0, bar, len(ledger.fills), 0, -1, {}, 0)
 
 
 def test_mark_to_market_follows_every_fill_within_a_bar() -> None:
@@ -37,25 +42,90 @@ def test_mark_to_market_follows_every_fill_within_a_bar() -> None:
     assert ledger.cash == 1_000.0 - 50.0 - 20.0 - 14.0 + 60.0
 
 
-def test_closed_trade_record_keeps_what_the_fills_said() -> None:
-    ledger = Ledger.empty(1, 0.0, ["score"])
-    signals = {"score": np.array([[0.7], [0.2]])}
-    ledger.book(0, 10, 5.0, 0.5, 0.1, 3, 0, -1, signals, 0)
-    ledger.book(0, 5, 6.0, 0.3, 0.0, 4, 0, -1, signals, 0)
-    assert ledger.avg_price[0] == pytest.approx((50.0 + 30.0) / 15)
-    assert ledger.book(0, -15, 7.0, 1.0, 0.2, 6, 2, 1, signals, 1) == -1
-    (record,) = ledger.closed
-    names = ledger.trade_columns()
-    row = dict(zip(names, record, strict=True))
-    assert row["long"] is True
-    assert (row["entry_bar"], row["exit_bar"], row["exit_reason"], row["exit_rule"]) == (3, 6, 2, 1)
-    assert (row["buy_qty"], row["sell_qty"]) == (15, 15)
-    assert (row["buy_notional"], row["sell_notional"]) == (80.0, 105.0)
-    assert row["commission"] == pytest.approx(1.8)
-    assert (row["entry_score"], row["exit_score"]) == (0.7, 0.2)
-    assert ledger.open == {}
-    assert ledger.entry_bar[0] == -1
-    assert ledger.avg_price[0] == 0.0
+def test_trades_follow_each_assets_position_path() -> None:
+    ledger = Ledger.empty(2, 0.0, ["score"])
+    signals = {"score": np.array([[0.7, 0.1], [0.2, 0.3]])}
+
+    def book(asset: int, qty: int, price: float, bar: int, row: int, reason: int = 0) -> int:
+        return ledger.book(asset, qty, price, 0.5, 0.1, bar, bar, reason, 1, signals, row)
+
+    assert book(0, 10, 5.0, 1, 0) == 1  # opens A's first trade
+    assert book(1, -3, 9.0, 2, 0) == 1  # a short in B, still open at the end
+    assert book(0, 5, 6.0, 3, 0) == 0
+    assert ledger.avg_price[0] == (5.0 * 10 + 6.0 * 5) / 15
+    assert book(0, -15, 7.0, 4, 1, reason=2) == -1  # closes it
+    assert book(0, 2, 8.0, 5, 1) == 1  # A's second trade, open
+    assert ledger.entry_bar.tolist() == [5, 2]
+    t = ledger.trades()
+    assert t.asset.tolist() == [0, 0, 1]  # closed first, then open by asset
+    assert t.long.tolist() == [True, True, False]
+    assert t.entry_bar.tolist() == [1, 5, 2]
+    assert t.exit_fill.tolist() == [3, -1, -1]
+    assert (t.exit_bar[0], t.exit_reason[0], t.exit_rule[0]) == (4, 2, 1)
+    assert t.sums["buy_qty"].tolist() == [15, 2, 0]
+    assert t.sums["sell_qty"].tolist() == [15, 0, 3]
+    assert t.sums["buy_notional"].tolist() == [80.0, 16.0, 0.0]
+    assert t.sums["sell_notional"].tolist() == [105.0, 0.0, 27.0]
+    assert t.sums["trade_commission"].tolist() == [1.5, 0.5, 0.5]
+    assert t.entry_signals["score"] == [0.7, 0.2, 0.1]
+    assert t.exit_signals["score"] == [0.2, None, None]
+
+
+def test_trade_sums_are_the_running_totals_to_the_bit() -> None:
+    rng = np.random.default_rng(7)
+    ledger = Ledger.empty(3, 0.0, [])
+    running: dict[int, list[float]] = {}  # asset -> [buy notional, sell notional, commission]
+    totals: list[list[float]] = []
+    for _ in range(400):
+        a = int(rng.integers(3))
+        held = int(ledger.qty[a])
+        qty = int(rng.integers(1, 50)) * (1 if held >= 0 else -1)
+        qty = -held if held and rng.random() < 0.3 else qty  # close now and then
+        price, fee = float(rng.uniform(1, 500)), float(rng.uniform(0, 3))
+        if held == 0:
+            running[a] = [0.0, 0.0, 0.0]
+            totals.append(running[a])
+        acc = running[a]
+        if qty > 0:
+            acc[0] += qty * price
+        else:
+            acc[1] -= qty * price
+        acc[2] += fee
+        _fill(ledger, a, qty, price, fee)
+    t = ledger.trades()
+    assert t.asset.shape[0] == len(totals)
+    derived = sorted(
+        zip(
+            t.sums["buy_notional"].tolist(),
+            t.sums["sell_notional"].tolist(),
+            t.sums["trade_commission"].tolist(),
+            strict=True,
+        )
+    )
+    assert derived == sorted(tuple(v) for v in totals)  # exact, not approx
+
+
+def test_a_carried_trade_continues_its_sums() -> None:
+    ledger = Ledger.empty(2, 0.0, ["score"])
+    ledger.qty[1] = 10
+    ledger.entry_bar[1] = -5
+    ledger.carry_trades(
+        {
+            "buy_qty": np.array([0, 10]),
+            "buy_notional": np.array([0.0, 100.0]),
+            "trade_commission": np.array([0.0, 1.0]),
+            "entry_score": np.array([np.nan, 0.9]),
+        }
+    )
+    assert ledger.book(1, -10, 12.0, 0.25, 0.0, 3, 0, 0, -1, {}, 0) == -1
+    t = ledger.trades()
+    assert t.asset.tolist() == [1]
+    assert t.entry_bar.tolist() == [-5]
+    assert (t.sums["buy_qty"][0], t.sums["sell_qty"][0]) == (10, 10)
+    assert (t.sums["buy_notional"][0], t.sums["sell_notional"][0]) == (100.0, 120.0)
+    assert t.sums["trade_commission"][0] == 1.25
+    assert t.entry_signals["score"] == [0.9]
+    assert t.exit_signals["score"] == [None]  # the decision row had no such signal
 
 
 def _context(**kwargs: object) -> RiskContext:
