@@ -62,6 +62,7 @@ class Ledger:
     qty_f: np.ndarray = field(init=False)  # qty as float64, for the mark-to-market dot product
     _memo: tuple[np.ndarray | None, int, float] = (None, -1, 0.0)  # (last_close, fills, value)
     _trades: tuple[int, Trades | None] = (-1, None)  # (fills, trades derived from them)
+    _fill_columns: tuple[int, dict[str, np.ndarray] | None] = (-1, None)
 
     def __post_init__(self) -> None:
         self.qty_f = self.qty.astype(np.float64)
@@ -144,6 +145,18 @@ class Ledger:
         return 0
 
     # -- trades, derived from the fill book ------------------------------------------------------
+    def fill_columns(self) -> dict[str, np.ndarray]:
+        """The fill book as FILL_COLUMNS arrays (converted once per state of the book)."""
+        booked, columns = self._fill_columns
+        if columns is None or booked != len(self.fills):
+            rows = list(zip(*self.fills, strict=True)) if self.fills else [()] * len(FILL_COLUMNS)
+            columns = {
+                n: np.array(c, dtype=np.float64 if n in _MONEY else np.int64)
+                for n, c in zip(FILL_COLUMNS, rows, strict=True)
+            }
+            self._fill_columns = (len(self.fills), columns)
+        return columns
+
     def trades(self) -> Trades:
         """Every trade so far (derived once per state of the fill book)."""
         booked, trades = self._trades
@@ -202,11 +215,7 @@ class Trades:
     @classmethod
     def derive(cls, ledger: Ledger) -> Trades:
         names = ledger.signal_names
-        columns = list(zip(*ledger.fills, strict=True)) if ledger.fills else [()] * 9
-        fill = {
-            n: np.array(c, dtype=np.float64 if n in _MONEY else np.int64)
-            for n, c in zip(FILL_COLUMNS, columns, strict=True)
-        }
+        fill = ledger.fill_columns()
         # trades open at the start of the run are rows ahead of every fill: each opens its
         # asset's first trade and starts its sums where the saved state left them
         carried = ledger.carried

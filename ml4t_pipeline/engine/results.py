@@ -17,7 +17,6 @@ import polars as pl
 from ml4t_pipeline.engine.attribution import attribution
 from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.enums import ExitReason, OrderStatus, OrderType
-from ml4t_pipeline.engine.ledger import FILL_COLUMNS
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE
 from ml4t_pipeline.engine.state import EngineState
@@ -60,7 +59,7 @@ class BacktestResult:
             "final_cash": self.final_cash,
             "initial_cash": self.initial_cash,
             "fills": self.fills.height,
-            "trades": int(self.trades.filter(pl.col("exit_reason") != "open").height),
+            "trades": int(self.metrics.get("n_trades", 0)),
             "rejections": self.rejections.height,
             "bars": self.bars,
             "wall_s": self.wall_s,
@@ -146,11 +145,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         }
     )
 
-    rows = engine.ledger.fills
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in FILL_COLUMNS]
-    f = {
-        n: np.array(c) if rows else np.empty(0) for n, c in zip(FILL_COLUMNS, columns, strict=True)
-    }
+    f = engine.ledger.fill_columns()
     fill_bars = f["bar"].astype(np.int64)
     fills = pl.DataFrame(
         [
