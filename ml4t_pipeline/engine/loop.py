@@ -130,6 +130,7 @@ class Engine:
         self._asset_ids = asset_list(self.assets)
         self._all_assets = list(range(n))
         self._panel: Panel | None = None  # the chunk being run, and its per-bar views
+        self._panel_start = 0  # global index of its first bar
         self._context = RowView({})
         self._event: MarketEvent | None = None
         self._batch: Batch | None = None
@@ -165,14 +166,23 @@ class Engine:
         stamps = utc_datetimes(panel.timestamps) if self._batch is not None else [None] * n
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()
         step, ledger = self._step, self.ledger
+        self._panel_start = start = self.bars_done
         cash: list[float] = []
         positions: list[float] = []
         for i, stamp, whole in zip(range(n), stamps, complete, strict=True):
             positions.append(step(i, stamp, whole))
             cash.append(ledger.cash)
-        self.equity_cash.append(np.array(cash))
-        self.equity_positions.append(np.array(positions))
+        self.bars_done = start + n
+        cash_, positions_ = np.array(cash), np.array(positions)
+        self.equity_cash.append(cash_)
+        self.equity_positions.append(positions_)
         self.timestamps.append(panel.timestamps)
+        if n and not self.risk.active:  # (with risk rules, `_step` keeps these bar by bar)
+            equity = cash_ + positions_
+            self.prev_equity = float(equity[-1])
+            known = equity[~np.isnan(equity)]
+            if known.shape[0]:
+                self.peak_equity = max(self.peak_equity, float(known.max()))
 
     def _step(self, i: int, stamp: dt.datetime | None, complete: bool) -> float:
         """One bar; returns the positions' value at its close. `complete`: every asset has a bar."""
@@ -180,7 +190,7 @@ class Engine:
         assert panel is not None
         broker = self.broker
         risk = self.risk.active
-        bar = self.bars_done
+        bar = self._panel_start + i
         broker.i = i
         broker.bar = bar
         context = self._context
@@ -220,11 +230,11 @@ class Engine:
 
         ledger = self.ledger
         positions = ledger.positions_value(broker.last_close)  # 7. mark equity
-        equity = ledger.cash + positions
-        self.prev_equity = equity
-        if equity > self.peak_equity:
-            self.peak_equity = equity
-        self.bars_done = bar + 1
+        if risk:  # the risk context reads the running peak and the last close's equity
+            equity = ledger.cash + positions
+            self.prev_equity = equity
+            if equity > self.peak_equity:
+                self.peak_equity = equity
         return positions
 
     def _submit_exits(self, assets: np.ndarray, reasons: np.ndarray, rules: np.ndarray) -> None:
