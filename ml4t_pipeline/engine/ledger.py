@@ -53,8 +53,10 @@ class Ledger:
     fills: list[tuple[int, int, int, float, float, float, int, int, int]] = field(
         default_factory=list
     )
-    # signal values the decision saw, for the fills that opened or closed a position
-    fill_signals: dict[int, tuple[float | None, ...]] = field(default_factory=dict)
+    # signal values the decision saw, for the fills that opened or closed a position: the
+    # fill's row in the book, and the values (None: the decision had no such signal)
+    signal_fills: list[int] = field(default_factory=list)
+    signal_values: list[tuple[float | None, ...]] = field(default_factory=list)
     # trades already open when this run started (saved state): TRADE_STATE arrays and entry
     # signals per asset, the start of their running sums
     carried: dict[str, np.ndarray] = field(default_factory=dict)
@@ -126,11 +128,14 @@ class Ledger:
             self.open_assets.add(a)
             self.entry_bar[a] = bar
             if self.signal_names:
-                self.fill_signals[len(fills) - 1] = tuple(
-                    [
-                        signals[n].item(row, a) if n in signals else math.nan
-                        for n in self.signal_names
-                    ]
+                self.signal_fills.append(len(fills) - 1)
+                self.signal_values.append(
+                    tuple(
+                        [
+                            signals[n].item(row, a) if n in signals else math.nan
+                            for n in self.signal_names
+                        ]
+                    )
                 )
             return 1
         if new == 0:
@@ -138,8 +143,14 @@ class Ledger:
             self.entry_bar[a] = -1
             self.avg_price[a] = 0.0
             if self.signal_names:
-                self.fill_signals[len(fills) - 1] = tuple(
-                    [signals[n].item(row, a) if n in signals else None for n in self.signal_names]
+                self.signal_fills.append(len(fills) - 1)
+                self.signal_values.append(
+                    tuple(
+                        [
+                            signals[n].item(row, a) if n in signals else None
+                            for n in self.signal_names
+                        ]
+                    )
                 )
             return -1
         return 0
@@ -149,12 +160,13 @@ class Ledger:
         """The fill book as FILL_COLUMNS arrays (converted once per state of the book)."""
         booked, columns = self._fill_columns
         if columns is None or booked != len(self.fills):
-            rows = list(zip(*self.fills, strict=True)) if self.fills else [()] * len(FILL_COLUMNS)
+            n = len(self.fills)
+            rows = list(zip(*self.fills, strict=True)) if n else [()] * len(FILL_COLUMNS)
             columns = {
-                n: np.array(c, dtype=np.float64 if n in _MONEY else np.int64)
-                for n, c in zip(FILL_COLUMNS, rows, strict=True)
+                name: np.fromiter(c, dtype=np.float64 if name in _MONEY else np.int64, count=n)
+                for name, c in zip(FILL_COLUMNS, rows, strict=True)
             }
-            self._fill_columns = (len(self.fills), columns)
+            self._fill_columns = (n, columns)
         return columns
 
     def trades(self) -> Trades:
@@ -272,16 +284,23 @@ class Trades:
         pick = np.concatenate([closed, still[np.argsort(t_asset[still], kind="stable")]])
         entry_signals: dict[str, list[float | None]] = {}
         exit_signals: dict[str, list[float | None]] = {}
-        opened_by = open_row[pick].tolist()
-        closed_by = exit_fill[pick].tolist()
-        assets = t_asset[pick].tolist()
-        for j, name in enumerate(names):
-            saved = carried.get(f"entry_{name}")
-            entry_signals[name] = [
-                ledger.fill_signals[r - k][j] if r >= k else float(saved[a])  # type: ignore[index]
-                for r, a in zip(opened_by, assets, strict=True)
-            ]
-            exit_signals[name] = [ledger.fill_signals[r][j] if r >= 0 else None for r in closed_by]
+        if names:  # the values recorded by the fills that opened and closed each trade
+            recorded = np.fromiter(ledger.signal_fills, np.int64, count=len(ledger.signal_fills))
+            values = np.empty((recorded.shape[0], len(names)), dtype=object)
+            values[:] = ledger.signal_values
+            opened_by, closed_by = open_row[pick] - k, exit_fill[pick]
+            entry_at = np.searchsorted(recorded, np.maximum(opened_by, 0))
+            exit_at_ = np.searchsorted(recorded, np.maximum(closed_by, 0))
+            carried_trade = opened_by < 0
+            for j, name in enumerate(names):
+                entry = values[entry_at, j] if recorded.shape[0] else np.full(pick.shape[0], None)
+                if k:
+                    saved = carried[f"entry_{name}"][t_asset[pick]]
+                    entry = np.where(carried_trade, saved.astype(object), entry)
+                entry_signals[name] = entry.tolist()
+                exit_ = values[exit_at_, j] if recorded.shape[0] else np.full(pick.shape[0], None)
+                exit_[closed_by < 0] = None
+                exit_signals[name] = exit_.tolist()
         exit_at = np.maximum(exit_fill[pick], 0)
         has_exit = exit_fill[pick] >= 0
 

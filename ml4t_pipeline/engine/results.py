@@ -181,7 +181,9 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         ]
     )
     all_orders = Orders.from_rows(engine.broker.order_log)
-    all_orders = all_orders.take(np.argsort(all_orders.order_id, kind="stable"))
+    ids = all_orders.order_id
+    if ids.shape[0] > 1 and not bool(np.all(ids[1:] > ids[:-1])):  # logged out of id order
+        all_orders = all_orders.take(np.argsort(ids, kind="stable"))
     created = all_orders.created_bar
     status = np.where(
         np.isin(all_orders.order_id, f["order_id"]),
