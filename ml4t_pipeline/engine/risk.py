@@ -26,6 +26,7 @@ from ml4t_pipeline.engine.enums import ExitReason, RejectReason
 from ml4t_pipeline.engine.orders import Orders
 
 _NO_ASSETS = np.empty(0, np.int64)
+_SIGNAL = int(ExitReason.SIGNAL)  # an int: comparing an array with an enum member is slow
 
 
 class DecisionKind(StrEnum):
@@ -491,7 +492,7 @@ class RiskManager:
         grows = np.abs(after) > np.abs(qty_now)
         flips = (qty_now != 0) & (np.sign(after) == -np.sign(qty_now))
         # an entry: a strategy order that opens, adds to or flips a position
-        opens = (orders.reason == ExitReason.SIGNAL) & (grows | flips)
+        opens = (orders.reason == _SIGNAL) & (grows | flips)
         decisions: list[RiskDecision] = []
         for k, rule in self._validating:
             decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]
@@ -519,48 +520,64 @@ class RiskManager:
 
     # -- merging ----------------------------------------------------------------------------
     def _apply_levels(self, ctx: RiskContext, decisions: list[RiskDecision]) -> None:
-        s = self.state
-        for kind, level, reason, rule in (
-            (DecisionKind.STOP_UPDATE, s.stop, s.stop_reason, s.stop_rule),
-            (DecisionKind.TAKE_PROFIT_UPDATE, s.take_profit, s.tp_reason, s.tp_rule),
-        ):
-            mine = [
-                d for d in decisions if d.kind is kind and d.index.shape[0] and d.value is not None
-            ]
-            if not mine:
+        stops: list[RiskDecision] = []
+        targets: list[RiskDecision] = []
+        for d in decisions:
+            if d.value is None or not d.index.shape[0]:
                 continue
-            is_stop = kind is DecisionKind.STOP_UPDATE
-            # merge on the touched assets only: highest priority first, then the tighter level
-            why: np.ndarray | int
-            who: np.ndarray | int
-            if len(mine) == 1:  # one rule spoke: nothing to merge
-                d = mine[0]
-                touched, proposed = d.index, np.asarray(d.value, dtype=np.float64)
-                why, who = int(d.reason), d.rule
-                qty = ctx.qty[touched]
-            else:
-                touched, proposed, why, who, qty = self._merge(ctx, mine, is_stop)
-            # levels only ever tighten: a stop of a long moves up, its take-profit down, ...
-            current = level[touched]
-            long = qty >= 0
-            if all_true(long):
-                tighter = np.fmax(current, proposed) if is_stop else np.fmin(current, proposed)
-            else:
-                up = long == is_stop
-                tighter = np.where(up, np.fmax(current, proposed), np.fmin(current, proposed))
-            update = (tighter != current) & ~np.isnan(tighter)
-            if any_true(update):
-                assets = touched[update]
-                level[assets] = tighter[update]
-                reason[assets] = why if isinstance(why, int) else why[update]
-                rule[assets] = who if isinstance(who, int) else who[update]
-                if not all_true(self._levelled_mask[assets]):  # the live set grows
-                    self._levelled_mask[assets] = True
-                    self._live = None
-                elif self._levels is not None and self._live is not None:
-                    self._move_trigger_levels(assets, tighter[update], qty[update], is_stop)
-                if not is_stop:
-                    self._any_take_profit = True
+            if d.kind is _STOP_UPDATE:
+                stops.append(d)
+            elif d.kind is _TAKE_PROFIT_UPDATE:
+                targets.append(d)
+        s = self.state
+        if stops:
+            self._tighten(ctx, stops, s.stop, s.stop_reason, s.stop_rule, is_stop=True)
+        if targets:
+            self._tighten(ctx, targets, s.take_profit, s.tp_reason, s.tp_rule, is_stop=False)
+
+    def _tighten(
+        self,
+        ctx: RiskContext,
+        mine: list[RiskDecision],
+        level: np.ndarray,
+        reason: np.ndarray,
+        rule: np.ndarray,
+        *,
+        is_stop: bool,
+    ) -> None:
+        """Merge the proposed stops (or take-profits) into `level`, which only ever tightens."""
+        # merge on the touched assets only: highest priority first, then the tighter level
+        why: np.ndarray | int
+        who: np.ndarray | int
+        if len(mine) == 1:  # one rule spoke: nothing to merge
+            d = mine[0]
+            touched, proposed = d.index, np.asarray(d.value, dtype=np.float64)
+            why, who = int(d.reason), d.rule
+            qty = ctx.qty[touched]
+        else:
+            touched, proposed, why, who, qty = self._merge(ctx, mine, is_stop)
+        # a stop of a long moves up, its take-profit down; the other way round for a short
+        current = level[touched]
+        long = qty >= 0
+        if all_true(long):
+            tighter = np.fmax(current, proposed) if is_stop else np.fmin(current, proposed)
+        else:
+            up = long == is_stop
+            tighter = np.where(up, np.fmax(current, proposed), np.fmin(current, proposed))
+        update = (tighter != current) & ~np.isnan(tighter)
+        if not any_true(update):
+            return
+        assets = touched[update]
+        level[assets] = tighter[update]
+        reason[assets] = why if isinstance(why, int) else why[update]
+        rule[assets] = who if isinstance(who, int) else who[update]
+        if not is_stop:
+            self._any_take_profit = True
+        if not all_true(self._levelled_mask[assets]):  # the live set grows
+            self._levelled_mask[assets] = True
+            self._live = None
+        elif self._levels is not None and self._live is not None:
+            self._move_trigger_levels(assets, tighter[update], qty[update], is_stop)
 
     def _move_trigger_levels(
         self, assets: np.ndarray, level: np.ndarray, qty: np.ndarray, is_stop: bool
@@ -617,6 +634,10 @@ def _tighter(qty: np.ndarray, new: np.ndarray, current: np.ndarray, is_stop: boo
     else:
         closer = np.where(long, new < current, new > current)
     return np.isnan(current) | closer
+
+
+_STOP_UPDATE = DecisionKind.STOP_UPDATE
+_TAKE_PROFIT_UPDATE = DecisionKind.TAKE_PROFIT_UPDATE
 
 
 def any_true(mask: np.ndarray) -> bool:

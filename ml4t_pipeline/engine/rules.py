@@ -220,7 +220,9 @@ class MaxPositions(BaseRule):
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         held_now = ctx.qty[orders.asset]
         new = opens & (held_now == 0)
-        working = np.unique(ctx.working_entries)
+        working = ctx.working_entries
+        if working.shape[0]:
+            working = np.unique(working)
         if working.shape[0]:  # their slot is taken already
             waiting = np.zeros(ctx.qty.shape[0], dtype=bool)
             waiting[working] = True
@@ -228,7 +230,7 @@ class MaxPositions(BaseRule):
         closing = (~opens) & (held_now + orders.qty == 0)
         held = int(np.count_nonzero(ctx.qty)) + int(working.shape[0])
         room = self.n - held + int(np.count_nonzero(closing))
-        rank = np.cumsum(new)
+        rank = new.cumsum()
         reject = new & (rank > max(room, 0))
         return [
             self.decide(
