@@ -56,7 +56,7 @@ class Ledger:
     # signal values the decision saw, for the fills that opened or closed a position: the
     # fill's row in the book, and the values (None: the decision had no such signal)
     signal_fills: list[int] = field(default_factory=list)
-    signal_values: list[tuple[float | None, ...]] = field(default_factory=list)
+    signal_values: list[float | None] = field(default_factory=list)  # len(signal_names) a fill
     # trades already open when this run started (saved state): TRADE_STATE arrays and entry
     # signals per asset, the start of their running sums
     carried: dict[str, np.ndarray] = field(default_factory=dict)
@@ -129,14 +129,9 @@ class Ledger:
             self.entry_bar[a] = bar
             if self.signal_names:
                 self.signal_fills.append(len(fills) - 1)
-                self.signal_values.append(
-                    tuple(
-                        [
-                            signals[n].item(row, a) if n in signals else math.nan
-                            for n in self.signal_names
-                        ]
-                    )
-                )
+                self.signal_values += [
+                    signals[n].item(row, a) if n in signals else math.nan for n in self.signal_names
+                ]
             return 1
         if new == 0:
             self.open_assets.discard(a)
@@ -144,14 +139,9 @@ class Ledger:
             self.avg_price[a] = 0.0
             if self.signal_names:
                 self.signal_fills.append(len(fills) - 1)
-                self.signal_values.append(
-                    tuple(
-                        [
-                            signals[n].item(row, a) if n in signals else None
-                            for n in self.signal_names
-                        ]
-                    )
-                )
+                self.signal_values += [
+                    signals[n].item(row, a) if n in signals else None for n in self.signal_names
+                ]
             return -1
         return 0
 
@@ -286,8 +276,7 @@ class Trades:
         exit_signals: dict[str, list[float | None]] = {}
         if names:  # the values recorded by the fills that opened and closed each trade
             recorded = np.fromiter(ledger.signal_fills, np.int64, count=len(ledger.signal_fills))
-            values = np.empty((recorded.shape[0], len(names)), dtype=object)
-            values[:] = ledger.signal_values
+            values = np.array(ledger.signal_values, dtype=object).reshape(-1, len(names))
             opened_by, closed_by = open_row[pick] - k, exit_fill[pick]
             entry_at = np.searchsorted(recorded, np.maximum(opened_by, 0))
             exit_at_ = np.searchsorted(recorded, np.maximum(closed_by, 0))
