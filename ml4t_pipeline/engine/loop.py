@@ -12,11 +12,9 @@ At each bar t, in the order the market imposes:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -35,23 +33,6 @@ from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView, SignalsRow, 
 
 ProgressFn = Callable[[int, int], None]
 _NO_ASSETS = np.empty(0, np.int64)
-
-
-@contextlib.contextmanager
-def _fewer_collections(young: int = 100_000) -> Iterator[None]:
-    """Collect cyclic garbage in larger batches while the loop runs.
-
-    The run keeps every order, fill and trade record it makes (acyclic tuples), and the
-    default young-generation threshold (700 allocations) would have the collector walk them
-    over and over; about 5 % of W1. Cycles a strategy makes are still collected, every
-    `young` allocations instead of every 700. The previous thresholds are restored after.
-    """
-    before = gc.get_threshold()
-    gc.set_threshold(max(young, before[0]), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
 
 
 class Engine:
@@ -145,14 +126,13 @@ class Engine:
             self.strategy.on_start()
         total = self.data.calendar.timestamps.shape[0]
         done = 0
-        with _fewer_collections():
-            for panel in self.data.chunks():
-                self._run_panel(panel)
-                done += panel.n_bars
-                if progress is not None:
-                    progress(done, total)
-            wall = time.perf_counter() - started
-            return build_result(self, wall_s=wall)
+        for panel in self.data.chunks():
+            self._run_panel(panel)
+            done += panel.n_bars
+            if progress is not None:
+                progress(done, total)
+        wall = time.perf_counter() - started
+        return build_result(self, wall_s=wall)
 
     def _run_panel(self, panel: Panel) -> None:
         for provider in self.features:

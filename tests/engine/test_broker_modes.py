@@ -412,33 +412,3 @@ def test_rejection_rows_do_not_depend_on_the_hash_seed() -> None:
         )
         outputs.add(done.stdout)
     assert len(outputs) == 1, outputs
-
-
-# -- the run leaves the interpreter as it found it ------------------------------------------------
-class _Failing(Scripted):
-    def on_timestamp_batch(self, timestamp: Any, batch: Any, context: Any) -> None:
-        if batch.bar_index == 2:
-            msg = "strategy bug"
-            raise ValueError(msg)
-        super().on_timestamp_batch(timestamp, batch, context)
-
-
-def test_a_run_restores_the_garbage_collector_thresholds(tmp_path: Path) -> None:
-    import gc
-
-    before = gc.get_threshold()
-    seen: list[tuple[int, ...]] = []
-
-    class Watching(Scripted):
-        def on_timestamp_batch(self, timestamp: Any, batch: Any, context: Any) -> None:
-            seen.append(gc.get_threshold())
-            super().on_timestamp_batch(timestamp, batch, context)
-
-    prices = panel(A=RAMP)
-    run(config(tmp_path), Watching({0: [Order(asset="A", qty=10)]}), prices, tmp_path / "ok")
-    assert seen
-    assert seen[0][0] >= 100_000
-    assert gc.get_threshold() == before
-    with pytest.raises(ValueError, match="strategy bug"):
-        run_backtest(config(tmp_path), strategy=_Failing({}), prices=prices)
-    assert gc.get_threshold() == before
