@@ -188,6 +188,48 @@ class Ledger:
         self.carried = carried | {"qty": self.qty.copy(), "entry_bar": self.entry_bar.copy()}
 
 
+def _position_path(asset: np.ndarray, qty: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Rows (carried trades, then fills) grouped by asset in booking order: the order that
+    groups them, the position after each grouped row, and where the position before it is
+    flat (a trade starts)."""
+    order = np.argsort(asset, kind="stable")
+    a_sorted, q_sorted = asset[order], qty[order]
+    cum = np.cumsum(q_sorted)
+    starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
+    base = np.repeat(np.r_[0, cum[starts[1:] - 1]], np.diff(np.r_[starts, order.shape[0]]))
+    after = cum - base
+    return order, after, after - q_sorted == 0
+
+
+def _trade_signals(
+    ledger: Ledger, opened_by: np.ndarray, closed_by: np.ndarray, assets: np.ndarray
+) -> tuple[dict[str, list[float | None]], dict[str, list[float | None]]]:
+    """Per trade, the signal values recorded by the fill that opened it (the saved entry
+    values for a carried trade: `opened_by` < 0) and by the fill that closed it (None while
+    open: `closed_by` < 0)."""
+    names = ledger.signal_names
+    entry: dict[str, list[float | None]] = {}
+    exit_: dict[str, list[float | None]] = {}
+    if not names:
+        return entry, exit_
+    recorded = np.fromiter(ledger.signal_fills, np.int64, count=len(ledger.signal_fills))
+    values = np.array(ledger.signal_values, dtype=object).reshape(-1, len(names))
+    if recorded.shape[0] == 0:
+        values = np.full((1, len(names)), None, dtype=object)
+    entry_at = np.searchsorted(recorded, np.maximum(opened_by, 0))
+    exit_at = np.searchsorted(recorded, np.maximum(closed_by, 0))
+    for j, name in enumerate(names):
+        at_entry = values[np.minimum(entry_at, values.shape[0] - 1), j]
+        saved = ledger.carried.get(f"entry_{name}")
+        if saved is not None:
+            at_entry = np.where(opened_by < 0, saved[assets].astype(object), at_entry)
+        entry[name] = at_entry.tolist()
+        at_exit = values[np.minimum(exit_at, values.shape[0] - 1), j]
+        at_exit[closed_by < 0] = None
+        exit_[name] = at_exit.tolist()
+    return entry, exit_
+
+
 def _empty_trade_state(n: int, signal_names: list[str]) -> dict[str, np.ndarray]:
     out = {
         name: np.zeros(n, dtype=np.int64 if name.endswith("_qty") else np.float64)
@@ -216,6 +258,8 @@ class Trades:
 
     @classmethod
     def derive(cls, ledger: Ledger) -> Trades:
+        """The trades of the ledger's fill book, and of the trades it carried in from saved
+        state, in one pass of array operations."""
         names = ledger.signal_names
         fill = ledger.fill_columns()
         # trades open at the start of the run are rows ahead of every fill: each opens its
@@ -237,18 +281,9 @@ class Trades:
         }
         if k:
             weights = {n: np.concatenate([carried[n][held], w]) for n, w in weights.items()}
-        # per asset, in booking order: the position after each row; a trade starts where the
-        # position before a row is flat
-        order = np.argsort(asset, kind="stable")
-        n_rows = order.shape[0]
-        if n_rows == 0:
+        if asset.shape[0] == 0:
             return cls.none(names)
-        a_sorted, q_sorted = asset[order], qty[order]
-        cum = np.cumsum(q_sorted)
-        starts = np.flatnonzero(np.r_[True, a_sorted[1:] != a_sorted[:-1]])
-        base = np.repeat(np.r_[0, cum[starts[1:] - 1]], np.diff(np.r_[starts, n_rows]))
-        after = cum - base
-        opens = after - q_sorted == 0
+        order, after, opens = _position_path(asset, qty)
         trade_sorted = np.cumsum(opens) - 1
         m = int(np.count_nonzero(opens))
         # sums in booking order within each trade: the bits a running total gives
@@ -272,24 +307,9 @@ class Trades:
         closed = closed[np.argsort(exit_fill[closed], kind="stable")]
         still = np.flatnonzero(exit_fill < 0)
         pick = np.concatenate([closed, still[np.argsort(t_asset[still], kind="stable")]])
-        entry_signals: dict[str, list[float | None]] = {}
-        exit_signals: dict[str, list[float | None]] = {}
-        if names:  # the values recorded by the fills that opened and closed each trade
-            recorded = np.fromiter(ledger.signal_fills, np.int64, count=len(ledger.signal_fills))
-            values = np.array(ledger.signal_values, dtype=object).reshape(-1, len(names))
-            opened_by, closed_by = open_row[pick] - k, exit_fill[pick]
-            entry_at = np.searchsorted(recorded, np.maximum(opened_by, 0))
-            exit_at_ = np.searchsorted(recorded, np.maximum(closed_by, 0))
-            carried_trade = opened_by < 0
-            for j, name in enumerate(names):
-                entry = values[entry_at, j] if recorded.shape[0] else np.full(pick.shape[0], None)
-                if k:
-                    saved = carried[f"entry_{name}"][t_asset[pick]]
-                    entry = np.where(carried_trade, saved.astype(object), entry)
-                entry_signals[name] = entry.tolist()
-                exit_ = values[exit_at_, j] if recorded.shape[0] else np.full(pick.shape[0], None)
-                exit_[closed_by < 0] = None
-                exit_signals[name] = exit_.tolist()
+        entry_signals, exit_signals = _trade_signals(
+            ledger, open_row[pick] - k, exit_fill[pick], t_asset[pick]
+        )
         exit_at = np.maximum(exit_fill[pick], 0)
         has_exit = exit_fill[pick] >= 0
 
