@@ -18,7 +18,8 @@ from ml4t_pipeline.engine.data import MarketData, Panel
 from ml4t_pipeline.engine.enums import ExitReason, FillAt, OrderType, RejectReason, Side
 from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider, PrecomputedFeatures
 from ml4t_pipeline.engine.results import BacktestResult
-from ml4t_pipeline.engine.risk import RiskContext, RiskDecision, RiskManager, RiskRule
+from ml4t_pipeline.engine.risk import RiskContext, RiskDecision, RiskRule
+from ml4t_pipeline.engine.risk_manager import RiskManager
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.engine.strategies import SignalThreshold, TopKRotation
 from ml4t_pipeline.engine.strategy import Strategy

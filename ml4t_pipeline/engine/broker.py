@@ -19,7 +19,8 @@ from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
 from ml4t_pipeline.engine.orders import MARKET, STOP, Order, Orders, match
-from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext, RiskManager
+from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext
+from ml4t_pipeline.engine.risk_manager import RiskManager
 from ml4t_pipeline.errors import ConfigError
 
 _REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}

@@ -26,7 +26,8 @@ from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.ledger import Ledger
 from ml4t_pipeline.engine.orders import Order, Orders
 from ml4t_pipeline.engine.results import BacktestResult, build_result
-from ml4t_pipeline.engine.risk import RiskContext, RiskManager, RiskRule, RiskState
+from ml4t_pipeline.engine.risk import RiskContext, RiskRule
+from ml4t_pipeline.engine.risk_manager import RiskManager, RiskState
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.engine.strategy import Strategy
 from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView, SignalsRow, utc_datetimes

@@ -1,7 +1,8 @@
 """The built-in risk rules: each a small dataclass deciding over whole cross-sections.
 
 A rule overrides one or more hooks of `BaseRule` (`on_entry`, `on_close`, `validate`) and returns
-`RiskDecision`s; `RiskManager` (in `risk.py`) merges them. A user's rule is written the same way.
+`RiskDecision`s; `RiskManager` (in `risk_manager.py`) merges them. A user's rule is written the
+same way.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import numpy as np
 from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.ledger import TRADE_STATE, Ledger
 from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk import RiskState
+from ml4t_pipeline.engine.risk_manager import RiskState
 from ml4t_pipeline.errors import StateError
 
 if TYPE_CHECKING:
