@@ -122,6 +122,10 @@ class RiskManager:
         if self._levels is None:
             live, s = self.live, self.state
             long = qty[live] >= 0
+            if not self._any_take_profit and all_true(long):  # stops of longs: the common case
+                self._levels = (s.stop[live], np.full(live.shape[0], np.inf))
+                self._any_above = False
+                return self._levels
             stop, target = s.stop[live], s.take_profit[live]
             below = np.where(long, stop, target)
             above = np.where(long, target, stop)
