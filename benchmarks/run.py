@@ -154,13 +154,20 @@ def risk_cost(repeat: int) -> dict[str, float]:
             engine[name].append(summary["engine_wall_s"])
     wall = {name: statistics.median(v) for name, v in walls.items()}
     loop = {name: statistics.median(v) for name, v in engine.items()}
-    out: dict[str, float] = {}
+    quiet = min(walls["no_rule"])  # the no-rule process when the shared machine was quiet
+    out: dict[str, float] = {"wall_s_no_rule_fastest": quiet}
     for name in configs:
         out[f"wall_s_{name}"] = wall[name]
         out[f"engine_s_{name}"] = loop[name]
     for name in ("stop_loss", "four_rules"):
+        added = loop[name] - loop["no_rule"]
         out[f"overhead_{name}_pct"] = 100 * (wall[name] / wall["no_rule"] - 1)
         out[f"engine_overhead_{name}_pct"] = 100 * (loop[name] / loop["no_rule"] - 1)
+        # the engine time a rule adds, as a share of the no-rule wall: the wall itself varies
+        # more between identical processes than the rules add, the engine time does not
+        out[f"added_engine_s_{name}"] = added
+        out[f"added_share_of_median_wall_{name}_pct"] = 100 * added / wall["no_rule"]
+        out[f"added_share_of_fastest_wall_{name}_pct"] = 100 * added / quiet
     return out
 
 
