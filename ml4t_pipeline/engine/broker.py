@@ -18,7 +18,7 @@ from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
-from ml4t_pipeline.engine.orders import MARKET, STOP, Order, Orders, match
+from ml4t_pipeline.engine.orders import MARKET, SIGNAL, STOP, Order, Orders, match
 from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext
 from ml4t_pipeline.engine.risk_manager import RiskManager
 from ml4t_pipeline.errors import ConfigError
@@ -27,7 +27,6 @@ _REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}
 _NONE = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
 _NAN = math.nan
-_SIGNAL = int(ExitReason.SIGNAL)
 _order = functools.partial(tuple.__new__, Order)  # Order from a tuple of its fields
 
 
@@ -123,7 +122,7 @@ class Broker:
                 math.nan if trail_pct is None else float(trail_pct),
                 ref,
                 self.bar,
-                _SIGNAL,
+                SIGNAL,
                 -1,
                 False,
             )
@@ -137,7 +136,7 @@ class Broker:
         oid = self.next_order_id
         self.next_order_id = oid + 1
         self.new_orders.append(
-            _order((oid, asset, qty, MARKET, _NAN, _NAN, _NAN, _NAN, self.bar, _SIGNAL, -1, False))
+            _order((oid, asset, qty, MARKET, _NAN, _NAN, _NAN, _NAN, self.bar, SIGNAL, -1, False))
         )
         return oid
 

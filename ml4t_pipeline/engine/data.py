@@ -176,14 +176,19 @@ class _Table:
             raise DataError(msg) from exc
 
 
-def _ascending(values: np.ndarray) -> bool:
-    return bool(np.all(values[1:] > values[:-1]))
+def _run_starts(stamps: np.ndarray) -> np.ndarray | None:
+    """Where each run of equal values starts in a sorted batch (the common layout); None when
+    the batch is not sorted."""
+    if stamps.shape[0] == 0 or not np.all(stamps[1:] >= stamps[:-1]):
+        return None
+    return np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
 
 
 def _distinct(stamps: np.ndarray) -> np.ndarray:
     """The distinct values of one batch of timestamps; sorted when the batch is sorted."""
-    if stamps.shape[0] and np.all(stamps[1:] >= stamps[:-1]):  # the common layout
-        return stamps[np.r_[True, stamps[1:] != stamps[:-1]]]
+    starts = _run_starts(stamps)
+    if starts is not None:
+        return stamps[starts]
     return np.asarray(pc.unique(pa.array(stamps)).to_numpy())
 
 
@@ -275,9 +280,8 @@ def _codes(lookup: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _stamp_codes(calendar: np.ndarray, stamps: np.ndarray) -> np.ndarray:
     """Bar index of each timestamp (hash lookup), -1 when not a bar of the run."""
-    if stamps.shape[0] and calendar.shape[0] and np.all(stamps[1:] >= stamps[:-1]):
-        # sorted batch (the common layout): look up each run of equal stamps once
-        starts = np.flatnonzero(np.r_[True, stamps[1:] != stamps[:-1]])
+    starts = _run_starts(stamps) if calendar.shape[0] else None
+    if starts is not None:  # sorted batch: look up each run of equal stamps once
         lengths = np.diff(np.r_[starts, stamps.shape[0]])
         return np.repeat(_codes(calendar, stamps[starts]), lengths)
     found = pc.index_in(pa.array(stamps), value_set=pa.array(calendar))
@@ -340,7 +344,7 @@ class MarketData:
                 distinct = distinct[distinct < hi]
             uniques.append(distinct)
         n_rows_read = sum(ts.shape[0] for ts in stamps)
-        if len(uniques) == 1 and _ascending(uniques[0]):
+        if len(uniques) == 1 and bool(np.all(uniques[0][1:] > uniques[0][:-1])):
             calendar_ts = uniques[0]  # one batch of sorted rows: already the calendar
         else:
             calendar_ts = np.unique(np.concatenate(uniques)) if uniques else np.empty(0, np.int64)

@@ -67,6 +67,10 @@ class Ledger:
     _fill_columns: tuple[int, dict[str, np.ndarray] | None] = (-1, None)
 
     def __post_init__(self) -> None:
+        self._derive_from_qty()
+
+    def _derive_from_qty(self) -> None:
+        """`qty_f` and `open_assets` from `qty` (after `qty` was set other than by `book`)."""
         self.qty_f = self.qty.astype(np.float64)
         self.open_assets = set(np.flatnonzero(self.qty).tolist())
 
@@ -170,7 +174,7 @@ class Ledger:
     def trade_state(self) -> dict[str, np.ndarray]:
         """TRADE_STATE and `entry_<signal>` as (N,) arrays (zeros / NaN where flat)."""
         n = self.qty.shape[0]
-        out = _empty_trade_state(n, self.signal_names)
+        out = empty_trade_state(n, self.signal_names)
         open_ = self.trades().still_open()
         at = open_["asset"]
         for name in out:
@@ -178,13 +182,13 @@ class Ledger:
         return out
 
     def carry_trades(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Start the running sums of the trades open at the start of the run (saved state)."""
-        self.qty_f = self.qty.astype(np.float64)
-        self.open_assets = set(np.flatnonzero(self.qty).tolist())
-        carried = _empty_trade_state(self.qty.shape[0], self.signal_names)
-        for name, values in carried.items():
+        """Start the running sums of the trades open at the start of the run (saved state):
+        `arrays` holds (N,) TRADE_STATE and `entry_<signal>` values; missing ones are empty."""
+        self._derive_from_qty()
+        carried = empty_trade_state(self.qty.shape[0], self.signal_names)
+        for name, empty in list(carried.items()):
             if name in arrays:
-                values[:] = arrays[name]
+                carried[name] = np.asarray(arrays[name], dtype=empty.dtype)
         self.carried = carried | {"qty": self.qty.copy(), "entry_bar": self.entry_bar.copy()}
 
 
@@ -230,7 +234,8 @@ def _trade_signals(
     return entry, exit_
 
 
-def _empty_trade_state(n: int, signal_names: list[str]) -> dict[str, np.ndarray]:
+def empty_trade_state(n: int, signal_names: list[str]) -> dict[str, np.ndarray]:
+    """TRADE_STATE and `entry_<signal>` arrays of `n` flat assets (zeros / NaN)."""
     out = {
         name: np.zeros(n, dtype=np.int64 if name.endswith("_qty") else np.float64)
         for name in TRADE_STATE

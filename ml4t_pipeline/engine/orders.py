@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ml4t_pipeline.engine.enums import OrderType
+from ml4t_pipeline.engine.enums import ExitReason, OrderType
 
 _DTYPES: dict[str, Any] = {
     "order_id": np.int64,
@@ -33,6 +33,7 @@ ORDER_DTYPE = np.dtype(list(_DTYPES.items()))
 _ROWWISE = 200  # up to this many orders, `Orders.from_rows` converts row by row
 # plain ints for array comparisons (comparing an array with an IntEnum member is slow)
 MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
+SIGNAL = int(ExitReason.SIGNAL)  # the `reason` of a strategy's own order
 
 
 class Order(NamedTuple):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason, RejectReason
-from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.orders import SIGNAL, Orders
 from ml4t_pipeline.engine.risk import (
     BaseRule,
     DecisionKind,
@@ -25,7 +25,6 @@ from ml4t_pipeline.engine.risk import (
     any_true,
 )
 
-_SIGNAL = int(ExitReason.SIGNAL)  # an int: comparing an array with an enum member is slow
 _STOP_UPDATE = DecisionKind.STOP_UPDATE
 _TAKE_PROFIT_UPDATE = DecisionKind.TAKE_PROFIT_UPDATE
 _REJECT_CODES = {r: i for i, r in enumerate(RejectReason)}
@@ -268,7 +267,7 @@ class RiskManager:
         grows = np.abs(after) > np.abs(qty_now)
         flips = (qty_now != 0) & (np.sign(after) == -np.sign(qty_now))
         # an entry: a strategy order that opens, adds to or flips a position
-        opens = (orders.reason == _SIGNAL) & (grows | flips)
+        opens = (orders.reason == SIGNAL) & (grows | flips)
         decisions: list[RiskDecision] = []
         for k, rule in self._validating:
             decisions += [_with_rule(d, k) for d in rule.validate(ctx, orders, opens)]

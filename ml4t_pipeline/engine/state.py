@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml4t_pipeline.engine.data import asset_list
-from ml4t_pipeline.engine.ledger import TRADE_STATE, Ledger
+from ml4t_pipeline.engine.ledger import TRADE_STATE, Ledger, empty_trade_state
 from ml4t_pipeline.engine.orders import Orders
 from ml4t_pipeline.engine.risk_manager import RiskState
 from ml4t_pipeline.errors import StateError
@@ -119,7 +119,7 @@ class EngineState:
         last_close[pos] = self.per_asset["last_close"]
         for name in _LEDGER_ARRAYS:
             getattr(ledger, name)[pos] = self.per_asset[f"ledger.{name}"]
-        trades = ledger.trade_state()
+        trades = empty_trade_state(n, signal_names)
         for name in TRADE_STATE:
             trades[name][pos] = self.per_asset[f"ledger.{name}"]
         for name, values in self.entry_signals.items():
