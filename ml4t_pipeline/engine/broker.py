@@ -202,7 +202,7 @@ class Broker:
                 break
         else:  # market orders only: they fill at the open
             self.pending = []
-            self.execute(self._priced(orders, p.open[i]), ctx_factory)
+            self.execute(self._priced(orders, p.open, i), ctx_factory)
             return
         book = Orders.from_rows(orders)
         a = book.asset
@@ -218,12 +218,13 @@ class Broker:
             filled_orders = book.take(done).rows()
             self.execute(list(zip(filled_orders, price[done].tolist(), strict=True)), ctx_factory)
 
-    def _priced(self, orders: list[Order], prices: np.ndarray) -> list[tuple[Order, float]]:
-        """Market orders with their asset's price on this bar; those without a bar are rejected."""
+    def _priced(self, orders: list[Order], prices: np.ndarray, i: int) -> list[tuple[Order, float]]:
+        """Market orders with their asset's price at bar `i` of `prices` (bars x assets); those
+        without a bar are rejected."""
         priced = []
         missing = []
         for o in orders:
-            px = prices.item(o.asset)
+            px = prices.item(i, o.asset)
             if px == px:
                 priced.append((o, px))
             else:  # NaN: no bar
@@ -397,7 +398,7 @@ class Broker:
             p = self.panel
             assert p is not None
             market = [o for o in orders if o.order_type == MARKET]
-            self.execute(self._priced(market, p.close[self.i]), ctx_factory)
+            self.execute(self._priced(market, p.close, self.i), ctx_factory)
             orders = [o for o in orders if o.order_type != MARKET]
         self.pending += orders
 

@@ -12,7 +12,6 @@ total would give.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +52,15 @@ class Ledger:
     fills: list[tuple[int, int, int, float, float, float, int, int, int]] = field(
         default_factory=list
     )
-    # signal values the decision saw, for the fills that opened or closed a position: the
-    # fill's row in the book, and the values (None: the decision had no such signal)
+    # the signal values the decision saw, for the fills that opened or closed a position:
+    # `signal_fills` holds the fill's row in the book. The values are read from the decision's
+    # signal arrays in bulk (`signal_table`): per fill, the book notes only where to read them
+    # (row * n_assets + asset) in `_signal_at`, against `_signal_source`, the arrays of the
+    # decisions since the last switch of source (one per chunk of the data)
     signal_fills: list[int] = field(default_factory=list)
-    signal_values: list[float | None] = field(default_factory=list)  # len(signal_names) a fill
+    _signal_at: list[int] = field(default_factory=list)
+    _signal_source: Mapping[str, np.ndarray] | None = None
+    _signal_blocks: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     # trades already open when this run started (saved state): TRADE_STATE arrays and entry
     # signals per asset, the start of their running sums
     carried: dict[str, np.ndarray] = field(default_factory=dict)
@@ -128,26 +132,50 @@ class Ledger:
         fills.append((bar, a, dq, price, fee, slip, order_id, reason, rule))
         if abs(new) > abs(old):
             self.avg_price[a] = (self.avg_price.item(a) * abs(old) + price * abs(dq)) / abs(new)
+        if old != 0 and new != 0:
+            return 0
+        if signals is not self._signal_source:
+            self._read_signals(signals)
+        self.signal_fills.append(len(fills) - 1)
+        self._signal_at.append(row * qty.shape[0] + a)
         if old == 0:
             self.open_assets.add(a)
             self.entry_bar[a] = bar
-            if self.signal_names:
-                self.signal_fills.append(len(fills) - 1)
-                self.signal_values += [
-                    signals[n].item(row, a) if n in signals else math.nan for n in self.signal_names
-                ]
             return 1
-        if new == 0:
-            self.open_assets.discard(a)
-            self.entry_bar[a] = -1
-            self.avg_price[a] = 0.0
-            if self.signal_names:
-                self.signal_fills.append(len(fills) - 1)
-                self.signal_values += [
-                    signals[n].item(row, a) if n in signals else None for n in self.signal_names
-                ]
-            return -1
-        return 0
+        self.open_assets.discard(a)
+        self.entry_bar[a] = -1
+        self.avg_price[a] = 0.0
+        return -1
+
+    def _read_signals(self, source: Mapping[str, np.ndarray] | None) -> None:
+        """Read the values noted against the current source, then note against `source`."""
+        at = np.fromiter(self._signal_at, np.int64, count=len(self._signal_at))
+        self._signal_at = []
+        values = np.full((at.shape[0], len(self.signal_names)), np.nan)
+        missing = np.zeros(values.shape, dtype=bool)
+        if at.shape[0]:
+            known = self._signal_source or {}
+            rows, assets = np.divmod(at, self.qty.shape[0])
+            for j, name in enumerate(self.signal_names):
+                if name in known:
+                    values[:, j] = known[name][rows, assets]
+                else:
+                    missing[:, j] = True
+            self._signal_blocks.append((values, missing))
+        self._signal_source = source
+
+    def signal_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For every fill that opened or closed a position: its row in the book, the signal
+        values its decision saw (fills x signal_names), and where the decision had no such
+        signal."""
+        if self._signal_at:
+            self._read_signals(self._signal_source)
+        width = len(self.signal_names)
+        blocks = self._signal_blocks or [(np.empty((0, width)), np.empty((0, width), bool))]
+        if len(blocks) > 1:
+            blocks[:] = [tuple(np.concatenate(parts) for parts in zip(*blocks, strict=True))]
+        fills = np.fromiter(self.signal_fills, np.int64, count=len(self.signal_fills))
+        return fills, blocks[0][0], blocks[0][1]
 
     # -- trades, derived from the fill book ------------------------------------------------------
     def fill_columns(self) -> dict[str, np.ndarray]:
@@ -216,20 +244,20 @@ def _trade_signals(
     exit_: dict[str, list[float | None]] = {}
     if not names:
         return entry, exit_
-    recorded = np.fromiter(ledger.signal_fills, np.int64, count=len(ledger.signal_fills))
-    values = np.array(ledger.signal_values, dtype=object).reshape(-1, len(names))
+    recorded, values, missing = ledger.signal_table()
     if recorded.shape[0] == 0:
-        values = np.full((1, len(names)), None, dtype=object)
-    entry_at = np.searchsorted(recorded, np.maximum(opened_by, 0))
-    exit_at = np.searchsorted(recorded, np.maximum(closed_by, 0))
+        values, missing = np.full((1, len(names)), np.nan), np.ones((1, len(names)), bool)
+    last = values.shape[0] - 1
+    entry_at = np.minimum(np.searchsorted(recorded, np.maximum(opened_by, 0)), last)
+    exit_at = np.minimum(np.searchsorted(recorded, np.maximum(closed_by, 0)), last)
     for j, name in enumerate(names):
-        at_entry = values[np.minimum(entry_at, values.shape[0] - 1), j]
+        at_entry = values[entry_at, j]  # NaN where the decision had no such signal
         saved = ledger.carried.get(f"entry_{name}")
         if saved is not None:
-            at_entry = np.where(opened_by < 0, saved[assets].astype(object), at_entry)
+            at_entry = np.where(opened_by < 0, saved[assets], at_entry)
         entry[name] = at_entry.tolist()
-        at_exit = values[np.minimum(exit_at, values.shape[0] - 1), j]
-        at_exit[closed_by < 0] = None
+        at_exit = values[exit_at, j].astype(object)
+        at_exit[(closed_by < 0) | missing[exit_at, j]] = None
         exit_[name] = at_exit.tolist()
     return entry, exit_
 

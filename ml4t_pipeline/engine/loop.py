@@ -1,4 +1,5 @@
-"""The loop: the one place that advances time. Read `Engine._step` as the spec.
+"""The loop: the one place that advances time. Read the bar loop in `Engine._run_panel` as
+the spec.
 
 At each bar t, in the order the market imposes:
 1. fill what was queued at t-1 at open[t] (sells before buys) -> ledger
@@ -12,7 +13,6 @@ At each bar t, in the order the market imposes:
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 
@@ -136,87 +136,89 @@ class Engine:
         return build_result(self, wall_s=wall)
 
     def _run_panel(self, panel: Panel) -> None:
+        """Every bar of one chunk. The body of the bar loop is the spec (module docstring)."""
         for provider in self.features:
             provider.attach(panel, self.data.calendar, self._first_bar)
         self._first_bar += panel.n_bars
         self.broker.panel = self._panel = panel
         self._context = context = RowView(panel.context)
-        self._event = MarketEvent(panel, context, self._asset_ids) if self._events else None
-        self._batch = Batch(panel, self.assets) if self._batches else None
+        event = self._event = MarketEvent(panel, context, self._asset_ids) if self._events else None
+        batch = self._batch = Batch(panel, self.assets) if self._batches else None
         n = panel.n_bars
-        stamps = utc_datetimes(panel.timestamps) if self._batch is not None else [None] * n
-        complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()
-        step, ledger = self._step, self.ledger
+        stamps = utc_datetimes(panel.timestamps) if batch is not None else [None] * n
+        complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()  # every asset has a bar
+        # what every bar reads, looked up once
+        broker, ledger, strategy, callables = (
+            self.broker,
+            self.ledger,
+            self.strategy,
+            self._callables,
+        )
+        risk = self.risk.active
+        risk_context = self._risk_context
+        close, has_bar, signals, all_assets = (
+            panel.close,
+            panel.has_bar,
+            panel.signals,
+            self._all_assets,
+        )
         self._panel_start = start = self.bars_done
         cash: list[float] = []
         positions: list[float] = []
         for i, stamp, whole in zip(range(n), stamps, complete, strict=True):
-            positions.append(step(i, stamp, whole))
+            bar = start + i
+            broker.i = i
+            broker.bar = bar
+            context._i = i
+
+            if broker.pending:  # 1. queued orders at open[t]
+                broker.fill_pending(risk_context)
+            if risk:  # 2. stops, gap-aware
+                broker.protective_exits(risk_context)
+            # the last known close of every asset (a view of the row when all have a bar)
+            last_close = close[i] if whole else np.where(has_bar[i], close[i], broker.last_close)
+            broker.last_close = last_close
+            broker.decision_row = (signals, i)
+
+            for provider in callables:  # features computed from history up to close[t]
+                provider.update(i)
+            if batch is not None:  # 3. strategy at close[t]
+                assert stamp is not None
+                batch._point(i, bar, stamp)
+                strategy.on_timestamp_batch(stamp, batch, context)
+            if event is not None:
+                on_event = strategy.on_market_event
+                for a in all_assets if whole else np.flatnonzero(has_bar[i]).tolist():
+                    event._point(i, a)
+                    on_event(event, context)
+
+            if risk:  # 4. risk at close[t]
+                exit_assets, reasons, rules = self.risk.on_close(
+                    risk_context, ledger.qty, has_bar[i], panel.high[i], panel.low[i]
+                )
+                self._submit_exits(exit_assets, reasons, rules)
+            if broker.new_orders:  # 5 + 6. validate, queue / fill
+                broker.accept_new_orders(risk_context)
+
+            value = ledger.positions_value(last_close)  # 7. mark equity
+            positions.append(value)
             cash.append(ledger.cash)
+            if risk:  # the risk context reads the running peak and the last close's equity
+                equity = ledger.cash + value
+                self.prev_equity = equity
+                if equity > self.peak_equity:
+                    self.peak_equity = equity
         self.bars_done = start + n
         cash_, positions_ = np.array(cash), np.array(positions)
         self.equity_cash.append(cash_)
         self.equity_positions.append(positions_)
         self.timestamps.append(panel.timestamps)
-        if n and not self.risk.active:  # (with risk rules, `_step` keeps these bar by bar)
+        if n and not risk:  # (with risk rules, the loop keeps these bar by bar)
             equity = cash_ + positions_
             self.prev_equity = float(equity[-1])
             known = equity[~np.isnan(equity)]
             if known.shape[0]:
                 self.peak_equity = max(self.peak_equity, float(known.max()))
-
-    def _step(self, i: int, stamp: dt.datetime | None, complete: bool) -> float:
-        """One bar; returns the positions' value at its close. `complete`: every asset has a bar."""
-        panel = self._panel
-        assert panel is not None
-        broker = self.broker
-        risk = self.risk.active
-        bar = self._panel_start + i
-        broker.i = i
-        broker.bar = bar
-        context = self._context
-        context._i = i
-
-        if broker.pending:  # 1. queued orders at open[t]
-            broker.fill_pending(self._risk_context)
-        if risk:  # 2. stops, gap-aware
-            broker.protective_exits(self._risk_context)
-        if complete:  # the last known close of every asset
-            broker.last_close = panel.close[i]  # a view: nothing is copied
-        else:
-            broker.last_close = np.where(panel.has_bar[i], panel.close[i], broker.last_close)
-        broker.decision_row = (panel.signals, i)
-
-        for provider in self._callables:  # features computed from history up to close[t]
-            provider.update(i)
-        batch = self._batch
-        if batch is not None:  # 3. strategy at close[t]
-            assert stamp is not None
-            batch._point(i, bar, stamp)
-            self.strategy.on_timestamp_batch(stamp, batch, context)
-        event = self._event
-        if event is not None:
-            on_event = self.strategy.on_market_event
-            for a in self._all_assets if complete else np.flatnonzero(panel.has_bar[i]).tolist():
-                event._point(i, a)
-                on_event(event, context)
-
-        if risk:  # 4. risk at close[t]
-            exit_assets, reasons, rules = self.risk.on_close(
-                self._risk_context, self.ledger.qty, panel.has_bar[i], panel.high[i], panel.low[i]
-            )
-            self._submit_exits(exit_assets, reasons, rules)
-        if broker.new_orders:  # 5 + 6. validate, queue / fill
-            broker.accept_new_orders(self._risk_context)
-
-        ledger = self.ledger
-        positions = ledger.positions_value(broker.last_close)  # 7. mark equity
-        if risk:  # the risk context reads the running peak and the last close's equity
-            equity = ledger.cash + positions
-            self.prev_equity = equity
-            if equity > self.peak_equity:
-                self.peak_equity = equity
-        return positions
 
     def _submit_exits(self, assets: np.ndarray, reasons: np.ndarray, rules: np.ndarray) -> None:
         if assets.shape[0] == 0:

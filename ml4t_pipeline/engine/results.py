@@ -96,17 +96,21 @@ def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in summary.items() if not k.endswith(("wall_s", "per_s"))}
 
 
-_EXIT_LABELS = np.array([r.label for r in ExitReason], dtype=object)
-_ORDER_LABELS = np.array([t.label for t in OrderType], dtype=object)
-_SIDES = np.array(["sell", "buy"], dtype=object)
-_DIRECTIONS = np.array(["short", "long"], dtype=object)
-_STATUS_LABELS = np.array([s.value for s in OrderStatus], dtype=object)  # filled, rejected, open
-_REJECT_LABELS = np.array([r.value for r in REJECT_BY_CODE], dtype=object)
+def _label_table(labels: list[str]) -> pl.Series:
+    return pl.Series("label", labels, dtype=pl.String)
 
 
-def _labels(table: np.ndarray, codes: np.ndarray, name: str) -> pl.Series:
+_EXIT_LABELS = _label_table([r.label for r in ExitReason])
+_ORDER_LABELS = _label_table([t.label for t in OrderType])
+_SIDES = _label_table(["sell", "buy"])
+_DIRECTIONS = _label_table(["short", "long"])
+_STATUS_LABELS = _label_table([s.value for s in OrderStatus])  # filled, rejected, open
+_REJECT_LABELS = _label_table([r.value for r in REJECT_BY_CODE])
+
+
+def _labels(table: pl.Series, codes: np.ndarray, name: str) -> pl.Series:
     """String column of `table[codes]`, gathered natively (no Python string per row)."""
-    return pl.Series(name, list(table), dtype=pl.String).gather(codes.astype(np.int64))
+    return table.gather(codes.astype(np.int64)).alias(name)
 
 
 def _side(qty: np.ndarray) -> pl.Series:
@@ -126,7 +130,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     rule_names = engine.risk.names
 
     asset_ids = pl.Series("asset_id", assets, dtype=asset_dtype)
-    rule_labels = np.array(["", *rule_names], dtype=object)  # code -1: the strategy
+    rule_labels = _label_table(["", *rule_names])  # code -1: the strategy
 
     def asset_col(idx: np.ndarray) -> pl.Series:
         return asset_ids.gather(idx.astype(np.int64))
