@@ -173,7 +173,9 @@ class Ledger:
         width = len(self.signal_names)
         blocks = self._signal_blocks or [(np.empty((0, width)), np.empty((0, width), bool))]
         if len(blocks) > 1:
-            blocks[:] = [tuple(np.concatenate(parts) for parts in zip(*blocks, strict=True))]
+            values = np.concatenate([v for v, _ in blocks])
+            missing = np.concatenate([m for _, m in blocks])
+            blocks[:] = [(values, missing)]
         fills = np.fromiter(self.signal_fills, np.int64, count=len(self.signal_fills))
         return fills, blocks[0][0], blocks[0][1]
 
