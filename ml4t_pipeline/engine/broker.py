@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,14 @@ _NONE = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
 _NAN = math.nan
 _order = functools.partial(tuple.__new__, Order)  # Order from a tuple of its fields
+
+
+class _AssetIndex(dict[Any, int]):
+    """asset id -> array position; an unknown id is a clear error."""
+
+    def __missing__(self, asset: Any) -> int:
+        msg = f"unknown asset_id {asset!r}: not in this run's price data"
+        raise ConfigError(msg)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +76,10 @@ class Broker:
         self.risk = risk
         self.assets = assets
         self.n_assets = int(assets.shape[0])
-        self._index = {a: i for i, a in enumerate(assets.tolist())}
+        # asset id -> array position; a C-level lookup (strategies call it per event)
+        self.index: Callable[[Any], int] = _AssetIndex(
+            {a: i for i, a in enumerate(assets.tolist())}
+        ).__getitem__
         self.pending = pending  # working orders, oldest first
         self.next_order_id = next_order_id
         self.last_close = last_close
@@ -81,13 +93,6 @@ class Broker:
         self.rejection_rows: list[tuple[int, int, int, int, int, int]] = []
 
     # -- lookups -----------------------------------------------------------------------------
-    def index(self, asset: Any) -> int:
-        try:
-            return self._index[asset]
-        except KeyError:
-            msg = f"unknown asset_id {asset!r}: not in this run's price data"
-            raise ConfigError(msg) from None
-
     def equity(self) -> float:
         return self.ledger.cash + self.ledger.positions_value(self.last_close)
 

@@ -12,6 +12,7 @@ total would give.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,12 @@ FILL_COLUMNS = (
     "rule",
 )
 _MONEY = ("price", "commission", "slippage")
+# one fill as a packed record (vectorbt-style records): the book holds no Python object per
+# fill, and becomes columns with one copy
+FILL_DTYPE = np.dtype([(n, "<f8" if n in _MONEY else "<i8") for n in FILL_COLUMNS])
+_FILL = struct.Struct("<" + "".join("d" if n in _MONEY else "q" for n in FILL_COLUMNS))
+_pack_fill = _FILL.pack
+assert _FILL.size == FILL_DTYPE.itemsize
 # what a trade has accumulated, as per-asset arrays in saved engine state
 TRADE_STATE = (
     "buy_qty",
@@ -48,10 +55,9 @@ class Ledger:
     avg_price: np.ndarray  # float64 (N,), average entry price of the open position
     entry_bar: np.ndarray  # int64, bar the open trade started (-1 when flat)
     signal_names: list[str]  # signal values recorded on trades at entry and exit
-    # the fill book: FILL_COLUMNS values, one row per fill, in booking order
-    fills: list[tuple[int, int, int, float, float, float, int, int, int]] = field(
-        default_factory=list
-    )
+    # the fill book: one FILL_DTYPE record per fill, in booking order
+    fills: bytearray = field(default_factory=bytearray)
+    n_fills: int = 0
     # the signal values the decision saw, for the fills that opened or closed a position:
     # `signal_fills` holds the fill's row in the book. The values are read from the decision's
     # signal arrays in bulk (`signal_table`): per fill, the book notes only where to read them
@@ -94,10 +100,10 @@ class Ledger:
         n_open = len(self.open_assets)
         if n_open > 1:  # asked again within a bar (risk context, equity mark): one product
             marked, booked, value = self._memo
-            if marked is last_close and booked == len(self.fills):
+            if marked is last_close and booked == self.n_fills:
                 return value
             value = float(self.qty_f @ last_close)
-            self._memo = (last_close, len(self.fills), value)
+            self._memo = (last_close, self.n_fills, value)
             return value
         if n_open == 1:
             for a in self.open_assets:
@@ -128,15 +134,15 @@ class Ledger:
         self.cash -= dq * price + fee
         qty[a] = new
         self.qty_f[a] = new
-        fills = self.fills
-        fills.append((bar, a, dq, price, fee, slip, order_id, reason, rule))
+        self.fills += _pack_fill(bar, a, dq, price, fee, slip, order_id, reason, rule)
+        self.n_fills += 1
         if abs(new) > abs(old):
             self.avg_price[a] = (self.avg_price.item(a) * abs(old) + price * abs(dq)) / abs(new)
         if old != 0 and new != 0:
             return 0
         if signals is not self._signal_source:
             self._read_signals(signals)
-        self.signal_fills.append(len(fills) - 1)
+        self.signal_fills.append(self.n_fills - 1)
         self._signal_at.append(row * qty.shape[0] + a)
         if old == 0:
             self.open_assets.add(a)
@@ -183,22 +189,18 @@ class Ledger:
     def fill_columns(self) -> dict[str, np.ndarray]:
         """The fill book as FILL_COLUMNS arrays (converted once per state of the book)."""
         booked, columns = self._fill_columns
-        if columns is None or booked != len(self.fills):
-            n = len(self.fills)
-            rows = list(zip(*self.fills, strict=True)) if n else [()] * len(FILL_COLUMNS)
-            columns = {
-                name: np.fromiter(c, dtype=np.float64 if name in _MONEY else np.int64, count=n)
-                for name, c in zip(FILL_COLUMNS, rows, strict=True)
-            }
-            self._fill_columns = (n, columns)
+        if columns is None or booked != self.n_fills:
+            records = np.frombuffer(bytes(self.fills), dtype=FILL_DTYPE)
+            columns = {name: np.ascontiguousarray(records[name]) for name in FILL_COLUMNS}
+            self._fill_columns = (self.n_fills, columns)
         return columns
 
     def trades(self) -> Trades:
         """Every trade so far (derived once per state of the fill book)."""
         booked, trades = self._trades
-        if trades is None or booked != len(self.fills):
+        if trades is None or booked != self.n_fills:
             trades = Trades.derive(self)
-            self._trades = (len(self.fills), trades)
+            self._trades = (self.n_fills, trades)
         return trades
 
     def trade_state(self) -> dict[str, np.ndarray]:

@@ -200,7 +200,7 @@ class Engine:
             if broker.new_orders:  # 5 + 6. validate, queue / fill
                 broker.accept_new_orders(risk_context)
 
-            value = ledger.positions_value(last_close)  # 7. mark equity
+            value = ledger.positions_value(last_close) if ledger.open_assets else 0.0  # 7. mark
             positions.append(value)
             cash.append(ledger.cash)
             if risk:  # the risk context reads the running peak and the last close's equity

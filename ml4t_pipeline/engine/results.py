@@ -110,7 +110,7 @@ _REJECT_LABELS = _label_table([r.value for r in REJECT_BY_CODE])
 
 def _labels(table: pl.Series, codes: np.ndarray, name: str) -> pl.Series:
     """String column of `table[codes]`, gathered natively (no Python string per row)."""
-    return table.gather(codes.astype(np.int64)).alias(name)
+    return table[codes.astype(np.int64)].alias(name)  # (indexing takes a faster path than gather)
 
 
 def _side(qty: np.ndarray) -> pl.Series:
@@ -133,7 +133,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
     rule_labels = _label_table(["", *rule_names])  # code -1: the strategy
 
     def asset_col(idx: np.ndarray) -> pl.Series:
-        return asset_ids.gather(idx.astype(np.int64))
+        return asset_ids[idx.astype(np.int64)]
 
     def rule_col(idx: np.ndarray, name: str = "rule") -> pl.Series:
         return _labels(rule_labels, idx + 1, name)

@@ -20,7 +20,7 @@ from ml4t_pipeline.engine.ledger import Ledger
 def _fill(
     ledger: Ledger, asset: int, qty: int, price: float, fee: float = 0.0, bar: int = 0
 ) -> int:
-    return ledger.book(asset, qty, price, fee, 0.0, bar, len(ledger.fills), 0, -1, {}, 0)
+    return ledger.book(asset, qty, price, fee, 0.0, bar, ledger.n_fills, 0, -1, {}, 0)
 
 
 def test_mark_to_market_follows_every_fill_within_a_bar() -> None:
@@ -69,6 +69,25 @@ def test_trades_follow_each_assets_position_path() -> None:
     assert t.sums["trade_commission"].tolist() == [1.5, 0.5, 0.5]
     assert t.entry_signals["score"] == [0.7, 0.2, 0.1]
     assert t.exit_signals["score"] == [0.2, None, None]
+
+
+def test_signal_values_are_read_from_the_chunk_each_decision_saw() -> None:
+    """The book notes where a decision's signals are and reads them in bulk; the arrays
+    change with each chunk of the data, and trades can be derived mid-run."""
+    ledger = Ledger.empty(2, 0.0, ["score", "rank"])
+    first = {"score": np.array([[0.1, 0.2], [0.3, 0.4]]), "rank": np.array([[1.0, 2.0]] * 2)}
+    second = {"score": np.array([[0.5, 0.6], [0.7, 0.8]])}  # this chunk has no `rank`
+    ledger.book(0, 5, 10.0, 0.0, 0.0, 0, 0, 0, -1, first, 1)  # opens A: score 0.3, rank 1
+    ledger.book(1, -5, 10.0, 0.0, 0.0, 1, 1, 0, -1, first, 0)  # opens a B short: 0.2, 2
+    assert ledger.trades().entry_signals == {"score": [0.3, 0.2], "rank": [1.0, 2.0]}
+    ledger.book(0, -5, 11.0, 0.0, 0.0, 2, 2, 0, -1, second, 1)  # closes A: 0.7, no rank
+    ledger.book(1, 5, 9.0, 0.0, 0.0, 3, 3, 0, -1, second, 0)  # closes B: 0.6
+    ledger.book(0, 3, 12.0, 0.0, 0.0, 4, 4, 0, -1, first, 0)  # A again, back to `first`
+    t = ledger.trades()
+    assert t.entry_signals["score"] == [0.3, 0.2, 0.1]
+    assert t.exit_signals["score"] == [0.7, 0.6, None]
+    assert t.entry_signals["rank"] == [1.0, 2.0, 1.0]
+    assert t.exit_signals["rank"] == [None, None, None]  # the closing decisions had none
 
 
 def test_trade_sums_are_the_running_totals_to_the_bit() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from ml4t_pipeline.engine import Batch, Strategy
 from ml4t_pipeline.engine.views import RowView
+from ml4t_pipeline.errors import ConfigError
 from tests.engine.conftest import col, config, flat, panel, rows, run
 
 PRICES = panel(
@@ -112,3 +113,17 @@ def test_helpers_outside_a_run_say_why_they_cannot_work() -> None:
     ):
         with pytest.raises(RuntimeError, match="only available while the engine runs"):
             call()
+
+
+@pytest.mark.parametrize(
+    "helper",
+    [
+        lambda s: s.buy("ZZZ", 1),
+        lambda s: s.get_position("ZZZ"),
+        lambda s: s.buy_percent("ZZZ", 0.1),
+        lambda s: s.rebalance_to_weights({"A": 0.1, "ZZZ": 0.1}),
+    ],
+)
+def test_an_unknown_asset_id_is_a_clear_error(tmp_path: Path, helper: Any) -> None:
+    with pytest.raises(ConfigError, match="unknown asset_id 'ZZZ': not in this run's price data"):
+        run(config(tmp_path), Helpers({1: helper}), PRICES, tmp_path / "out")
