@@ -96,7 +96,9 @@ class _Table:
                 self._file = pq.ParquetFile(path)
                 schema = self._file.schema_arrow
                 if "asset_id" in schema.names and _is_text(schema.field("asset_id").type):
-                    self._file = pq.ParquetFile(path, read_dictionary=["asset_id"])
+                    self._file = pq.ParquetFile(  # (the footer already read is reused)
+                        path, read_dictionary=["asset_id"], metadata=self._file.metadata
+                    )
             except (OSError, pa.ArrowException) as exc:
                 msg = f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})"
                 raise DataError(msg) from exc
@@ -126,6 +128,7 @@ class _Table:
         try:
             reader = pq.ParquetFile(
                 self.name,
+                metadata=self._file.metadata,
                 read_dictionary=["asset_id"]
                 if "asset_id" in columns and _is_text(self.schema.field("asset_id").type)
                 else None,
@@ -280,6 +283,8 @@ def _codes(lookup: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _stamp_codes(calendar: np.ndarray, stamps: np.ndarray) -> np.ndarray:
     """Bar index of each timestamp (hash lookup), -1 when not a bar of the run."""
+    if stamps.shape == calendar.shape and np.array_equal(stamps, calendar):
+        return np.arange(stamps.shape[0], dtype=np.int64)  # one row per bar, e.g. one asset
     starts = _run_starts(stamps) if calendar.shape[0] else None
     if starts is not None:  # sorted batch: look up each run of equal stamps once
         lengths = np.diff(np.r_[starts, stamps.shape[0]])
