@@ -148,24 +148,14 @@ class Engine:
         stamps = utc_datetimes(panel.timestamps) if batch is not None else [None] * n
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()  # every asset has a bar
         # what every bar reads, looked up once
-        broker, ledger, strategy, callables = (
-            self.broker,
-            self.ledger,
-            self.strategy,
-            self._callables,
-        )
-        risk = self.risk.active
-        risk_context = self._risk_context
-        close, has_bar, signals, all_assets = (
-            panel.close,
-            panel.has_bar,
-            panel.signals,
-            self._all_assets,
-        )
+        broker, ledger, strategy = self.broker, self.ledger, self.strategy
+        on_event, callables = strategy.on_market_event, self._callables
+        risk, risk_context = self.risk.active, self._risk_context
+        has_bar, signals = panel.has_bar, panel.signals
         self._panel_start = start = self.bars_done
         cash: list[float] = []
         positions: list[float] = []
-        for i, stamp, whole in zip(range(n), stamps, complete, strict=True):
+        for i, stamp, whole, row_close in zip(range(n), stamps, complete, panel.close, strict=True):
             bar = start + i
             broker.i = i
             broker.bar = bar
@@ -176,7 +166,7 @@ class Engine:
             if risk:  # 2. stops, gap-aware
                 broker.protective_exits(risk_context)
             # the last known close of every asset (a view of the row when all have a bar)
-            last_close = close[i] if whole else np.where(has_bar[i], close[i], broker.last_close)
+            last_close = row_close if whole else np.where(has_bar[i], row_close, broker.last_close)
             broker.last_close = last_close
             broker.decision_row = (signals, i)
 
@@ -187,8 +177,7 @@ class Engine:
                 batch._point(i, bar, stamp)
                 strategy.on_timestamp_batch(stamp, batch, context)
             if event is not None:
-                on_event = strategy.on_market_event
-                for a in all_assets if whole else np.flatnonzero(has_bar[i]).tolist():
+                for a in self._all_assets if whole else np.flatnonzero(has_bar[i]).tolist():
                     event._point(i, a)
                     on_event(event, context)
 

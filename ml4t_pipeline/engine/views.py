@@ -16,19 +16,16 @@ from ml4t_pipeline.engine.data import Panel
 
 
 class RowView(Mapping[str, Any]):
-    """name -> value of one row: per-asset arrays at (bar, asset), or market-wide at bar."""
+    """name -> value of one row of market-wide arrays (bars,): the context at a bar."""
 
-    __slots__ = ("_arrays", "_asset", "_i")
+    __slots__ = ("_arrays", "_i")
 
     def __init__(self, arrays: dict[str, np.ndarray], i: int = 0) -> None:
         self._arrays = arrays
         self._i = i
-        self._asset: int | None = None
 
     def __getitem__(self, name: str) -> Any:
-        if self._asset is None:
-            return self._arrays[name].item(self._i)
-        return self._arrays[name].item(self._i, self._asset)
+        return self._arrays[name].item(self._i)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
@@ -38,6 +35,19 @@ class RowView(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, float]:
         return {k: float(self[k]) for k in self._arrays}
+
+
+class AssetRowView(RowView):
+    """name -> value of per-asset arrays (bars, assets) at one (bar, asset): an event's signals."""
+
+    __slots__ = ("_asset",)
+
+    def __init__(self, arrays: dict[str, np.ndarray], i: int = 0, asset: int = 0) -> None:
+        super().__init__(arrays, i)
+        self._asset = asset
+
+    def __getitem__(self, name: str) -> Any:
+        return self._arrays[name].item(self._i, self._asset)
 
 
 class MarketEvent:
@@ -51,7 +61,7 @@ class MarketEvent:
         self._i = 0
         self._a = 0
         self.asset_id: Any = None
-        self.signals = RowView(panel.signals)
+        self.signals = AssetRowView(panel.signals)
         self.context = context
 
     def _point(self, i: int, a: int) -> None:
