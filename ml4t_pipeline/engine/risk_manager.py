@@ -40,12 +40,6 @@ class Triggered:
     reason: list[int]  # ExitReason
     rule: list[int]
 
-    def add(self, asset: int, price: float, reason: int, rule: int) -> None:
-        self.asset.append(asset)
-        self.price.append(price)
-        self.reason.append(reason)
-        self.rule.append(rule)
-
 
 @dataclass(slots=True)
 class RiskState:
@@ -183,21 +177,19 @@ class RiskManager:
         self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
     ) -> Triggered | None:
         """Gap-aware stop and take-profit triggers at this bar (stop wins if both fire)."""
-        live = self.live
+        live = self._live if self._live is not None else self.live
         if live.shape[0] == 0:
             return None
         # cheap pre-filter, one comparison per side: most bars trigger nothing
-        below, above = self._trigger_levels(qty)
-        lo = low[live]
-        near = lo <= below
+        below, above = self._levels if self._levels is not None else self._trigger_levels(qty)
+        near = low[live] <= below
         if self._any_above:  # a short's stop or a long's take-profit: the high can trigger
-            hi = high[live]
-            near |= hi >= above
-        if not any_true(near):
+            near |= high[live] >= above
+        if not np.count_nonzero(near):
             return None
         # the few candidates, one at a time: an exit needs a position entered before this bar
         s = self.state
-        hit = Triggered(asset=[], price=[], reason=[], rule=[])
+        found: list[tuple[int, float, int, int]] = []  # (asset, price, reason, rule)
         for a in live[near].tolist():
             q = qty.item(a)
             if q == 0 or s.armed_from.item(a) > bar:
@@ -205,14 +197,17 @@ class RiskManager:
             op, h, lw = open_.item(a), high.item(a), low.item(a)
             stop, target = s.stop.item(a), s.take_profit.item(a)
             if q > 0 and lw <= stop:
-                hit.add(a, min(op, stop), s.stop_reason.item(a), s.stop_rule.item(a))
+                found.append((a, min(op, stop), s.stop_reason.item(a), s.stop_rule.item(a)))
             elif q < 0 and h >= stop:
-                hit.add(a, max(op, stop), s.stop_reason.item(a), s.stop_rule.item(a))
+                found.append((a, max(op, stop), s.stop_reason.item(a), s.stop_rule.item(a)))
             elif q > 0 and h >= target:
-                hit.add(a, max(op, target), s.tp_reason.item(a), s.tp_rule.item(a))
+                found.append((a, max(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
             elif q < 0 and lw <= target:
-                hit.add(a, min(op, target), s.tp_reason.item(a), s.tp_rule.item(a))
-        return hit if hit.asset else None
+                found.append((a, min(op, target), s.tp_reason.item(a), s.tp_rule.item(a)))
+        if not found:
+            return None
+        asset, price, reason, rule = (list(c) for c in zip(*found, strict=True))
+        return Triggered(asset=asset, price=price, reason=reason, rule=rule)
 
     def on_close(
         self,
