@@ -253,6 +253,9 @@ def _trades(
         still_open, mark, _ratio(np.where(long, s["sell_notional"], s["buy_notional"]), exit_qty)
     )
     commission = s["trade_commission"]
+    pnl = gross - commission
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return_pct = pnl / (entry_price * entry_qty.astype(np.float64))
     entry_bar = t.entry_bar
     exit_bar = np.where(still_open, last_bar, t.exit_bar)
     reason = np.where(still_open, int(ExitReason.OPEN), t.exit_reason)
@@ -280,16 +283,17 @@ def _trades(
             pl.Series("gross_pnl", gross, dtype=pl.Float64),
             pl.Series("commission", commission, dtype=pl.Float64),
             pl.Series("slippage", s["trade_slippage"], dtype=pl.Float64),
-            pl.Series("pnl", gross - commission, dtype=pl.Float64),
+            pl.Series("pnl", pnl, dtype=pl.Float64),
             _labels(_EXIT_LABELS, reason, "exit_reason"),
             rule_col(rule, "exit_rule"),
             *[pl.Series(f"entry_{n}", v, dtype=pl.Float64) for n, v in t.entry_signals.items()],
             *[pl.Series(f"exit_{n}", v, dtype=pl.Float64) for n, v in t.exit_signals.items()],
+            pl.Series("return_pct", return_pct, dtype=pl.Float64),
         ]
     )
-    return frame.with_columns(
-        (pl.col("pnl") / (pl.col("entry_price") * pl.col("qty"))).alias("return_pct")
-    ).sort(["exit_bar", "asset_id"])
+    # by exit, then asset (asset positions follow the sorted asset ids); stable: a trade closed
+    # at the last bar comes before the asset's trade still open there
+    return frame[np.lexsort((t.asset, exit_bar))]
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -325,7 +329,7 @@ def compute_metrics(
     peak = np.maximum.accumulate(np.r_[initial_cash, values])[1:]
     drawdown = values / peak - 1.0
     exposure = equity["positions_value"].to_numpy()
-    closed = trades.filter(pl.col("exit_reason") != "open")
+    closed_pnl = trades["pnl"].to_numpy()[(trades["exit_reason"] != "open").to_numpy()]
     traded = float((fills["qty"].cast(pl.Float64) * fills["price"]).sum()) if fills.height else 0.0
     out["total_return"] = total
     out["cagr"] = (
@@ -341,7 +345,8 @@ def compute_metrics(
     out["exposure"] = float(
         np.mean(np.abs(exposure) / np.where(values != 0, np.abs(values), np.nan))
     )
-    wins = int((closed["pnl"] > 0).sum())
-    out["win_rate"] = wins / closed.height if closed.height else 0.0
-    out["n_trades"] = float(closed.height)
+    wins = int(np.count_nonzero(closed_pnl > 0))
+    n_closed = closed_pnl.shape[0]
+    out["win_rate"] = wins / n_closed if n_closed else 0.0
+    out["n_trades"] = float(n_closed)
     return out
