@@ -226,6 +226,24 @@ def test_a_buy_after_a_sell_of_the_same_asset_in_one_batch_sees_the_short(
     ]
 
 
+def test_trades_are_ordered_by_exit_bar_then_asset_closed_before_open(tmp_path: Path) -> None:
+    """At the last bar A's short is covered and a long opened (still open: its exit bar is the
+    last bar too), and B's long closes. Same exit bar: by asset, and A's closed trade first."""
+    strategy = Scripted(
+        {
+            0: [Order(asset="B", qty=5), Order(asset="A", qty=-10)],
+            3: [Order(asset="B", qty=-5), Order(asset="A", qty=25)],
+        }
+    )
+    cfg = config(tmp_path, allow_short=True, allow_negative_cash=True)
+    result = run(cfg, strategy, panel(A=RAMP, B=RAMP), tmp_path / "out")
+    assert rows(result.trades, "asset_id", "direction", "exit_bar", "exit_reason") == [
+        ("A", "short", 4, "signal"),
+        ("A", "long", 4, "open"),
+        ("B", "long", 4, "signal"),
+    ]
+
+
 # -- shorting --------------------------------------------------------------------------------
 def test_flip_is_split_into_a_closing_and_an_opening_fill(tmp_path: Path) -> None:
     prices = panel(A=[flat(100), flat(100), flat(110), flat(105), flat(100), flat(100)])
