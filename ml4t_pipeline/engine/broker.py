@@ -27,6 +27,7 @@ from ml4t_pipeline.errors import ConfigError
 _REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}
 _NONE = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
+_NO_DECISION: tuple[dict[str, np.ndarray], int] = ({}, 0)  # fills before any decision
 _NAN = math.nan
 _order = functools.partial(tuple.__new__, Order)  # Order from a tuple of its fields
 
@@ -202,12 +203,10 @@ class Broker:
         p = self.panel
         assert p is not None
         i = self.i
-        for o in orders:
-            if o.order_type:
-                break
-        else:  # market orders only: they fill at the open
+        priced = self._priced(orders, p.open, i)
+        if priced is not None:  # market orders only: they fill at the open
             self.pending = []
-            self.execute(self._priced(orders, p.open, i), ctx_factory)
+            self.execute(priced, ctx_factory)
             return
         book = Orders.from_rows(orders)
         a = book.asset
@@ -223,12 +222,17 @@ class Broker:
             filled_orders = book.take(done).rows()
             self.execute(list(zip(filled_orders, price[done].tolist(), strict=True)), ctx_factory)
 
-    def _priced(self, orders: list[Order], prices: np.ndarray, i: int) -> list[tuple[Order, float]]:
+    def _priced(
+        self, orders: list[Order], prices: np.ndarray, i: int
+    ) -> list[tuple[Order, float]] | None:
         """Market orders with their asset's price at bar `i` of `prices` (bars x assets); those
-        without a bar are rejected."""
+        without a bar are rejected. None (and nothing rejected) when any order is not a market
+        order: those are matched together by `match`."""
         priced = []
         missing = []
         for o in orders:
+            if o.order_type:
+                return None
             px = prices.item(i, o.asset)
             if px == px:
                 priced.append((o, px))
@@ -247,34 +251,27 @@ class Broker:
         negative cash, a buy the cash cannot pay is rejected. Slippage moves the price against
         the order; commission is charged on what is executed.
         """
-        p = self.panel
-        assert p is not None
-        fill_price = self._fill_price
-        commission = self._commission
-        allow_short = self._allow_short
-        ledger = self.ledger
-        book = ledger.book
-        position = ledger.qty
-        volume = p.volume
-        i = self.i
-        bar = self.bar
         if len(fills) > 1:
             fills = sorted(fills, key=_sells_first)
-        row = self.decision_row
-        signals, signal_i = row if row is not None else ({}, 0)
+        p = self.panel
+        assert p is not None
+        ledger = self.ledger
+        book, position, volume = ledger.book, ledger.qty, p.volume
+        fill_price, commission = self._fill_price, self._commission
+        i, bar = self.i, self.bar
+        signals, signal_i = self.decision_row or _NO_DECISION
         track = self.risk.active  # the risk manager keeps state per opened / closed position
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
         rejected: list[tuple[Order, RejectReason]] = []
         for o, px in fills:
-            a = o.asset
-            executed = o.qty
+            a, executed = o.asset, o.qty
             held = position.item(a)
             if held == 0 or (executed > 0) == (held > 0):
                 cut = 0  # the part that reduces the position held
             else:
                 cut = min(executed, -held) if executed > 0 else max(executed, -held)
-            if executed - cut < 0 and not allow_short:
+            if executed - cut < 0 and not self._allow_short:
                 executed = cut  # long only: never open a short
                 if executed == 0:
                     rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
@@ -403,7 +400,9 @@ class Broker:
             p = self.panel
             assert p is not None
             market = [o for o in orders if o.order_type == MARKET]
-            self.execute(self._priced(market, p.close, self.i), ctx_factory)
+            priced = self._priced(market, p.close, self.i)
+            assert priced is not None
+            self.execute(priced, ctx_factory)
             orders = [o for o in orders if o.order_type != MARKET]
         self.pending += orders
 
