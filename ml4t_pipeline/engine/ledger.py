@@ -4,10 +4,10 @@ Quantities are int64 shares (signed, + long); money is float64. A trade runs fro
 the broker splits any fill that would flip a position, so the ledger never sees a flip.
 
 Per fill the ledger does only what the run needs live (cash, position, average entry price,
-entry bar) and appends one packed record to its fill book. Trades are derived from that book once, at
-the end (`trades`): per asset the position path says where each trade starts and ends, and
-the per-trade sums are taken in fill order, so they are the same float64 values a running
-total would give.
+entry bar) and appends one packed record to its fill book. Trades are derived from that book
+once, at the end (`trades`): per asset the position path says where each trade starts and
+ends, and the per-trade sums are taken in fill order, so they are the same float64 values a
+running total would give.
 """
 
 from __future__ import annotations
