@@ -171,9 +171,9 @@ class Broker:
         first = self.next_order_id
         self.next_order_id += n
         rules = rule.tolist() if rule is not None else [-1] * n
-        bar, why, nan = self.bar, int(reason), math.nan
+        bar, why = self.bar, int(reason)
         self.new_orders += [
-            Order(oid, a, q, MARKET, nan, nan, nan, nan, bar, why, r, False)
+            _order((oid, a, q, MARKET, _NAN, _NAN, _NAN, _NAN, bar, why, r, False))
             for oid, a, q, r in zip(
                 range(first, first + n), assets.tolist(), qty.tolist(), rules, strict=True
             )
@@ -337,34 +337,20 @@ class Broker:
         first = self.next_order_id
         n = len(hit.asset)
         self.next_order_id += n
-        qty = self.ledger.qty
+        qty, bar = self.ledger.qty, self.bar
         exits = [
-            Order(
-                oid,
-                a,
-                -qty.item(a),
-                STOP,
-                math.nan,
-                px,
-                math.nan,
-                math.nan,
-                self.bar,
-                why,
-                rule,
-                False,
-            )
+            _order((oid, a, -qty.item(a), STOP, _NAN, px, _NAN, _NAN, bar, why, rule, False))
             for oid, a, px, why, rule in zip(
                 range(first, first + n), hit.asset, hit.price, hit.reason, hit.rule, strict=True
             )
         ]
         self.order_log += exits
         self.execute(list(zip(exits, hit.price, strict=True)), ctx_factory)
-        self._cancel_stopped(set(hit.asset))
+        if self.pending:
+            self._cancel_stopped(set(hit.asset))
 
     def _cancel_stopped(self, assets: set[int]) -> None:
         """Working exit orders of positions a protective stop just closed are cancelled."""
-        if not self.pending:
-            return
         qty = self.ledger.qty
         stale = [
             o
