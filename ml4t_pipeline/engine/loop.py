@@ -111,11 +111,6 @@ class Engine:
         self._batches = self.strategy.uses_batches()
         self._asset_ids = asset_list(self.assets)
         self._all_assets = list(range(n))
-        self._panel: Panel | None = None  # the chunk being run, and its per-bar views
-        self._panel_start = 0  # global index of its first bar
-        self._context = RowView({})
-        self._event: MarketEvent | None = None
-        self._batch: Batch | None = None
         self.equity_cash: list[np.ndarray] = []
         self.equity_positions: list[np.ndarray] = []
         self.timestamps: list[np.ndarray] = []
@@ -140,10 +135,10 @@ class Engine:
         for provider in self.features:
             provider.attach(panel, self.data.calendar, self._first_bar)
         self._first_bar += panel.n_bars
-        self.broker.panel = self._panel = panel
-        self._context = context = RowView(panel.context)
-        event = self._event = MarketEvent(panel, context, self._asset_ids) if self._events else None
-        batch = self._batch = Batch(panel, self.assets) if self._batches else None
+        self.broker.panel = panel
+        context = RowView(panel.context)  # the per-bar views, moved along by the loop
+        event = MarketEvent(panel, context, self._asset_ids) if self._events else None
+        batch = Batch(panel, self.assets) if self._batches else None
         n = panel.n_bars
         stamps = utc_datetimes(panel.timestamps) if batch is not None else [None] * n
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()  # every asset has a bar
@@ -152,7 +147,7 @@ class Engine:
         on_event, callables = strategy.on_market_event, self._callables
         risk, risk_context = self.risk.active, self._risk_context
         has_bar, signals = panel.has_bar, panel.signals
-        self._panel_start = start = self.bars_done
+        start = self.bars_done  # global index of the chunk's first bar
         cash: list[float] = []
         positions: list[float] = []
         for i, stamp, whole, row_close in zip(range(n), stamps, complete, panel.close, strict=True):
