@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.costs import CommissionModel, SlippageModel
+from ml4t_pipeline.engine.costs import CommissionModel, NoSlippage, SlippageModel
 from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
 from ml4t_pipeline.engine.ledger import Ledger
@@ -68,8 +68,11 @@ class Broker:
     ) -> None:
         self.settings = settings
         self.same_close = settings.same_close
-        # the cost models' methods and the execution flags, read once per fill batch
-        self._fill_price = settings.slippage.fill_price
+        # the cost models' methods and the execution flags, read once per fill batch; without
+        # slippage a fill is at its match price (no call per fill)
+        self._fill_price = (
+            None if isinstance(settings.slippage, NoSlippage) else settings.slippage.fill_price
+        )
         self._commission = settings.commission.commission
         self._allow_short = settings.allow_short
         self._allow_negative_cash = settings.allow_negative_cash
@@ -276,8 +279,11 @@ class Broker:
                 if executed == 0:
                     rejected.append((o, RejectReason.SHORT_NOT_ALLOWED))
                     continue
-            side = 1 if executed > 0 else -1
-            fill = fill_price(side, px, executed, volume.item(i, a))
+            if fill_price is None:
+                fill = px
+            else:
+                side = 1 if executed > 0 else -1
+                fill = fill_price(side, px, executed, volume.item(i, a))
             fee = commission(executed, fill)
             slip = abs(executed) * abs(fill - px)
             if (
