@@ -378,9 +378,7 @@ class Trades:
             exit_bar=nothing,
             exit_reason=nothing,
             exit_rule=nothing,
-            sums={
-                n: np.empty(0, np.int64 if n.endswith("_qty") else np.float64) for n in TRADE_STATE
-            },
+            sums=empty_trade_state(0, []),
             entry_signals={n: [] for n in names},
             exit_signals={n: [] for n in names},
         )

@@ -149,21 +149,20 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         }
     )
 
-    f = engine.ledger.fill_columns()
-    fill_bars = f["bar"].astype(np.int64)
+    f = engine.ledger.fill_columns()  # FILL_DTYPE columns: int64 and float64 already
     fills = pl.DataFrame(
         [
-            _stamp(fill_bars, calendar, first_bar),
-            pl.Series("bar", fill_bars, dtype=pl.Int64),
-            asset_col(f["asset"].astype(np.int64)),
+            _stamp(f["bar"], calendar, first_bar),
+            pl.Series("bar", f["bar"], dtype=pl.Int64),
+            asset_col(f["asset"]),
             _side(f["qty"]),
-            pl.Series("qty", np.abs(f["qty"]).astype(np.int64), dtype=pl.Int64),
-            pl.Series("price", f["price"].astype(np.float64)),
-            pl.Series("commission", f["commission"].astype(np.float64)),
-            pl.Series("slippage", f["slippage"].astype(np.float64)),
-            pl.Series("order_id", f["order_id"].astype(np.int64), dtype=pl.Int64),
+            pl.Series("qty", np.abs(f["qty"]), dtype=pl.Int64),
+            pl.Series("price", f["price"]),
+            pl.Series("commission", f["commission"]),
+            pl.Series("slippage", f["slippage"]),
+            pl.Series("order_id", f["order_id"], dtype=pl.Int64),
             _labels(_EXIT_LABELS, f["reason"], "reason"),
-            rule_col(f["rule"].astype(np.int64)),
+            rule_col(f["rule"]),
         ]
     )
 
@@ -172,16 +171,15 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
         n: np.array([row[k] for row in rejected], dtype=np.int64)
         for k, n in enumerate(("bar", "asset", "order_id", "qty", "reason", "rule"))
     }
-    rej_bars = r["bar"].astype(np.int64)
     rejections = pl.DataFrame(
         [
-            _stamp(rej_bars, calendar, first_bar),
-            asset_col(r["asset"].astype(np.int64)),
-            pl.Series("order_id", r["order_id"].astype(np.int64), dtype=pl.Int64),
+            _stamp(r["bar"], calendar, first_bar),
+            asset_col(r["asset"]),
+            pl.Series("order_id", r["order_id"], dtype=pl.Int64),
             _side(r["qty"]),
-            pl.Series("qty", np.abs(r["qty"]).astype(np.int64), dtype=pl.Int64),
+            pl.Series("qty", np.abs(r["qty"]), dtype=pl.Int64),
             _labels(_REJECT_LABELS, r["reason"], "reason"),
-            rule_col(r["rule"].astype(np.int64)),
+            rule_col(r["rule"]),
         ]
     )
     all_orders = Orders.from_rows(engine.broker.order_log)
@@ -206,7 +204,7 @@ def build_result(engine: Engine, *, wall_s: float) -> BacktestResult:
             pl.Series("stop_price", all_orders.stop_price),
             pl.Series("trail_pct", all_orders.trail_pct),
             _labels(_EXIT_LABELS, all_orders.reason, "reason"),
-            rule_col(all_orders.rule.astype(np.int64)),
+            rule_col(all_orders.rule),
             _labels(_STATUS_LABELS, status, "status"),
         ]
     )
