@@ -51,50 +51,54 @@ class AssetRowView(RowView):
 
 
 class MarketEvent:
-    """One asset at one bar: OHLCV plus `signals`, and `context` shared by every asset."""
+    """One asset at one bar: OHLCV plus `signals`, and `context` shared by every asset.
 
-    __slots__ = ("_a", "_i", "_ids", "_p", "asset_id", "context", "signals")
+    Where it points (bar, asset) is held once, by its `signals` view.
+    """
+
+    __slots__ = ("_ids", "_p", "asset_id", "context", "signals")
 
     def __init__(self, panel: Panel, context: RowView, asset_ids: list[Any]) -> None:
         self._p = panel
         self._ids = asset_ids
-        self._i = 0
-        self._a = 0
         self.asset_id: Any = None
         self.signals = AssetRowView(panel.signals)
         self.context = context
 
     def _point(self, i: int, a: int) -> None:
-        self._i = i
-        self._a = a
         self.asset_id = self._ids[a]
         signals = self.signals
         signals._i = i
         signals._asset = a
 
+    def _value(self, values: np.ndarray) -> float:
+        signals = self.signals
+        return float(values.item(signals._i, signals._asset))
+
     @property
     def timestamp(self) -> dt.datetime:
-        return utc_datetimes(self._p.timestamps[self._i : self._i + 1])[0]
+        i = self.signals._i
+        return utc_datetimes(self._p.timestamps[i : i + 1])[0]
 
     @property
     def open(self) -> float:
-        return float(self._p.open.item(self._i, self._a))
+        return self._value(self._p.open)
 
     @property
     def high(self) -> float:
-        return float(self._p.high.item(self._i, self._a))
+        return self._value(self._p.high)
 
     @property
     def low(self) -> float:
-        return float(self._p.low.item(self._i, self._a))
+        return self._value(self._p.low)
 
     @property
     def close(self) -> float:
-        return float(self._p.close.item(self._i, self._a))
+        return self._value(self._p.close)
 
     @property
     def volume(self) -> float:
-        return float(self._p.volume.item(self._i, self._a))
+        return self._value(self._p.volume)
 
 
 class SignalsRow(Mapping[str, np.ndarray]):

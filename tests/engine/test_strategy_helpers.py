@@ -3,6 +3,7 @@
 A long in A is built and trimmed with every sizing helper (buy_percent, sell_percent,
 set_position_percent, size_by_confidence) while a short in B checks the sign of
 get_unrealized_pnl_pct; cash, portfolio value and unrealized P&L are read at each close.
+Also: helpers outside a run, unknown asset ids, and what a per-event callback's event shows.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from ml4t_pipeline.engine import Batch, Strategy
+from ml4t_pipeline.engine import Batch, MarketEvent, Strategy
 from ml4t_pipeline.engine.views import RowView
 from ml4t_pipeline.errors import ConfigError
-from tests.engine.conftest import col, config, flat, panel, rows, run
+from tests.engine.conftest import col, config, flat, panel, rows, run, signals, stamp
 
 PRICES = panel(
     A=[
@@ -127,3 +128,38 @@ def test_helpers_outside_a_run_say_why_they_cannot_work() -> None:
 def test_an_unknown_asset_id_is_a_clear_error(tmp_path: Path, helper: Any) -> None:
     with pytest.raises(ConfigError, match="unknown asset_id 'ZZZ': not in this run's price data"):
         run(config(tmp_path), Helpers({1: helper}), PRICES, tmp_path / "out")
+
+
+class Recorder(Strategy):
+    """Keeps what each market event showed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[Any, ...]] = []
+
+    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+        self.seen.append(
+            (
+                event.timestamp,
+                event.asset_id,
+                event.open,
+                event.high,
+                event.low,
+                event.close,
+                event.volume,
+                event.signals["score"],
+            )
+        )
+
+
+def test_a_market_event_shows_its_own_bar_and_signals(tmp_path: Path) -> None:
+    prices = panel(A=[(10.0, 12.0, 9.0, 11.0), (11.0, 13.0, 10.0, 12.0)], B=[None, flat(50)])
+    scores = signals(score={"A": [0.1, 0.2], "B": [0.3, 0.4]})
+    strategy = Recorder()
+    run(config(tmp_path), strategy, prices, tmp_path / "out", signals=scores)
+    volume = 1_000_000.0
+    assert strategy.seen == [
+        (stamp(0), "A", 10.0, 12.0, 9.0, 11.0, volume, 0.1),
+        (stamp(1), "A", 11.0, 13.0, 10.0, 12.0, volume, 0.2),
+        (stamp(1), "B", 50.0, 50.0, 50.0, 50.0, volume, 0.4),  # B has no bar 0: no event
+    ]
