@@ -10,7 +10,7 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.assets.features import BACKTEST_GROUP
-from ml4t_pipeline.engine.attribution import attribution
+from ml4t_pipeline.engine.results.attribution import attribution
 from ml4t_pipeline.io_manager import TableSet
 from ml4t_pipeline.partitions import BACKTEST_PARTITIONS
 

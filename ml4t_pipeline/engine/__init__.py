@@ -14,18 +14,25 @@ from ml4t_pipeline.engine.config import (
     load_run_config,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.data import MarketData, Panel
 from ml4t_pipeline.engine.enums import ExitReason, FillAt, OrderType, RejectReason, Side
-from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider, PrecomputedFeatures
-from ml4t_pipeline.engine.results import BacktestResult
-from ml4t_pipeline.engine.risk import RiskContext, RiskDecision, RiskRule
-from ml4t_pipeline.engine.risk_manager import RiskManager
+from ml4t_pipeline.engine.feed import MarketData, Panel
+from ml4t_pipeline.engine.feed.features import (
+    CallableFeatures,
+    FeatureProvider,
+    PrecomputedFeatures,
+)
+from ml4t_pipeline.engine.results import BacktestResult, compute_metrics
+from ml4t_pipeline.engine.results.attribution import DIMENSIONS as ATTRIBUTION_DIMENSIONS
+from ml4t_pipeline.engine.results.attribution import attribution
+from ml4t_pipeline.engine.risk.context import RiskContext, RiskDecision, RiskRule
+from ml4t_pipeline.engine.risk.manager import RiskManager
 from ml4t_pipeline.engine.state import EngineState
-from ml4t_pipeline.engine.strategies import SignalThreshold, TopKRotation
-from ml4t_pipeline.engine.strategy import Strategy
-from ml4t_pipeline.engine.views import Batch, MarketEvent
+from ml4t_pipeline.engine.strategy.base import Strategy
+from ml4t_pipeline.engine.strategy.builtin import SignalThreshold, TopKRotation
+from ml4t_pipeline.engine.strategy.views import Batch, MarketEvent
 
 __all__ = [
+    "ATTRIBUTION_DIMENSIONS",
     "BacktestResult",
     "Batch",
     "CallableFeatures",
@@ -51,6 +58,8 @@ __all__ = [
     "Strategy",
     "StrategyConfig",
     "TopKRotation",
+    "attribution",
+    "compute_metrics",
     "load_run_config",
     "run_backtest",
     "run_config_from_dict",

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.data import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
-from ml4t_pipeline.engine.features import FeatureProvider, PrecomputedFeatures
+from ml4t_pipeline.engine.feed import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
+from ml4t_pipeline.engine.feed.features import FeatureProvider, PrecomputedFeatures
 from ml4t_pipeline.engine.loop import Engine, ProgressFn
 from ml4t_pipeline.engine.results import BacktestResult
 from ml4t_pipeline.engine.state import EngineState
-from ml4t_pipeline.engine.strategy import Strategy
+from ml4t_pipeline.engine.strategy.base import Strategy
 
 _UNSET: Any = object()
 

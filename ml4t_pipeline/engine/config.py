@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from ml4t_pipeline.engine.costs import (
+from ml4t_pipeline.engine.enums import FillAt
+from ml4t_pipeline.engine.execution.costs import (
     CommissionModel,
     FixedBpsSlippage,
     NoSlippage,
@@ -25,11 +26,10 @@ from ml4t_pipeline.engine.costs import (
     TieredCommission,
     VolumeShareSlippage,
 )
-from ml4t_pipeline.engine.enums import FillAt
-from ml4t_pipeline.engine.risk import RiskRule
-from ml4t_pipeline.engine.rules import RULES
-from ml4t_pipeline.engine.strategies import BUILTIN_STRATEGIES
-from ml4t_pipeline.engine.strategy import Strategy
+from ml4t_pipeline.engine.risk.context import RiskRule
+from ml4t_pipeline.engine.risk.rules import RULES
+from ml4t_pipeline.engine.strategy.base import Strategy
+from ml4t_pipeline.engine.strategy.builtin import BUILTIN_STRATEGIES
 from ml4t_pipeline.errors import ConfigError
 
 

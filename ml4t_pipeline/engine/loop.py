@@ -18,19 +18,25 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ml4t_pipeline.engine.broker import Broker, BrokerSettings
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.data import MarketData, Panel, asset_list
 from ml4t_pipeline.engine.enums import ExitReason, FillAt
-from ml4t_pipeline.engine.features import CallableFeatures, FeatureProvider
-from ml4t_pipeline.engine.ledger import Ledger
-from ml4t_pipeline.engine.orders import Order, Orders
+from ml4t_pipeline.engine.execution.broker import Broker, BrokerSettings
+from ml4t_pipeline.engine.execution.ledger import Ledger
+from ml4t_pipeline.engine.execution.orders import Order, Orders
+from ml4t_pipeline.engine.feed import MarketData, Panel, asset_list
+from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.results import BacktestResult, build_result
-from ml4t_pipeline.engine.risk import RiskContext, RiskRule
-from ml4t_pipeline.engine.risk_manager import RiskManager, RiskState
+from ml4t_pipeline.engine.risk.context import RiskContext, RiskRule
+from ml4t_pipeline.engine.risk.manager import RiskManager, RiskState
 from ml4t_pipeline.engine.state import EngineState
-from ml4t_pipeline.engine.strategy import Strategy
-from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView, SignalsRow, utc_datetimes
+from ml4t_pipeline.engine.strategy.base import Strategy
+from ml4t_pipeline.engine.strategy.views import (
+    Batch,
+    MarketEvent,
+    RowView,
+    SignalsRow,
+    utc_datetimes,
+)
 
 ProgressFn = Callable[[int, int], None]
 _NO_ASSETS = np.empty(0, np.int64)

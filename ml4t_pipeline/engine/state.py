@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.data import asset_list
-from ml4t_pipeline.engine.ledger import TRADE_STATE, Ledger, empty_trade_state
-from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk_manager import RiskState
+from ml4t_pipeline.engine.execution.ledger import TRADE_STATE, Ledger, empty_trade_state
+from ml4t_pipeline.engine.execution.orders import Orders
+from ml4t_pipeline.engine.feed import asset_list
+from ml4t_pipeline.engine.risk.manager import RiskState
 from ml4t_pipeline.errors import StateError
 
 if TYPE_CHECKING:

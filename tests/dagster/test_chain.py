@@ -17,7 +17,7 @@ from ml4t_pipeline.assets.summary import contiguous_months
 from ml4t_pipeline.definitions import build_defs
 from ml4t_pipeline.demo import failure_lines
 from ml4t_pipeline.engine import run_backtest
-from ml4t_pipeline.engine.attribution import DIMENSIONS
+from ml4t_pipeline.engine.results.attribution import DIMENSIONS
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.errors import StateError
 from ml4t_pipeline.partitions import SPEC, MonthKey

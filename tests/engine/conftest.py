@@ -24,7 +24,7 @@ from ml4t_pipeline.engine import (
     run_backtest,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.views import RowView
+from ml4t_pipeline.engine.strategy.views import RowView
 from tests.invariants import assert_backtest_invariants
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.attribution import DIMENSIONS, attribution
+from ml4t_pipeline.engine.results.attribution import DIMENSIONS, attribution
 
 
 def _trades(n: int, seed: int) -> pl.DataFrame:

@@ -17,7 +17,7 @@ from ml4t_pipeline.engine import (
     run_backtest,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.views import History, RowView
+from ml4t_pipeline.engine.strategy.views import History, RowView
 from tests.invariants import assert_result_invariants
 
 DAYS = [dt.datetime(2024, 1, d, tzinfo=dt.UTC) for d in range(1, 9)]
@@ -167,7 +167,7 @@ def test_callable_features_see_only_the_past(tmp_path: Path) -> None:
 
 
 def test_top_k_indices_matches_a_stable_sort() -> None:
-    from ml4t_pipeline.engine.strategies import top_k_indices
+    from ml4t_pipeline.engine.strategy.builtin import top_k_indices
 
     rng = np.random.default_rng(3)
     for _ in range(300):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ml4t_pipeline.engine import RiskContext
-from ml4t_pipeline.engine.ledger import Ledger
+from ml4t_pipeline.engine.execution.ledger import Ledger
 
 
 def _fill(

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ml4t_pipeline.engine import OrderType
-from ml4t_pipeline.engine.orders import Orders, match
+from ml4t_pipeline.engine.execution.orders import Orders, match
 from ml4t_pipeline.errors import ConfigError
 from tests.engine.conftest import Order, Scripted, config, flat, panel, rows, run
 

@@ -25,7 +25,7 @@ from ml4t_pipeline.engine import (
     run_backtest,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.data import DEFAULT_MAX_CHUNK_CELLS
+from ml4t_pipeline.engine.feed import DEFAULT_MAX_CHUNK_CELLS
 from tests.invariants import (
     ABS_TOL,
     REL_TOL,

@@ -24,9 +24,9 @@ import numpy as np
 import pytest
 
 from ml4t_pipeline.engine import ExitReason, OrderType, RejectReason, RiskContext, RiskManager
-from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk import REJECT_BY_CODE, DecisionKind, RiskDecision, RiskRule
-from ml4t_pipeline.engine.rules import (
+from ml4t_pipeline.engine.execution.orders import Orders
+from ml4t_pipeline.engine.risk.context import REJECT_BY_CODE, DecisionKind, RiskDecision, RiskRule
+from ml4t_pipeline.engine.risk.rules import (
     MaxGrossExposure,
     MaxPositions,
     RegimeRule,

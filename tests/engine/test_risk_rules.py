@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ml4t_pipeline.engine import MarketEvent, OrderType, RiskContext, RiskManager, Strategy
-from ml4t_pipeline.engine.rules import StopLoss
-from ml4t_pipeline.engine.views import RowView
+from ml4t_pipeline.engine.risk.rules import StopLoss
+from ml4t_pipeline.engine.strategy.views import RowView
 from tests.engine.conftest import (
     Order,
     Scripted,

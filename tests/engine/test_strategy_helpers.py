@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ml4t_pipeline.engine import Batch, MarketEvent, Strategy
-from ml4t_pipeline.engine.views import RowView
+from ml4t_pipeline.engine.strategy.views import RowView
 from ml4t_pipeline.errors import ConfigError
 from tests.engine.conftest import col, config, flat, panel, rows, run, signals, stamp
 

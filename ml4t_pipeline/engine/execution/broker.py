@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.costs import CommissionModel, NoSlippage, SlippageModel
-from ml4t_pipeline.engine.data import Panel
 from ml4t_pipeline.engine.enums import ExitReason, OrderType, RejectReason
-from ml4t_pipeline.engine.ledger import Ledger
-from ml4t_pipeline.engine.orders import MARKET, SIGNAL, STOP, Order, Orders, match
-from ml4t_pipeline.engine.risk import REJECT_BY_CODE, RiskContext
-from ml4t_pipeline.engine.risk_manager import RiskManager
+from ml4t_pipeline.engine.execution.costs import CommissionModel, NoSlippage, SlippageModel
+from ml4t_pipeline.engine.execution.ledger import Ledger
+from ml4t_pipeline.engine.execution.orders import MARKET, SIGNAL, STOP, Order, Orders, match
+from ml4t_pipeline.engine.feed import Panel
+from ml4t_pipeline.engine.risk.context import REJECT_BY_CODE, RiskContext
+from ml4t_pipeline.engine.risk.manager import RiskManager
 from ml4t_pipeline.errors import ConfigError
 
 _REJECT_CODE = {r: i for i, r in enumerate(REJECT_BY_CODE)}

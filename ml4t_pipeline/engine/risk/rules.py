@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason, RejectReason
-from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk import (
+from ml4t_pipeline.engine.execution.orders import Orders
+from ml4t_pipeline.engine.risk.context import (
     BaseRule,
     DecisionKind,
     RiskContext,

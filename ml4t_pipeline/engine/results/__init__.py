@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.attribution import attribution
-from ml4t_pipeline.engine.data import asset_list
 from ml4t_pipeline.engine.enums import ExitReason, OrderStatus, OrderType
-from ml4t_pipeline.engine.orders import Orders
-from ml4t_pipeline.engine.risk import REJECT_BY_CODE
+from ml4t_pipeline.engine.execution.orders import Orders
+from ml4t_pipeline.engine.feed import asset_list
+from ml4t_pipeline.engine.results.attribution import attribution
+from ml4t_pipeline.engine.risk.context import REJECT_BY_CODE
 from ml4t_pipeline.engine.state import EngineState
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.strategy import Strategy
-from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
+from ml4t_pipeline.engine.strategy.base import Strategy
+from ml4t_pipeline.engine.strategy.views import Batch, MarketEvent, RowView
 from ml4t_pipeline.errors import ConfigError
 
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml4t_pipeline.engine.enums import OrderType
-from ml4t_pipeline.engine.views import Batch, MarketEvent, RowView
+from ml4t_pipeline.engine.strategy.views import Batch, MarketEvent, RowView
 
 if TYPE_CHECKING:
-    from ml4t_pipeline.engine.broker import Broker
+    from ml4t_pipeline.engine.execution.broker import Broker
 
 
 class _NotRunning:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason, RejectReason
-from ml4t_pipeline.engine.orders import SIGNAL, Orders
-from ml4t_pipeline.engine.risk import (
+from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
+from ml4t_pipeline.engine.risk.context import (
     BaseRule,
     DecisionKind,
     RiskContext,

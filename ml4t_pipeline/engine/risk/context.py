@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from ml4t_pipeline.engine.enums import ExitReason, RejectReason
-from ml4t_pipeline.engine.orders import Orders
+from ml4t_pipeline.engine.execution.orders import Orders
 
 _NO_ASSETS = np.empty(0, np.int64)
 

@@ -21,8 +21,8 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.data import Calendar, Panel
-from ml4t_pipeline.engine.views import History
+from ml4t_pipeline.engine.feed import Calendar, Panel
+from ml4t_pipeline.engine.strategy.views import History
 from ml4t_pipeline.errors import DataError
 
 FeatureFn = Callable[[History], "np.ndarray | float"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.data import Panel
+from ml4t_pipeline.engine.feed import Panel
 
 
 class RowView(Mapping[str, Any]):
