@@ -201,8 +201,9 @@ def test_wilder_atr_handles_short_and_one_dimensional_series() -> None:
     assert np.isnan(wilder_atr(values + 1, values - 1, values, 5)).all()
     atr = wilder_atr(values + 1, values - 1, values, 2)
     np.testing.assert_allclose(atr, [math.nan, math.nan, 2.0])
-    with pytest.raises(ConfigError, match="window"):
-        wilder_atr(values, values, values, 0)
+    for window in (0, 2.5, True):
+        with pytest.raises(ConfigError, match="window must be an integer"):
+            wilder_atr(values, values, values, window)  # type: ignore[arg-type]
 
 
 def _scenario_returns(scenario: str) -> np.ndarray[Any, np.dtype[np.float64]]:
@@ -250,6 +251,7 @@ def test_same_spec_writes_byte_identical_files(tmp_path: pathlib.Path) -> None:
     for key, path in first.items():
         assert path.read_bytes() == second[key].read_bytes(), key
     summary = json.loads(first["spec"].read_text(encoding="utf-8"))
+    assert summary["generator"] == "ml4t_pipeline.sample_data"  # the package, not a submodule
     assert summary["spec"]["seed"] == 21
     assert summary["spec"]["start"] == "2020-01-01"
     assert sorted(p.name for p in (tmp_path / "first").iterdir()) == [
