@@ -8,7 +8,7 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 DEMO_DATA := data/sample
 DEMO_MONTHS := 2024-01-01 2024-02-01 2024-03-01
 
-.PHONY: demo test lint typecheck pytest ui bench venv clean
+.PHONY: demo test lint typecheck pytest golden ui bench venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Rewrite the stored golden outputs (tests/golden/expected/) from the current engine; `make test`
+# compares every case against them byte for byte. Review `git diff --stat tests/golden` after.
+golden: $(STAMP)
+	$(BIN)/pytest -q tests/golden --regen-golden
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
