@@ -55,8 +55,12 @@ class RejectReason(StrEnum):
     RISK_UNDECIDABLE = "risk_undecidable"  # a rule lacked the data to decide: it rejects
 
 
-class ExitReason(IntEnum):
-    """Why an order exists / why a trade closed. Stored as int8 in columnar state."""
+class OrderReason(IntEnum):
+    """Why an order exists: the strategy decided, or which protective rule made it.
+
+    Stored as int8 in the order and fill records. A trade's exit reason is the reason of the
+    order that closed it, or "open" (`TRADE_STILL_OPEN`) while it is open.
+    """
 
     SIGNAL = 0  # the strategy decided
     STOP_LOSS = 1
@@ -66,8 +70,14 @@ class ExitReason(IntEnum):
     TIME_EXIT = 5
     REGIME_EXIT = 6
     RISK_HALT = 7
-    OPEN = 8  # trade still open at the end of the run
 
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+#: The exit reason of a trade still open at the end of the run (the trade table's label).
+TRADE_STILL_OPEN = "open"
+
+#: The earlier name of `OrderReason`, kept so rules written against it keep working.
+ExitReason = OrderReason

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.execution.ledger import TRADE_STATE, Ledger, empty_trade_state
-from ml4t_pipeline.engine.execution.orders import Orders
+from ml4t_pipeline.engine.execution.ledger import Ledger
+from ml4t_pipeline.engine.execution.orders import Order, Orders
+from ml4t_pipeline.engine.execution.trades import TRADE_STATE, empty_trade_state
 from ml4t_pipeline.engine.feed import asset_list
 from ml4t_pipeline.engine.risk.manager import RiskState
 from ml4t_pipeline.errors import StateError
-
-if TYPE_CHECKING:
-    from ml4t_pipeline.engine.config import RunConfig
 
 _LEDGER_ARRAYS = ("qty", "avg_price", "entry_bar")
 _RISK_ARRAYS = (
@@ -35,6 +33,19 @@ _RISK_ARRAYS = (
     "low_water",
 )
 FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoredState:
+    """Saved state laid out on a new run's assets: what the engine starts from."""
+
+    ledger: Ledger
+    risk: RiskState
+    working: list[Order]  # orders still working when the saved run ended
+    next_order_id: int
+    last_close: np.ndarray
+    decision_signals: dict[str, np.ndarray]  # (N,) signal values of the last decision
+    rule_state: dict[str, np.ndarray]  # rule name -> (N,) values (NaN where not saved)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,41 +114,61 @@ class EngineState:
             rule_state_assets=tuple(ids),
         )
 
-    def restore(
-        self, assets: np.ndarray, signal_names: list[str], config: RunConfig
-    ) -> tuple[Ledger, RiskState, Orders, int, np.ndarray, dict[str, np.ndarray]]:
-        index = {a: i for i, a in enumerate(asset_list(assets))}
+    def restore(self, assets: np.ndarray, signal_names: list[str]) -> RestoredState:
+        """This state on the assets of a new run (which must include every saved one)."""
+        ids = asset_list(assets)
+        index = {a: i for i, a in enumerate(ids)}
         missing = [a for a in self.assets if a not in index]
         if missing:
             msg = f"saved state holds assets absent from this run's data: {missing[:5]}"
             raise StateError(msg)
         pos = np.array([index[a] for a in self.assets], dtype=np.int64)
         n = int(assets.shape[0])
-        ledger = Ledger.empty(n, self.cash, signal_names)
-        risk = RiskState.empty(n)
-        last_close = np.zeros(n)
-        last_close[pos] = self.per_asset["last_close"]
-        for name in _LEDGER_ARRAYS:
-            getattr(ledger, name)[pos] = self.per_asset[f"ledger.{name}"]
+
+        def per_asset(values: list[Any], fill: float, dtype: Any = np.float64) -> np.ndarray:
+            out = np.full(n, fill, dtype=dtype)
+            out[pos] = values
+            return out
+
+        ledger_arrays = {
+            "qty": per_asset(self.per_asset["ledger.qty"], 0, np.int64),
+            "avg_price": per_asset(self.per_asset["ledger.avg_price"], 0.0),
+            "entry_bar": per_asset(self.per_asset["ledger.entry_bar"], -1, np.int64),
+        }
         trades = empty_trade_state(n, signal_names)
         for name in TRADE_STATE:
             trades[name][pos] = self.per_asset[f"ledger.{name}"]
-        for name, values in self.entry_signals.items():
+        for name, entry in self.entry_signals.items():
             if f"entry_{name}" in trades:
-                trades[f"entry_{name}"][pos] = values
-        ledger.carry_trades(trades)
+                trades[f"entry_{name}"][pos] = entry
+        ledger = Ledger(cash=self.cash, signal_names=signal_names, carried=trades, **ledger_arrays)
+        risk = RiskState.empty(n)
         for name in _RISK_ARRAYS:
             getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
-        last_signals: dict[str, np.ndarray] = {}
-        for key, values in self.per_asset.items():
-            if key.startswith("signal."):
-                row = np.full(n, np.nan)
-                row[pos] = values
-                last_signals[key.removeprefix("signal.")] = row
+        decision_signals = {
+            key.removeprefix("signal."): per_asset(values, np.nan)
+            for key, values in self.per_asset.items()
+            if key.startswith("signal.")
+        }
+        saved_at = {a: k for k, a in enumerate(self.rule_state_assets)}
+        rule_state: dict[str, np.ndarray] = {}
+        for rule, saved in self.rule_state.items():
+            state = np.full(n, np.nan)
+            for k, asset in enumerate(ids):
+                if asset in saved_at:
+                    state[k] = saved[saved_at[asset]]
+            rule_state[rule] = state
         columns = dict(self.pending)
         columns["asset"] = [index[a] for a in columns["asset"]]
-        orders = Orders.from_columns(columns)
-        return ledger, risk, orders, self.next_order_id, last_close, last_signals
+        return RestoredState(
+            ledger=ledger,
+            risk=risk,
+            working=Orders.from_columns(columns).rows(),
+            next_order_id=self.next_order_id,
+            last_close=per_asset(self.per_asset["last_close"], 0.0),
+            decision_signals=decision_signals,
+            rule_state=rule_state,
+        )
 
     def to_json(self) -> str:
         payload = {"format": FORMAT_VERSION} | {

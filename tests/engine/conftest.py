@@ -24,7 +24,7 @@ from ml4t_pipeline.engine import (
     run_backtest,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.strategy.views import RowView
+from ml4t_pipeline.engine.strategy.views import ContextView
 from tests.invariants import assert_backtest_invariants
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -155,7 +155,9 @@ class Scripted(Strategy):
         self.script = dict(script)
         self.seen = Seen()
 
-    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+    def on_timestamp_batch(
+        self, timestamp: dt.datetime, batch: Batch, context: ContextView
+    ) -> None:
         bar = batch.bar_index
         for asset in batch.assets.tolist():
             self.seen.position[(bar, str(asset))] = self.get_position(asset)

@@ -85,7 +85,6 @@ def test_state_naming_an_asset_absent_from_the_data_is_an_error(market: dict[str
         first.final_state.restore(
             pl.Series(prices.filter(pl.col("asset_id") != held)["asset_id"].unique()).to_numpy(),
             [],
-            config,
         )
 
 

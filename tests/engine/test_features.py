@@ -17,7 +17,7 @@ from ml4t_pipeline.engine import (
     run_backtest,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.strategy.views import History, RowView
+from ml4t_pipeline.engine.strategy.views import ContextView, History
 from tests.invariants import assert_result_invariants
 
 DAYS = [dt.datetime(2024, 1, d, tzinfo=dt.UTC) for d in range(1, 9)]
@@ -45,7 +45,9 @@ class Recorder(Strategy):
         self.market = market
         self.seen: list[dict[str, Any]] = []
 
-    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+    def on_timestamp_batch(
+        self, timestamp: dt.datetime, batch: Batch, context: ContextView
+    ) -> None:
         row: dict[str, Any] = {"t": batch.bar_index}
         row |= {n: batch.signals[n].copy() for n in self.names}
         row |= {f"market_{n}": float(context[n]) for n in self.market}
@@ -100,7 +102,7 @@ def test_precomputed_feature_from_parquet_serves_the_risk_rules(tmp_path: Path) 
 
     class BuyOnce(Strategy):
         def on_timestamp_batch(
-            self, timestamp: dt.datetime, batch: Batch, context: RowView
+            self, timestamp: dt.datetime, batch: Batch, context: ContextView
         ) -> None:
             if batch.bar_index == 1:
                 self.buy("A", 10)

@@ -14,13 +14,44 @@ import numpy as np
 import pytest
 
 from ml4t_pipeline.engine import RiskContext
+from ml4t_pipeline.engine.execution.fills import Fill
 from ml4t_pipeline.engine.execution.ledger import Ledger
+
+Signals = dict[str, np.ndarray]
+
+
+def _book(
+    ledger: Ledger,
+    asset: int,
+    qty: int,
+    price: float,
+    *,
+    fee: float = 0.0,
+    slippage: float = 0.0,
+    bar: int = 0,
+    reason: int = 0,
+    rule: int = -1,
+    signals: Signals | None = None,
+    row: int = 0,
+) -> int:
+    fill = Fill(
+        bar=bar,
+        asset=asset,
+        qty=qty,
+        price=price,
+        commission=fee,
+        slippage=slippage,
+        order_id=ledger.n_fills,
+        reason=reason,
+        rule=rule,
+    )
+    return ledger.book(fill, (signals or {}, row))
 
 
 def _fill(
     ledger: Ledger, asset: int, qty: int, price: float, fee: float = 0.0, bar: int = 0
 ) -> int:
-    return ledger.book(asset, qty, price, fee, 0.0, bar, ledger.n_fills, 0, -1, {}, 0)
+    return _book(ledger, asset, qty, price, fee=fee, bar=bar)
 
 
 def test_mark_to_market_follows_every_fill_within_a_bar() -> None:
@@ -47,7 +78,19 @@ def test_trades_follow_each_assets_position_path() -> None:
     signals = {"score": np.array([[0.7, 0.1], [0.2, 0.3]])}
 
     def book(asset: int, qty: int, price: float, bar: int, row: int, reason: int = 0) -> int:
-        return ledger.book(asset, qty, price, 0.5, 0.1, bar, bar, reason, 1, signals, row)
+        return _book(
+            ledger,
+            asset,
+            qty,
+            price,
+            fee=0.5,
+            slippage=0.1,
+            bar=bar,
+            reason=reason,
+            rule=1,
+            signals=signals,
+            row=row,
+        )
 
     assert book(0, 10, 5.0, 1, 0) == 1  # opens A's first trade
     assert book(1, -3, 9.0, 2, 0) == 1  # a short in B, still open at the end
@@ -77,12 +120,12 @@ def test_signal_values_are_read_from_the_chunk_each_decision_saw() -> None:
     ledger = Ledger.empty(2, 0.0, ["score", "rank"])
     first = {"score": np.array([[0.1, 0.2], [0.3, 0.4]]), "rank": np.array([[1.0, 2.0]] * 2)}
     second = {"score": np.array([[0.5, 0.6], [0.7, 0.8]])}  # this chunk has no `rank`
-    ledger.book(0, 5, 10.0, 0.0, 0.0, 0, 0, 0, -1, first, 1)  # opens A: score 0.3, rank 1
-    ledger.book(1, -5, 10.0, 0.0, 0.0, 1, 1, 0, -1, first, 0)  # opens a B short: 0.2, 2
+    _book(ledger, 0, 5, 10.0, bar=0, signals=first, row=1)  # opens A: score 0.3, rank 1
+    _book(ledger, 1, -5, 10.0, bar=1, signals=first, row=0)  # opens a B short: 0.2, 2
     assert ledger.trades().entry_signals == {"score": [0.3, 0.2], "rank": [1.0, 2.0]}
-    ledger.book(0, -5, 11.0, 0.0, 0.0, 2, 2, 0, -1, second, 1)  # closes A: 0.7, no rank
-    ledger.book(1, 5, 9.0, 0.0, 0.0, 3, 3, 0, -1, second, 0)  # closes B: 0.6
-    ledger.book(0, 3, 12.0, 0.0, 0.0, 4, 4, 0, -1, first, 0)  # A again, back to `first`
+    _book(ledger, 0, -5, 11.0, bar=2, signals=second, row=1)  # closes A: 0.7, no rank
+    _book(ledger, 1, 5, 9.0, bar=3, signals=second, row=0)  # closes B: 0.6
+    _book(ledger, 0, 3, 12.0, bar=4, signals=first, row=0)  # A again, back to `first`
     t = ledger.trades()
     assert t.entry_signals["score"] == [0.3, 0.2, 0.1]
     assert t.exit_signals["score"] == [0.7, 0.6, None]
@@ -125,18 +168,20 @@ def test_trade_sums_are_the_running_totals_to_the_bit() -> None:
 
 
 def test_a_carried_trade_continues_its_sums() -> None:
-    ledger = Ledger.empty(2, 0.0, ["score"])
-    ledger.qty[1] = 10
-    ledger.entry_bar[1] = -5
-    ledger.carry_trades(
-        {
+    ledger = Ledger(
+        cash=0.0,
+        qty=np.array([0, 10]),
+        avg_price=np.array([0.0, 10.0]),
+        entry_bar=np.array([-1, -5]),
+        signal_names=["score"],
+        carried={
             "buy_qty": np.array([0, 10]),
             "buy_notional": np.array([0.0, 100.0]),
             "trade_commission": np.array([0.0, 1.0]),
             "entry_score": np.array([np.nan, 0.9]),
-        }
+        },
     )
-    assert ledger.book(1, -10, 12.0, 0.25, 0.0, 3, 0, 0, -1, {}, 0) == -1
+    assert _book(ledger, 1, -10, 12.0, fee=0.25, bar=3) == -1
     t = ledger.trades()
     assert t.asset.tolist() == [1]
     assert t.entry_bar.tolist() == [-5]

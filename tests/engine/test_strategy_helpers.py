@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ml4t_pipeline.engine import Batch, MarketEvent, Strategy
-from ml4t_pipeline.engine.strategy.views import RowView
+from ml4t_pipeline.engine.strategy.views import ContextView
 from ml4t_pipeline.errors import ConfigError
 from tests.engine.conftest import col, config, flat, panel, rows, run, signals, stamp
 
@@ -41,7 +41,9 @@ class Helpers(Strategy):
         self.script = script
         self.seen: dict[int, Any] = {}
 
-    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+    def on_timestamp_batch(
+        self, timestamp: dt.datetime, batch: Batch, context: ContextView
+    ) -> None:
         step = self.script.get(batch.bar_index)
         if step is not None:
             self.seen[batch.bar_index] = step(self)
@@ -137,7 +139,7 @@ class Recorder(Strategy):
         super().__init__()
         self.seen: list[tuple[Any, ...]] = []
 
-    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+    def on_market_event(self, event: MarketEvent, context: ContextView) -> None:
         self.seen.append(
             (
                 event.timestamp,

@@ -6,54 +6,75 @@ reference): it never touches cash or positions, which makes it trivial to proper
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ml4t_pipeline.engine.enums import ExitReason, OrderType
-
-_DTYPES: dict[str, Any] = {
-    "order_id": np.int64,
-    "asset": np.int64,
-    "qty": np.int64,  # signed: + buy, - sell
-    "order_type": np.int8,
-    "limit_price": np.float64,
-    "stop_price": np.float64,
-    "trail_pct": np.float64,
-    "trail_ref": np.float64,  # extreme price since submission (trailing stops)
-    "created_bar": np.int64,
-    "reason": np.int8,  # ExitReason of whoever created it
-    "rule": np.int16,  # risk rule index, -1 = strategy
-    "triggered": np.bool_,  # stop-limit whose stop has fired (now a limit order)
-}
-
-
-ORDER_DTYPE = np.dtype(list(_DTYPES.items()))
-_ROWWISE = 200  # up to this many orders, `Orders.from_rows` converts row by row
-# plain ints for array comparisons (comparing an array with an IntEnum member is slow)
-MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
-SIGNAL = int(ExitReason.SIGNAL)  # the `reason` of a strategy's own order
+from ml4t_pipeline.engine.enums import OrderReason, OrderType
 
 
 class Order(NamedTuple):
     """One order as plain Python values: what the broker keeps while orders are few.
 
-    The fields are the columns of `ORDER_DTYPE`, in the same order.
+    Built by field name (`Order(order_id=..., asset=..., ...)`); `ORDER_DTYPE`, the record
+    layout of `Orders`, is derived from these fields, so the two cannot disagree.
     """
 
     order_id: int
-    asset: int
+    asset: int  # array position of the asset in the run
     qty: int  # signed: + buy, - sell
-    order_type: int
-    limit_price: float
-    stop_price: float
-    trail_pct: float
-    trail_ref: float
+    order_type: int  # OrderType
+    limit_price: float  # NaN unless a limit / stop-limit order
+    stop_price: float  # NaN unless a stop / stop-limit order (or a protective exit's level)
+    trail_pct: float  # NaN unless a trailing stop
+    trail_ref: float  # extreme price since submission (trailing stops)
     created_bar: int
-    reason: int
-    rule: int
-    triggered: bool
+    reason: int  # OrderReason: who created it and why
+    rule: int  # index of the risk rule that created it, -1 = the strategy
+    triggered: bool  # a stop-limit whose stop has fired (now a limit order)
+
+
+_FIELD_DTYPES: dict[str, Any] = {
+    "order_id": np.int64,
+    "asset": np.int64,
+    "qty": np.int64,
+    "order_type": np.int8,
+    "limit_price": np.float64,
+    "stop_price": np.float64,
+    "trail_pct": np.float64,
+    "trail_ref": np.float64,
+    "created_bar": np.int64,
+    "reason": np.int8,
+    "rule": np.int16,
+    "triggered": np.bool_,
+}
+ORDER_DTYPE = np.dtype([(name, _FIELD_DTYPES[name]) for name in Order._fields])
+_ROWWISE = 200  # up to this many orders, `Orders.from_rows` converts row by row
+# plain ints for array comparisons (comparing an array with an IntEnum member is slow)
+MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
+SIGNAL = int(OrderReason.SIGNAL)  # the `reason` of a strategy's own order
+
+
+def market_order(
+    *, order_id: int, asset: int, qty: int, bar: int, reason: int = SIGNAL, rule: int = -1
+) -> Order:
+    """A market order (the common case): no limit, stop or trail."""
+    return Order(
+        order_id=order_id,
+        asset=asset,
+        qty=qty,
+        order_type=MARKET,
+        limit_price=math.nan,
+        stop_price=math.nan,
+        trail_pct=math.nan,
+        trail_ref=math.nan,
+        created_bar=bar,
+        reason=reason,
+        rule=rule,
+        triggered=False,
+    )
 
 
 class _Field:
@@ -93,7 +114,7 @@ class Orders:
     @classmethod
     def from_columns(cls, columns: dict[str, Any]) -> Orders:
         rec = np.empty(len(columns["order_id"]), dtype=ORDER_DTYPE)
-        for name in _DTYPES:
+        for name in Order._fields:
             rec[name] = columns[name]
         return cls(rec)
 
@@ -109,16 +130,16 @@ class Orders:
         if n <= _ROWWISE:  # a bar's orders: one conversion is cheapest
             return cls(np.array(rows, dtype=ORDER_DTYPE) if rows else np.empty(0, ORDER_DTYPE))
         rec = np.empty(n, ORDER_DTYPE)  # a run's order log: column by column is faster
-        for name, values in zip(_DTYPES, zip(*rows, strict=True), strict=True):
-            rec[name] = np.fromiter(values, dtype=_DTYPES[name], count=n)
+        for name, values in zip(Order._fields, zip(*rows, strict=True), strict=True):
+            rec[name] = np.fromiter(values, dtype=ORDER_DTYPE[name], count=n)
         return cls(rec)
 
     def rows(self) -> list[Order]:
-        columns = [self.rec[name].tolist() for name in _DTYPES]
+        columns = [self.rec[name].tolist() for name in Order._fields]
         return list(map(Order._make, zip(*columns, strict=True)))
 
     def to_columns(self) -> dict[str, list[Any]]:
-        return {name: self.rec[name].tolist() for name in _DTYPES}
+        return {name: self.rec[name].tolist() for name in Order._fields}
 
 
 def match(
@@ -139,7 +160,7 @@ def match(
     """
     has_bar = ~np.isnan(open_)
     kind = orders.order_type
-    if not kind.any():  # all market orders: fill at the open where there is a bar
+    if not (kind != MARKET).any():  # all market orders: fill at the open where there is a bar
         return has_bar, open_, orders.trail_ref, orders.triggered
     n = len(orders)
     price = np.full(n, np.nan)
@@ -186,6 +207,3 @@ def match(
     trail_ref[live_trail & ~buy] = np.fmax(trail_ref[live_trail & ~buy], high[live_trail & ~buy])
     trail_ref[live_trail & buy] = np.fmin(trail_ref[live_trail & buy], low[live_trail & buy])
     return filled, price, trail_ref, triggered
-
-
-assert Order._fields == tuple(_DTYPES), "Order and ORDER_DTYPE must list the same columns"

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from ml4t_pipeline.engine.feed import Calendar, Panel
-from ml4t_pipeline.engine.strategy.views import History
+from ml4t_pipeline.engine.strategy.views import AtRow, History
 from ml4t_pipeline.errors import DataError
 
 FeatureFn = Callable[[History], "np.ndarray | float"]
@@ -134,10 +134,11 @@ class CallableFeatures:
         self.market = set(market)
         self._panel: Panel | None = None
         self._history: History | None = None
+        self._row = AtRow(0)  # the bar the functions see
 
     def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
         self._panel = panel
-        self._history = History(panel)
+        self._history = History(panel, self._row)
         for name in self.functions:
             if name in self.market:
                 panel.context[name] = np.full(panel.n_bars, np.nan)
@@ -148,7 +149,7 @@ class CallableFeatures:
         """Compute every function at bar i of the attached chunk."""
         assert self._panel is not None
         assert self._history is not None
-        self._history._i = i
+        self._row.row = i
         for name, fn in self.functions.items():
             value = fn(self._history)
             if name in self.market:

@@ -5,7 +5,8 @@
   arrays; use it for cross-sectional logic (ranking a universe).
 
 Helpers (`buy_percent`, `rebalance_to_weights`, ...) submit orders decided at the current close;
-they fill at the next open (or at this close with `fill_at: same_close`).
+they fill at the next open (or at this close with `fill_at: same_close`). `self.account` is a
+read-only view of cash, equity and positions; a strategy changes them only by ordering.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml4t_pipeline.engine.enums import OrderType
-from ml4t_pipeline.engine.strategy.views import Batch, MarketEvent, RowView
+from ml4t_pipeline.engine.strategy.views import Batch, ContextView, MarketEvent
 
 if TYPE_CHECKING:
+    from ml4t_pipeline.engine.execution.account import AccountView
     from ml4t_pipeline.engine.execution.broker import Broker
 
 
 class _NotRunning:
-    """Stands in for the broker outside a run: every helper says why it cannot work."""
+    """Stands in for the account and the order book outside a run: every helper says why it
+    cannot work."""
 
     def __getattr__(self, name: str) -> Any:
         msg = "strategy helpers are only available while the engine runs the strategy"
@@ -50,16 +53,24 @@ class Strategy:
 
     def __init__(self, **params: Any) -> None:
         self.params = params
-        self._broker: Broker = _NOT_RUNNING
+        self._account: AccountView = _NOT_RUNNING
+        self._orders: Broker = _NOT_RUNNING
+
+    def bind(self, account: AccountView, orders: Broker) -> None:
+        """Called by the engine before the first bar: what the helpers read and order through."""
+        self._account = account
+        self._orders = orders
 
     # -- callbacks (override one) -------------------------------------------------------------
     def on_start(self) -> None:
         """Called once before the first bar of a run."""
 
-    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+    def on_market_event(self, event: MarketEvent, context: ContextView) -> None:
         """Per-asset callback at the close of each bar."""
 
-    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+    def on_timestamp_batch(
+        self, timestamp: dt.datetime, batch: Batch, context: ContextView
+    ) -> None:
         """Per-bar callback with the whole cross-section."""
 
     @classmethod
@@ -77,31 +88,25 @@ class Strategy:
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore what `get_state` returned at the end of the previous run."""
 
-    # -- helpers ----------------------------------------------------------------------------
+    # -- reading the account -------------------------------------------------------------------
     @property
-    def broker(self) -> Broker:
-        return self._broker
+    def account(self) -> AccountView:
+        """Cash, equity, positions and last closes, read-only."""
+        return self._account
 
     def get_position(self, asset: Any) -> int:
-        b = self._broker
-        return b.ledger.qty.item(b.index(asset))
+        return self._account.position(asset)
 
     def get_cash(self) -> float:
-        return self.broker.ledger.cash
+        return self._account.cash
 
     def get_portfolio_value(self) -> float:
-        return self.broker.equity()
+        return self._account.equity
 
     def get_unrealized_pnl_pct(self, asset: Any) -> float | None:
-        b = self.broker
-        a = b.index(asset)
-        qty = int(b.ledger.qty[a])
-        if qty == 0:
-            return None
-        return math.copysign(1.0, qty) * (
-            float(b.last_close[a]) / float(b.ledger.avg_price[a]) - 1.0
-        )
+        return self._account.unrealized_pnl_pct(asset)
 
+    # -- ordering (decided at this close) ---------------------------------------------------------
     def submit_order(
         self,
         asset: Any,
@@ -113,31 +118,31 @@ class Strategy:
         trail_pct: float | None = None,
     ) -> int | None:
         """Signed `qty` (+ buy). Returns the order id, or None for a zero quantity."""
-        return self.broker.submit(
-            self.broker.index(asset),
+        a = self._account.index(asset)
+        return self._orders.submit(
+            a,
             int(qty),
             order_type=order_type,
             limit_price=limit_price,
             stop_price=stop_price,
             trail_pct=trail_pct,
+            last_close=self._account.last_close.item(a),
         )
 
     def buy(self, asset: Any, qty: int) -> int | None:
-        b = self._broker
-        return b.submit_market(b.index(asset), abs(int(qty)))
+        return self._orders.submit_market(self._account.index(asset), abs(int(qty)))
 
     def sell(self, asset: Any, qty: int) -> int | None:
-        b = self._broker
-        return b.submit_market(b.index(asset), -abs(int(qty)))
+        return self._orders.submit_market(self._account.index(asset), -abs(int(qty)))
 
     def close_position(self, asset: Any) -> int | None:
-        b = self._broker
-        a = b.index(asset)
-        return b.submit_market(a, -b.ledger.qty.item(a))
+        account = self._account
+        a = account.index(asset)
+        return self._orders.submit_market(a, -account.positions.item(a))
 
     def buy_percent(self, asset: Any, percent: float) -> int | None:
         """Buy shares worth `percent` (a fraction) of portfolio value at the current close."""
-        price = float(self.broker.last_close[self.broker.index(asset)])
+        price = self._last_close(asset)
         if not price > 0:
             return None
         return self.submit_order(asset, math.floor(percent * self.get_portfolio_value() / price))
@@ -148,7 +153,7 @@ class Strategy:
 
     def set_position_percent(self, asset: Any, percent: float) -> int | None:
         """Order the difference to a position worth `percent` of portfolio value (signed)."""
-        price = float(self.broker.last_close[self.broker.index(asset)])
+        price = self._last_close(asset)
         if not price > 0:
             return None
         target = int(
@@ -168,11 +173,14 @@ class Strategy:
         `weights` is a mapping asset -> weight or an array aligned with `batch.assets`.
         Returns the number of orders submitted.
         """
-        b = self.broker
+        account = self._account
         if isinstance(weights, np.ndarray):
             w = np.asarray(weights, dtype=np.float64)
         else:
-            w = np.zeros(b.n_assets)
+            w = np.zeros(account.positions.shape[0])
             for asset, weight in weights.items():
-                w[b.index(asset)] = weight
-        return b.order_target_weights(w)
+                w[account.index(asset)] = weight
+        return self._orders.order_target_weights(w, account.equity, account.last_close)
+
+    def _last_close(self, asset: Any) -> float:
+        return float(self._account.last_close[self._account.index(asset)])

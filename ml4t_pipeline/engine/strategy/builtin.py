@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ml4t_pipeline.engine.strategy.base import Strategy
-from ml4t_pipeline.engine.strategy.views import Batch, MarketEvent, RowView
+from ml4t_pipeline.engine.strategy.views import Batch, ContextView, MarketEvent
 from ml4t_pipeline.errors import ConfigError
 
 
@@ -45,7 +45,7 @@ class SignalThreshold(Strategy):
     def required_signals(self) -> Sequence[str]:
         return (self.score,)
 
-    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+    def on_market_event(self, event: MarketEvent, context: ContextView) -> None:
         score = event.signals[self.score]
         position = self.get_position(event.asset_id)
         if position == 0 and score > self.entry_above:
@@ -82,7 +82,9 @@ class TopKRotation(Strategy):
     def required_signals(self) -> Sequence[str]:
         return (self.score,)
 
-    def on_timestamp_batch(self, timestamp: dt.datetime, batch: Batch, context: RowView) -> None:
+    def on_timestamp_batch(
+        self, timestamp: dt.datetime, batch: Batch, context: ContextView
+    ) -> None:
         i = batch.bar_index
         if i < self.warmup_bars or i % self.rebalance_every != 0:
             return

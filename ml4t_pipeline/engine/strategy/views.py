@@ -1,31 +1,54 @@
-"""Read-only views over the dense arrays, truncated at the current bar.
+"""What user code sees of the market: read-only views of the dense arrays at the current bar.
 
-A view never exposes a later bar: `History` slices stop at the current index, and the
-per-bar views only hold the current row. Nothing is copied per asset per bar.
+A view never exposes a later bar: it reads the row its pointer (the engine's clock, or a fixed
+row) is at, and `History` slices stop at that row. Nothing is copied per asset per bar, and
+every array handed out is a read-only view.
+
+- `ContextView`: market-wide values at one bar (`context["vix"]`).
+- `AssetSignals`: one asset's signals at one bar (`event.signals["ml_score"]`).
+- `CrossSection`: every asset's value of each signal at one bar (`batch.signals["ml_score"]`).
+- `MarketEvent`: one asset at one bar, for `on_market_event`.
+- `Batch`: every asset at one bar, for `on_timestamp_batch`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ml4t_pipeline.engine.feed import Panel
 
 
-class RowView(Mapping[str, Any]):
-    """name -> value of one row of market-wide arrays (bars,): the context at a bar."""
+class RowPointer(Protocol):
+    """Where a view reads: the clock while the engine runs, or a fixed row."""
 
-    __slots__ = ("_arrays", "_i")
+    @property
+    def row(self) -> int: ...
 
-    def __init__(self, arrays: dict[str, np.ndarray], i: int = 0) -> None:
+
+class AtRow:
+    """A fixed row (a view that does not move with the clock)."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: int) -> None:
+        self.row = row
+
+
+class ContextView(Mapping[str, Any]):
+    """name -> value of market-wide arrays (bars,) at the pointer's row."""
+
+    __slots__ = ("_arrays", "_at")
+
+    def __init__(self, arrays: dict[str, np.ndarray], at: RowPointer) -> None:
         self._arrays = arrays
-        self._i = i
+        self._at = at
 
     def __getitem__(self, name: str) -> Any:
-        return self._arrays[name].item(self._i)
+        return self._arrays[name].item(self._at.row)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
@@ -37,48 +60,72 @@ class RowView(Mapping[str, Any]):
         return {k: float(self[k]) for k in self._arrays}
 
 
-class AssetRowView(RowView):
-    """name -> value of per-asset arrays (bars, assets) at one (bar, asset): an event's signals."""
+class AssetSignals(Mapping[str, Any]):
+    """name -> value of per-asset arrays (bars, assets) at the pointer's row and `asset`."""
 
-    __slots__ = ("_asset",)
+    __slots__ = ("_arrays", "_at", "asset")
 
-    def __init__(self, arrays: dict[str, np.ndarray], i: int = 0, asset: int = 0) -> None:
-        super().__init__(arrays, i)
-        self._asset = asset
+    def __init__(self, arrays: dict[str, np.ndarray], at: RowPointer, asset: int = 0) -> None:
+        self._arrays = arrays
+        self._at = at
+        self.asset = asset  # array position of the asset
 
     def __getitem__(self, name: str) -> Any:
-        return self._arrays[name].item(self._i, self._asset)
+        return self._arrays[name].item(self._at.row, self.asset)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
+class CrossSection(Mapping[str, np.ndarray]):
+    """name -> (N,) read-only array of every asset's value at the pointer's row."""
+
+    __slots__ = ("_arrays", "_at")
+
+    def __init__(self, arrays: dict[str, np.ndarray], at: RowPointer) -> None:
+        self._arrays = arrays
+        self._at = at
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return _read_only(self._arrays[name][self._at.row])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
 
 
 class MarketEvent:
-    """One asset at one bar: OHLCV plus `signals`, and `context` shared by every asset.
-
-    Where it points (bar, asset) is held once, by its `signals` view.
-    """
+    """One asset at one bar: OHLCV plus `signals`, and `context` shared by every asset."""
 
     __slots__ = ("_ids", "_p", "asset_id", "context", "signals")
 
-    def __init__(self, panel: Panel, context: RowView, asset_ids: list[Any]) -> None:
+    def __init__(
+        self, panel: Panel, context: ContextView, asset_ids: list[Any], at: RowPointer
+    ) -> None:
         self._p = panel
         self._ids = asset_ids
         self.asset_id: Any = None
-        self.signals = AssetRowView(panel.signals)
+        self.signals = AssetSignals(panel.signals, at)
         self.context = context
 
-    def _point(self, i: int, a: int) -> None:
-        self.asset_id = self._ids[a]
-        signals = self.signals
-        signals._i = i
-        signals._asset = a
+    def point_at(self, asset: int) -> None:
+        """The event is about `asset` (array position) now."""
+        self.asset_id = self._ids[asset]
+        self.signals.asset = asset
 
     def _value(self, values: np.ndarray) -> float:
         signals = self.signals
-        return float(values.item(signals._i, signals._asset))
+        return float(values.item(signals._at.row, signals.asset))
 
     @property
     def timestamp(self) -> dt.datetime:
-        i = self.signals._i
-        return utc_datetimes(self._p.timestamps[i : i + 1])[0]
+        row = self.signals._at.row
+        return utc_datetimes(self._p.timestamps[row : row + 1])[0]
 
     @property
     def open(self) -> float:
@@ -101,88 +148,87 @@ class MarketEvent:
         return self._value(self._p.volume)
 
 
-class SignalsRow(Mapping[str, np.ndarray]):
-    """name -> (N,) array of every asset's value at the current bar."""
-
-    __slots__ = ("_arrays", "_i")
-
-    def __init__(self, arrays: dict[str, np.ndarray], i: int = 0) -> None:
-        self._arrays = arrays
-        self._i = i
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self._arrays[name][self._i]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._arrays)
-
-    def __len__(self) -> int:
-        return len(self._arrays)
-
-
 class History:
-    """Arrays up to and including the current bar of the current chunk (no look-ahead)."""
+    """Read-only arrays up to and including the pointer's row of one chunk (no look-ahead)."""
 
-    __slots__ = ("_i", "_p")
+    __slots__ = ("_at", "_p")
 
-    def __init__(self, panel: Panel) -> None:
+    def __init__(self, panel: Panel, at: RowPointer) -> None:
         self._p = panel
-        self._i = 0
+        self._at = at
 
     def prices(self, field: str) -> np.ndarray:
-        return np.asarray(getattr(self._p, field)[: self._i + 1])
+        return _read_only(np.asarray(getattr(self._p, field)[: self._at.row + 1]))
 
     def signal(self, name: str) -> np.ndarray:
-        return self._p.signals[name][: self._i + 1]
+        return _read_only(self._p.signals[name][: self._at.row + 1])
 
     def context(self, name: str) -> np.ndarray:
-        return self._p.context[name][: self._i + 1]
+        return _read_only(self._p.context[name][: self._at.row + 1])
 
 
 class Batch:
-    """Every asset at one bar, as arrays indexed like `assets`."""
+    """Every asset at one bar, as read-only arrays indexed like `assets`."""
 
-    __slots__ = ("_i", "_p", "assets", "bar_index", "history", "signals", "timestamp")
+    __slots__ = ("_at", "_bar", "_p", "_stamps", "assets", "history", "signals")
 
-    def __init__(self, panel: Panel, assets: np.ndarray) -> None:
+    def __init__(
+        self,
+        panel: Panel,
+        assets: np.ndarray,
+        at: RowPointer,
+        *,
+        first_bar: int,
+        timestamps: list[dt.datetime],
+    ) -> None:
         self._p = panel
-        self._i = 0
+        self._at = at
+        self._bar = first_bar  # global index of the chunk's first bar
+        self._stamps = timestamps  # of the chunk's bars
         self.assets = assets
-        self.bar_index = 0
-        self.timestamp: dt.datetime | None = None
-        self.signals = SignalsRow(panel.signals)
-        self.history = History(panel)
+        self.signals = CrossSection(panel.signals, at)
+        self.history = History(panel, at)
 
-    def _point(self, i: int, bar_index: int, timestamp: dt.datetime) -> None:
-        self._i = i
-        self.bar_index = bar_index
-        self.timestamp = timestamp
-        self.signals._i = i
-        self.history._i = i
+    @property
+    def bar_index(self) -> int:
+        """The global index of this bar (counted across chained runs)."""
+        return self._bar + self._at.row
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        return self._stamps[self._at.row]
 
     @property
     def open(self) -> np.ndarray:
-        return self._p.open[self._i]
+        return _read_only(self._p.open[self._at.row])
 
     @property
     def high(self) -> np.ndarray:
-        return self._p.high[self._i]
+        return _read_only(self._p.high[self._at.row])
 
     @property
     def low(self) -> np.ndarray:
-        return self._p.low[self._i]
+        return _read_only(self._p.low[self._at.row])
 
     @property
     def close(self) -> np.ndarray:
-        return self._p.close[self._i]
+        return _read_only(self._p.close[self._at.row])
 
     @property
     def volume(self) -> np.ndarray:
-        return self._p.volume[self._i]
+        return _read_only(self._p.volume[self._at.row])
 
     @property
     def has_bar(self) -> np.ndarray:
-        return self._p.has_bar[self._i]
+        return _read_only(self._p.has_bar[self._at.row])
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """`values` (a view of the engine's arrays) as a view that cannot be written."""
+    if values.flags.writeable:
+        values = values.view()
+        values.flags.writeable = False
+    return values
 
 
 def utc_datetimes(timestamps: np.ndarray) -> list[dt.datetime]:

@@ -1,0 +1,153 @@
+"""Fills as pure functions: (position and cash held, order, match price) -> fills or a rejection.
+
+`fill_order` never writes anything. The broker calls it once per matched order, in booking
+order, with the position and cash the fills before it left; the ledger then books what it
+returns. A fill that would flip a position comes back as two fills, a closing and an opening
+part, so the ledger never sees a flip.
+
+The records are typed: `Fill` is built by field name, and `FILL_DTYPE`, the layout of the fill
+columns, is derived from its fields, so the two cannot disagree. `Rejection` is the same for
+an order that did not fill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ml4t_pipeline.engine.enums import RejectReason
+from ml4t_pipeline.engine.execution.costs import CommissionModel, NoSlippage, SlippageModel
+from ml4t_pipeline.engine.execution.orders import Order
+
+
+class Fill(NamedTuple):
+    """One booked fill (never a flip: see the module docstring)."""
+
+    bar: int  # global bar index of the fill
+    asset: int
+    qty: int  # signed: + bought, - sold
+    price: float  # after slippage
+    commission: float
+    slippage: float  # cost of slippage: |qty| x |price - match price|
+    order_id: int
+    reason: int  # OrderReason of the order
+    rule: int  # risk rule that created the order, -1 = the strategy
+
+
+class Rejection(NamedTuple):
+    """An order that was refused, with the quantity it asked for."""
+
+    bar: int
+    asset: int
+    order_id: int
+    qty: int
+    reason: int  # position in REJECT_REASONS
+    rule: int  # risk rule that refused it, -1 = none
+
+
+def _dtype(fields: tuple[str, ...], floats: tuple[str, ...]) -> np.dtype[Any]:
+    return np.dtype([(name, np.float64 if name in floats else np.int64) for name in fields])
+
+
+FILL_DTYPE = _dtype(Fill._fields, ("price", "commission", "slippage"))
+REJECTION_DTYPE = _dtype(Rejection._fields, ())
+REJECT_REASONS = tuple(RejectReason)  # reason codes of `Rejection` and the result tables
+REJECT_CODE = {reason: code for code, reason in enumerate(REJECT_REASONS)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FillRules:
+    """How an account executes: costs and what it may not do."""
+
+    commission: CommissionModel
+    slippage: SlippageModel
+    allow_short: bool
+    allow_negative_cash: bool
+
+    @property
+    def slips(self) -> bool:
+        """False when fills are at their match price (no slippage model call per fill)."""
+        return not isinstance(self.slippage, NoSlippage)
+
+
+def fill_order(
+    order: Order,
+    match_price: float,
+    *,
+    held: int,
+    cash: float,
+    volume: float,
+    bar: int,
+    rules: FillRules,
+    slips: bool,
+) -> tuple[Fill, ...] | RejectReason:
+    """The fill(s) of one matched order, or why it cannot fill.
+
+    `held` and `cash` are what the order meets. Without shorting, the part that would open a
+    short is cut (the order is rejected when nothing is left); without negative cash, a buy
+    the cash cannot pay is rejected. Slippage moves the price against the order (`slips`:
+    `rules.slips`, read once per batch); commission is charged on what is executed. A flip is
+    split into a closing and an opening fill that share the order's costs pro rata.
+    """
+    executed = order.qty
+    if held == 0 or (executed > 0) == (held > 0):
+        closing = 0  # the part that reduces the position held
+    else:
+        closing = min(executed, -held) if executed > 0 else max(executed, -held)
+    if executed - closing < 0 and not rules.allow_short:
+        executed = closing  # long only: never open a short
+        if executed == 0:
+            return RejectReason.SHORT_NOT_ALLOWED
+    if slips:
+        price = rules.slippage.fill_price(1 if executed > 0 else -1, match_price, executed, volume)
+    else:
+        price = match_price
+    fee = rules.commission.commission(executed, price)
+    slip = abs(executed) * abs(price - match_price)
+    if executed > 0 and not rules.allow_negative_cash and executed * price + fee > cash:
+        return RejectReason.INSUFFICIENT_CASH
+    if closing in (0, executed):
+        return (_fill(order, bar, executed, price, fee, slip),)
+    parts = (closing, executed - closing)
+    return tuple(
+        _fill(order, bar, part, price, fee * (part / executed), slip * (part / executed))
+        for part in parts
+    )
+
+
+def _fill(order: Order, bar: int, qty: int, price: float, fee: float, slip: float) -> Fill:
+    return Fill(
+        bar=bar,
+        asset=order.asset,
+        qty=qty,
+        price=price,
+        commission=fee,
+        slippage=slip,
+        order_id=order.order_id,
+        reason=order.reason,
+        rule=order.rule,
+    )
+
+
+def rejection(order: Order, bar: int, reason: RejectReason, rule: int = -1) -> Rejection:
+    return Rejection(
+        bar=bar,
+        asset=order.asset,
+        order_id=order.order_id,
+        qty=order.qty,
+        reason=REJECT_CODE[reason],
+        rule=rule,
+    )
+
+
+def columns(records: list[Any], dtype: np.dtype[Any]) -> dict[str, np.ndarray]:
+    """Typed records (NamedTuples whose fields are `dtype`'s names) -> one array per field."""
+    n = len(records)
+    if n == 0:
+        return {name: np.empty(0, dtype[name]) for name in dtype.names or ()}
+    return {
+        name: np.fromiter(values, dtype=dtype[name], count=n)
+        for name, values in zip(dtype.names or (), zip(*records, strict=True), strict=True)
+    }

@@ -1,0 +1,215 @@
+"""The result tables (Polars) of a run record: equity, fills, orders, trades, rejections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from ml4t_pipeline.engine.enums import TRADE_STILL_OPEN, OrderReason, OrderStatus, OrderType
+from ml4t_pipeline.engine.execution.fills import REJECT_REASONS, REJECTION_DTYPE, columns
+from ml4t_pipeline.engine.results.metrics import compute_metrics
+from ml4t_pipeline.engine.results.output import BacktestResult
+from ml4t_pipeline.engine.results.record import RunRecord
+
+UTC_US = pl.Datetime("us", "UTC")
+
+
+def _label_table(labels: list[str]) -> pl.Series:
+    return pl.Series("label", labels, dtype=pl.String)
+
+
+# order reasons, and a trade's exit reason: the reason of the order that closed it or "open"
+_EXIT_LABELS = _label_table([*(r.label for r in OrderReason), TRADE_STILL_OPEN])
+_STILL_OPEN = len(OrderReason)
+_ORDER_LABELS = _label_table([t.label for t in OrderType])
+_SIDES = _label_table(["sell", "buy"])
+_DIRECTIONS = _label_table(["short", "long"])
+_STATUS_LABELS = _label_table([s.value for s in OrderStatus])  # filled, rejected, open
+_REJECT_LABELS = _label_table([r.value for r in REJECT_REASONS])
+
+
+def _labels(table: pl.Series, codes: np.ndarray, name: str) -> pl.Series:
+    """String column of `table[codes]`, gathered natively (no Python string per row)."""
+    return table[codes.astype(np.int64)].alias(name)  # (indexing takes a faster path than gather)
+
+
+def _side(qty: np.ndarray) -> pl.Series:
+    return _labels(_SIDES, (qty > 0).astype(np.int64), "side")
+
+
+def _stamp(bars: np.ndarray, calendar: np.ndarray, offset: int) -> pl.Series:
+    local = bars - offset
+    return pl.Series("timestamp", calendar[local], dtype=UTC_US)
+
+
+def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
+    """The result tables of a run record."""
+    calendar = record.timestamps
+    first_bar = record.first_bar
+    assets = record.asset_ids
+    asset_dtype = pl.Series(assets[:1]).dtype if assets else pl.String
+    rule_names = record.rule_names
+
+    asset_ids = pl.Series("asset_id", assets, dtype=asset_dtype)
+    rule_labels = _label_table(["", *rule_names])  # code -1: the strategy
+
+    def asset_col(idx: np.ndarray) -> pl.Series:
+        return asset_ids[idx.astype(np.int64)]
+
+    def rule_col(idx: np.ndarray, name: str = "rule") -> pl.Series:
+        return _labels(rule_labels, idx + 1, name)
+
+    cash, positions = record.cash, record.positions_value
+    equity = pl.DataFrame(
+        {
+            "timestamp": pl.Series(calendar, dtype=UTC_US),
+            "cash": cash,
+            "positions_value": positions,
+            "equity": cash + positions,
+        }
+    )
+
+    f = record.fills  # FILL_DTYPE columns: int64 and float64 already
+    fills = pl.DataFrame(
+        [
+            _stamp(f["bar"], calendar, first_bar),
+            pl.Series("bar", f["bar"], dtype=pl.Int64),
+            asset_col(f["asset"]),
+            _side(f["qty"]),
+            pl.Series("qty", np.abs(f["qty"]), dtype=pl.Int64),
+            pl.Series("price", f["price"]),
+            pl.Series("commission", f["commission"]),
+            pl.Series("slippage", f["slippage"]),
+            pl.Series("order_id", f["order_id"], dtype=pl.Int64),
+            _labels(_EXIT_LABELS, f["reason"], "reason"),
+            rule_col(f["rule"]),
+        ]
+    )
+
+    r = columns(record.rejections, REJECTION_DTYPE)
+    rejections = pl.DataFrame(
+        [
+            _stamp(r["bar"], calendar, first_bar),
+            asset_col(r["asset"]),
+            pl.Series("order_id", r["order_id"], dtype=pl.Int64),
+            _side(r["qty"]),
+            pl.Series("qty", np.abs(r["qty"]), dtype=pl.Int64),
+            _labels(_REJECT_LABELS, r["reason"], "reason"),
+            rule_col(r["rule"]),
+        ]
+    )
+    all_orders = record.orders
+    ids = all_orders.order_id
+    if ids.shape[0] > 1 and not bool(np.all(ids[1:] > ids[:-1])):  # logged out of id order
+        all_orders = all_orders.take(np.argsort(ids, kind="stable"))
+    created = all_orders.created_bar
+    status = np.where(
+        np.isin(all_orders.order_id, f["order_id"]),
+        0,
+        np.where(np.isin(all_orders.order_id, r["order_id"]), 1, 2),
+    )
+    orders = pl.DataFrame(
+        [
+            pl.Series("order_id", all_orders.order_id, dtype=pl.Int64),
+            _stamp(created, calendar, first_bar).alias("created_at"),
+            asset_col(all_orders.asset),
+            _side(all_orders.qty),
+            pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
+            _labels(_ORDER_LABELS, all_orders.order_type, "order_type"),
+            pl.Series("limit_price", all_orders.limit_price),
+            pl.Series("stop_price", all_orders.stop_price),
+            pl.Series("trail_pct", all_orders.trail_pct),
+            _labels(_EXIT_LABELS, all_orders.reason, "reason"),
+            rule_col(all_orders.rule),
+            _labels(_STATUS_LABELS, status, "status"),
+        ]
+    )
+    trades = _trades(record, asset_col, rule_col)
+    initial_cash = record.start_equity
+    metrics = compute_metrics(equity, trades, fills, initial_cash=initial_cash)
+    return BacktestResult(
+        equity=equity,
+        fills=fills,
+        orders=orders,
+        trades=trades,
+        rejections=rejections,
+        metrics=metrics,
+        initial_cash=initial_cash,
+        final_cash=float(record.final_cash),
+        final_equity=record.final_equity,
+        bars=record.n_rows,
+        wall_s=wall_s,
+        final_state=record.final_state,
+    )
+
+
+def _trades(record: RunRecord, asset_col: Any, rule_col: Any) -> pl.DataFrame:
+    """The trade table: the run's trades with prices and P&L derived column-wise; trades
+    still open are marked at the last close (exit_reason = open)."""
+    calendar, first_bar = record.timestamps, record.first_bar
+    t = record.trades
+    s = t.sums
+    still_open = t.exit_fill < 0
+    last_bar = record.last_bar
+    open_qty = np.where(still_open, record.final_qty[t.asset], 0)
+    mark = np.where(still_open, record.last_close[t.asset], 0.0)
+    long = t.long
+    entry_qty = np.where(long, s["buy_qty"], s["sell_qty"])
+    exit_qty = np.where(long, s["sell_qty"], s["buy_qty"])
+    gross = s["sell_notional"] - s["buy_notional"]
+    gross = np.where(still_open, gross + open_qty * mark, gross)
+    entry_price = _ratio(np.where(long, s["buy_notional"], s["sell_notional"]), entry_qty)
+    exit_price = np.where(
+        still_open, mark, _ratio(np.where(long, s["sell_notional"], s["buy_notional"]), exit_qty)
+    )
+    commission = s["trade_commission"]
+    pnl = gross - commission
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return_pct = pnl / (entry_price * entry_qty.astype(np.float64))
+    entry_bar = t.entry_bar
+    exit_bar = np.where(still_open, last_bar, t.exit_bar)
+    reason = np.where(still_open, _STILL_OPEN, t.exit_reason)
+    rule = np.where(still_open, -1, t.exit_rule)
+    in_window = (entry_bar >= first_bar) & (entry_bar - first_bar < calendar.shape[0])
+    entry_us = (
+        calendar[np.where(in_window, entry_bar - first_bar, 0)] if calendar.size else entry_bar
+    )
+    frame = pl.DataFrame(
+        [
+            asset_col(t.asset),
+            _labels(_DIRECTIONS, long.astype(np.int64), "direction"),
+            pl.Series("entry_time", entry_us, dtype=UTC_US).scatter(
+                np.flatnonzero(~in_window), None
+            ),
+            _stamp(exit_bar, calendar, first_bar).alias("exit_time")
+            if calendar.size
+            else pl.Series("exit_time", [], dtype=UTC_US),
+            pl.Series("entry_bar", entry_bar, dtype=pl.Int64),
+            pl.Series("exit_bar", exit_bar, dtype=pl.Int64),
+            pl.Series("bars_held", exit_bar - entry_bar, dtype=pl.Int64),
+            pl.Series("qty", entry_qty, dtype=pl.Int64),
+            pl.Series("entry_price", entry_price, dtype=pl.Float64),
+            pl.Series("exit_price", exit_price, dtype=pl.Float64),
+            pl.Series("gross_pnl", gross, dtype=pl.Float64),
+            pl.Series("commission", commission, dtype=pl.Float64),
+            pl.Series("slippage", s["trade_slippage"], dtype=pl.Float64),
+            pl.Series("pnl", pnl, dtype=pl.Float64),
+            _labels(_EXIT_LABELS, reason, "exit_reason"),
+            rule_col(rule, "exit_rule"),
+            *[pl.Series(f"entry_{n}", v, dtype=pl.Float64) for n, v in t.entry_signals.items()],
+            *[pl.Series(f"exit_{n}", v, dtype=pl.Float64) for n, v in t.exit_signals.items()],
+            pl.Series("return_pct", return_pct, dtype=pl.Float64),
+        ]
+    )
+    # by exit, then asset (asset positions follow the sorted asset ids); stable: a trade closed
+    # at the last bar comes before the asset's trade still open there
+    return frame[np.lexsort((t.asset, exit_bar))]
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is 0."""
+    out = np.full(numerator.shape[0], np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
