@@ -6,12 +6,12 @@ In a temporary directory: writes the `make demo` sample data (60 assets x 90 bus
 makes a fresh DAGSTER_HOME from the repository's dagster.yaml, runs `inputs_job` once (not
 timed), then times `repeat` fresh processes of
 
-    dagster job execute -m ml4t_pipeline.definitions -j backtest_job \
+    dagster job execute -m ml4t_pipeline.pipeline.definitions -j backtest_job \
         --tags '{"dagster/partition": "<partition>"}'
 
 (interpreter start, imports, instance, feature_table, the backtest's two ops, the blocking
 checks, trade_attribution, every event written to SQLite). The first month of a universe starts
-fresh, so the same partition can be re-run. Also times `import ml4t_pipeline.definitions`
+fresh, so the same partition can be re-run. Also times `import ml4t_pipeline.pipeline.definitions`
 alone, the fixed cost every run pays. The last line is one JSON object.
 """
 
@@ -62,9 +62,9 @@ def main() -> None:
             "ML4T_DATA_DIR": str(data),
             "DAGSTER_DISABLE_TELEMETRY": "1",
         }
-        execute = [str(DAGSTER), "job", "execute", "-m", "ml4t_pipeline.definitions"]
+        execute = [str(DAGSTER), "job", "execute", "-m", "ml4t_pipeline.pipeline.definitions"]
         _timed([*execute, "-j", "inputs_job"], env)
-        import_s = _timed([sys.executable, "-c", "import ml4t_pipeline.definitions"], env)
+        import_s = _timed([sys.executable, "-c", "import ml4t_pipeline.pipeline.definitions"], env)
         tags = json.dumps({"dagster/partition": args.partition})
         walls = [
             _timed([*execute, "-j", "backtest_job", "--tags", tags], env)

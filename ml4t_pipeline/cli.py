@@ -109,7 +109,7 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ml4t_pipeline.demo import run_demo
+    from ml4t_pipeline.pipeline.demo import run_demo
 
     return run_demo(Path(args.data_dir))
 

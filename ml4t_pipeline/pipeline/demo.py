@@ -14,10 +14,10 @@ from typing import Protocol
 
 import dagster as dg
 
-from ml4t_pipeline.definitions import build_defs
-from ml4t_pipeline.io_manager import resolve_storage_root
-from ml4t_pipeline.partitions import SPEC, MonthKey
-from ml4t_pipeline.resources.data_dir import ROLES
+from ml4t_pipeline.pipeline.definitions import build_defs
+from ml4t_pipeline.pipeline.io_manager import resolve_storage_root
+from ml4t_pipeline.pipeline.partitions import SPEC, MonthKey
+from ml4t_pipeline.pipeline.resources.data_dir import ROLES
 
 DEMO_MONTHS = 3
 # The console shows warnings and errors only; every event is still stored in the instance.

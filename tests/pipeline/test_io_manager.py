@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml4t_pipeline.io_manager import (
+from ml4t_pipeline.pipeline.io_manager import (
     VERSIONS,
     ParquetIOManager,
     StorageError,

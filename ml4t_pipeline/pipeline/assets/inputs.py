@@ -2,7 +2,7 @@
 
 `raw_*` never rewrite a file; they record what the file was (path, size, rows, mtime, SHA-256
 as the data version). `validated_*` read the file with `read_input` (UTC timestamps) and store
-the frame; their blocking contract checks in `ml4t_pipeline.checks` run the validators over
+the frame; their blocking contract checks in `ml4t_pipeline.pipeline.checks` run the validators over
 every row and decide whether anything downstream may use it.
 """
 
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.resources import DataDirResource
+from ml4t_pipeline.pipeline.resources import DataDirResource
 from ml4t_pipeline.validation import read_input
 
 INPUTS_GROUP = "inputs"

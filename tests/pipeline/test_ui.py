@@ -3,7 +3,7 @@ its asset graph and checks through GraphQL, a run launched through GraphQL and e
 screenshot of the asset page in headless Chromium.
 
 Set ML4T_UI_SCREENSHOT_DIR to keep a copy of the screenshot (`ui-asset-page.png`), e.g.
-``ML4T_UI_SCREENSHOT_DIR=docs .venv/bin/pytest tests/dagster/test_ui.py``.
+``ML4T_UI_SCREENSHOT_DIR=docs .venv/bin/pytest tests/pipeline/test_ui.py``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from ml4t_pipeline.partitions import SPEC, MonthKey
-from tests.dagster.ui_server import (
+from ml4t_pipeline.pipeline.partitions import SPEC, MonthKey
+from tests.pipeline.ui_server import (
     LOCATION,
     REPOSITORY,
     Service,

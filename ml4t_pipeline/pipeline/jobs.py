@@ -13,13 +13,13 @@ Backfill, months in order (each run waits for the previous one to finish)::
 
     for month in 2024-01-01 2024-02-01 2024-03-01; do
       for universe in core liquid; do
-        dagster job execute -m ml4t_pipeline.definitions -j backtest_job \\
+        dagster job execute -m ml4t_pipeline.pipeline.definitions -j backtest_job \\
           --tags "{\\"dagster/partition\\": \\"$month|$universe\\"}" || exit 1
       done
     done
 
 One partition the asset way (same assets and checks):
-``dagster asset materialize -m ml4t_pipeline.definitions --partition "2024-02-01|core"
+``dagster asset materialize -m ml4t_pipeline.pipeline.definitions --partition "2024-02-01|core"
 --select feature_table,backtest,trade_attribution``. A single run over a month range
 (``--partition-range``) is not offered: each month must start from the state the previous
 month saved, and a missing month must fail rather than start fresh.
@@ -29,8 +29,8 @@ import datetime as dt
 
 import dagster as dg
 
-from ml4t_pipeline.assets import BACKTEST_ASSETS, INPUT_ASSETS, performance_summary
-from ml4t_pipeline.partitions import SPEC, UNIVERSES, MonthKey
+from ml4t_pipeline.pipeline.assets import BACKTEST_ASSETS, INPUT_ASSETS, performance_summary
+from ml4t_pipeline.pipeline.partitions import SPEC, UNIVERSES, MonthKey
 
 # Run retries need the daemon (dagster dev / dagster-daemon); a retried run starts over, since
 # the op passing the chain state between the backtest's two ops keeps it in memory.

@@ -20,10 +20,10 @@ import polars as pl
 from ml4t_pipeline.engine import ExitReason
 from ml4t_pipeline.engine.tolerances import MONEY_ATOL, MONEY_RTOL, PRICE_RTOL
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.io_manager import TableSet
-from ml4t_pipeline.partitions import BACKTEST_PARTITIONS
-from ml4t_pipeline.resources import DataDirResource
-from ml4t_pipeline.resources.storage import PARTITION_FILE
+from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS
+from ml4t_pipeline.pipeline.resources import DataDirResource
+from ml4t_pipeline.pipeline.resources.storage import PARTITION_FILE
 from ml4t_pipeline.validation import (
     ValidationReport,
     check_point_in_time,

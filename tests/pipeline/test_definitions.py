@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml4t_pipeline.definitions import defs
 from ml4t_pipeline.errors import ConfigError, DataError
-from ml4t_pipeline.partitions import (
+from ml4t_pipeline.pipeline.definitions import defs
+from ml4t_pipeline.pipeline.partitions import (
     BACKTEST_PARTITIONS,
     SPEC,
     MonthKey,
@@ -20,7 +20,7 @@ from ml4t_pipeline.partitions import (
     load_partition_spec,
     month_key,
 )
-from ml4t_pipeline.resources.backtest_config import load_pipeline_config
+from ml4t_pipeline.pipeline.resources.backtest_config import load_pipeline_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_loading_the_definitions_leaves_the_heavy_optional_imports_out() -> None
     """Every run process loads the definitions: matplotlib (the old chart renderer), pandera and
     the hypothesis strategies it pulls in (input contracts) load only when used."""
     code = (
-        "import sys, ml4t_pipeline.definitions; "
+        "import sys, ml4t_pipeline.pipeline.definitions; "
         "print(sorted({'matplotlib', 'pandera', 'hypothesis'} & set(sys.modules)))"
     )
     out = subprocess.run(

@@ -20,7 +20,7 @@ import yaml
 
 from ml4t_pipeline.errors import ConfigError, DataError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 UNIVERSES_FILE = CONFIG_DIR / "universes.yaml"
 MONTH = "month"
 UNIVERSE = "universe"

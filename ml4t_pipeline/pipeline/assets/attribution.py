@@ -9,10 +9,10 @@ is counted in the month it closes, so months add up without double counting.
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.assets.features import BACKTEST_GROUP
 from ml4t_pipeline.engine.results.attribution import attribution
-from ml4t_pipeline.io_manager import TableSet
-from ml4t_pipeline.partitions import BACKTEST_PARTITIONS
+from ml4t_pipeline.pipeline.assets.features import BACKTEST_GROUP
+from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS
 
 
 def _markdown(table: pl.DataFrame) -> str:

@@ -1,9 +1,9 @@
 """Every asset of the pipeline, in dependency order."""
 
-from ml4t_pipeline.assets.attribution import trade_attribution
-from ml4t_pipeline.assets.backtest import backtest
-from ml4t_pipeline.assets.features import feature_table
-from ml4t_pipeline.assets.inputs import (
+from ml4t_pipeline.pipeline.assets.attribution import trade_attribution
+from ml4t_pipeline.pipeline.assets.backtest import backtest
+from ml4t_pipeline.pipeline.assets.features import feature_table
+from ml4t_pipeline.pipeline.assets.inputs import (
     raw_context,
     raw_prices,
     raw_signals,
@@ -11,7 +11,7 @@ from ml4t_pipeline.assets.inputs import (
     validated_prices,
     validated_signals,
 )
-from ml4t_pipeline.assets.summary import performance_summary
+from ml4t_pipeline.pipeline.assets.summary import performance_summary
 
 INPUT_ASSETS = [
     raw_prices,

@@ -14,10 +14,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml4t_pipeline.definitions import build_defs
-from ml4t_pipeline.io_manager import TableSet
-from ml4t_pipeline.partitions import MonthKey
-from ml4t_pipeline.resources import ResultStore
+from ml4t_pipeline.pipeline.definitions import build_defs
+from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.partitions import MonthKey
+from ml4t_pipeline.pipeline.resources import ResultStore
 from ml4t_pipeline.sample_data import SampleSpec, write_sample_data
 
 # The data `make demo` generates: 60 assets x 90 business days from 2024-01-01.

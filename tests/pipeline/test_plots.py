@@ -12,14 +12,14 @@ import numpy.typing as npt
 import polars as pl
 import pytest
 
-from ml4t_pipeline.plots import (
+from ml4t_pipeline.pipeline.plots import (
     DRAWDOWN_ALPHA,
     DRAWDOWN_COLOUR,
     START_COLOUR,
     equity_drawdown_png,
     png_markdown,
 )
-from ml4t_pipeline.raster import text_mask
+from ml4t_pipeline.pipeline.raster import text_mask
 
 START = 1_000_000.0
 SIGNATURE = b"\x89PNG\r\n\x1a\n"

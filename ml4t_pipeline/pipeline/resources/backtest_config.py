@@ -7,7 +7,7 @@ import yaml
 
 from ml4t_pipeline.engine import RunConfig, run_config_from_dict
 from ml4t_pipeline.errors import ConfigError
-from ml4t_pipeline.partitions import CONFIG_DIR, SPEC, Universe
+from ml4t_pipeline.pipeline.partitions import CONFIG_DIR, SPEC, Universe
 
 PIPELINE_FILE = CONFIG_DIR / "pipeline.yaml"
 _FRAMES = "<frames supplied by the pipeline>"

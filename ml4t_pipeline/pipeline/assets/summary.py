@@ -6,14 +6,14 @@ import json
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.assets.backtest import backtest
-from ml4t_pipeline.checks import PARTITION_DOC
 from ml4t_pipeline.engine.results import compute_metrics
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.io_manager import TableSet
-from ml4t_pipeline.partitions import SPEC, UNIVERSES, MonthKey
-from ml4t_pipeline.plots import equity_drawdown_png, png_markdown
-from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
+from ml4t_pipeline.pipeline.assets.backtest import backtest
+from ml4t_pipeline.pipeline.checks import PARTITION_DOC
+from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.partitions import SPEC, UNIVERSES, MonthKey
+from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 
 REPORTS_GROUP = "reports"
 

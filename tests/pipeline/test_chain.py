@@ -13,16 +13,17 @@ import polars as pl
 import pytest
 import yaml
 
-from ml4t_pipeline.assets.summary import contiguous_months
-from ml4t_pipeline.definitions import build_defs
-from ml4t_pipeline.demo import failure_lines
 from ml4t_pipeline.engine import run_backtest
 from ml4t_pipeline.engine.results.attribution import DIMENSIONS
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.partitions import SPEC, MonthKey
-from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
-from tests.dagster.conftest import (
+from ml4t_pipeline.pipeline.assets.summary import contiguous_months
+from ml4t_pipeline.pipeline.definitions import build_defs
+from ml4t_pipeline.pipeline.demo import failure_lines
+from ml4t_pipeline.pipeline.partitions import SPEC, MonthKey
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
+from tests.invariants import check_backtest_tables
+from tests.pipeline.conftest import (
     FEB,
     JAN,
     MAR,
@@ -32,7 +33,6 @@ from tests.dagster.conftest import (
     temp_instance,
     universe_prices,
 )
-from tests.invariants import check_backtest_tables
 
 REPO = Path(__file__).resolve().parents[2]
 

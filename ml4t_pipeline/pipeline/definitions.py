@@ -30,11 +30,11 @@ atexit.register(gc.freeze)
 
 import dagster as dg
 
-from ml4t_pipeline.assets import ALL_ASSETS
-from ml4t_pipeline.checks import ASSET_CHECKS
-from ml4t_pipeline.io_manager import ParquetIOManager
-from ml4t_pipeline.jobs import JOBS, SCHEDULES
-from ml4t_pipeline.resources import BacktestConfigResource, DataDirResource, ResultStore
+from ml4t_pipeline.pipeline.assets import ALL_ASSETS
+from ml4t_pipeline.pipeline.checks import ASSET_CHECKS
+from ml4t_pipeline.pipeline.io_manager import ParquetIOManager
+from ml4t_pipeline.pipeline.jobs import JOBS, SCHEDULES
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource, DataDirResource, ResultStore
 
 
 def build_defs(

@@ -10,11 +10,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from ml4t_pipeline import checks
-from ml4t_pipeline.assets import BACKTEST_ASSETS, INPUT_ASSETS
-from ml4t_pipeline.assets.backtest import engine_frames
-from ml4t_pipeline.assets.features import build_feature_table
-from ml4t_pipeline.checks import (
+from ml4t_pipeline.engine import run_backtest
+from ml4t_pipeline.pipeline import checks
+from ml4t_pipeline.pipeline.assets import BACKTEST_ASSETS, INPUT_ASSETS
+from ml4t_pipeline.pipeline.assets.backtest import engine_frames
+from ml4t_pipeline.pipeline.assets.features import build_feature_table
+from ml4t_pipeline.pipeline.checks import (
     ASSET_CHECKS,
     PARTITION_DOC,
     Breach,
@@ -23,12 +24,11 @@ from ml4t_pipeline.checks import (
     nan_equity_breaches,
     no_look_ahead,
 )
-from ml4t_pipeline.demo import failure_lines
-from ml4t_pipeline.engine import run_backtest
-from ml4t_pipeline.io_manager import TableSet
-from ml4t_pipeline.partitions import MonthKey
-from ml4t_pipeline.resources import BacktestConfigResource
-from tests.dagster.conftest import (
+from ml4t_pipeline.pipeline.demo import failure_lines
+from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.partitions import MonthKey
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource
+from tests.pipeline.conftest import (
     JAN,
     QUIET,
     Pipeline,

@@ -15,14 +15,14 @@ from pydantic import PrivateAttr
 
 from ml4t_pipeline.engine import EngineState
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.io_manager import (
+from ml4t_pipeline.pipeline.io_manager import (
     StorageRoot,
     TableSet,
     asset_path,
     partition_parts,
     read_table_set,
 )
-from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, MONTH, UNIVERSE, MonthKey
+from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, MONTH, UNIVERSE, MonthKey
 
 BACKTEST = dg.AssetKey("backtest")
 STATE_FILE = "state.json"

@@ -16,13 +16,19 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.assets.features import BACKTEST_GROUP, CONTEXT, KEYS, PRICE_COLUMNS, SIGNALS
-from ml4t_pipeline.checks import PARTITION_DOC
 from ml4t_pipeline.engine import BacktestResult, EngineState, run_backtest
-from ml4t_pipeline.io_manager import TableSet
-from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, SPEC, MonthKey, month_key
-from ml4t_pipeline.plots import equity_drawdown_png, png_markdown
-from ml4t_pipeline.resources import BacktestConfigResource, ResultStore
+from ml4t_pipeline.pipeline.assets.features import (
+    BACKTEST_GROUP,
+    CONTEXT,
+    KEYS,
+    PRICE_COLUMNS,
+    SIGNALS,
+)
+from ml4t_pipeline.pipeline.checks import PARTITION_DOC
+from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, SPEC, MonthKey, month_key
+from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 
 RESULT_TABLES = ("equity", "fills", "orders", "trades", "rejections")
 TOP_TRADES = 10

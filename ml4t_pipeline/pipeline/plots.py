@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from ml4t_pipeline.raster import (
+from ml4t_pipeline.pipeline.raster import (
     CAP_PX,
     GLYPH_ROWS,
     MINUS,

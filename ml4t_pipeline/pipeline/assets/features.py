@@ -14,10 +14,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.checks import require_passed_input_checks
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, month_key
-from ml4t_pipeline.resources import BacktestConfigResource
+from ml4t_pipeline.pipeline.checks import require_passed_input_checks
+from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, month_key
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource
 from ml4t_pipeline.validation import align_point_in_time
 
 BACKTEST_GROUP = "backtest"

@@ -4,8 +4,8 @@ import datetime as dt
 
 import dagster as dg
 
-from ml4t_pipeline.jobs import closed_month, monthly_backtest_schedule
-from ml4t_pipeline.partitions import BACKTEST_PARTITIONS, SPEC
+from ml4t_pipeline.pipeline.jobs import closed_month, monthly_backtest_schedule
+from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, SPEC
 
 
 def test_a_tick_requests_the_closed_month_for_every_universe() -> None:
