@@ -1,14 +1,14 @@
 """What a validation run found: rules, severities, failures and the report that holds them.
 
-Every data rule is a `Rule`; every broken rule in one file/column is one `Failure` carrying the
-number of rows that broke it and a few example rows. A `ValidationReport` is plain data: the CLI
-prints it, Dagster asset checks turn `to_frame()` into metadata, the backtest calls
-`raise_if_failed()` before the loop starts.
+Every data rule is a `Rule` (named once, in `ml4t_pipeline.keys`, for the engine's feed too);
+every broken rule in one file/column is one `Failure` carrying the number of rows that broke it
+and a few example rows. A `ValidationReport` is plain data: the CLI prints it, Dagster asset
+checks turn `to_frame()` into metadata, the backtest calls `raise_if_failed()` before the loop
+starts.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -16,9 +16,27 @@ from enum import StrEnum
 import polars as pl
 
 from ml4t_pipeline.errors import DataError, LookAheadError
+from ml4t_pipeline.keys import (
+    MAX_EXAMPLES,
+    Rule,
+    describe_row,
+    errors_message,
+    failure_message,
+    format_value,
+    plural,
+)
 
-MAX_EXAMPLES = 5
-"""How many example rows a failure keeps."""
+__all__ = [
+    "MAX_EXAMPLES",
+    "Failure",
+    "Rule",
+    "Severity",
+    "ValidationReport",
+    "describe_rows",
+    "format_value",
+    "merge_reports",
+    "plural",
+]
 
 
 class Severity(StrEnum):
@@ -26,40 +44,6 @@ class Severity(StrEnum):
 
     ERROR = "error"
     WARNING = "warning"
-
-
-class Rule(StrEnum):
-    """Every data rule the contract layer checks.
-
-    Rows may arrive in any order, so there is no "sorted" rule: once rows are sorted by
-    (asset_id, timestamp), timestamps are strictly increasing per asset exactly when
-    `DUPLICATE_KEY` finds nothing. A Parquet column carries exactly one time zone and
-    `read_input` converts every file to UTC, so time zones cannot be mixed after reading;
-    a frame that skipped `read_input` and is still naive or in another zone breaks
-    `NON_UTC_TIMESTAMP`.
-    """
-
-    MISSING_FILE = "missing_file"
-    UNREADABLE_FILE = "unreadable_file"
-    EMPTY_TABLE = "empty_table"
-    MISSING_COLUMN = "missing_column"
-    WRONG_DTYPE = "wrong_dtype"
-    NON_UTC_TIMESTAMP = "non_utc_timestamp"
-    NULL_KEY = "null_key"
-    DUPLICATE_KEY = "duplicate_key"
-    NON_FINITE_PRICE = "non_finite_price"
-    NON_POSITIVE_PRICE = "non_positive_price"
-    HIGH_BELOW_MAX_OPEN_CLOSE = "high_below_max_open_close"
-    LOW_ABOVE_MIN_OPEN_CLOSE = "low_above_min_open_close"
-    HIGH_BELOW_LOW = "high_below_low"
-    NON_FINITE_VOLUME = "non_finite_volume"
-    NEGATIVE_VOLUME = "negative_volume"
-    NON_FINITE_VALUE = "non_finite_value"
-    LOOK_AHEAD = "look_ahead"
-    SIGNAL_WITHOUT_PRICE = "signal_without_price"
-    LARGE_GAP = "large_gap"
-    STALE_CONTEXT = "stale_context"
-    CHECK_ERROR = "check_error"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,18 +71,14 @@ class Failure:
 
     def message(self) -> str:
         """One line naming file, column, rule, row count, detail and examples."""
-        where = f"{self.file}: column '{self.column}'" if self.column else self.file
-        parts: list[str] = []
-        if self.n_rows:
-            parts.append(plural(self.n_rows, "row"))
-        if self.detail:
-            parts.append(self.detail)
-        text = f"{where}, rule {self.rule}"
-        if parts:
-            text += f": {', '.join(parts)}"
-        if self.examples:
-            text += f", e.g. {'; '.join(self.examples)}"
-        return text
+        return failure_message(
+            file=self.file,
+            column=self.column,
+            rule=self.rule,
+            n_rows=self.n_rows,
+            detail=self.detail,
+            examples=self.examples,
+        )
 
 
 _FRAME_SCHEMA = pl.Schema(
@@ -148,10 +128,7 @@ class ValidationReport:
         errors = self.errors
         if not errors:
             return
-        noun = "error" if len(errors) == 1 else "errors"
-        msg = f"{len(errors)} data contract {noun}:\n" + "\n".join(
-            f"  {f.message()}" for f in errors
-        )
+        msg = errors_message([f.message() for f in errors])
         if any(f.rule is Rule.LOOK_AHEAD for f in errors):
             raise LookAheadError(msg)
         raise DataError(msg)
@@ -185,24 +162,10 @@ def merge_reports(*reports: ValidationReport) -> ValidationReport:
     )
 
 
-def format_value(value: object) -> str:
-    """How a cell reads inside an example string."""
-    if value is None:
-        return "null"
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    return str(value)
-
-
-def plural(n: int, noun: str) -> str:
-    """``1 row``, ``3 rows``, ``1,234 rows``."""
-    return f"{n:,} {noun if n == 1 else noun + 's'}"
-
-
 def describe_rows(rows: pl.DataFrame, columns: Sequence[str]) -> tuple[str, ...]:
     """``name=value`` strings for each row of an (already short) frame, in column order."""
     present = [c for c in dict.fromkeys(columns) if c in rows.columns]
     return tuple(
-        " ".join(f"{name}={format_value(row[name])}" for name in present)
+        describe_row(row.items())
         for row in rows.head(MAX_EXAMPLES).select(present).iter_rows(named=True)
     )

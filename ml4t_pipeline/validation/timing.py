@@ -10,12 +10,21 @@ from __future__ import annotations
 import polars as pl
 
 from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, TIMESTAMP, UTC
 
-TIMESTAMP = "timestamp"
-ASSET_ID = "asset_id"
-AVAILABLE_AT = "available_at"
+__all__ = [
+    "ASSET_ID",
+    "AVAILABLE_AT",
+    "EVENT_TIME",
+    "TIMESTAMP",
+    "UTC",
+    "align_point_in_time",
+    "bar_calendar",
+    "to_utc",
+    "utc_expr",
+]
+
 EVENT_TIME = "event_time"
-UTC = "UTC"
 
 _KNOWN_AT = "__known_at"
 

@@ -1,0 +1,321 @@
+"""What the engine's feed and the validation layer agree on, defined once.
+
+- **Columns**: the names of the key, timing and price columns of the input files.
+- **Time**: UTC microseconds since the epoch (int64) is the one inner representation of an
+  instant; `to_micros` and `to_datetime` / `utc_datetimes` cross the boundary.
+- **Keys**: a (timestamp, asset_id) key becomes integer codes (`codes`: a value's position in
+  the sorted distinct values) and then one integer cell; rows per cell are counted once
+  (`count_keys`), so "duplicate key" means the same thing everywhere.
+- **Rules**: every data rule's name (`Rule`), the OHLC bar rules as conditions written with
+  comparison operators only (`OHLC_RULES`, `VOLUME_RULES`: the same function reads numpy arrays
+  in the feed's guard and polars expressions in the validation contract), and the one-line
+  failure message both layers print (`failure_message`).
+
+numpy only (no polars, pyarrow, pandera or dagster), so any layer may import it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+# -- columns ----------------------------------------------------------------------------------
+
+TIMESTAMP: Final = "timestamp"
+ASSET_ID: Final = "asset_id"
+AVAILABLE_AT: Final = "available_at"
+"""Knowledge time of a row published after its `timestamp` (event time)."""
+OPEN: Final = "open"
+HIGH: Final = "high"
+LOW: Final = "low"
+CLOSE: Final = "close"
+VOLUME: Final = "volume"
+
+KEY_COLUMNS: Final = (TIMESTAMP, ASSET_ID)
+"""The key of a per-asset table (prices, signals): one row per asset per timestamp."""
+OHLC: Final = (OPEN, HIGH, LOW, CLOSE)
+"""The four prices of a bar."""
+PRICE_FILE_COLUMNS: Final = (*KEY_COLUMNS, *OHLC, VOLUME)
+"""Every column of a prices file, in file order."""
+UTC: Final = "UTC"
+
+# -- time -------------------------------------------------------------------------------------
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def to_micros(value: dt.datetime | dt.date | str) -> int:
+    """An instant given by a user (naive = UTC; a date is its midnight UTC) -> microseconds."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value.astimezone(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def to_datetime(us: int) -> dt.datetime:
+    """Microseconds since the epoch -> timezone-aware UTC datetime."""
+    return _EPOCH + dt.timedelta(microseconds=int(us))
+
+
+def utc_datetimes(timestamps: npt.NDArray[np.int64]) -> list[dt.datetime]:
+    """int64 microseconds since the epoch -> timezone-aware UTC datetimes (one pass)."""
+    naive = timestamps.astype("datetime64[us]").astype(object).tolist()
+    return [t.replace(tzinfo=dt.UTC) for t in naive]
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+Ints = npt.NDArray[np.int64]
+
+
+def codes(lookup: np.ndarray, values: np.ndarray) -> Ints:
+    """Position of each value in the sorted distinct `lookup`, -1 where it is absent."""
+    if lookup.size == 0:
+        return np.full(values.shape[0], -1, dtype=np.int64)
+    pos = np.searchsorted(lookup, values)
+    pos_clipped = np.minimum(pos, lookup.size - 1)
+    found = lookup[pos_clipped] == values
+    return np.where(found, pos_clipped, -1).astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class KeyCounts:
+    """Rows per occupied key cell: `cells` ascending, `rows` the count of each.
+
+    `grid` is the dense count of every cell in [0, n_cells) when it was built.
+    """
+
+    cells: Ints
+    rows: Ints
+    grid: Ints | None
+
+    def repeated(self) -> tuple[Ints, Ints]:
+        """The cells holding more than one row (a duplicate key) and their row counts."""
+        at = np.flatnonzero(self.rows > 1)
+        return self.cells[at], self.rows[at]
+
+
+def count_keys(cells: Ints, *, n_cells: int | None = None, max_grid_cells: int = 0) -> KeyCounts:
+    """Rows per key cell, given each row's cell (a non-negative integer).
+
+    With `n_cells` up to `max_grid_cells`, a bincount over the dense grid; else a sort.
+    """
+    if n_cells is not None and n_cells <= max_grid_cells:
+        grid = np.bincount(cells, minlength=n_cells)
+        occupied = np.flatnonzero(grid)
+        return KeyCounts(cells=occupied, rows=grid[occupied], grid=grid)
+    distinct, rows = np.unique(cells, return_counts=True)
+    return KeyCounts(cells=distinct.astype(np.int64), rows=rows.astype(np.int64), grid=None)
+
+
+def duplicate_key_detail(n_keys: int, key: Sequence[str]) -> str:
+    """The detail of a DUPLICATE_KEY failure: how many keys repeat, and the key's columns."""
+    return f"{plural(n_keys, 'repeated key')} ({', '.join(key)})"
+
+
+# -- rules ------------------------------------------------------------------------------------
+
+
+class Rule(StrEnum):
+    """Every data rule the contract layer (and the feed's own guard) checks.
+
+    Rows may arrive in any order, so there is no "sorted" rule: once rows are sorted by
+    (asset_id, timestamp), timestamps are strictly increasing per asset exactly when
+    `DUPLICATE_KEY` finds nothing. A Parquet column carries exactly one time zone and
+    `read_input` converts every file to UTC, so time zones cannot be mixed after reading;
+    a frame that skipped `read_input` and is still naive or in another zone breaks
+    `NON_UTC_TIMESTAMP`.
+    """
+
+    MISSING_FILE = "missing_file"
+    UNREADABLE_FILE = "unreadable_file"
+    EMPTY_TABLE = "empty_table"
+    MISSING_COLUMN = "missing_column"
+    WRONG_DTYPE = "wrong_dtype"
+    NON_UTC_TIMESTAMP = "non_utc_timestamp"
+    NULL_KEY = "null_key"
+    DUPLICATE_KEY = "duplicate_key"
+    NON_FINITE_PRICE = "non_finite_price"
+    NON_POSITIVE_PRICE = "non_positive_price"
+    HIGH_BELOW_MAX_OPEN_CLOSE = "high_below_max_open_close"
+    LOW_ABOVE_MIN_OPEN_CLOSE = "low_above_min_open_close"
+    HIGH_BELOW_LOW = "high_below_low"
+    NON_FINITE_VOLUME = "non_finite_volume"
+    NEGATIVE_VOLUME = "negative_volume"
+    NON_FINITE_VALUE = "non_finite_value"
+    LOOK_AHEAD = "look_ahead"
+    SIGNAL_WITHOUT_PRICE = "signal_without_price"
+    LARGE_GAP = "large_gap"
+    STALE_CONTEXT = "stale_context"
+    CHECK_ERROR = "check_error"
+
+
+Column = Callable[[str], Any]
+"""name -> that column as a numpy array or as a polars expression."""
+
+
+def is_finite(x: Any) -> Any:
+    """Not NaN and not infinite, with comparisons only: NaN fails ``x < inf`` both in numpy
+    (NaN compares false) and in polars (NaN sorts above inf); a polars null stays null."""
+    return (x > -math.inf) & (x < math.inf)
+
+
+def is_valid_price(x: Any) -> Any:
+    """Finite and positive (see `is_finite`)."""
+    return (x > 0) & (x < math.inf)
+
+
+def _all_valid(col: Column, names: Iterable[str]) -> Any:
+    out: Any = None
+    for name in names:
+        valid = is_valid_price(col(name))
+        out = valid if out is None else out & valid
+    return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class BarRule:
+    """One rule on a bar's prices or volume, reported under `column`.
+
+    `broken(col)` is True on the rows that break it, where `col(name)` gives a column as a numpy
+    array (the feed) or a polars expression (the validation contract). Relations between prices
+    are judged only where every price they need is finite and positive, so one bad value is
+    reported once, by the rule it breaks. `reads` are the columns an example row shows. With
+    `nulls_break` a missing (null) value breaks the rule; otherwise nulls are another rule's.
+    """
+
+    rule: Rule
+    column: str
+    reads: tuple[str, ...]
+    broken: Callable[[Column], Any]
+    detail: str
+    nulls_break: bool = False
+
+
+def _non_finite(name: str, rule: Rule, detail: str) -> BarRule:
+    return BarRule(
+        rule=rule,
+        column=name,
+        reads=(name,),
+        broken=lambda col: ~is_finite(col(name)),
+        detail=detail,
+        nulls_break=True,
+    )
+
+
+def _below_zero(name: str, rule: Rule, detail: str, *, zero_ok: bool) -> BarRule:
+    def broken(col: Column) -> Any:
+        x = col(name)
+        return is_finite(x) & ((x < 0) if zero_ok else (x <= 0))
+
+    return BarRule(rule=rule, column=name, reads=(name,), broken=broken, detail=detail)
+
+
+def _ohlc_rules() -> tuple[BarRule, ...]:
+    rules: list[BarRule] = []
+    for name in OHLC:
+        rules += [
+            _non_finite(name, Rule.NON_FINITE_PRICE, "price is null, NaN or infinite"),
+            _below_zero(name, Rule.NON_POSITIVE_PRICE, "price is zero or negative", zero_ok=False),
+        ]
+    return (
+        *rules,
+        BarRule(
+            rule=Rule.HIGH_BELOW_MAX_OPEN_CLOSE,
+            column=HIGH,
+            reads=(OPEN, HIGH, CLOSE),
+            broken=lambda col: (
+                _all_valid(col, OHLC) & ((col(HIGH) < col(OPEN)) | (col(HIGH) < col(CLOSE)))
+            ),
+            detail="high is below open or close",
+        ),
+        BarRule(
+            rule=Rule.LOW_ABOVE_MIN_OPEN_CLOSE,
+            column=LOW,
+            reads=(OPEN, LOW, CLOSE),
+            broken=lambda col: (
+                _all_valid(col, OHLC) & ((col(LOW) > col(OPEN)) | (col(LOW) > col(CLOSE)))
+            ),
+            detail="low is above open or close",
+        ),
+        BarRule(
+            rule=Rule.HIGH_BELOW_LOW,
+            column=HIGH,
+            reads=(HIGH, LOW),
+            broken=lambda col: _all_valid(col, (HIGH, LOW)) & (col(HIGH) < col(LOW)),
+            detail="high is below low",
+        ),
+    )
+
+
+OHLC_RULES: Final = _ohlc_rules()
+"""The price rules of a bar, in report order (per price column, then the relations)."""
+VOLUME_RULES: Final = (
+    _non_finite(VOLUME, Rule.NON_FINITE_VOLUME, "volume is null, NaN or infinite"),
+    _below_zero(VOLUME, Rule.NEGATIVE_VOLUME, "volume is negative", zero_ok=True),
+)
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+MAX_EXAMPLES: Final = 5
+"""How many example rows a failure keeps."""
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 row``, ``3 rows``, ``1,234 rows``."""
+    return f"{n:,} {noun if n == 1 else noun + 's'}"
+
+
+def format_value(value: object) -> str:
+    """How a cell reads inside an example string."""
+    if value is None:
+        return "null"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return str(value)
+
+
+def describe_row(cells: Iterable[tuple[str, object]]) -> str:
+    """``name=value`` pairs of one example row, e.g. ``timestamp=... asset_id=A0001 high=9.5``."""
+    return " ".join(f"{name}={format_value(value)}" for name, value in cells)
+
+
+def failure_message(
+    *,
+    file: str,
+    column: str | None,
+    rule: Rule,
+    n_rows: int,
+    detail: str = "",
+    examples: Sequence[str] = (),
+) -> str:
+    """One line naming file, column, rule, row count, detail and examples."""
+    where = f"{file}: column '{column}'" if column else file
+    parts: list[str] = []
+    if n_rows:
+        parts.append(plural(n_rows, "row"))
+    if detail:
+        parts.append(detail)
+    text = f"{where}, rule {rule}"
+    if parts:
+        text += f": {', '.join(parts)}"
+    if examples:
+        text += f", e.g. {'; '.join(examples)}"
+    return text
+
+
+def errors_message(messages: Sequence[str]) -> str:
+    """The text of an error raised for failure lines: a count, then one indented line each."""
+    noun = "error" if len(messages) == 1 else "errors"
+    return f"{len(messages)} data contract {noun}:\n" + "\n".join(f"  {m}" for m in messages)
