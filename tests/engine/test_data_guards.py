@@ -11,6 +11,7 @@ import pytest
 
 from ml4t_pipeline.engine import MarketData
 from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.validation import Rule, read_input, validate_context, validate_prices
 
 DAYS = [dt.datetime(2024, 2, d, tzinfo=dt.UTC) for d in range(1, 5)]
 
@@ -49,9 +50,36 @@ def test_bad_bar_is_refused_naming_file_rule_and_row(
         MarketData(path)
     message = str(caught.value)
     assert "prices.parquet" in message
-    assert "1 rows" in message
+    assert "1 row," in message
     assert "2024-02-02" in message
     assert "asset_id=A" in message
+    # the guard's line is the data contract's, word for word (one rule definition, one message)
+    report = validate_prices(read_input(path, role="prices"), file=str(path))
+    assert message.splitlines()[1:] == [f"  {f.message()}" for f in report.errors if f.rule == rule]
+
+
+def test_bad_values_are_reported_once_by_the_rule_they_break(tmp_path: Path) -> None:
+    """A negative open is non-positive; the relations of that bar are not judged on it."""
+    path = tmp_path / "prices.parquet"
+    bad = _prices().with_columns(
+        pl.when(pl.int_range(pl.len()) == 1).then(-1.0).otherwise(pl.col("open")).alias("open")
+    )
+    bad.write_parquet(path)
+    with pytest.raises(DataError) as caught:
+        MarketData(path)
+    assert str(caught.value).startswith("1 data contract error:\n")
+    assert "rule non_positive_price" in str(caught.value)
+
+
+def test_duplicate_keys_are_refused_with_the_contract_message(tmp_path: Path) -> None:
+    path = tmp_path / "prices.parquet"
+    pl.concat([_prices(), _prices().slice(1, 2)]).write_parquet(path)
+    with pytest.raises(DataError, match="duplicate_key") as caught:
+        MarketData(path)
+    report = validate_prices(read_input(path, role="prices"), file=str(path))
+    [failure] = [f for f in report.errors if f.rule is Rule.DUPLICATE_KEY]
+    assert str(caught.value).splitlines()[1:] == [f"  {failure.message()}"]
+    assert "4 rows, 2 repeated keys (timestamp, asset_id)" in failure.message()
 
 
 def test_missing_bars_are_not_errors() -> None:
@@ -82,5 +110,48 @@ def test_context_is_taken_as_of_each_bar() -> None:
 
 def test_repeated_context_timestamps_are_refused() -> None:
     context = pl.DataFrame({"timestamp": [DAYS[0], DAYS[0]], "vix": [1.0, 2.0]})
-    with pytest.raises(DataError, match="unique_key"):
+    with pytest.raises(DataError, match="duplicate_key") as caught:
         next(MarketData(_prices(), context=context).chunks())
+    report = validate_context(context, file="<context frame>")
+    [failure] = [f for f in report.errors if f.rule is Rule.DUPLICATE_KEY]
+    assert str(caught.value).splitlines()[1:] == [f"  {failure.message()}"]
+
+
+def test_panel_arrays_are_read_only() -> None:
+    panel = next(
+        MarketData(_prices(), context=pl.DataFrame({"timestamp": DAYS, "vix": 1.0})).chunks()
+    )
+    arrays = [panel.timestamps, panel.open, panel.high, panel.low, panel.close, panel.volume]
+    for array in [*arrays, panel.has_bar, *panel.context.values()]:
+        assert not array.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        panel.close[0, 0] = 1.0
+
+
+def test_chunked_run_reads_revised_signals_from_many_row_groups(tmp_path: Path) -> None:
+    """`available_at` is read in batches of its own; they line up with the keys by row."""
+    days = [dt.datetime(2024, m, d, tzinfo=dt.UTC) for m in (1, 2, 3) for d in (3, 10, 17)]
+    prices = pl.DataFrame(
+        {
+            "timestamp": days * 2,
+            "asset_id": ["A"] * 9 + ["B"] * 9,
+            "open": 10.0,
+            "high": 11.0,
+            "low": 9.0,
+            "close": 10.5,
+        }
+    )
+    signals = prices.select(
+        "timestamp",
+        "asset_id",
+        (pl.col("timestamp") + dt.timedelta(hours=1)).alias("available_at"),
+        pl.int_range(pl.len()).cast(pl.Float64).alias("score"),
+    )
+    path = tmp_path / "signals.parquet"
+    signals.write_parquet(path, row_group_size=4)
+    panels = [MarketData(prices, path, max_chunk_cells=cells).chunks() for cells in (1_000, 6)]
+    whole = np.vstack([p.signals["score"] for p in panels[0]])
+    chunked = np.vstack([p.signals["score"] for p in panels[1]])
+    np.testing.assert_array_equal(whole, chunked)
+    # each score is first usable at the next bar (known an hour after its own bar)
+    np.testing.assert_array_equal(whole[1:, 0], np.arange(8.0))

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.feed import Calendar, Panel
+from ml4t_pipeline.engine.feed.panel import Calendar, Panel
 from ml4t_pipeline.engine.strategy.views import AtRow, History
 from ml4t_pipeline.errors import DataError
 
@@ -89,7 +89,7 @@ class PrecomputedFeatures:
                 grid = np.full((bars.shape[0], calendar.n_assets), np.nan)
                 values = per_asset[name].cast(pl.Float64).to_numpy()
                 grid[bar[order], asset[order]] = values[order]
-                self._asset[name] = _ffill(grid) if self.as_of else grid
+                self._asset[name] = _read_only(_ffill(grid) if self.as_of else grid)
         self._market = {}
         if market.height:
             bar = np.searchsorted(bars, market["_us"].to_numpy(), side="left")
@@ -98,7 +98,7 @@ class PrecomputedFeatures:
             for name in self.columns:
                 line = np.full((bars.shape[0], 1), np.nan)
                 line[bar[order], 0] = market[name].cast(pl.Float64).to_numpy()[order]
-                self._market[name] = (_ffill(line) if self.as_of else line)[:, 0]
+                self._market[name] = _read_only((_ffill(line) if self.as_of else line)[:, 0])
 
     def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
         if self._asset is None or self._market is None:
@@ -110,6 +110,11 @@ class PrecomputedFeatures:
             panel.signals[name] = grid[window]
         for name, line in self._market.items():
             panel.context[name] = line[window]
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
 
 
 def _ffill(grid: np.ndarray) -> np.ndarray:
@@ -132,27 +137,31 @@ class CallableFeatures:
     def __init__(self, functions: Mapping[str, FeatureFn], *, market: Sequence[str] = ()) -> None:
         self.functions = dict(functions)
         self.market = set(market)
-        self._panel: Panel | None = None
+        self._values: dict[str, np.ndarray] = {}  # the arrays `update` fills (writable)
         self._history: History | None = None
         self._row = AtRow(0)  # the bar the functions see
 
     def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
-        self._panel = panel
+        """Add a NaN array per function; the chunk gets read-only views, filled by `update`."""
         self._history = History(panel, self._row)
+        self._values = {}
         for name in self.functions:
-            if name in self.market:
-                panel.context[name] = np.full(panel.n_bars, np.nan)
-            else:
-                panel.signals[name] = np.full((panel.n_bars, calendar.n_assets), np.nan)
+            market = name in self.market
+            shape = (panel.n_bars,) if market else (panel.n_bars, calendar.n_assets)
+            values = self._values[name] = np.full(shape, np.nan)
+            view = values.view()
+            view.flags.writeable = False
+            (panel.context if market else panel.signals)[name] = view
 
     def update(self, i: int) -> None:
         """Compute every function at bar i of the attached chunk."""
-        assert self._panel is not None
-        assert self._history is not None
+        if self._history is None:
+            msg = "CallableFeatures.update called before attach"
+            raise RuntimeError(msg)
         self._row.row = i
         for name, fn in self.functions.items():
             value = fn(self._history)
             if name in self.market:
-                self._panel.context[name][i] = float(np.asarray(value))
+                self._values[name][i] = float(np.asarray(value))
             else:
-                self._panel.signals[name][i] = value
+                self._values[name][i] = value
