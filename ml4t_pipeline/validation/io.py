@@ -14,6 +14,7 @@ import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
 from ml4t_pipeline.errors import ConfigError, DataError
+from ml4t_pipeline.keys import AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP
 from ml4t_pipeline.validation.coverage import DEFAULT_POLICY, CoveragePolicy
 from ml4t_pipeline.validation.report import (
     Failure,
@@ -24,7 +25,7 @@ from ml4t_pipeline.validation.report import (
     merge_reports,
 )
 from ml4t_pipeline.validation.schemas import validate_context, validate_prices, validate_signals
-from ml4t_pipeline.validation.timing import ASSET_ID, AVAILABLE_AT, TIMESTAMP, utc_expr
+from ml4t_pipeline.validation.timing import utc_expr
 
 ROLES = ("prices", "signals", "context")
 TIME_UNIT: Literal["us"] = "us"
@@ -106,7 +107,7 @@ def _normalise_times(df: pl.DataFrame, file: str, *, role: str) -> pl.DataFrame:
 
 
 def _keys_other_than(df: pl.DataFrame, name: str) -> list[str]:
-    return [c for c in (TIMESTAMP, ASSET_ID) if c in df.columns and c != name]
+    return [c for c in KEY_COLUMNS if c in df.columns and c != name]
 
 
 def read_input(path: str | Path, *, role: str) -> pl.DataFrame:
@@ -146,7 +147,7 @@ def validate_inputs(
     # one file in memory at a time: the other files' checks need only the price keys
     price_frame = read_input(prices, role="prices")
     reports = [validate_prices(price_frame, file=str(prices), policy=policy)]
-    keys = [c for c in ("timestamp", "asset_id") if c in price_frame.columns]
+    keys = [c for c in KEY_COLUMNS if c in price_frame.columns]
     price_keys = price_frame.select(keys)
     del price_frame
     if signals is not None:

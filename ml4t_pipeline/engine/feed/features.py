@@ -24,6 +24,7 @@ import polars as pl
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel
 from ml4t_pipeline.engine.strategy.views import AtRow, History
 from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.keys import ASSET_ID, KEY_COLUMNS, TIMESTAMP, UTC
 
 FeatureFn = Callable[[History], "np.ndarray | float"]
 
@@ -49,38 +50,38 @@ class PrecomputedFeatures:
                 msg = f"features file not found: {source}"
                 raise DataError(msg)
             source = pl.read_parquet(source)
-        missing = [c for c in ("timestamp", "asset_id") if c not in source.columns]
+        missing = [c for c in KEY_COLUMNS if c not in source.columns]
         if missing:
             msg = f"features: missing column(s) {missing}"
             raise DataError(msg)
-        numeric = [c for c, t in source.schema.items() if t.is_numeric() and c not in ("asset_id",)]
+        numeric = [c for c, t in source.schema.items() if t.is_numeric() and c != ASSET_ID]
         self.columns = list(columns) if columns is not None else numeric
-        stamps = source["timestamp"]
+        stamps = source[TIMESTAMP]
         if stamps.dtype == pl.Date:
             stamps = stamps.cast(pl.Datetime("us"))
         if not isinstance(stamps.dtype, pl.Datetime):
-            msg = f"features: column 'timestamp' must be a datetime, found {stamps.dtype}"
+            msg = f"features: column '{TIMESTAMP}' must be a datetime, found {stamps.dtype}"
             raise DataError(msg)
         if stamps.dtype.time_zone is None:
-            stamps = stamps.dt.replace_time_zone("UTC")
+            stamps = stamps.dt.replace_time_zone(UTC)
         self._frame = source.with_columns(
-            stamps.dt.convert_time_zone("UTC").dt.cast_time_unit("us").dt.epoch("us").alias("_us")
+            stamps.dt.convert_time_zone(UTC).dt.cast_time_unit("us").dt.epoch("us").alias("_us")
         )
         self.as_of = as_of
-        self._asset: dict[str, np.ndarray] | None = None
-        self._market: dict[str, np.ndarray] | None = None
+        self._built: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
 
-    def _build(self, calendar: Calendar) -> None:
+    def _build(self, calendar: Calendar) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Per-asset (bars, assets) and market-wide (bars,) read-only arrays over the calendar."""
         bars = calendar.timestamps
         frame = self._frame
-        per_asset = frame.filter(pl.col("asset_id").is_not_null())
-        market = frame.filter(pl.col("asset_id").is_null())
+        per_asset = frame.filter(pl.col(ASSET_ID).is_not_null())
+        market = frame.filter(pl.col(ASSET_ID).is_null())
         index = {a: k for k, a in enumerate(calendar.assets.tolist())}
-        self._asset = {}
+        by_asset: dict[str, np.ndarray] = {}
         if per_asset.height:
             bar = np.searchsorted(bars, per_asset["_us"].to_numpy(), side="left")
             asset = np.array(
-                [index.get(a, -1) for a in per_asset["asset_id"].to_list()], dtype=np.int64
+                [index.get(a, -1) for a in per_asset[ASSET_ID].to_list()], dtype=np.int64
             )
             order = np.argsort(per_asset["_us"].to_numpy(), kind="stable")  # later rows win
             ok = (bar < bars.shape[0]) & (asset >= 0)
@@ -89,8 +90,8 @@ class PrecomputedFeatures:
                 grid = np.full((bars.shape[0], calendar.n_assets), np.nan)
                 values = per_asset[name].cast(pl.Float64).to_numpy()
                 grid[bar[order], asset[order]] = values[order]
-                self._asset[name] = _read_only(_ffill(grid) if self.as_of else grid)
-        self._market = {}
+                by_asset[name] = _read_only(_ffill(grid) if self.as_of else grid)
+        market_wide: dict[str, np.ndarray] = {}
         if market.height:
             bar = np.searchsorted(bars, market["_us"].to_numpy(), side="left")
             order = np.argsort(market["_us"].to_numpy(), kind="stable")
@@ -98,17 +99,17 @@ class PrecomputedFeatures:
             for name in self.columns:
                 line = np.full((bars.shape[0], 1), np.nan)
                 line[bar[order], 0] = market[name].cast(pl.Float64).to_numpy()[order]
-                self._market[name] = _read_only((_ffill(line) if self.as_of else line)[:, 0])
+                market_wide[name] = _read_only((_ffill(line) if self.as_of else line)[:, 0])
+        return by_asset, market_wide
 
     def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
-        if self._asset is None or self._market is None:
-            self._build(calendar)
-        assert self._asset is not None
-        assert self._market is not None
+        if self._built is None:
+            self._built = self._build(calendar)
+        by_asset, market_wide = self._built
         window = slice(first_bar, first_bar + panel.n_bars)
-        for name, grid in self._asset.items():
+        for name, grid in by_asset.items():
             panel.signals[name] = grid[window]
-        for name, line in self._market.items():
+        for name, line in market_wide.items():
             panel.context[name] = line[window]
 
 
