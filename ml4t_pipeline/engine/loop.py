@@ -27,14 +27,13 @@ from ml4t_pipeline.engine.enums import FillAt
 from ml4t_pipeline.engine.execution.account import AccountView, AssetIndex, Portfolio
 from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
-from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
 from ml4t_pipeline.engine.feed import MarketData, Panel, asset_list
 from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.results import BacktestResult, RunRecord, build_result
 from ml4t_pipeline.engine.risk.context import RiskContext, RiskRule
-from ml4t_pipeline.engine.risk.manager import RiskManager, RiskState
-from ml4t_pipeline.engine.state import EngineState
+from ml4t_pipeline.engine.risk.manager import RiskManager
+from ml4t_pipeline.engine.state import EngineState, RunStart
 from ml4t_pipeline.engine.strategy.base import Strategy
 from ml4t_pipeline.engine.strategy.views import (
     AtRow,
@@ -67,38 +66,27 @@ class Engine:
         self.strategy = strategy if strategy is not None else config.strategy.build()
         self.features = list(features)
         self.assets = data.calendar.assets
-        n = data.calendar.n_assets
+        self.asset_ids = asset_list(self.assets)
         rules = list(rules) if rules is not None else config.build_rules()
         ex = config.execution
-        signals = list(data.signal_columns)
-        if initial_state is None:
-            ledger = Ledger.empty(n, ex.initial_cash, signals)
-            risk_state, working, next_order_id = RiskState.empty(n), [], 0
-            last_close = np.zeros(n)
-            start_equity = peak_equity = ex.initial_cash
-            first_bar = 0
-        else:
-            saved = initial_state.restore(self.assets, signals)
-            ledger, risk_state, working = saved.ledger, saved.risk, saved.working
-            next_order_id, last_close = saved.next_order_id, saved.last_close
-            start_equity, peak_equity = initial_state.prev_equity, initial_state.peak_equity
-            first_bar = initial_state.bars_done
-            self.strategy.set_state(initial_state.strategy_state)
-            for rule in rules:
-                if rule.name in saved.rule_state:
-                    rule.set_state(saved.rule_state[rule.name])
-        self.clock = Clock(bar=first_bar)
-        self.first_bar = first_bar  # global index of this run's first bar
-        if initial_state is not None and saved.decision_signals:  # the last close's signals
-            self.clock.decision = (
-                {k: v[np.newaxis, :] for k, v in saved.decision_signals.items()},
-                0,
-            )
-        self.ledger = ledger
-        self.portfolio = Portfolio(
-            ledger, last_close=last_close, start_equity=start_equity, peak_equity=peak_equity
+        n, signals = data.calendar.n_assets, list(data.signal_columns)
+        start = (
+            initial_state.restore(self.assets, signals)
+            if initial_state is not None
+            else RunStart.fresh(n, ex.initial_cash, signals)
         )
-        self.risk = RiskManager(rules, n, risk_state)
+        self.first_bar = start.first_bar
+        self.clock = Clock(bar=start.first_bar)
+        if start.decision_signals:  # what the last close's decisions saw ((1, N) arrays)
+            self.clock.decision = ({k: v[np.newaxis] for k, v in start.decision_signals.items()}, 0)
+        self.ledger = start.ledger
+        self.portfolio = Portfolio(
+            self.ledger,
+            last_close=start.last_close,
+            start_equity=start.start_equity,
+            peak_equity=start.peak_equity,
+        )
+        self.risk = RiskManager(rules, n, start.risk)
         self.broker = Broker(
             clock=self.clock,
             rules=FillRules(
@@ -108,12 +96,17 @@ class Engine:
                 allow_negative_cash=ex.allow_negative_cash,
             ),
             same_close=ex.fill_at is FillAt.SAME_CLOSE,
-            ledger=ledger,
+            ledger=self.ledger,
             risk=self.risk,
-            working=working,
-            next_order_id=next_order_id,
+            working=start.working,
+            next_order_id=start.next_order_id,
         )
-        self.asset_ids = asset_list(self.assets)
+        # user code owns its state: restored through its own set_state
+        if start.strategy_state is not None:
+            self.strategy.set_state(start.strategy_state)
+        for rule in rules:
+            if rule.name in start.rule_state:
+                rule.set_state(start.rule_state[rule.name])
         index = AssetIndex(self.asset_ids).__getitem__  # a C-level lookup
         self.strategy.bind(AccountView(self.portfolio, index), self.broker)
 

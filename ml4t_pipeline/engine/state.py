@@ -36,9 +36,12 @@ FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RestoredState:
-    """Saved state laid out on a new run's assets: what the engine starts from."""
+class RunStart:
+    """What a run starts from, laid out on its assets: a fresh account, or saved state."""
 
+    first_bar: int  # global index of the run's first bar
+    start_equity: float  # equity before the first bar
+    peak_equity: float
     ledger: Ledger
     risk: RiskState
     working: list[Order]  # orders still working when the saved run ended
@@ -46,6 +49,23 @@ class RestoredState:
     last_close: np.ndarray
     decision_signals: dict[str, np.ndarray]  # (N,) signal values of the last decision
     rule_state: dict[str, np.ndarray]  # rule name -> (N,) values (NaN where not saved)
+    strategy_state: dict[str, Any] | None  # None: a fresh start (nothing to restore)
+
+    @classmethod
+    def fresh(cls, n_assets: int, cash: float, signal_names: list[str]) -> RunStart:
+        return cls(
+            first_bar=0,
+            start_equity=cash,
+            peak_equity=cash,
+            ledger=Ledger.empty(n_assets, cash, signal_names),
+            risk=RiskState.empty(n_assets),
+            working=[],
+            next_order_id=0,
+            last_close=np.zeros(n_assets),
+            decision_signals={},
+            rule_state={},
+            strategy_state=None,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,7 +134,7 @@ class EngineState:
             rule_state_assets=tuple(ids),
         )
 
-    def restore(self, assets: np.ndarray, signal_names: list[str]) -> RestoredState:
+    def restore(self, assets: np.ndarray, signal_names: list[str]) -> RunStart:
         """This state on the assets of a new run (which must include every saved one)."""
         ids = asset_list(assets)
         index = {a: i for i, a in enumerate(ids)}
@@ -160,7 +180,10 @@ class EngineState:
             rule_state[rule] = state
         columns = dict(self.pending)
         columns["asset"] = [index[a] for a in columns["asset"]]
-        return RestoredState(
+        return RunStart(
+            first_bar=self.bars_done,
+            start_equity=self.prev_equity,
+            peak_equity=self.peak_equity,
             ledger=ledger,
             risk=risk,
             working=Orders.from_columns(columns).rows(),
@@ -168,6 +191,7 @@ class EngineState:
             last_close=per_asset(self.per_asset["last_close"], 0.0),
             decision_signals=decision_signals,
             rule_state=rule_state,
+            strategy_state=self.strategy_state,
         )
 
     def to_json(self) -> str:

@@ -83,12 +83,18 @@ class Portfolio:
     def peak_equity(self) -> float:
         """The highest equity recorded so far (and carried in), NaN marks skipped."""
         cash, positions = self.cash, self.positions
-        peak = self._peak
-        for k in range(self._peaked, len(cash)):
-            equity = cash[k] + positions[k]
-            if equity > peak:
-                peak = equity
-        self._peak, self._peaked = peak, len(cash)
+        peak, start, end = self._peak, self._peaked, len(cash)
+        if end - start > 64:  # a whole chunk at once (no rule asked during it): in numpy
+            equity = np.add(cash[start:], positions[start:])
+            known = equity[~np.isnan(equity)]
+            if known.shape[0]:
+                peak = max(peak, float(known.max()))
+        else:  # a few bars since a rule last asked
+            for k in range(start, end):
+                value = cash[k] + positions[k]
+                if value > peak:
+                    peak = value
+        self._peak, self._peaked = peak, end
         return peak
 
 

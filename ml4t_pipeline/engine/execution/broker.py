@@ -22,14 +22,15 @@ from ml4t_pipeline.engine.execution.orders import (
     STOP,
     Order,
     Orders,
-    market_order,
     match,
+    new_order,
 )
 from ml4t_pipeline.engine.risk.context import RiskContext
 from ml4t_pipeline.engine.risk.manager import RiskManager, Triggered
 from ml4t_pipeline.errors import ConfigError
 
 ContextFactory = Callable[[], RiskContext]
+_NAN = math.nan
 _NO_ASSETS = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
 _NEEDS: dict[OrderType, tuple[str, ...]] = {
@@ -96,7 +97,7 @@ class Broker:
             raise ConfigError(msg)
         oid = self._take_ids(1)
         self.new_orders.append(
-            Order(
+            new_order(
                 order_id=oid,
                 asset=asset,
                 qty=qty,
@@ -117,8 +118,24 @@ class Broker:
         """A strategy market order (the common case); None for a zero quantity."""
         if qty == 0:
             return None
-        oid = self._take_ids(1)
-        self.new_orders.append(market_order(order_id=oid, asset=asset, qty=qty, bar=self.clock.bar))
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        self.new_orders.append(
+            new_order(
+                order_id=oid,
+                asset=asset,
+                qty=qty,
+                order_type=MARKET,
+                limit_price=_NAN,
+                stop_price=_NAN,
+                trail_pct=_NAN,
+                trail_ref=_NAN,
+                created_bar=self.clock.bar,
+                reason=SIGNAL,
+                rule=-1,
+                triggered=False,
+            )
+        )
         return oid
 
     def submit_many(
@@ -134,7 +151,20 @@ class Broker:
         made_by = rules.tolist() if rules is not None else [-1] * n
         bar, why = self.clock.bar, int(reason)
         self.new_orders += [
-            market_order(order_id=oid, asset=a, qty=q, bar=bar, reason=why, rule=r)
+            new_order(
+                order_id=oid,
+                asset=a,
+                qty=q,
+                order_type=MARKET,
+                limit_price=_NAN,
+                stop_price=_NAN,
+                trail_pct=_NAN,
+                trail_ref=_NAN,
+                created_bar=bar,
+                reason=why,
+                rule=r,
+                triggered=False,
+            )
             for oid, a, q, r in zip(
                 range(first, first + n), assets.tolist(), qty.tolist(), made_by, strict=True
             )
@@ -160,7 +190,10 @@ class Broker:
     def fill_at_open(self, context: ContextFactory) -> None:
         """1. Match every working order against the bar; fill sells before buys."""
         p, i = self.clock.chunk, self.clock.row
-        if all(o.order_type == MARKET for o in self.working):  # they fill at the open
+        for o in self.working:
+            if o.order_type != MARKET:
+                break
+        else:  # market orders only: they fill at the open
             orders, self.working = self.working, []
             self._execute(self._priced(orders, p.open, i), context)
             return
@@ -184,7 +217,7 @@ class Broker:
         first = self._take_ids(len(hits.asset))
         qty, bar = self.ledger.qty, self.clock.bar
         exits = [
-            Order(
+            new_order(
                 order_id=oid,
                 asset=a,
                 qty=-qty.item(a),
@@ -261,8 +294,8 @@ class Broker:
             matched = sorted(matched, key=_sells_first)
         ledger, rules = self.ledger, self.rules
         slips = rules.slips
-        volume, i, bar = self.clock.chunk.volume, self.clock.row, self.clock.bar
-        decision = self.clock.decision
+        clock = self.clock
+        volume, i, bar, decision = clock.chunk.volume, clock.row, clock.bar, clock.decision
         tracking = self.risk.active  # the manager keeps state per opened / closed position
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
@@ -289,8 +322,9 @@ class Broker:
                         opened.append((a, fill.price))
                     else:
                         closed.append(a)
-        for reason in dict.fromkeys(r for _, r in refused):  # first-seen order
-            self._reject([o for o, r in refused if r is reason], reason)
+        if refused:
+            for reason in dict.fromkeys(r for _, r in refused):  # first-seen order
+                self._reject([o for o, r in refused if r is reason], reason)
         if opened or closed:
             self.risk.on_fills(
                 context,

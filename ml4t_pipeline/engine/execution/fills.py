@@ -47,6 +47,26 @@ class Rejection(NamedTuple):
     rule: int  # risk rule that refused it, -1 = none
 
 
+_tuple_new = tuple.__new__
+
+
+def new_fill(
+    *,
+    bar: int,
+    asset: int,
+    qty: int,
+    price: float,
+    commission: float,
+    slippage: float,
+    order_id: int,
+    reason: int,
+    rule: int,
+) -> Fill:
+    """A `Fill` from its fields by name, without the dict a keyword call of the tuple class
+    builds (see `orders.new_order`)."""
+    return _tuple_new(Fill, (bar, asset, qty, price, commission, slippage, order_id, reason, rule))
+
+
 def _dtype(fields: tuple[str, ...], floats: tuple[str, ...]) -> np.dtype[Any]:
     return np.dtype([(name, np.float64 if name in floats else np.int64) for name in fields])
 
@@ -109,7 +129,18 @@ def fill_order(
     if executed > 0 and not rules.allow_negative_cash and executed * price + fee > cash:
         return RejectReason.INSUFFICIENT_CASH
     if closing in (0, executed):
-        return (_fill(order, bar, executed, price, fee, slip),)
+        fill = new_fill(
+            bar=bar,
+            asset=order.asset,
+            qty=executed,
+            price=price,
+            commission=fee,
+            slippage=slip,
+            order_id=order.order_id,
+            reason=order.reason,
+            rule=order.rule,
+        )
+        return (fill,)
     parts = (closing, executed - closing)
     return tuple(
         _fill(order, bar, part, price, fee * (part / executed), slip * (part / executed))
@@ -118,7 +149,7 @@ def fill_order(
 
 
 def _fill(order: Order, bar: int, qty: int, price: float, fee: float, slip: float) -> Fill:
-    return Fill(
+    return new_fill(
         bar=bar,
         asset=order.asset,
         qty=qty,

@@ -42,6 +42,7 @@ class Ledger:
     """Cash, positions and the fill book. See the module docstring."""
 
     __slots__ = (
+        "_fill_columns",
         "_memo",
         "_qty_f",
         "_signal_blocks",
@@ -83,6 +84,7 @@ class Ledger:
         self._qty_f = qty.astype(np.float64)  # for the mark-to-market dot product
         self._memo: tuple[np.ndarray | None, int, float] = (None, -1, 0.0)
         self._trades: tuple[int, Trades | None] = (-1, None)
+        self._fill_columns: tuple[int, dict[str, np.ndarray]] = (-1, {})
         # trades already open when this run started (saved state): TRADE_STATE arrays and
         # entry signals per asset, the start of their running sums
         n = qty.shape[0]
@@ -198,8 +200,13 @@ class Ledger:
 
     # -- the book as columns, and the trades derived from it ---------------------------------
     def fill_columns(self) -> dict[str, np.ndarray]:
-        """The fill book as one array per `Fill` field (FILL_DTYPE)."""
-        return columns(self.fills, FILL_DTYPE)
+        """The fill book as one array per `Fill` field (FILL_DTYPE), converted once per state
+        of the book."""
+        booked, converted = self._fill_columns
+        if booked != len(self.fills):
+            converted = columns(self.fills, FILL_DTYPE)
+            self._fill_columns = (len(self.fills), converted)
+        return converted
 
     def trades(self) -> Trades:
         """Every trade so far (derived once per state of the fill book)."""

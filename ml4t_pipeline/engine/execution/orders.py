@@ -57,11 +57,54 @@ MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
 SIGNAL = int(OrderReason.SIGNAL)  # the `reason` of a strategy's own order
 
 
+_tuple_new = tuple.__new__
+
+
+def new_order(
+    *,
+    order_id: int,
+    asset: int,
+    qty: int,
+    order_type: int,
+    limit_price: float,
+    stop_price: float,
+    trail_pct: float,
+    trail_ref: float,
+    created_bar: int,
+    reason: int,
+    rule: int,
+    triggered: bool,
+) -> Order:
+    """An `Order` from its fields by name.
+
+    The same as `Order(order_id=..., ...)` at half the cost: calling a tuple class with keywords
+    builds a dict per call, and the broker makes an order per decision (a measured 10 % of W1's
+    engine time). `test_orders.py` checks that every field lands where its name says.
+    """
+    return _tuple_new(
+        Order,
+        (
+            order_id,
+            asset,
+            qty,
+            order_type,
+            limit_price,
+            stop_price,
+            trail_pct,
+            trail_ref,
+            created_bar,
+            reason,
+            rule,
+            triggered,
+        ),
+    )
+
+
 def market_order(
     *, order_id: int, asset: int, qty: int, bar: int, reason: int = SIGNAL, rule: int = -1
 ) -> Order:
     """A market order (the common case): no limit, stop or trail."""
-    return Order(
+    return new_order(
         order_id=order_id,
         asset=asset,
         qty=qty,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,6 +31,13 @@ class _NotRunning:
     cannot work."""
 
     def __getattr__(self, name: str) -> Any:
+        self._refuse()
+
+    def __call__(self, *args: Any) -> Any:
+        self._refuse()
+
+    @staticmethod
+    def _refuse() -> None:
         msg = "strategy helpers are only available while the engine runs the strategy"
         raise RuntimeError(msg)
 
@@ -55,11 +62,16 @@ class Strategy:
         self.params = params
         self._account: AccountView = _NOT_RUNNING
         self._orders: Broker = _NOT_RUNNING
+        # what the per-event helpers read on every call, looked up once
+        self._index: Callable[[Any], int] = _NOT_RUNNING
+        self._positions: np.ndarray = _NOT_RUNNING
 
     def bind(self, account: AccountView, orders: Broker) -> None:
         """Called by the engine before the first bar: what the helpers read and order through."""
         self._account = account
         self._orders = orders
+        self._index = account.index
+        self._positions = account.positions  # read-only, follows the ledger
 
     # -- callbacks (override one) -------------------------------------------------------------
     def on_start(self) -> None:
@@ -95,7 +107,7 @@ class Strategy:
         return self._account
 
     def get_position(self, asset: Any) -> int:
-        return self._account.position(asset)
+        return self._positions.item(self._index(asset))
 
     def get_cash(self) -> float:
         return self._account.cash
@@ -130,15 +142,14 @@ class Strategy:
         )
 
     def buy(self, asset: Any, qty: int) -> int | None:
-        return self._orders.submit_market(self._account.index(asset), abs(int(qty)))
+        return self._orders.submit_market(self._index(asset), abs(int(qty)))
 
     def sell(self, asset: Any, qty: int) -> int | None:
-        return self._orders.submit_market(self._account.index(asset), -abs(int(qty)))
+        return self._orders.submit_market(self._index(asset), -abs(int(qty)))
 
     def close_position(self, asset: Any) -> int | None:
-        account = self._account
-        a = account.index(asset)
-        return self._orders.submit_market(a, -account.positions.item(a))
+        a = self._index(asset)
+        return self._orders.submit_market(a, -self._positions.item(a))
 
     def buy_percent(self, asset: Any, percent: float) -> int | None:
         """Buy shares worth `percent` (a fraction) of portfolio value at the current close."""
