@@ -5,7 +5,9 @@ put each failure (file, column, rule, rows, examples) into the check's metadata.
 checks re-derive the account from the stored tables. Every check here is blocking: an ERROR
 stops the assets downstream of the checked asset in the same run, and `feature_table` refuses
 to start in a later run unless the latest input checks passed (`require_passed_input_checks`).
-Checks refer to assets by key so this module does not import the asset modules.
+Checks refer to assets by key so this module does not import the asset modules. The checks of
+partitioned assets carry the partitions, so `build_partitioned_checks` makes them (called by
+`build_defs`); the input contracts are plain module-level definitions.
 """
 
 import contextlib
@@ -21,9 +23,8 @@ from ml4t_pipeline.engine import ExitReason
 from ml4t_pipeline.engine.tolerances import MONEY_ATOL, MONEY_RTOL, PRICE_RTOL
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.pipeline.io_manager import TableSet
-from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS
+from ml4t_pipeline.pipeline.layout import PARTITION_FILE
 from ml4t_pipeline.pipeline.resources import DataDirResource
-from ml4t_pipeline.pipeline.resources.storage import PARTITION_FILE
 from ml4t_pipeline.validation import (
     ValidationReport,
     check_point_in_time,
@@ -32,6 +33,8 @@ from ml4t_pipeline.validation import (
     validate_prices,
     validate_signals,
 )
+
+# Not exported by `ml4t_pipeline.validation` yet: the one place failure examples are formatted.
 from ml4t_pipeline.validation.report import MAX_EXAMPLES, describe_rows
 
 INPUT_CHECKS = {
@@ -43,7 +46,6 @@ INPUT_CHECKS = {
 PROTECTIVE_STOPS = frozenset(
     r.label for r in (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP, ExitReason.VOLATILITY_STOP)
 )
-PARTITION_DOC = PARTITION_FILE
 
 _FAILURE_SCHEMA = dg.TableSchema(
     columns=[
@@ -150,7 +152,7 @@ def require_passed_input_checks(instance: dg.DagsterInstance) -> None:
         raise DataError(msg)
 
 
-def _no_look_ahead(feature_table: pl.DataFrame) -> dg.AssetCheckResult:
+def no_look_ahead(feature_table: pl.DataFrame) -> dg.AssetCheckResult:
     """Every signal and context value in the table was known at its bar."""
     signals = feature_table.filter(pl.col("signals").is_not_null()).select(
         "timestamp", "asset_id", "available_at"
@@ -191,7 +193,7 @@ def ledger_breaches(tables: TableSet) -> list[Breach]:
     start cash - sum(signed fill notional) - sum(commission) == final cash."""
     equity = tables.tables["equity"]
     fills = tables.tables["fills"]
-    start_cash = float(json.loads(tables.texts[PARTITION_DOC])["start_cash"])
+    start_cash = float(json.loads(tables.texts[PARTITION_FILE])["start_cash"])
     breaches: list[Breach] = []
     off = equity.filter(~_money_close(pl.col("equity"), pl.col("cash") + pl.col("positions_value")))
     if off.height:
@@ -319,7 +321,7 @@ def breach_result(
 BACKTEST_CHECKS = ("ledger_reconciles", "no_nan_equity", "fills_inside_bars")
 
 
-def _backtest_bookkeeping(
+def backtest_bookkeeping(
     backtest: TableSet, feature_table: pl.DataFrame
 ) -> Iterable[dg.AssetCheckResult]:
     """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks)."""
@@ -342,33 +344,29 @@ def _partitioned_check_preview() -> Iterator[None]:
         yield
 
 
-with _partitioned_check_preview():
-    no_look_ahead = dg.asset_check(
-        asset="feature_table",
-        name="no_look_ahead",
-        blocking=True,
-        partitions_def=BACKTEST_PARTITIONS,
-    )(_no_look_ahead)
-    backtest_bookkeeping = dg.multi_asset_check(
-        name="backtest_bookkeeping",
-        specs=[
-            dg.AssetCheckSpec(
-                name,
-                asset="backtest",
-                blocking=True,
-                additional_deps=["feature_table"],
-                partitions_def=BACKTEST_PARTITIONS,
-            )
-            for name in BACKTEST_CHECKS
-        ],
-        ins={"backtest": dg.AssetIn("backtest"), "feature_table": dg.AssetIn("feature_table")},
-    )(_backtest_bookkeeping)
+INPUT_CONTRACTS = [prices_contract, signals_contract, context_contract]
 
 
-ASSET_CHECKS = [
-    prices_contract,
-    signals_contract,
-    context_contract,
-    no_look_ahead,
-    backtest_bookkeeping,
-]
+def build_partitioned_checks(
+    partitions: dg.PartitionsDefinition,
+) -> list[dg.AssetChecksDefinition]:
+    """`no_look_ahead` on feature_table and the three bookkeeping checks on backtest."""
+    with _partitioned_check_preview():
+        look_ahead = dg.asset_check(
+            asset="feature_table", name="no_look_ahead", blocking=True, partitions_def=partitions
+        )(no_look_ahead)
+        bookkeeping = dg.multi_asset_check(
+            name="backtest_bookkeeping",
+            specs=[
+                dg.AssetCheckSpec(
+                    name,
+                    asset="backtest",
+                    blocking=True,
+                    additional_deps=["feature_table"],
+                    partitions_def=partitions,
+                )
+                for name in BACKTEST_CHECKS
+            ],
+            ins={"backtest": dg.AssetIn("backtest"), "feature_table": dg.AssetIn("feature_table")},
+        )(backtest_bookkeeping)
+    return [look_ahead, bookkeeping]

@@ -16,8 +16,10 @@ import dagster as dg
 
 from ml4t_pipeline.pipeline.definitions import build_defs
 from ml4t_pipeline.pipeline.io_manager import resolve_storage_root
-from ml4t_pipeline.pipeline.partitions import SPEC, MonthKey
+from ml4t_pipeline.pipeline.layout import StorageLayout
+from ml4t_pipeline.pipeline.partitions import MonthKey, PartitionSpec, load_partition_spec
 from ml4t_pipeline.pipeline.resources.data_dir import ROLES
+from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
 DEMO_MONTHS = 3
 # The console shows warnings and errors only; every event is still stored in the instance.
@@ -76,11 +78,11 @@ def _run(
     return result
 
 
-def demo_keys(months: int = DEMO_MONTHS) -> list[MonthKey]:
+def demo_keys(spec: PartitionSpec, months: int = DEMO_MONTHS) -> list[MonthKey]:
     """The first `months` months of every universe, months in order within a universe."""
     keys: list[MonthKey] = []
-    for universe in SPEC.universes:
-        key = MonthKey(SPEC.start_month, universe)
+    for universe in spec.universes:
+        key = MonthKey(spec.start_month, universe)
         for _ in range(months):
             keys.append(key)
             key = key.next()
@@ -110,16 +112,18 @@ def run_demo(data_dir: Path) -> int:
     if missing:
         print(f"error: {data} lacks {', '.join(missing)}; run `make demo`", file=sys.stderr)
         return 1
-    defs = build_defs(data_dir=str(data))
+    spec = load_partition_spec()
+    defs = build_defs(data_dir=str(data), universes_path=str(spec.source))
     instance = dg.DagsterInstance.get()
     try:
-        materialize_chain(defs, instance, demo_keys())
+        materialize_chain(defs, instance, demo_keys(spec))
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    storage = resolve_storage_root(None, instance)
-    print(f"\nresults (Parquet, hive layout month=/universe=): {storage}")
-    print(f"  e.g. {storage / 'backtest' / f'month={SPEC.start_month}'}")
+    storage = StorageLayout(resolve_storage_root(None, instance))
+    first = MonthKey(spec.start_month, next(iter(spec.universes)))
+    print(f"\nresults (Parquet, hive layout month=/universe=): {storage.root}")
+    print(f"  e.g. {storage.location(BACKTEST.path, first.dimensions)}")
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']}")
     print("Open the UI with `make ui` (http://127.0.0.1:3000): Assets -> backtest -> a partition")
     return 0

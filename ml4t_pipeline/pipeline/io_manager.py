@@ -1,13 +1,6 @@
 """Parquet storage for asset values: polars frames and sets of tables, always replaced atomically.
 
-Layout under the storage root (hive-style, so ``pl.scan_parquet(root / "backtest/**/equity.parquet",
-hive_partitioning=True)`` reads every month of every universe)::
-
-    validated_prices.parquet                              unpartitioned frame
-    feature_table/month=2024-01-01/universe=core.parquet  partitioned frame
-    backtest/month=2024-01-01/universe=core/              a TableSet: equity.parquet, ...,
-                                                          state.json (symlink to a version dir)
-
+Where each value goes is `layout.StorageLayout` (hive-style, shared with `ResultStore`).
 A frame is written to a temporary file beside its target, flushed to disk and renamed over it.
 A `TableSet` is written to a fresh version directory under ``.versions/`` and published by
 renaming a symlink over the old one, so readers see the complete old set or the complete new
@@ -21,7 +14,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +24,9 @@ import polars as pl
 from pydantic import PrivateAttr
 
 from ml4t_pipeline.errors import Ml4tError
+from ml4t_pipeline.pipeline.layout import Partition, StorageLayout
 
 STORAGE_ENV = "ML4T_STORAGE_DIR"
-VERSIONS = ".versions"
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -73,25 +66,21 @@ def resolve_storage_root(base_dir: str | None, instance: dg.DagsterInstance | No
     return Path(instance.storage_directory()).absolute() / "ml4t"
 
 
-def partition_parts(
+def layout_partition(
     partition_key: str | None, partitions_def: dg.PartitionsDefinition | None
-) -> list[str]:
-    """Path components of a partition: ``["month=2024-01-01", "universe=core"]`` or ``[key]``."""
+) -> Partition:
+    """A Dagster partition key as the storage layout names it (dimension -> key when the
+    asset has several dimensions; Dagster hands over a plain "2024-01-01|core" from the CLI)."""
     if partition_key is None:
-        return []
+        return None
     if isinstance(partitions_def, dg.MultiPartitionsDefinition):
         key = (
             partition_key
             if isinstance(partition_key, dg.MultiPartitionKey)
             else partitions_def.get_partition_key_from_str(partition_key)
         )
-        return [f"{dim}={value}" for dim, value in sorted(key.keys_by_dimension.items())]
-    return [str(partition_key)]
-
-
-def asset_path(root: Path, asset_key: dg.AssetKey, parts: Sequence[str]) -> Path:
-    """Where one asset (partition) lives, without a suffix."""
-    return root.joinpath(*asset_key.path, *parts)
+        return dict(key.keys_by_dimension)
+    return str(partition_key)
 
 
 def _fsync_file(path: Path) -> None:
@@ -113,12 +102,12 @@ def write_frame_atomic(frame: pl.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def write_table_set_atomic(value: TableSet, path: Path, root: Path) -> None:
-    """Write every member into a new version directory, then swap the `path` symlink to it."""
+def write_table_set_atomic(value: TableSet, path: Path, *, versions: Path) -> None:
+    """Write every member into a new version directory under `versions`, then swap the `path`
+    symlink to it."""
     if path.exists() and not path.is_symlink():
         msg = f"{path} exists and is not a managed symlink; move it away to write here"
         raise StorageError(msg)
-    versions = root / VERSIONS / path.relative_to(root).parts[0]
     versions.mkdir(parents=True, exist_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     version = Path(tempfile.mkdtemp(prefix=f"{path.name}.", dir=versions))
@@ -171,6 +160,10 @@ class StorageRoot:
             self._root = resolve_storage_root(self.base_dir, None)
         return self._root
 
+    @property
+    def layout(self) -> StorageLayout:
+        return StorageLayout(self.root)
+
 
 class ParquetIOManager(StorageRoot, dg.ConfigurableIOManager):
     """Stores `pl.DataFrame` outputs as Parquet files and `TableSet` outputs as directories.
@@ -183,25 +176,23 @@ class ParquetIOManager(StorageRoot, dg.ConfigurableIOManager):
 
     _root: Path | None = PrivateAttr(default=None)
 
-    def _path(self, context: dg.InputContext | dg.OutputContext, partition_key: str | None) -> Path:
+    def _partition(self, context: dg.InputContext | dg.OutputContext, key: str | None) -> Partition:
         if not context.has_asset_key:
             msg = "ParquetIOManager stores asset outputs only; give op outputs another IO manager"
             raise StorageError(msg)
-        parts = partition_parts(
-            partition_key, context.asset_partitions_def if partition_key else None
-        )
-        return asset_path(self.root, context.asset_key, parts)
+        return layout_partition(key, context.asset_partitions_def if key else None)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         key = context.asset_partition_key if context.has_asset_partitions else None
-        path = self._path(context, key)
+        partition = self._partition(context, key)
+        asset = context.asset_key.path
         if isinstance(obj, pl.DataFrame):
-            target = path.with_name(path.name + ".parquet")
+            target = self.layout.frame_file(asset, partition)
             write_frame_atomic(obj, target)
             meta: dict[str, Any] = {"rows": obj.height}
         elif isinstance(obj, TableSet):
-            target = path
-            write_table_set_atomic(obj, target, self.root)
+            target = self.layout.location(asset, partition)
+            write_table_set_atomic(obj, target, versions=self.layout.versions_dir(asset))
             meta = {f"rows_{name}": frame.height for name, frame in obj.tables.items()}
         else:
             msg = (
@@ -217,11 +208,12 @@ class ParquetIOManager(StorageRoot, dg.ConfigurableIOManager):
             msg = f"{context.asset_key.to_user_string()}: load one partition at a time, got {n}"
             raise StorageError(msg)
         key = context.asset_partition_key if context.has_asset_partitions else None
-        path = self._path(context, key)
+        partition = self._partition(context, key)
+        asset = context.asset_key.path
         wanted = context.dagster_type.typing_type
         if wanted is TableSet:
-            return read_table_set(path)
-        target = path.with_name(path.name + ".parquet")
+            return read_table_set(self.layout.location(asset, partition))
+        target = self.layout.frame_file(asset, partition)
         if not target.is_file():
             where = f" partition {key}" if key else ""
             msg = (

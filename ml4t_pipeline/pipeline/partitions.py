@@ -3,6 +3,10 @@
 The partition key string of a run is ``"<month>|<universe>"`` (Dagster orders the dimensions
 by name), e.g. ``"2024-02-01|core"``. Universes are data, not code: a name maps to explicit
 asset ids or to a rule (`top_n_dollar_volume`), resolved against the price file at run time.
+
+Nothing is read at import time: `load_partition_spec` reads the file when called (by
+`build_defs` when Dagster loads the code location, and by `BacktestConfigResource` in a run),
+and `build_partitions` turns the spec into Dagster's partitions definitions.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ml4t_pipeline.errors import ConfigError, DataError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 UNIVERSES_FILE = CONFIG_DIR / "universes.yaml"
+"""The default universes config (`build_defs(universes_path=...)` takes another)."""
 MONTH = "month"
 UNIVERSE = "universe"
 DEFAULT_FORMATION_BARS = 20
@@ -94,8 +99,19 @@ class Universe:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PartitionSpec:
+    """The first month and the universes, as read from `source`."""
+
+    source: Path
     start_month: dt.date
     universes: Mapping[str, Universe]
+
+    def universe(self, name: str) -> Universe:
+        try:
+            return self.universes[name]
+        except KeyError:
+            known = ", ".join(self.universes)
+            msg = f"{self.source}: no universe {name!r} under 'universes' (it has: {known})"
+            raise ConfigError(msg) from None
 
 
 def _universe(name: str, raw: Any) -> Universe:
@@ -116,7 +132,7 @@ def _universe(name: str, raw: Any) -> Universe:
 
 
 def load_partition_spec(path: Path = UNIVERSES_FILE) -> PartitionSpec:
-    """Parse universes.yaml; every mistake is a `ConfigError` naming the key."""
+    """Read and parse universes.yaml; every mistake is a `ConfigError` naming the file and key."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -137,15 +153,31 @@ def load_partition_spec(path: Path = UNIVERSES_FILE) -> PartitionSpec:
     if not isinstance(universes, dict) or not universes:
         msg = f"{path}: universes must map at least one name to assets or a rule"
         raise ConfigError(msg)
-    return PartitionSpec(
-        start_month=start, universes={str(k): _universe(str(k), v) for k, v in universes.items()}
+    try:
+        parsed = {str(k): _universe(str(k), v) for k, v in universes.items()}
+    except ConfigError as exc:
+        msg = f"{path}: {exc}"
+        raise ConfigError(msg) from exc
+    return PartitionSpec(source=path, start_month=start, universes=parsed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelinePartitions:
+    """The partitions definitions of one spec: months, universes, and (month, universe)."""
+
+    months: dg.MonthlyPartitionsDefinition
+    universes: dg.StaticPartitionsDefinition
+    backtest: dg.MultiPartitionsDefinition
+
+
+def build_partitions(spec: PartitionSpec) -> PipelinePartitions:
+    months = dg.MonthlyPartitionsDefinition(start_date=spec.start_month.isoformat())
+    universes = dg.StaticPartitionsDefinition(list(spec.universes))
+    return PipelinePartitions(
+        months=months,
+        universes=universes,
+        backtest=dg.MultiPartitionsDefinition({MONTH: months, UNIVERSE: universes}),
     )
-
-
-SPEC = load_partition_spec()
-MONTHS = dg.MonthlyPartitionsDefinition(start_date=SPEC.start_month.isoformat())
-UNIVERSES = dg.StaticPartitionsDefinition(list(SPEC.universes))
-BACKTEST_PARTITIONS = dg.MultiPartitionsDefinition({MONTH: MONTHS, UNIVERSE: UNIVERSES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,18 +209,34 @@ class MonthKey:
         return MonthKey(self.end.date(), self.universe)
 
     @property
+    def dimensions(self) -> dict[str, str]:
+        """Dimension -> key, as Dagster's multi-partition key and the storage layout name it."""
+        return {MONTH: self.month.isoformat(), UNIVERSE: self.universe}
+
+    @property
     def key(self) -> str:
         """The Dagster partition key string, dimensions in name order."""
-        return str(dg.MultiPartitionKey({MONTH: self.month.isoformat(), UNIVERSE: self.universe}))
+        return str(dg.MultiPartitionKey(self.dimensions))
 
     def __str__(self) -> str:
         return self.key
 
 
 def month_key(partition_key: str) -> MonthKey:
-    """Parse a partition key as Dagster hands it over (a plain "2024-02-01|core" from the CLI)."""
+    """Parse a partition key as Dagster hands it over (a plain "2024-02-01|core" from the CLI).
+
+    Universe names hold no "|", so the string splits once, month first (dimension name order).
+    """
     if isinstance(partition_key, dg.MultiPartitionKey):
         parts = partition_key.keys_by_dimension
+        month, universe = parts[MONTH], parts[UNIVERSE]
     else:
-        parts = BACKTEST_PARTITIONS.get_partition_key_from_str(partition_key).keys_by_dimension
-    return MonthKey(dt.date.fromisoformat(parts[MONTH]), parts[UNIVERSE])
+        month, _, universe = str(partition_key).partition("|")
+    try:
+        first = dt.date.fromisoformat(month)
+    except ValueError:
+        first = None
+    if first is None or first.day != 1 or not _NAME.match(universe):
+        msg = f"partition key {partition_key!r} is not '<YYYY-MM-01>|<universe>'"
+        raise ConfigError(msg)
+    return MonthKey(first, universe)

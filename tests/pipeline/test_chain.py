@@ -13,14 +13,12 @@ import polars as pl
 import pytest
 import yaml
 
-from ml4t_pipeline.engine import run_backtest
-from ml4t_pipeline.engine.results.attribution import DIMENSIONS
-from ml4t_pipeline.engine.state import EngineState
+from ml4t_pipeline.engine import ATTRIBUTION_DIMENSIONS, EngineState, run_backtest
 from ml4t_pipeline.errors import StateError
 from ml4t_pipeline.pipeline.assets.summary import contiguous_months
 from ml4t_pipeline.pipeline.definitions import build_defs
 from ml4t_pipeline.pipeline.demo import failure_lines
-from ml4t_pipeline.pipeline.partitions import SPEC, MonthKey
+from ml4t_pipeline.pipeline.partitions import MonthKey, load_partition_spec
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from tests.invariants import check_backtest_tables
 from tests.pipeline.conftest import (
@@ -37,6 +35,7 @@ from tests.pipeline.conftest import (
 REPO = Path(__file__).resolve().parents[2]
 
 MONTHS = (JAN, FEB, MAR)
+SPEC = load_partition_spec()
 UNIVERSES = tuple(SPEC.universes)
 INITIAL_CASH = BacktestConfigResource().run_config().execution.initial_cash
 
@@ -146,7 +145,7 @@ def test_three_months_of_two_universes_chain_month_to_month(chain: Chain) -> Non
                 / f"universe={universe}.parquet"
             )
             sums = dict(attribution.group_by("dimension").agg(pl.col("pnl").sum()).iter_rows())
-            for dimension in DIMENSIONS:  # every dimension splits the same realised P&L
+            for dimension in ATTRIBUTION_DIMENSIONS:  # every dimension splits the same realised P&L
                 assert sums.get(dimension, 0.0) == pytest.approx(realised)
         summary = chain.summaries[universe].output_for_node("performance_summary")
         assert summary["month"].to_list() == list(MONTHS)
@@ -185,11 +184,13 @@ def test_chained_months_equal_one_run_over_the_whole_period(chain: Chain, univer
 
 
 def test_the_summary_needs_months_without_a_gap() -> None:
-    assert contiguous_months([JAN, FEB], "core") == [JAN, FEB]
+    assert contiguous_months([JAN, FEB], "core", JAN) == [JAN, FEB]
     with pytest.raises(StateError, match="2024-02-01 is missing"):
-        contiguous_months([JAN, MAR], "core")
+        contiguous_months([JAN, MAR], "core", JAN)
+    with pytest.raises(StateError, match="from 2023-12-01 without a gap"):
+        contiguous_months([JAN], "core", dt.date(2023, 12, 1))
     with pytest.raises(StateError, match="no stored backtest months"):
-        contiguous_months([], "core")
+        contiguous_months([], "core", JAN)
 
 
 def test_a_missing_previous_month_is_a_clear_error(pipeline: Pipeline) -> None:

@@ -12,13 +12,18 @@ import pytest
 
 from ml4t_pipeline.engine import run_backtest
 from ml4t_pipeline.pipeline import checks
-from ml4t_pipeline.pipeline.assets import BACKTEST_ASSETS, INPUT_ASSETS
+from ml4t_pipeline.pipeline.assets import (
+    BACKTEST_ASSET_KEYS,
+    INPUT_ASSET_KEYS,
+    INPUT_ASSETS,
+    build_assets,
+)
 from ml4t_pipeline.pipeline.assets.backtest import engine_frames
 from ml4t_pipeline.pipeline.assets.features import build_feature_table
 from ml4t_pipeline.pipeline.checks import (
-    ASSET_CHECKS,
-    PARTITION_DOC,
+    INPUT_CONTRACTS,
     Breach,
+    build_partitioned_checks,
     fill_breaches,
     ledger_breaches,
     nan_equity_breaches,
@@ -26,7 +31,8 @@ from ml4t_pipeline.pipeline.checks import (
 )
 from ml4t_pipeline.pipeline.demo import failure_lines
 from ml4t_pipeline.pipeline.io_manager import TableSet
-from ml4t_pipeline.pipeline.partitions import MonthKey
+from ml4t_pipeline.pipeline.layout import PARTITION_FILE
+from ml4t_pipeline.pipeline.partitions import MonthKey, build_partitions, load_partition_spec
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource
 from tests.pipeline.conftest import (
     JAN,
@@ -62,9 +68,15 @@ def test_a_corrupted_input_fails_its_check_and_nothing_downstream_runs(
     _corrupt_prices(sample_dir, bad_dir)
     with temp_instance(tmp_path / "home") as instance:
         pipeline = make_pipeline(bad_dir, tmp_path, instance)
+        partitions = build_partitions(load_partition_spec())
         key = MonthKey(JAN, "core").key
         result = dg.materialize(
-            [*INPUT_ASSETS, *BACKTEST_ASSETS, *ASSET_CHECKS],
+            [
+                *build_assets(partitions),
+                *INPUT_CONTRACTS,
+                *build_partitioned_checks(partitions.backtest),
+            ],
+            selection=[*INPUT_ASSET_KEYS, *BACKTEST_ASSET_KEYS],
             instance=instance,
             resources=pipeline.defs.resources,
             partition_key=key,
@@ -143,7 +155,7 @@ def january(sample_dir: Path) -> tuple[TableSet, pl.DataFrame]:
     )
     tables = TableSet(
         tables={"equity": result.equity, "fills": result.fills},
-        texts={PARTITION_DOC: json.dumps({"start_cash": config.execution.initial_cash})},
+        texts={PARTITION_FILE: json.dumps({"start_cash": config.execution.initial_cash})},
     )
     return tables, table
 
@@ -166,7 +178,7 @@ def test_ledger_breaches_name_the_rule(january: tuple[TableSet, pl.DataFrame]) -
         TableSet(tables={**tables.tables, "equity": off}, texts=tables.texts)
     )
     assert [(b.rule, b.n_rows) for b in breaches] == [("equity_is_cash_plus_positions", 1)]
-    richer = TableSet(tables=tables.tables, texts={PARTITION_DOC: json.dumps({"start_cash": 1.0})})
+    richer = TableSet(tables=tables.tables, texts={PARTITION_FILE: json.dumps({"start_cash": 1.0})})
     assert [b.rule for b in ledger_breaches(richer)] == ["cash_reconciles"]
 
 

@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.pipeline.io_manager import (
-    VERSIONS,
     ParquetIOManager,
     StorageError,
     TableSet,
@@ -17,6 +16,7 @@ from ml4t_pipeline.pipeline.io_manager import (
     write_frame_atomic,
     write_table_set_atomic,
 )
+from ml4t_pipeline.pipeline.layout import StorageLayout
 
 V1 = pl.DataFrame({"x": [1, 2, 3], "y": [0.5, 1.5, 2.5]})
 V2 = pl.DataFrame({"x": [9, 9], "y": [9.0, 9.0]})
@@ -56,25 +56,32 @@ def test_a_failed_frame_write_leaves_the_previous_file(
 def test_a_failed_table_set_write_leaves_the_previous_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root = tmp_path / "store"
-    target = root / "backtest" / "month=2024-01-01" / "universe=core"
+    layout = StorageLayout(tmp_path / "store")
+    target = layout.location(("backtest",), {"universe": "core", "month": "2024-01-01"})
+    versions = layout.versions_dir(("backtest",))
+    assert target == tmp_path / "store" / "backtest" / "month=2024-01-01" / "universe=core"
+    assert versions == tmp_path / "store" / ".versions" / "backtest"
     first = TableSet(tables={"equity": V1, "fills": V1}, texts={"state.json": '{"v": 1}'})
-    write_table_set_atomic(first, target, root)
+    write_table_set_atomic(first, target, versions=versions)
     monkeypatch.setattr(pl.DataFrame, "write_parquet", _failing_write(2))
     second = TableSet(tables={"equity": V2, "fills": V2}, texts={"state.json": '{"v": 2}'})
     with pytest.raises(OSError, match="disk full"):
-        write_table_set_atomic(second, target, root)
+        write_table_set_atomic(second, target, versions=versions)
     monkeypatch.undo()
     kept = read_table_set(target)
     assert kept.tables["equity"].equals(V1)
     assert kept.tables["fills"].equals(V1)
     assert kept.texts == {"state.json": '{"v": 1}'}
-    assert len(list((root / VERSIONS / "backtest").iterdir())) == 1
+    assert len(list(versions.iterdir())) == 1
     assert sorted(p.name for p in target.parent.iterdir()) == ["universe=core"]
 
-    write_table_set_atomic(second, target, root)
+    write_table_set_atomic(second, target, versions=versions)
     assert read_table_set(target).texts == {"state.json": '{"v": 2}'}
-    assert len(list((root / VERSIONS / "backtest").iterdir())) == 1
+    assert len(list(versions.iterdir())) == 1
+    assert layout.stored_partitions(("backtest",), ("month", "universe"), {"universe": "core"}) == [
+        {"month": "2024-01-01", "universe": "core"}
+    ]
+    assert layout.stored_partitions(("backtest",), ("month", "universe"), {"universe": "x"}) == []
 
 
 def test_the_io_manager_stores_frames_and_table_sets(tmp_path: Path) -> None:

@@ -4,8 +4,11 @@ import datetime as dt
 
 import dagster as dg
 
-from ml4t_pipeline.pipeline.jobs import closed_month, monthly_backtest_schedule
-from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, SPEC
+from ml4t_pipeline.pipeline.jobs import build_monthly_schedule, closed_month
+from ml4t_pipeline.pipeline.partitions import build_partitions, load_partition_spec
+
+SPEC = load_partition_spec()
+monthly_backtest_schedule = build_monthly_schedule(SPEC)
 
 
 def test_a_tick_requests_the_closed_month_for_every_universe() -> None:
@@ -16,7 +19,7 @@ def test_a_tick_requests_the_closed_month_for_every_universe() -> None:
     assert isinstance(requests, list)
     assert [r.partition_key for r in requests] == [f"2024-02-01|{u}" for u in SPEC.universes]
     assert len({r.run_key for r in requests}) == len(requests)
-    keys = BACKTEST_PARTITIONS.get_partition_keys()
+    keys = build_partitions(SPEC).backtest.get_partition_keys()
     assert all(r.partition_key in keys for r in requests)
 
 

@@ -20,7 +20,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from ml4t_pipeline.pipeline.partitions import SPEC, MonthKey
+from ml4t_pipeline.pipeline.partitions import MonthKey, load_partition_spec
 from tests.pipeline.ui_server import (
     LOCATION,
     REPOSITORY,
@@ -30,6 +30,7 @@ from tests.pipeline.ui_server import (
     stop,
 )
 
+SPEC = load_partition_spec()
 FIRST = MonthKey(SPEC.start_month, next(iter(SPEC.universes)))
 RUN_TIMEOUT_S = 120.0
 SCREENSHOT_DIR_ENV = "ML4T_UI_SCREENSHOT_DIR"

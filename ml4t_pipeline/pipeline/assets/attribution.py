@@ -9,10 +9,11 @@ is counted in the month it closes, so months add up without double counting.
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.engine.results.attribution import attribution
+from ml4t_pipeline.engine import attribution
 from ml4t_pipeline.pipeline.assets.features import BACKTEST_GROUP
 from ml4t_pipeline.pipeline.io_manager import TableSet
-from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS
+
+TRADE_ATTRIBUTION = "trade_attribution"
 
 
 def _markdown(table: pl.DataFrame) -> str:
@@ -28,14 +29,7 @@ def _markdown(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(
-    partitions_def=BACKTEST_PARTITIONS,
-    group_name=BACKTEST_GROUP,
-    kinds={"polars"},
-    ins={"backtest": dg.AssetIn("backtest")},
-    description=__doc__,
-)
-def trade_attribution(backtest: TableSet) -> dg.Output[pl.DataFrame]:
+def attribute_trades(backtest: TableSet) -> dg.Output[pl.DataFrame]:
     trades = backtest.tables["trades"]
     table = attribution(trades, include_open=False)
     open_trades = trades.filter(pl.col("exit_reason") == "open")
@@ -48,3 +42,15 @@ def trade_attribution(backtest: TableSet) -> dg.Output[pl.DataFrame]:
             "attribution": dg.MetadataValue.md(_markdown(table)),
         },
     )
+
+
+def trade_attribution_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`trade_attribution` over the (month, universe) partitions."""
+    return dg.asset(
+        name=TRADE_ATTRIBUTION,
+        partitions_def=partitions,
+        group_name=BACKTEST_GROUP,
+        kinds={"polars"},
+        ins={"backtest": dg.AssetIn("backtest")},
+        description=__doc__,
+    )(attribute_trades)

@@ -24,11 +24,12 @@ from ml4t_pipeline.pipeline.assets.features import (
     PRICE_COLUMNS,
     SIGNALS,
 )
-from ml4t_pipeline.pipeline.checks import PARTITION_DOC
 from ml4t_pipeline.pipeline.io_manager import TableSet
-from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, SPEC, MonthKey, month_key
+from ml4t_pipeline.pipeline.layout import PARTITION_FILE, STATE_FILE, SUMMARY_FILE
+from ml4t_pipeline.pipeline.partitions import MonthKey, month_key
 from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
+from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
 RESULT_TABLES = ("equity", "fills", "orders", "trades", "rejections")
 TOP_TRADES = 10
@@ -45,11 +46,13 @@ class ChainStart:
 
 
 @dg.op(out=dg.Out(ChainStart, io_manager_key="mem_io_manager"))
-def chain_start(context: dg.OpExecutionContext, store: ResultStore) -> ChainStart:
+def chain_start(
+    context: dg.OpExecutionContext, store: ResultStore, backtest_config: BacktestConfigResource
+) -> ChainStart:
     """No state in the first configured month; otherwise the state saved by the month before
     (a missing month is a `StateError` naming it, never a silent fresh start)."""
     key = month_key(context.partition_key)
-    if key.month == SPEC.start_month:
+    if key.month == backtest_config.partition_spec().start_month:
         return ChainStart(key, None)
     state = store.read_state(key.previous())
     return ChainStart(key, state, store.state_digest(key.previous()))
@@ -175,9 +178,9 @@ def run_engine(
     value = TableSet(
         tables={name: getattr(result, name) for name in RESULT_TABLES},
         texts={
-            "state.json": state_json,
-            "summary.json": json.dumps(summary, indent=2, sort_keys=True),
-            PARTITION_DOC: json.dumps(partition, indent=2, sort_keys=True),
+            STATE_FILE: state_json,
+            SUMMARY_FILE: json.dumps(summary, indent=2, sort_keys=True),
+            PARTITION_FILE: json.dumps(partition, indent=2, sort_keys=True),
         },
     )
     metadata = backtest_metadata(result, start)
@@ -191,12 +194,17 @@ def run_engine(
     return dg.Output(value, metadata=metadata)
 
 
-@dg.graph_asset(
-    partitions_def=BACKTEST_PARTITIONS,
-    group_name=BACKTEST_GROUP,
-    kinds={"polars"},
-    ins={"feature_table": dg.AssetIn("feature_table")},
-    description=__doc__,
-)
-def backtest(feature_table: Any) -> Any:
+def _backtest_graph(feature_table: Any) -> Any:
     return run_engine(feature_table, chain_start())
+
+
+def backtest_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`backtest` over the (month, universe) partitions: chain_start -> run_engine."""
+    return dg.graph_asset(
+        key=BACKTEST,
+        partitions_def=partitions,
+        group_name=BACKTEST_GROUP,
+        kinds={"polars"},
+        ins={"feature_table": dg.AssetIn("feature_table")},
+        description=__doc__,
+    )(_backtest_graph)

@@ -16,10 +16,11 @@ import polars as pl
 
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.pipeline.checks import require_passed_input_checks
-from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, month_key
+from ml4t_pipeline.pipeline.partitions import month_key
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource
 from ml4t_pipeline.validation import align_point_in_time
 
+FEATURE_TABLE = "feature_table"
 BACKTEST_GROUP = "backtest"
 KEYS = ("timestamp", "asset_id")
 PRICE_COLUMNS = ("timestamp", "asset_id", "open", "high", "low", "close", "volume")
@@ -106,18 +107,7 @@ def build_feature_table(
     )
 
 
-@dg.asset(
-    partitions_def=BACKTEST_PARTITIONS,
-    group_name=BACKTEST_GROUP,
-    kinds={"polars"},
-    ins={
-        "prices": dg.AssetIn("validated_prices"),
-        "signals": dg.AssetIn("validated_signals"),
-        "context_frame": dg.AssetIn("validated_context"),
-    },
-    description=__doc__,
-)
-def feature_table(
+def materialize_feature_table(
     context: dg.AssetExecutionContext,
     backtest_config: BacktestConfigResource,
     prices: pl.LazyFrame,
@@ -141,3 +131,19 @@ def feature_table(
             "rows_with_signals": int(table["available_at"].is_not_null().sum()),
         },
     )
+
+
+def feature_table_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`feature_table` over the (month, universe) partitions."""
+    return dg.asset(
+        name=FEATURE_TABLE,
+        partitions_def=partitions,
+        group_name=BACKTEST_GROUP,
+        kinds={"polars"},
+        ins={
+            "prices": dg.AssetIn("validated_prices"),
+            "signals": dg.AssetIn("validated_signals"),
+            "context_frame": dg.AssetIn("validated_context"),
+        },
+        description=__doc__,
+    )(materialize_feature_table)

@@ -6,28 +6,29 @@ import json
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.engine.results import compute_metrics
+from ml4t_pipeline.engine import compute_metrics
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.pipeline.assets.backtest import backtest
-from ml4t_pipeline.pipeline.checks import PARTITION_DOC
 from ml4t_pipeline.pipeline.io_manager import TableSet
-from ml4t_pipeline.pipeline.partitions import SPEC, UNIVERSES, MonthKey
+from ml4t_pipeline.pipeline.layout import PARTITION_FILE
+from ml4t_pipeline.pipeline.partitions import MonthKey
 from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
+from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
+PERFORMANCE_SUMMARY = "performance_summary"
 REPORTS_GROUP = "reports"
 
 
-def contiguous_months(months: list[dt.date], universe: str) -> list[dt.date]:
-    """`months` if they run without a gap from the configured start month, else `StateError`."""
+def contiguous_months(months: list[dt.date], universe: str, start_month: dt.date) -> list[dt.date]:
+    """`months` if they run without a gap from `start_month`, else `StateError`."""
     if not months:
         msg = f"universe {universe!r} has no stored backtest months; run backtest_job first"
         raise StateError(msg)
-    expected = MonthKey(SPEC.start_month, universe)
+    expected = MonthKey(start_month, universe)
     for month in months:
         if month != expected.month:
             msg = (
-                f"universe {universe!r}: stored months must run from {SPEC.start_month} without "
+                f"universe {universe!r}: stored months must run from {start_month} without "
                 f"a gap, but {expected.month} is missing (stored: {[str(m) for m in months]})"
             )
             raise StateError(msg)
@@ -39,7 +40,7 @@ def monthly_rows(months: list[dt.date], sets: list[TableSet]) -> pl.DataFrame:
     """One row per month: start/end equity, return, fills, closed trades, realised P&L."""
     rows = []
     for month, tables in zip(months, sets, strict=True):
-        start_equity = float(json.loads(tables.texts[PARTITION_DOC])["start_equity"])
+        start_equity = float(json.loads(tables.texts[PARTITION_FILE])["start_equity"])
         end_equity = float(tables.tables["equity"]["equity"][-1])
         closed = tables.tables["trades"].filter(pl.col("exit_reason") != "open")
         rows.append(
@@ -56,18 +57,12 @@ def monthly_rows(months: list[dt.date], sets: list[TableSet]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-@dg.asset(
-    partitions_def=UNIVERSES,
-    group_name=REPORTS_GROUP,
-    deps=[backtest],
-    kinds={"polars"},
-    description=__doc__,
-)
-def performance_summary(
+def summarize_performance(
     context: dg.AssetExecutionContext, store: ResultStore, backtest_config: BacktestConfigResource
 ) -> dg.Output[pl.DataFrame]:
     universe = context.partition_key
-    months = contiguous_months(store.stored_months(universe), universe)
+    start_month = backtest_config.partition_spec().start_month
+    months = contiguous_months(store.stored_months(universe), universe, start_month)
     sets = [store.read_backtest(MonthKey(m, universe)) for m in months]
     initial_cash = backtest_config.run_config().execution.initial_cash
     equity = pl.concat([s.tables["equity"] for s in sets], how="vertical_relaxed")
@@ -99,3 +94,15 @@ def performance_summary(
             ),
         },
     )
+
+
+def performance_summary_asset(universes: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`performance_summary`, one partition per universe."""
+    return dg.asset(
+        name=PERFORMANCE_SUMMARY,
+        partitions_def=universes,
+        group_name=REPORTS_GROUP,
+        deps=[BACKTEST],
+        kinds={"polars"},
+        description=__doc__,
+    )(summarize_performance)

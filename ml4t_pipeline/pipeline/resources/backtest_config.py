@@ -4,10 +4,17 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from pydantic import PrivateAttr
 
 from ml4t_pipeline.engine import RunConfig, run_config_from_dict
 from ml4t_pipeline.errors import ConfigError
-from ml4t_pipeline.pipeline.partitions import CONFIG_DIR, SPEC, Universe
+from ml4t_pipeline.pipeline.partitions import (
+    CONFIG_DIR,
+    UNIVERSES_FILE,
+    PartitionSpec,
+    Universe,
+    load_partition_spec,
+)
 
 PIPELINE_FILE = CONFIG_DIR / "pipeline.yaml"
 _FRAMES = "<frames supplied by the pipeline>"
@@ -32,17 +39,22 @@ def load_pipeline_config(path: Path) -> RunConfig:
 
 
 class BacktestConfigResource(dg.ConfigurableResource["BacktestConfigResource"]):
-    """Loads the run config (default configs/pipeline.yaml) and looks up universes."""
+    """The run config (default configs/pipeline.yaml) and the universes (default
+    configs/universes.yaml, the file the partitions were built from); each file is read when
+    first asked for, the universes once per resource instance."""
 
     run_config_path: str | None = None
+    universes_path: str | None = None
+
+    _spec: PartitionSpec | None = PrivateAttr(default=None)
 
     def run_config(self) -> RunConfig:
         return load_pipeline_config(Path(self.run_config_path or PIPELINE_FILE))
 
+    def partition_spec(self) -> PartitionSpec:
+        if self._spec is None:
+            self._spec = load_partition_spec(Path(self.universes_path or UNIVERSES_FILE))
+        return self._spec
+
     def universe(self, name: str) -> Universe:
-        try:
-            return SPEC.universes[name]
-        except KeyError:
-            known = ", ".join(SPEC.universes)
-            msg = f"unknown universe {name!r} (configs/universes.yaml has: {known})"
-            raise ConfigError(msg) from None
+        return self.partition_spec().universe(name)

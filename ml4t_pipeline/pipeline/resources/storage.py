@@ -1,8 +1,8 @@
 """Read access to stored backtest months: the chained engine state and the result tables.
 
-The `ParquetIOManager` writes; this resource reads the same layout for the two things an IO
-manager input cannot express: "the previous month of this universe" and "every stored month
-of this universe, in order".
+The `ParquetIOManager` writes; this resource reads the same `StorageLayout` for the two things
+an IO manager input cannot express: "the previous month of this universe" and "every stored
+month of this universe, in order".
 """
 
 import datetime as dt
@@ -15,18 +15,12 @@ from pydantic import PrivateAttr
 
 from ml4t_pipeline.engine import EngineState
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.pipeline.io_manager import (
-    StorageRoot,
-    TableSet,
-    asset_path,
-    partition_parts,
-    read_table_set,
-)
-from ml4t_pipeline.pipeline.partitions import BACKTEST_PARTITIONS, MONTH, UNIVERSE, MonthKey
+from ml4t_pipeline.pipeline.io_manager import StorageRoot, TableSet, read_table_set
+from ml4t_pipeline.pipeline.layout import PARTITION_FILE, STATE_FILE
+from ml4t_pipeline.pipeline.partitions import MONTH, UNIVERSE, MonthKey
 
 BACKTEST = dg.AssetKey("backtest")
-STATE_FILE = "state.json"
-PARTITION_FILE = "partition.json"  # where a month started from (cash, previous state digest)
+"""The asset whose stored months this resource reads (the key `backtest_asset` defines)."""
 
 
 class ResultStore(StorageRoot, dg.ConfigurableResource["ResultStore"]):
@@ -37,7 +31,7 @@ class ResultStore(StorageRoot, dg.ConfigurableResource["ResultStore"]):
     _root: Path | None = PrivateAttr(default=None)
 
     def backtest_dir(self, key: MonthKey) -> Path:
-        return asset_path(self.root, BACKTEST, partition_parts(key.key, BACKTEST_PARTITIONS))
+        return self.layout.location(BACKTEST.path, key.dimensions)
 
     def state_digest(self, key: MonthKey) -> str | None:
         """sha256 of the state saved by partition `key` (None when it has none)."""
@@ -101,10 +95,8 @@ class ResultStore(StorageRoot, dg.ConfigurableResource["ResultStore"]):
 
     def stored_months(self, universe: str) -> list[dt.date]:
         """Months of `universe` with a stored backtest, in order."""
-        base = self.root.joinpath(*BACKTEST.path)
-        months = [
-            dt.date.fromisoformat(path.parent.name.removeprefix(f"{MONTH}="))
-            for path in base.glob(f"{MONTH}=*/{UNIVERSE}={universe}")
-            if (path / STATE_FILE).is_file()
-        ]
-        return sorted(months)
+        stored = self.layout.stored_partitions(
+            BACKTEST.path, (MONTH, UNIVERSE), {UNIVERSE: universe}
+        )
+        months = [MonthKey(dt.date.fromisoformat(dims[MONTH]), universe) for dims in stored]
+        return sorted(k.month for k in months if (self.backtest_dir(k) / STATE_FILE).is_file())
