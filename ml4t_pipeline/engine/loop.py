@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,6 +47,14 @@ from ml4t_pipeline.engine.strategy.views import (
 
 ProgressFn = Callable[[int, int], None]
 _NO_ASSETS = np.empty(0, np.int64)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ChunkViews:
+    context: ContextView
+    batch: Batch | None
+    event: MarketEvent | None
+    callables: list[CallableFeatures]  # features computed at each close
 
 
 class Engine:
@@ -127,7 +136,10 @@ class Engine:
     def _run_chunk(self, panel: Panel) -> None:
         """Every bar of one chunk of the data: the seven steps of the module docstring."""
         clock, broker, portfolio, risk = self.clock, self.broker, self.portfolio, self.risk
-        decide = self._strategy_for(panel)
+        views = self._views_for(panel)
+        context, batch, event, callables = views.context, views.batch, views.event, views.callables
+        on_batch, on_event = self.strategy.on_timestamp_batch, self.strategy.on_market_event
+        every_asset = list(range(self.data.calendar.n_assets))
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()  # every asset has a bar
         for row, whole, close, has_bar in zip(
             range(panel.n_bars), complete, panel.close, panel.has_bar, strict=True
@@ -139,7 +151,14 @@ class Engine:
                 self._protective_exits()
             portfolio.mark_close(close, has_bar, whole)  # close[t] is known: what
             clock.decision = (panel.signals, row)  # decisions see from now on
-            decide(row, whole)  # 3. the strategy at close[t]
+            for provider in callables:  # 3. the strategy at close[t], after the features
+                provider.update(row)
+            if batch is not None:  # ... with the whole cross-section
+                on_batch(batch.timestamp, batch, context)
+            if event is not None:  # ... or per asset with a bar
+                for a in every_asset if whole else np.flatnonzero(has_bar).tolist():
+                    event.point_at(a)
+                    on_event(event, context)
             if risk.active:  # 4. risk rules at close[t]: stop updates and exits
                 self._risk_at_close()
             if broker.new_orders:  # 5 + 6. risk validation, then queue for t+1
@@ -148,38 +167,28 @@ class Engine:
             clock.bar += 1
 
     # -- the steps ------------------------------------------------------------------------------
-    def _strategy_for(self, panel: Panel) -> Callable[[int, bool], None]:
-        """Step 3 for this chunk: features computed up to close[t], then the strategy's
-        callbacks (per asset with a bar, or once with the whole cross-section)."""
+    def _views_for(self, panel: Panel) -> _ChunkViews:
+        """The chunk's features attached, and what the strategy is shown of it: views that
+        read the bar the clock is at."""
         clock = self.clock
         clock.panel = panel
         for provider in self.features:
             provider.attach(panel, self.data.calendar, clock.bar - self.first_bar)
-        callables = [f for f in self.features if isinstance(f, CallableFeatures)]
         strategy = self.strategy
         context = ContextView(panel.context, clock)
         batch = None
         if strategy.uses_batches():
             stamps = utc_datetimes(panel.timestamps)
             batch = Batch(panel, self.assets, clock, first_bar=clock.bar, timestamps=stamps)
-        event = (
-            MarketEvent(panel, context, self.asset_ids, clock) if strategy.uses_events() else None
+        event = None
+        if strategy.uses_events():
+            event = MarketEvent(panel, context, self.asset_ids, clock)
+        return _ChunkViews(
+            context=context,
+            batch=batch,
+            event=event,
+            callables=[f for f in self.features if isinstance(f, CallableFeatures)],
         )
-        on_event = strategy.on_market_event
-        every_asset = list(range(self.data.calendar.n_assets))
-        has_bar = panel.has_bar
-
-        def decide(row: int, complete: bool) -> None:
-            for provider in callables:
-                provider.update(row)
-            if batch is not None:
-                strategy.on_timestamp_batch(batch.timestamp, batch, context)
-            if event is not None:
-                for a in every_asset if complete else np.flatnonzero(has_bar[row]).tolist():
-                    event.point_at(a)
-                    on_event(event, context)
-
-        return decide
 
     def _protective_exits(self) -> None:
         """Step 2: stops and take-profits of positions entered before this bar."""
@@ -257,6 +266,7 @@ class Engine:
 
     def record(self) -> RunRecord:
         portfolio, ledger = self.portfolio, self.ledger
+        cash, positions_value = portfolio.curve()
         return RunRecord(
             timestamps=self.data.calendar.timestamps,
             first_bar=self.first_bar,
@@ -264,8 +274,8 @@ class Engine:
             rule_names=self.risk.names,
             n_rows=self.data.n_rows,
             start_equity=portfolio.start_equity,
-            cash=np.array(portfolio.cash),
-            positions_value=np.array(portfolio.positions),
+            cash=cash,
+            positions_value=positions_value,
             fills=ledger.fill_columns(),
             orders=Orders.from_rows(self.broker.order_log),
             rejections=self.broker.rejections,

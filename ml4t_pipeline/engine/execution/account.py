@@ -38,7 +38,16 @@ class Portfolio:
     (`peak_equity`, NaN marks skipped) are read from that curve.
     """
 
-    __slots__ = ("_peak", "_peaked", "cash", "last_close", "ledger", "positions", "start_equity")
+    __slots__ = (
+        "_curve",
+        "_peak",
+        "_peaked",
+        "cash",
+        "last_close",
+        "ledger",
+        "positions",
+        "start_equity",
+    )
 
     def __init__(
         self, ledger: Ledger, *, last_close: np.ndarray, start_equity: float, peak_equity: float
@@ -50,6 +59,7 @@ class Portfolio:
         self.positions: list[float] = []
         self._peak = peak_equity
         self._peaked = 0  # bars of the curve already folded into `_peak`
+        self._curve: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
 
     def mark_close(self, close: np.ndarray, has_bar: np.ndarray, complete: bool) -> None:
         """The bar's closes become the last known close (kept where an asset has no bar)."""
@@ -85,7 +95,8 @@ class Portfolio:
         cash, positions = self.cash, self.positions
         peak, start, end = self._peak, self._peaked, len(cash)
         if end - start > 64:  # a whole chunk at once (no rule asked during it): in numpy
-            equity = np.add(cash[start:], positions[start:])
+            cash_, positions_ = self.curve()
+            equity = cash_[start:] + positions_[start:]
             known = equity[~np.isnan(equity)]
             if known.shape[0]:
                 peak = max(peak, float(known.max()))
@@ -96,6 +107,12 @@ class Portfolio:
                     peak = value
         self._peak, self._peaked = peak, end
         return peak
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded cash and positions value per bar, as arrays."""
+        if self._curve[0].shape[0] != len(self.cash):
+            self._curve = (np.array(self.cash, dtype=np.float64), np.array(self.positions))
+        return self._curve
 
 
 class AccountView:
