@@ -20,9 +20,6 @@ PACKAGE = REPO / "ml4t_pipeline"
 PIPELINE = PACKAGE / "pipeline"
 ENGINE_API = {"ml4t_pipeline.engine", "ml4t_pipeline.engine.tolerances"}
 VALIDATION_API = {"ml4t_pipeline.validation"}
-# Names the Dagster layer still takes from below the validation package's top level, until
-# `ml4t_pipeline.validation` exports them (module -> names).
-VALIDATION_PENDING = {"ml4t_pipeline.validation.report": {"MAX_EXAMPLES", "describe_rows"}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +113,7 @@ def test_the_pipeline_uses_the_public_engine_and_validation_api() -> None:
                 continue  # `from ml4t_pipeline.engine import run_backtest`: a name, not a module
             if module.startswith("ml4t_pipeline.engine") and module not in ENGINE_API:
                 offenders.append(_where(path, imported))
-            if (
-                module.startswith("ml4t_pipeline.validation")
-                and module not in VALIDATION_API
-                and not (imported.names and imported.names <= VALIDATION_PENDING.get(module, set()))
-            ):
+            if module.startswith("ml4t_pipeline.validation") and module not in VALIDATION_API:
                 offenders.append(_where(path, imported))
     assert offenders == []
 

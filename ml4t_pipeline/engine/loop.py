@@ -42,8 +42,8 @@ from ml4t_pipeline.engine.strategy.views import (
     ContextView,
     CrossSection,
     MarketEvent,
-    utc_datetimes,
 )
+from ml4t_pipeline.keys import utc_datetimes
 
 ProgressFn = Callable[[int, int], None]
 _NO_ASSETS = np.empty(0, np.int64)

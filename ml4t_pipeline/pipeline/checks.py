@@ -26,16 +26,15 @@ from ml4t_pipeline.pipeline.io_manager import TableSet
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE
 from ml4t_pipeline.pipeline.resources import DataDirResource
 from ml4t_pipeline.validation import (
+    MAX_EXAMPLES,
     ValidationReport,
     check_point_in_time,
+    describe_rows,
     merge_reports,
     validate_context,
     validate_prices,
     validate_signals,
 )
-
-# Not exported by `ml4t_pipeline.validation` yet: the one place failure examples are formatted.
-from ml4t_pipeline.validation.report import MAX_EXAMPLES, describe_rows
 
 INPUT_CHECKS = {
     dg.AssetKey(f"validated_{role}"): dg.AssetCheckKey(

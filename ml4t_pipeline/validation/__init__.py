@@ -13,10 +13,12 @@ numpy and pandera, never dagster::
 from ml4t_pipeline.validation.coverage import CoveragePolicy
 from ml4t_pipeline.validation.io import read_input, validate_inputs
 from ml4t_pipeline.validation.report import (
+    MAX_EXAMPLES,
     Failure,
     Rule,
     Severity,
     ValidationReport,
+    describe_rows,
     merge_reports,
 )
 from ml4t_pipeline.validation.schemas import (
@@ -28,6 +30,7 @@ from ml4t_pipeline.validation.schemas import (
 from ml4t_pipeline.validation.timing import align_point_in_time
 
 __all__ = [
+    "MAX_EXAMPLES",
     "CoveragePolicy",
     "Failure",
     "Rule",
@@ -35,6 +38,7 @@ __all__ = [
     "ValidationReport",
     "align_point_in_time",
     "check_point_in_time",
+    "describe_rows",
     "merge_reports",
     "read_input",
     "validate_context",

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ml4t_pipeline.engine.feed import Panel
+from ml4t_pipeline.keys import utc_datetimes
 
 
 class RowPointer(Protocol):
@@ -229,9 +230,3 @@ def _read_only(values: np.ndarray) -> np.ndarray:
         values = values.view()
         values.flags.writeable = False
     return values
-
-
-def utc_datetimes(timestamps: np.ndarray) -> list[dt.datetime]:
-    """int64 microseconds since the epoch -> timezone-aware UTC datetimes."""
-    naive = timestamps.astype("datetime64[us]").astype(object).tolist()
-    return [t.replace(tzinfo=dt.UTC) for t in naive]
