@@ -215,7 +215,7 @@ class ResultLike(Protocol):
     @property
     def equity(self) -> pl.DataFrame: ...
     @property
-    def initial_cash(self) -> float: ...
+    def start_equity(self) -> float: ...
     @property
     def final_cash(self) -> float: ...
     def summary(self) -> dict[str, Any]: ...
@@ -227,7 +227,7 @@ def assert_result_invariants(result: ResultLike, *, prices: Path | pl.DataFrame)
         fills=result.fills,
         equity=result.equity,
         prices=prices if isinstance(prices, pl.DataFrame) else pl.read_parquet(prices),
-        initial_cash=result.initial_cash,
+        initial_cash=result.start_equity,
         final_cash=result.final_cash,
         summary=result.summary(),
     )

@@ -32,7 +32,7 @@ def check_invariants(results: Mapping[str, BacktestResult], out: Path, prices: P
         fills=pl.concat([r.fills for r in runs]),
         equity=pl.concat([r.equity for r in runs]),
         prices=pl.read_parquet(prices),
-        initial_cash=runs[0].initial_cash,
+        initial_cash=runs[0].start_equity,
         final_cash=runs[-1].final_cash,
     )
 

@@ -9,20 +9,20 @@ import polars as pl
 
 
 def compute_metrics(
-    equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame, *, initial_cash: float
+    equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame, *, start_equity: float
 ) -> dict[str, float]:
     """Summary statistics of an equity curve (per-bar returns, annualised by bar spacing)."""
     values = equity["equity"].to_numpy()
     out: dict[str, float] = {}
     if values.shape[0] == 0:
         return out
-    prev = np.r_[initial_cash, values[:-1]]
+    prev = np.r_[start_equity, values[:-1]]
     returns = values / prev - 1.0
     stamps = equity["timestamp"].dt.epoch("us").to_numpy()
     spacing_days = float(np.median(np.diff(stamps))) / 86_400e6 if stamps.shape[0] > 1 else 1.0
     periods = 252.0 if spacing_days >= 0.5 else 252.0 / max(spacing_days, 1e-9)
     years = values.shape[0] / periods
-    total = float(values[-1] / initial_cash - 1.0)
+    total = float(values[-1] / start_equity - 1.0)
     vol = float(returns.std(ddof=1) * math.sqrt(periods)) if returns.shape[0] > 1 else 0.0
     mean = float(returns.mean() * periods)
     downside = returns[returns < 0]
@@ -31,14 +31,14 @@ def compute_metrics(
         if downside.shape[0]
         else 0.0
     )
-    peak = np.maximum.accumulate(np.r_[initial_cash, values])[1:]
+    peak = np.maximum.accumulate(np.r_[start_equity, values])[1:]
     drawdown = values / peak - 1.0
     exposure = equity["positions_value"].to_numpy()
     closed_pnl = trades["pnl"].to_numpy()[(trades["exit_reason"] != "open").to_numpy()]
     traded = float((fills["qty"].cast(pl.Float64) * fills["price"]).sum()) if fills.height else 0.0
     out["total_return"] = total
     out["cagr"] = (
-        float((values[-1] / initial_cash) ** (1.0 / years) - 1.0)
+        float((values[-1] / start_equity) ** (1.0 / years) - 1.0)
         if years > 0 and values[-1] > 0
         else -1.0
     )

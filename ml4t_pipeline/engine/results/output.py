@@ -27,7 +27,7 @@ class BacktestResult:
     trades: pl.DataFrame
     rejections: pl.DataFrame
     metrics: dict[str, float]
-    initial_cash: float  # the equity the run started from (its initial cash unless chained)
+    start_equity: float  # the equity before the first bar (the initial cash unless chained)
     final_cash: float
     final_equity: float
     bars: int
@@ -48,7 +48,7 @@ class BacktestResult:
         return {
             "final_equity": self.final_equity,
             "final_cash": self.final_cash,
-            "initial_cash": self.initial_cash,
+            "initial_cash": self.start_equity,  # the CLI's JSON key, kept for its readers
             "fills": self.fills.height,
             "trades": int(self.metrics.get("n_trades", 0)),
             "rejections": self.rejections.height,

@@ -127,8 +127,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         ]
     )
     trades = _trades(record, asset_col, rule_col)
-    initial_cash = record.start_equity
-    metrics = compute_metrics(equity, trades, fills, initial_cash=initial_cash)
+    metrics = compute_metrics(equity, trades, fills, start_equity=record.start_equity)
     return BacktestResult(
         equity=equity,
         fills=fills,
@@ -136,7 +135,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         trades=trades,
         rejections=rejections,
         metrics=metrics,
-        initial_cash=initial_cash,
+        start_equity=record.start_equity,
         final_cash=float(record.final_cash),
         final_equity=record.final_equity,
         bars=record.n_rows,

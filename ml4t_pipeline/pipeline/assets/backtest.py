@@ -123,13 +123,13 @@ def backtest_metadata(result: BacktestResult, start: ChainStart) -> dict[str, An
     peak_before = start.state.peak_equity if start.state is not None else None
     chart = equity_drawdown_png(
         equity,
-        start_equity=result.initial_cash,
+        start_equity=result.start_equity,
         title=f"{key.universe} {key.month:%Y-%m}",
         peak_before=peak_before,
     )
     return {
         "final_equity": result.final_equity,
-        "return": _finite(result.final_equity / result.initial_cash - 1.0),
+        "return": _finite(result.final_equity / result.start_equity - 1.0),
         "sharpe": result.metrics.get("sharpe"),
         "max_drawdown": result.metrics.get("max_drawdown"),
         "trades_closed": int(result.metrics.get("n_trades", 0.0)),
@@ -168,7 +168,7 @@ def run_engine(
         "month": key.month.isoformat(),
         "universe": key.universe,
         "start_cash": start_cash,
-        "start_equity": result.initial_cash,
+        "start_equity": result.start_equity,
         "continued_from": str(key.previous()) if start.state is not None else None,
         "previous_state_sha256": start.state_digest,
     }

@@ -70,7 +70,7 @@ def summarize_performance(
         equity,
         pl.concat([s.tables["trades"] for s in sets], how="vertical_relaxed"),
         pl.concat([s.tables["fills"] for s in sets], how="vertical_relaxed"),
-        initial_cash=initial_cash,
+        start_equity=initial_cash,
     )
     table = monthly_rows(months, sets)
     chart = equity_drawdown_png(equity, start_equity=initial_cash, title=f"{universe}, all months")
