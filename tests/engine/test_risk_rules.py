@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ml4t_pipeline.engine import MarketEvent, OrderType, RiskContext, RiskManager, Strategy
-from ml4t_pipeline.engine.risk.rules import StopLoss
-from ml4t_pipeline.engine.strategy.views import RowView
+from ml4t_pipeline.engine.risk.rules import StopLoss, VolatilityStop
+from ml4t_pipeline.engine.strategy.views import ContextView
 from tests.engine.conftest import (
     Order,
     Scripted,
@@ -34,6 +34,30 @@ from tests.engine.conftest import (
 Ohlc = tuple[float, float, float, float]
 
 
+def one_bar_context(qty: list[int], features: dict[str, list[float]] | None = None) -> RiskContext:
+    """A bar at which every asset trades at 100."""
+    n = len(qty)
+    px = np.full(n, 100.0)
+    return RiskContext(
+        bar=1,
+        qty=np.array(qty, dtype=np.int64),
+        avg_price=px,
+        entry_bar=np.zeros(n, dtype=np.int64),
+        open=px,
+        high=px,
+        low=px,
+        close=px,
+        has_bar=np.ones(n, dtype=bool),
+        features={k: np.array(v) for k, v in (features or {}).items()},
+        market={},
+        equity=1.0,
+        peak_equity=1.0,
+        day_start_equity=1.0,
+        high_water=np.full(n, np.nan),
+        low_water=np.full(n, np.nan),
+    )
+
+
 class BuyWhenFlat(Strategy):
     """Per-asset callback: whenever flat at a close, buy `qty` (a W2-style re-entry)."""
 
@@ -41,7 +65,7 @@ class BuyWhenFlat(Strategy):
         super().__init__()
         self.qty = qty
 
-    def on_market_event(self, event: MarketEvent, context: RowView) -> None:
+    def on_market_event(self, event: MarketEvent, context: ContextView) -> None:
         if self.get_position(event.asset_id) == 0:
             self.buy(event.asset_id, self.qty)
 
@@ -342,6 +366,33 @@ def test_volatility_stop_requiring_the_feature_rejects_undecidable_entries(
         (0, "risk_undecidable", "volatility_stop")
     ]
     assert rows(result.fills, "bar", "order_id") == [(3, 1)]
+
+
+def test_volatility_stop_state_is_the_feature_at_the_last_close() -> None:
+    rule = VolatilityStop(atr_multiplier=2.0)
+    assert rule.get_state() is None  # before its first close it has seen nothing
+    assert StopLoss(pct=0.05).get_state() is None  # a rule without state
+    rule.on_close(one_bar_context(qty=[0, 0, 0], features={"atr": [1.0, 2.0, np.nan]}))
+    state = rule.get_state()
+    assert state is not None
+    assert state.tolist()[:2] == [1.0, 2.0]
+    assert np.isnan(state[2])
+    state[0] = 99.0  # the caller's copy: the rule's own values stay
+    again = rule.get_state()
+    assert again is not None
+    assert again[0] == 1.0
+
+
+def test_volatility_stop_set_state_gives_entries_their_stop() -> None:
+    """A chained run hands the last close's values back; an asset it never saw is NaN."""
+    rule = VolatilityStop(atr_multiplier=2.0)
+    rule.set_state(np.array([3.0, np.nan, 4.0]))
+    ctx = one_bar_context(qty=[10, 10, -10])
+    assets, fill = np.array([0, 1, 2]), np.array([100.0, 100.0, 100.0])
+    (decision,) = rule.on_entry(ctx, assets, fill)
+    assert decision.index.tolist() == [0, 2]
+    assert decision.value is not None
+    assert decision.value.tolist() == [94.0, 108.0]
 
 
 # -- time_exit -------------------------------------------------------------------------------

@@ -1,17 +1,19 @@
-"""Risk management on the order path: rules decide, the manager merges, the loop executes.
+"""What a risk rule sees and says: RiskContext, RiskDecision, the RiskRule protocol, BaseRule.
 
-This module holds what a rule sees and says: `RiskContext`, `RiskDecision`, the `RiskRule`
-protocol and `BaseRule`. The built-in rules live in `rules.py`, the manager that merges their
-decisions in `risk_manager.py`. Rules work on whole cross-sections (arrays over assets) so that
-a rule costs a few numpy operations per bar, not a Python call per position. Their decisions are
-data; the manager merges them deterministically: higher priority first, and among equal
-priorities the tighter (more protective) level wins. Stops only ever tighten.
+Rules work on whole cross-sections (arrays over assets) so that a rule costs a few numpy
+operations per bar, not a Python call per position. A rule never writes engine state: every
+array it receives is read-only, and what it wants done it returns as `RiskDecision`s, data that
+`RiskManager` (`manager.py`) merges deterministically: higher priority first, and among equal
+priorities the tighter (more protective) level wins. Stops only ever tighten. The built-in
+rules are in `rules.py`.
 
-The engine calls four hooks of the manager, never the user:
+The engine calls four hooks of the manager, never a rule:
 - `on_fills`   after every fill batch: position state (entry bar, water marks) and entry stops;
 - `exits`      at each bar after the open fills: gap-aware stop / take-profit triggers;
 - `on_close`   at each close: stop updates and exit decisions (trailing, time, regime);
 - `validate`   on every order before it reaches the broker: reject or resize.
+A rule that carries values into a chained run (`get_state` / `set_state`) is given them back
+before the next run's first bar.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class RiskDecision:
 class RiskContext:
     """What rules see at one bar, over every asset; derived values are computed lazily, once.
 
+    Every array is read-only: the engine hands in read-only views of its ledger, bars and
+    water marks, and the derived arrays (`held`, `mfe`, ...) are shared by the rules of a bar.
     `equity` (and `peak_equity`, which depends on it) is either given or, with `valuation`,
     computed on first read: most rules never read it, and marking every position to market
     is the dearest part of a context.
@@ -61,6 +65,7 @@ class RiskContext:
     __slots__ = (
         "_cache",
         "_equity",
+        "_held",
         "_peak_before",
         "_peak_equity",
         "_valuation",
@@ -127,6 +132,7 @@ class RiskContext:
         self._valuation = valuation
         self._peak_before = peak_before
         self._cache: dict[str, np.ndarray] = {}
+        self._held: np.ndarray | None = None  # (read by the manager and most rules: a slot)
 
     @property
     def equity(self) -> float:
@@ -145,13 +151,18 @@ class RiskContext:
         value = self._cache.get(key)
         if value is None:
             value = compute()
+            value.setflags(write=False)  # every rule of the bar reads the same array
             self._cache[key] = value
         return value
 
     @property
     def held(self) -> np.ndarray:
         """Indices of the assets with an open position, ascending."""
-        return self._cached("held", lambda: (self.qty != 0).nonzero()[0])
+        held = self._held
+        if held is None:
+            held = self._held = (self.qty != 0).nonzero()[0]
+            held.setflags(write=False)
+        return held
 
     @property
     def long(self) -> np.ndarray:
@@ -208,7 +219,10 @@ class RiskContext:
 
 
 class RiskRule(Protocol):
-    """A risk rule. Every hook has a do-nothing default in `BaseRule`."""
+    """A risk rule. Every hook has a do-nothing default in `BaseRule`.
+
+    The arrays a hook receives are read-only; a rule that needs to change one works on a copy.
+    """
 
     name: str
     priority: int
@@ -225,6 +239,16 @@ class RiskRule(Protocol):
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         """New orders (`opens` marks those opening or increasing a position): reject or resize."""
+        ...
+
+    def get_state(self) -> np.ndarray | None:
+        """What the rule carries into a chained run: float64 values aligned with the run's
+        assets, or None when it keeps no state. The engine saves them by asset id."""
+        ...
+
+    def set_state(self, values: np.ndarray) -> None:
+        """The values an earlier run's `get_state` saved, aligned with this run's assets (NaN
+        for the assets the earlier run did not have); called before the first bar."""
         ...
 
 
@@ -259,6 +283,12 @@ class BaseRule:
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         return []
+
+    def get_state(self) -> np.ndarray | None:
+        return None
+
+    def set_state(self, values: np.ndarray) -> None:
+        return None
 
 
 def any_true(mask: np.ndarray) -> bool:

@@ -1,14 +1,15 @@
 """The built-in risk rules: each a small dataclass deciding over whole cross-sections.
 
 A rule overrides one or more hooks of `BaseRule` (`on_entry`, `on_close`, `validate`) and returns
-`RiskDecision`s; `RiskManager` (in `risk_manager.py`) merges them. A user's rule is written the
+`RiskDecision`s; `RiskManager` (`manager.py`) merges them. A rule that remembers values from bar
+to bar hands them to a chained run with `get_state` / `set_state`. A user's rule is written the
 same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -77,9 +78,10 @@ class VolatilityStop(BaseRule):
     """Stop `atr_multiplier` x the named feature (e.g. ATR) away from the entry price.
 
     The feature is read at the close before the fill (what was known when the entry was
-    decided). A position whose feature is unknown gets no volatility stop and a rejection
-    never happens here; use `require_feature` to reject entries that lack it (a rule that
-    cannot decide rejects).
+    decided), so the rule keeps the feature's values of the last close; they are its state
+    in a chained run. A position whose feature is unknown gets no volatility stop and a
+    rejection never happens here; use `require_feature` to reject entries that lack it (a rule
+    that cannot decide rejects).
     """
 
     uses_excursions = False
@@ -89,20 +91,22 @@ class VolatilityStop(BaseRule):
     require_feature: bool = False
     name: str = "volatility_stop"
     priority: int = 0
-    _last: np.ndarray | None = None
+    _feature_at_last_close: np.ndarray | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         values = ctx.features.get(self.feature)
         if values is not None:
-            self._last = values.copy()
+            self._feature_at_last_close = np.array(values, dtype=np.float64)
         return []
 
     def on_entry(
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
     ) -> list[RiskDecision]:
-        if self._last is None:
+        if self._feature_at_last_close is None:
             return []
-        atr = self._last[assets]
+        atr = self._feature_at_last_close[assets]
         known = ~np.isnan(atr)
         level = _signed_level(
             ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known]
@@ -119,6 +123,14 @@ class VolatilityStop(BaseRule):
         return [
             self.decide(DecisionKind.REJECT, np.flatnonzero(missing), RejectReason.RISK_UNDECIDABLE)
         ]
+
+    def get_state(self) -> np.ndarray | None:
+        """The feature's values at the last close (None before the first close)."""
+        last = self._feature_at_last_close
+        return None if last is None else last.copy()
+
+    def set_state(self, values: np.ndarray) -> None:
+        self._feature_at_last_close = np.array(values, dtype=np.float64)
 
 
 @dataclass(slots=True, kw_only=True)
