@@ -1,8 +1,8 @@
 """How the RiskManager merges the decisions of several rules.
 
-Documented (risk.py): higher priority first; among equal priorities the tighter level wins
-(long: the higher stop, short: the lower); stops only ever tighten. What these tests pin down
-beyond that, as found:
+Documented (`engine/risk/context.py`): higher priority first; among equal priorities the
+tighter level wins (long: the higher stop, short: the lower); stops only ever tighten. What these
+tests pin down beyond that, as found:
 
 - a higher-priority level beats a tighter lower-priority one when both are proposed together;
 - a level equal to the current one is no update, and among equal-priority proposals of the
@@ -62,11 +62,10 @@ def make_ctx(
     equity: float = 100_000.0,
     manager: RiskManager | None = None,
 ) -> RiskContext:
-    """A one-bar view of `len(qty)` assets; water marks are the manager's own arrays."""
+    """A one-bar view of `len(qty)` assets; water marks are the manager's (read-only) views."""
     n = len(qty)
     q = np.asarray(qty, dtype=np.int64)
     px = np.asarray(close if close is not None else [100.0] * n, dtype=np.float64)
-    water = manager.state if manager is not None else None
     return RiskContext(
         bar=bar,
         qty=q,
@@ -82,8 +81,8 @@ def make_ctx(
         equity=equity,
         peak_equity=equity,
         day_start_equity=equity,
-        high_water=water.high_water if water is not None else np.full(n, np.nan),
-        low_water=water.low_water if water is not None else np.full(n, np.nan),
+        high_water=manager.high_water if manager is not None else np.full(n, np.nan),
+        low_water=manager.low_water if manager is not None else np.full(n, np.nan),
     )
 
 

@@ -34,12 +34,17 @@ from tests.engine.conftest import (
 Ohlc = tuple[float, float, float, float]
 
 
-def one_bar_context(qty: list[int], features: dict[str, list[float]] | None = None) -> RiskContext:
-    """A bar at which every asset trades at 100."""
+def one_bar_context(
+    qty: list[int],
+    features: dict[str, list[float]] | None = None,
+    manager: RiskManager | None = None,
+    bar: int = 1,
+) -> RiskContext:
+    """A bar at which every asset trades at 100 (water marks: the manager's, read-only)."""
     n = len(qty)
     px = np.full(n, 100.0)
     return RiskContext(
-        bar=1,
+        bar=bar,
         qty=np.array(qty, dtype=np.int64),
         avg_price=px,
         entry_bar=np.zeros(n, dtype=np.int64),
@@ -53,8 +58,8 @@ def one_bar_context(qty: list[int], features: dict[str, list[float]] | None = No
         equity=1.0,
         peak_equity=1.0,
         day_start_equity=1.0,
-        high_water=np.full(n, np.nan),
-        low_water=np.full(n, np.nan),
+        high_water=manager.high_water if manager is not None else np.full(n, np.nan),
+        low_water=manager.low_water if manager is not None else np.full(n, np.nan),
     )
 
 
@@ -722,24 +727,7 @@ def ohlc_bars(draw: st.DrawFn, min_size: int = 5, max_size: int = 15) -> list[Oh
 def test_protective_stop_price_is_gap_aware(bar: list[Ohlc], stop: float, side: int) -> None:
     (o, h, lo, _), qty = bar[0], 10 * side
     manager = RiskManager([StopLoss(price=stop)], 1)
-    ctx = RiskContext(
-        bar=0,
-        qty=np.array([qty]),
-        avg_price=np.array([100.0]),
-        entry_bar=np.array([0]),
-        open=np.array([100.0]),
-        high=np.array([100.0]),
-        low=np.array([100.0]),
-        close=np.array([100.0]),
-        has_bar=np.array([True]),
-        features={},
-        market={},
-        equity=1.0,
-        peak_equity=1.0,
-        day_start_equity=1.0,
-        high_water=manager.state.high_water,
-        low_water=manager.state.low_water,
-    )
+    ctx = one_bar_context(qty=[qty], manager=manager, bar=0)
     manager.on_fills(lambda: ctx, np.array([0]), np.array([100.0]), np.empty(0, np.int64))
     assert manager.exits(0, ctx.qty, *(np.array([x]) for x in (o, h, lo))) is None  # entry bar
     hit = manager.exits(1, ctx.qty, np.array([o]), np.array([h]), np.array([lo]))
