@@ -1,4 +1,4 @@
-"""How the RiskManager merges the decisions of several rules.
+"""How the RiskManager merges the decisions of several rules, and what it hands them.
 
 Documented (`engine/risk/context.py`): higher priority first; among equal priorities the
 tighter level wins (long: the higher stop, short: the lower); stops only ever tighten. What these
@@ -12,7 +12,8 @@ tests pin down beyond that, as found:
 - several rejections of one order: likewise, highest priority first, then list order.
 
 The manager is driven through its hooks with hand-built `RiskContext`s, then the same rules run
-end to end.
+end to end. No rule can write what the manager hands it (water marks, hook arguments, shared
+derived arrays).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ import pytest
 
 from ml4t_pipeline.engine import ExitReason, OrderType, RejectReason, RiskContext, RiskManager
 from ml4t_pipeline.engine.execution.orders import Orders
-from ml4t_pipeline.engine.risk.context import REJECT_BY_CODE, DecisionKind, RiskDecision, RiskRule
+from ml4t_pipeline.engine.risk.context import (
+    REJECT_BY_CODE,
+    BaseRule,
+    DecisionKind,
+    RiskDecision,
+    RiskRule,
+)
 from ml4t_pipeline.engine.risk.rules import (
     MaxGrossExposure,
     MaxPositions,
@@ -429,3 +436,58 @@ def test_simultaneous_exits_record_the_higher_priority_reason(
         (4, "sell", *expected),
     ]
     assert rows(result.trades, "exit_reason", "exit_rule") == [expected]
+
+
+# -- what rules are handed is read-only --------------------------------------------------------
+class Meddler(BaseRule):
+    """A rule that tries to write everything it is handed; records what refused."""
+
+    def __init__(self) -> None:
+        self.refused: list[str] = []
+
+    def _try(self, name: str, values: np.ndarray) -> None:
+        try:
+            values[...] = values
+        except ValueError:
+            self.refused.append(name)
+
+    def on_entry(
+        self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
+    ) -> list[RiskDecision]:
+        self._try("assets", assets)
+        self._try("fill_price", fill_price)
+        return []
+
+    def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
+        for name in ("high_water", "low_water", "held", "long", "bars_held", "mfe", "mae"):
+            self._try(name, getattr(ctx, name))
+        return []
+
+    def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
+        self._try("opens", opens)
+        self._try("orders.qty", orders.qty)
+        return []
+
+
+def test_rules_cannot_write_what_the_manager_hands_them() -> None:
+    meddler = Meddler()
+    manager = RiskManager([meddler], 2)
+    enter(manager, [10, 0], [100.0, 50.0])
+    manager.on_close(
+        lambda: make_ctx([10, 0], manager=manager),
+        np.array([10, 0]),
+        np.ones(2, dtype=bool),
+        np.array([101.0, 50.0]),
+        np.array([99.0, 50.0]),
+    )
+    orders = market_orders([1], [5])
+    manager.validate(make_ctx([10, 0], manager=manager), orders)
+    assert meddler.refused == [
+        "assets",
+        "fill_price",
+        *("high_water", "low_water", "held", "long", "bars_held", "mfe", "mae"),
+        "opens",
+        "orders.qty",
+    ]
+    assert orders.qty.flags.writeable  # the caller's own orders stay as they were
+    assert manager.state.high_water.tolist()[0] == 101.0  # the manager still writes its own
