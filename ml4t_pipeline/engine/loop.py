@@ -141,22 +141,21 @@ class Engine:
         on_batch, on_event = self.strategy.on_timestamp_batch, self.strategy.on_market_event
         every_asset = list(range(self.data.calendar.n_assets))
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()  # every asset has a bar
-        for row, whole, close, has_bar in zip(
-            range(panel.n_bars), complete, panel.close, panel.has_bar, strict=True
-        ):
+        has_bar = panel.has_bar
+        for row, whole, close in zip(range(panel.n_bars), complete, panel.close, strict=True):
             clock.row = row
             if broker.working:  # 1. orders queued at t-1 fill at open[t], sells first
                 broker.fill_at_open(self._risk_context)
             if risk.active:  # 2. protective levels crossed inside the bar, gap-aware
                 self._protective_exits()
-            portfolio.mark_close(close, has_bar, whole)  # close[t] is known: what
-            clock.decision = (panel.signals, row)  # decisions see from now on
+            portfolio.mark_close(close, None if whole else has_bar[row])  # close[t] is known:
+            clock.decision = (panel.signals, row)  # what decisions see from now on
             for provider in callables:  # 3. the strategy at close[t], after the features
                 provider.update(row)
             if batch is not None:  # ... with the whole cross-section
                 on_batch(batch.timestamp, batch, context)
             if event is not None:  # ... or per asset with a bar
-                for a in every_asset if whole else np.flatnonzero(has_bar).tolist():
+                for a in every_asset if whole else np.flatnonzero(has_bar[row]).tolist():
                     event.point_at(a)
                     on_event(event, context)
             if risk.active:  # 4. risk rules at close[t]: stop updates and exits
@@ -192,14 +191,14 @@ class Engine:
 
     def _protective_exits(self) -> None:
         """Step 2: stops and take-profits of positions entered before this bar."""
-        p, i = self.clock.chunk, self.clock.row
+        p, i = self.clock.panel, self.clock.row
         hits = self.risk.exits(self.clock.bar, self.ledger.qty, p.open[i], p.high[i], p.low[i])
         if hits is not None:
             self.broker.fill_protective_exits(hits, self._risk_context)
 
     def _risk_at_close(self) -> None:
         """Step 4: the rules update levels; their exits replace the strategy's own orders."""
-        p, i = self.clock.chunk, self.clock.row
+        p, i = self.clock.panel, self.clock.row
         assets, reasons, rules = self.risk.on_close(
             self._risk_context, self.ledger.qty, p.has_bar[i], p.high[i], p.low[i]
         )
@@ -208,7 +207,7 @@ class Engine:
 
     def _risk_context(self) -> RiskContext:
         """What the rules see at this bar (read-only arrays)."""
-        p, i = self.clock.chunk, self.clock.row
+        p, i = self.clock.panel, self.clock.row
         at = AtRow(i)
         held = self.ledger.view
         portfolio = self.portfolio

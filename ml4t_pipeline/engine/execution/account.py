@@ -61,9 +61,10 @@ class Portfolio:
         self._peaked = 0  # bars of the curve already folded into `_peak`
         self._curve: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
 
-    def mark_close(self, close: np.ndarray, has_bar: np.ndarray, complete: bool) -> None:
-        """The bar's closes become the last known close (kept where an asset has no bar)."""
-        if complete:  # every asset has a bar: the row itself (read-only, a view)
+    def mark_close(self, close: np.ndarray, has_bar: np.ndarray | None) -> None:
+        """The bar's closes become the last known close, kept where an asset has no bar
+        (`has_bar` None: every asset has one)."""
+        if has_bar is None:  # the row itself (read-only, a view)
             self.last_close = close
         else:
             marked = np.where(has_bar, close, self.last_close)

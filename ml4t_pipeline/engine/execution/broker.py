@@ -31,6 +31,7 @@ from ml4t_pipeline.errors import ConfigError
 
 ContextFactory = Callable[[], RiskContext]
 _NAN = math.nan
+_isnan = math.isnan
 _NO_ASSETS = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
 _NEEDS: dict[OrderType, tuple[str, ...]] = {
@@ -189,7 +190,7 @@ class Broker:
     # -- the bar (engine side, in the loop's order) -------------------------------------------
     def fill_at_open(self, context: ContextFactory) -> None:
         """1. Match every working order against the bar; fill sells before buys."""
-        p, i = self.clock.chunk, self.clock.row
+        p, i = self.clock.panel, self.clock.row
         for o in self.working:
             if o.order_type != MARKET:
                 break
@@ -264,7 +265,7 @@ class Broker:
             orders = self._validated(orders, context())
         self.order_log += orders
         if self.same_close and any(o.order_type == MARKET for o in orders):
-            p, i = self.clock.chunk, self.clock.row
+            p, i = self.clock.panel, self.clock.row
             market = [o for o in orders if o.order_type == MARKET]
             self._execute(self._priced(market, p.close, i), context)
             orders = [o for o in orders if o.order_type != MARKET]
@@ -278,7 +279,7 @@ class Broker:
         missing = []
         for o in orders:
             price = prices.item(i, o.asset)
-            if math.isnan(price):
+            if _isnan(price):
                 missing.append(o)
             else:
                 priced.append((o, price))
@@ -295,7 +296,7 @@ class Broker:
         ledger, rules = self.ledger, self.rules
         slips = rules.slips
         clock = self.clock
-        volume, i, bar, decision = clock.chunk.volume, clock.row, clock.bar, clock.decision
+        volume, i, bar, decision = clock.panel.volume, clock.row, clock.bar, clock.decision
         tracking = self.risk.active  # the manager keeps state per opened / closed position
         opened: list[tuple[int, float]] = []
         closed: list[int] = []

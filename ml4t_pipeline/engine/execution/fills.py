@@ -128,7 +128,7 @@ def fill_order(
     slip = abs(executed) * abs(price - match_price)
     if executed > 0 and not rules.allow_negative_cash and executed * price + fee > cash:
         return RejectReason.INSUFFICIENT_CASH
-    if closing in (0, executed):
+    if closing == 0 or closing == executed:
         fill = new_fill(
             bar=bar,
             asset=order.asset,
