@@ -72,12 +72,10 @@ def test_triggered_equals_a_scan_of_every_asset(script: list[Step]) -> None:
     bar = 0
     for kind, a, value, k, ohlc in script:
         at = np.array([a])
-        if kind == "open":  # a new position at `value` (a flip: the old one closes first)
-            if levels.has_levels(at):
-                levels.clear(at)
+        if kind == "open":  # a new position at `value` (a flip: the old one's levels go)
             side = 1 if k % 2 == 0 else -1
             qty[a] = 10 * side
-            levels.arm(at, bar + 1)
+            levels.open(at, armed_from=bar + 1)
             stop = np.array([value * (1 - 0.05 * side)])
             levels.tighten(at, stop, int(ExitReason.STOP_LOSS), 0, qty, is_stop=True)
         elif kind in ("stop", "take_profit") and qty[a] != 0:  # rule `k` proposes a level

@@ -55,13 +55,12 @@ class ProtectiveLevels:
         self._take_profits = any_true(has_take_profit)
         self._triggers: _TriggerArrays | None = None  # built when `triggered` next reads them
 
-    def has_levels(self, assets: np.ndarray) -> bool:
-        """Whether any of `assets` has a stop or a take-profit."""
-        return any_true(self._levelled[assets])
-
-    def arm(self, assets: np.ndarray, bar: int) -> None:
-        """The levels of `assets` (positions just opened) may trigger from `bar` on."""
-        self._state.armed_from[assets] = bar
+    def open(self, assets: np.ndarray, *, armed_from: int) -> None:
+        """Positions `assets` just opened: levels left over from an earlier position go, and
+        the levels they get may trigger from bar `armed_from` on."""
+        if any_true(self._levelled[assets]):
+            self.clear(assets)
+        self._state.armed_from[assets] = armed_from
 
     def clear(self, assets: np.ndarray) -> None:
         """Positions `assets` closed: they lose their levels."""

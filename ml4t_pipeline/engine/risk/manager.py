@@ -89,10 +89,8 @@ class RiskManager:
             levels.clear(closed)
         if opened.shape[0] == 0:
             return
-        if levels.has_levels(opened):  # levels left over from an earlier position
-            levels.clear(opened)
         ctx = ctx_factory()
-        levels.arm(opened, ctx.bar + 1)
+        levels.open(opened, armed_from=ctx.bar + 1)
         s = self.state
         s.high_water[opened] = prices
         s.low_water[opened] = prices
