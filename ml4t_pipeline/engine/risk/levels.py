@@ -177,6 +177,7 @@ class ProtectiveLevels:
             self._triggers = None
 
     def _build(self, qty: np.ndarray) -> _TriggerArrays:
+        """The derived arrays from the levels (`qty`: every asset's position)."""
         live = self._levelled.nonzero()[0]
         below, above = self._trigger_levels(live, qty[live] >= 0)
         if above is None:
