@@ -14,7 +14,7 @@ from ml4t_pipeline.engine.config import (
     load_run_config,
     run_config_from_dict,
 )
-from ml4t_pipeline.engine.enums import ExitReason, FillAt, OrderType, RejectReason, Side
+from ml4t_pipeline.engine.enums import FillAt, OrderReason, OrderType, RejectReason, Side
 from ml4t_pipeline.engine.feed import MarketData, Panel
 from ml4t_pipeline.engine.feed.features import (
     CallableFeatures,
@@ -39,11 +39,11 @@ __all__ = [
     "DataConfig",
     "EngineState",
     "ExecutionConfig",
-    "ExitReason",
     "FeatureProvider",
     "FillAt",
     "MarketData",
     "MarketEvent",
+    "OrderReason",
     "OrderType",
     "Panel",
     "PrecomputedFeatures",

@@ -78,6 +78,3 @@ class OrderReason(IntEnum):
 
 #: The exit reason of a trade still open at the end of the run (the trade table's label).
 TRADE_STILL_OPEN = "open"
-
-#: The earlier name of `OrderReason`, kept so rules written against it keep working.
-ExitReason = OrderReason

@@ -28,7 +28,6 @@ from ml4t_pipeline.engine.enums import FillAt
 from ml4t_pipeline.engine.execution.account import AccountView, AssetIndex, Portfolio
 from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
-from ml4t_pipeline.engine.execution.ledger import read_only
 from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
 from ml4t_pipeline.engine.feed import MarketData, Panel, asset_list
 from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
@@ -226,9 +225,9 @@ class Engine:
             market=ContextView(p.context, at),
             valuation=portfolio.equity,
             peak_before=portfolio.peak_equity,
-            day_start_equity=portfolio.prev_equity,
-            high_water=read_only(self.risk.state.high_water),
-            low_water=read_only(self.risk.state.low_water),
+            prev_close_equity=portfolio.prev_equity,
+            high_water=self.risk.high_water,
+            low_water=self.risk.low_water,
             working_entries=self._working_entries(),
         )
 

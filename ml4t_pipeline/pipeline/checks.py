@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.engine import ExitReason
+from ml4t_pipeline.engine import OrderReason
 from ml4t_pipeline.engine.tolerances import MONEY_ATOL, MONEY_RTOL, PRICE_RTOL
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.pipeline.io_manager import TableSet
@@ -43,7 +43,7 @@ INPUT_CHECKS = {
     for role in ("prices", "signals", "context")
 }
 PROTECTIVE_STOPS = frozenset(
-    r.label for r in (ExitReason.STOP_LOSS, ExitReason.TRAILING_STOP, ExitReason.VOLATILITY_STOP)
+    r.label for r in (OrderReason.STOP_LOSS, OrderReason.TRAILING_STOP, OrderReason.VOLATILITY_STOP)
 )
 
 _FAILURE_SCHEMA = dg.TableSchema(

@@ -206,7 +206,7 @@ def _context(**kwargs: object) -> RiskContext:
         has_bar=np.array([True]),
         features={},
         market={},
-        day_start_equity=1_000.0,
+        prev_close_equity=1_000.0,
         high_water=one,
         low_water=one,
         **kwargs,  # type: ignore[arg-type]

@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ml4t_pipeline.engine import ExitReason
+from ml4t_pipeline.engine import OrderReason
 from ml4t_pipeline.engine.risk.levels import ProtectiveLevels, Triggered
 from ml4t_pipeline.engine.risk.state import RiskState
 
@@ -77,10 +77,10 @@ def test_triggered_equals_a_scan_of_every_asset(script: list[Step]) -> None:
             qty[a] = 10 * side
             levels.open(at, armed_from=bar + 1)
             stop = np.array([value * (1 - 0.05 * side)])
-            levels.tighten(at, stop, int(ExitReason.STOP_LOSS), 0, qty, is_stop=True)
+            levels.tighten(at, stop, int(OrderReason.STOP_LOSS), 0, qty, is_stop=True)
         elif kind in ("stop", "take_profit") and qty[a] != 0:  # rule `k` proposes a level
             is_stop = kind == "stop"
-            reason = int(ExitReason.TRAILING_STOP if is_stop else ExitReason.TAKE_PROFIT)
+            reason = int(OrderReason.TRAILING_STOP if is_stop else OrderReason.TAKE_PROFIT)
             levels.tighten(at, np.array([value]), reason, k, qty, is_stop=is_stop)
         elif kind == "close" and qty[a] != 0:
             qty[a] = 0
@@ -103,7 +103,7 @@ def test_levels_only_tighten_for_either_side() -> None:
     levels = ProtectiveLevels(state)
     qty = np.array([10, -10])
     both = np.array([0, 1])
-    reason = int(ExitReason.TRAILING_STOP)
+    reason = int(OrderReason.TRAILING_STOP)
     levels.tighten(both, np.array([95.0, 105.0]), reason, 0, qty, is_stop=True)
     levels.tighten(both, np.array([90.0, 110.0]), reason, 1, qty, is_stop=True)  # looser
     assert state.stop.tolist() == [95.0, 105.0]
@@ -122,12 +122,12 @@ def test_levels_restored_from_a_saved_state_trigger() -> None:
     state.stop[0], state.stop_rule[0] = 95.0, 0
     state.take_profit[2], state.tp_rule[2] = 90.0, 1
     state.stop[2], state.stop_rule[2] = 110.0, 0
-    state.tp_reason[2] = int(ExitReason.TAKE_PROFIT)
+    state.tp_reason[2] = int(OrderReason.TAKE_PROFIT)
     levels = ProtectiveLevels(state)
     qty = np.array([10, 10, -10])
     crash = np.array([100.0, 100.0, 100.0]), np.array([101.0] * 3), np.array([85.0] * 3)
     hit = levels.triggered(4, qty, *crash)
     assert as_hits(hit) == [
-        (0, 95.0, int(ExitReason.SIGNAL), 0),  # (stop_reason was left at its default)
-        (2, 90.0, int(ExitReason.TAKE_PROFIT), 1),
+        (0, 95.0, int(OrderReason.SIGNAL), 0),  # (stop_reason was left at its default)
+        (2, 90.0, int(OrderReason.TAKE_PROFIT), 1),
     ]

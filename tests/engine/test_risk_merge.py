@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml4t_pipeline.engine import ExitReason, OrderType, RejectReason, RiskContext, RiskManager
+from ml4t_pipeline.engine import OrderReason, OrderType, RejectReason, RiskContext, RiskManager
 from ml4t_pipeline.engine.execution.orders import Orders
 from ml4t_pipeline.engine.risk.context import (
     REJECT_BY_CODE,
@@ -87,7 +87,7 @@ def make_ctx(
         market=dict(market or {}),
         equity=equity,
         peak_equity=equity,
-        day_start_equity=equity,
+        prev_close_equity=equity,
         high_water=manager.high_water if manager is not None else np.full(n, np.nan),
         low_water=manager.low_water if manager is not None else np.full(n, np.nan),
     )
@@ -102,16 +102,16 @@ def enter(manager: RiskManager, qty: Sequence[int], fill: Sequence[float]) -> No
     )
 
 
-def stop_of(manager: RiskManager, asset: int = 0) -> tuple[float, ExitReason, str]:
+def stop_of(manager: RiskManager, asset: int = 0) -> tuple[float, OrderReason, str]:
     s = manager.state
     return (
         float(s.stop[asset]),
-        ExitReason(int(s.stop_reason[asset])),
+        OrderReason(int(s.stop_reason[asset])),
         manager.names[int(s.stop_rule[asset])],
     )
 
 
-def stop_update(value: float, *, priority: int, rule: int, reason: ExitReason) -> RiskDecision:
+def stop_update(value: float, *, priority: int, rule: int, reason: OrderReason) -> RiskDecision:
     return RiskDecision(
         kind=DecisionKind.STOP_UPDATE,
         index=np.array([0], dtype=np.int64),
@@ -130,7 +130,7 @@ def test_equal_priority_tighter_stop_wins_for_a_long(reverse: bool) -> None:
         rules.reverse()
     manager = RiskManager(rules, 1)
     enter(manager, [10], [100.0])
-    assert stop_of(manager) == (97.0, ExitReason.STOP_LOSS, "hard_stop")
+    assert stop_of(manager) == (97.0, OrderReason.STOP_LOSS, "hard_stop")
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -140,7 +140,7 @@ def test_equal_priority_tighter_stop_wins_for_a_short(reverse: bool) -> None:
         rules.reverse()
     manager = RiskManager(rules, 1)
     enter(manager, [-10], [100.0])
-    assert stop_of(manager) == (103.0, ExitReason.STOP_LOSS, "hard_stop")
+    assert stop_of(manager) == (103.0, OrderReason.STOP_LOSS, "hard_stop")
     # and the pct stop alone sits above a short's entry
     alone = RiskManager([StopLoss(pct=0.05)], 1)
     enter(alone, [-10], [100.0])
@@ -156,15 +156,15 @@ def test_higher_priority_wins_over_a_tighter_level(reverse: bool) -> None:
         rules.reverse()
     manager = RiskManager(rules, 1)
     enter(manager, [10], [100.0])
-    assert stop_of(manager) == (90.0, ExitReason.VOLATILITY_STOP, "volatility_stop")
+    assert stop_of(manager) == (90.0, OrderReason.VOLATILITY_STOP, "volatility_stop")
 
 
 @pytest.mark.parametrize(
     ("first", "expected"),
-    [("stop_loss", ExitReason.STOP_LOSS), ("vol", ExitReason.VOLATILITY_STOP)],
+    [("stop_loss", OrderReason.STOP_LOSS), ("vol", OrderReason.VOLATILITY_STOP)],
 )
 def test_equal_priority_equal_level_goes_to_the_earlier_rule(
-    first: str, expected: ExitReason
+    first: str, expected: OrderReason
 ) -> None:
     vol = VolatilityStop(atr_multiplier=2.0)
     vol.on_close(make_ctx([0], features={"atr": [2.5]}))  # 100 - 2 * 2.5 = 95 = the pct stop
@@ -193,7 +193,7 @@ def test_equal_priority_closer_take_profit_wins(reverse: bool) -> None:
 def test_stop_never_loosens_and_records_who_set_it() -> None:
     manager = RiskManager([StopLoss(pct=0.03), TrailingStop(pct=0.05)], 1)
     enter(manager, [10], [100.0])
-    assert stop_of(manager) == (97.0, ExitReason.STOP_LOSS, "stop_loss")
+    assert stop_of(manager) == (97.0, OrderReason.STOP_LOSS, "stop_loss")
 
     def close_at(high: float, low: float) -> None:
         manager.on_close(
@@ -205,12 +205,12 @@ def test_stop_never_loosens_and_records_who_set_it() -> None:
         )
 
     close_at(101.0, 99.0)  # trail 101 * 0.95 = 95.95 < 97: no change
-    assert stop_of(manager) == (97.0, ExitReason.STOP_LOSS, "stop_loss")
+    assert stop_of(manager) == (97.0, OrderReason.STOP_LOSS, "stop_loss")
     close_at(110.0, 99.0)  # trail 104.5 > 97: tightens, now owned by the trailing stop
     level, reason, name = stop_of(manager)
-    assert (level, reason, name) == (110.0 * 0.95, ExitReason.TRAILING_STOP, "trailing_stop")
+    assert (level, reason, name) == (110.0 * 0.95, OrderReason.TRAILING_STOP, "trailing_stop")
     close_at(105.0, 90.0)  # highest high still 110: unchanged
-    assert stop_of(manager) == (level, ExitReason.TRAILING_STOP, "trailing_stop")
+    assert stop_of(manager) == (level, OrderReason.TRAILING_STOP, "trailing_stop")
 
 
 def test_higher_priority_proposal_cannot_loosen_the_current_level() -> None:
@@ -218,9 +218,9 @@ def test_higher_priority_proposal_cannot_loosen_the_current_level() -> None:
     enter(manager, [10], [100.0])
     ctx = make_ctx([10], manager=manager)
     manager._apply_levels(
-        ctx, [stop_update(90.0, priority=9, rule=1, reason=ExitReason.TRAILING_STOP)]
+        ctx, [stop_update(90.0, priority=9, rule=1, reason=OrderReason.TRAILING_STOP)]
     )
-    assert stop_of(manager) == (97.0, ExitReason.STOP_LOSS, "stop_loss")
+    assert stop_of(manager) == (97.0, OrderReason.STOP_LOSS, "stop_loss")
 
 
 def test_nan_proposals_are_ignored() -> None:
@@ -228,9 +228,9 @@ def test_nan_proposals_are_ignored() -> None:
     enter(manager, [10], [100.0])
     manager._apply_levels(
         make_ctx([10], manager=manager),
-        [stop_update(np.nan, priority=5, rule=0, reason=ExitReason.TRAILING_STOP)],
+        [stop_update(np.nan, priority=5, rule=0, reason=OrderReason.TRAILING_STOP)],
     )
-    assert stop_of(manager) == (97.0, ExitReason.STOP_LOSS, "stop_loss")
+    assert stop_of(manager) == (97.0, OrderReason.STOP_LOSS, "stop_loss")
 
 
 def test_closing_a_position_clears_its_levels() -> None:
@@ -255,7 +255,7 @@ def test_closing_a_position_clears_its_levels() -> None:
 
 
 # -- several exits on one asset ----------------------------------------------------------------
-def exits_at_close(rules: list[RiskRule]) -> tuple[list[int], list[ExitReason], list[str]]:
+def exits_at_close(rules: list[RiskRule]) -> tuple[list[int], list[OrderReason], list[str]]:
     manager = RiskManager(rules, 2)
     ctx = make_ctx([10, 0], entry_bar=[1, -1], bar=5, market={"vix": 40.0})
     assets, reasons, rule_idx = manager.on_close(
@@ -263,7 +263,7 @@ def exits_at_close(rules: list[RiskRule]) -> tuple[list[int], list[ExitReason], 
     )
     return (
         assets.tolist(),
-        [ExitReason(int(r)) for r in reasons.tolist()],
+        [OrderReason(int(r)) for r in reasons.tolist()],
         [manager.names[r] for r in rule_idx.tolist()],
     )
 
@@ -276,15 +276,15 @@ def test_the_highest_priority_exit_reason_is_recorded(reverse: bool) -> None:
     ]
     if reverse:
         rules.reverse()
-    assert exits_at_close(rules) == ([0], [ExitReason.REGIME_EXIT], ["regime"])
+    assert exits_at_close(rules) == ([0], [OrderReason.REGIME_EXIT], ["regime"])
 
 
 @pytest.mark.parametrize(
     ("reverse", "expected"),
-    [(False, (ExitReason.TIME_EXIT, "time_exit")), (True, (ExitReason.REGIME_EXIT, "regime"))],
+    [(False, (OrderReason.TIME_EXIT, "time_exit")), (True, (OrderReason.REGIME_EXIT, "regime"))],
 )
 def test_equal_priority_exits_go_to_the_earlier_rule(
-    reverse: bool, expected: tuple[ExitReason, str]
+    reverse: bool, expected: tuple[OrderReason, str]
 ) -> None:
     rules: list[RiskRule] = [TimeExit(max_bars=2), RegimeRule(threshold=30.0, exit_all=True)]
     if reverse:
@@ -359,7 +359,7 @@ def test_exits_and_reductions_pass_entry_rules() -> None:
     rules: list[RiskRule] = [RegimeRule(threshold=30.0), MaxPositions(n=0)]
     # a strategy reduction and a risk exit (reason time_exit) of held positions
     orders = market_orders([0, 1], [-4, -5], reason=0)
-    orders.reason[1] = int(ExitReason.TIME_EXIT)
+    orders.reason[1] = int(OrderReason.TIME_EXIT)
     assert validate(rules, orders, [10, 5]) == ([-4, -5], [], [], [])
 
 

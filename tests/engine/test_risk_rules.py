@@ -57,7 +57,7 @@ def one_bar_context(
         market={},
         equity=1.0,
         peak_equity=1.0,
-        day_start_equity=1.0,
+        prev_close_equity=1.0,
         high_water=manager.high_water if manager is not None else np.full(n, np.nan),
         low_water=manager.low_water if manager is not None else np.full(n, np.nan),
     )

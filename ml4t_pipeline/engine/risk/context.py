@@ -26,7 +26,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ml4t_pipeline.engine.enums import ExitReason, RejectReason
+from ml4t_pipeline.engine.enums import OrderReason, RejectReason
 from ml4t_pipeline.engine.execution.orders import Orders
 
 _NO_ASSETS = np.empty(0, np.int64)
@@ -47,7 +47,7 @@ class RiskDecision:
     kind: DecisionKind
     index: np.ndarray  # asset indices (EXIT/STOP/TP) or order row numbers (REJECT/RESIZE)
     value: np.ndarray | None = None  # stop / take-profit level, or the resized signed qty
-    reason: ExitReason | RejectReason = ExitReason.STOP_LOSS
+    reason: OrderReason | RejectReason = OrderReason.STOP_LOSS
     priority: int = 0
     rule: int = -1  # filled in by the manager
 
@@ -72,7 +72,6 @@ class RiskContext:
         "avg_price",
         "bar",
         "close",
-        "day_start_equity",
         "entry_bar",
         "features",
         "has_bar",
@@ -82,6 +81,7 @@ class RiskContext:
         "low_water",
         "market",
         "open",
+        "prev_close_equity",
         "qty",
         "working_entries",
     )
@@ -100,7 +100,7 @@ class RiskContext:
         has_bar: np.ndarray,
         features: Mapping[str, np.ndarray],  # per-asset feature values at this bar
         market: Mapping[str, float],  # market-wide context at this bar
-        day_start_equity: float,
+        prev_close_equity: float,
         high_water: np.ndarray,
         low_water: np.ndarray,
         equity: float | None = None,
@@ -123,7 +123,7 @@ class RiskContext:
         self.has_bar = has_bar
         self.features = features
         self.market = market
-        self.day_start_equity = day_start_equity
+        self.prev_close_equity = prev_close_equity
         self.high_water = high_water
         self.low_water = low_water
         self.working_entries = working_entries if working_entries is not None else _NO_ASSETS
@@ -261,7 +261,7 @@ class BaseRule:
         self,
         kind: DecisionKind,
         index: np.ndarray,
-        reason: ExitReason | RejectReason,
+        reason: OrderReason | RejectReason,
         value: np.ndarray | None = None,
     ) -> RiskDecision:
         """A decision of this rule, at this rule's priority."""

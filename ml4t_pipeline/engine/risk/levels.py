@@ -24,7 +24,7 @@ class Triggered:
 
     asset: list[int]
     price: list[float]
-    reason: list[int]  # ExitReason codes
+    reason: list[int]  # OrderReason codes
     rule: list[int]  # index of the rule that set the level
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ml4t_pipeline.engine.enums import ExitReason, RejectReason
+from ml4t_pipeline.engine.enums import OrderReason, RejectReason
 from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
 from ml4t_pipeline.engine.risk.context import (
     BaseRule,
@@ -256,7 +256,7 @@ def _with_rule(decision: RiskDecision, rule: int) -> RiskDecision:
     return decision
 
 
-def _reject_code(reason: ExitReason | RejectReason) -> int:
+def _reject_code(reason: OrderReason | RejectReason) -> int:
     if isinstance(reason, RejectReason):
         return _REJECT_CODES[reason]
     return _REJECT_CODES[RejectReason.INVALID_ORDER]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ml4t_pipeline.engine.enums import ExitReason, RejectReason
+from ml4t_pipeline.engine.enums import OrderReason, RejectReason
 from ml4t_pipeline.engine.execution.orders import Orders
 from ml4t_pipeline.engine.risk.context import (
     BaseRule,
@@ -56,7 +56,7 @@ class StopLoss(BaseRule):
             level = np.full(assets.shape[0], float(self.price))
         else:
             level = _scaled_level(ctx, assets, fill_price, float(self.pct or 0.0))
-        return [self.decide(DecisionKind.STOP_UPDATE, assets, ExitReason.STOP_LOSS, level)]
+        return [self.decide(DecisionKind.STOP_UPDATE, assets, OrderReason.STOP_LOSS, level)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -70,7 +70,9 @@ class TakeProfit(BaseRule):
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
     ) -> list[RiskDecision]:
         level = _scaled_level(ctx, assets, fill_price, -self.pct)
-        return [self.decide(DecisionKind.TAKE_PROFIT_UPDATE, assets, ExitReason.TAKE_PROFIT, level)]
+        return [
+            self.decide(DecisionKind.TAKE_PROFIT_UPDATE, assets, OrderReason.TAKE_PROFIT, level)
+        ]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -112,7 +114,7 @@ class VolatilityStop(BaseRule):
             ctx, assets[known], fill_price[known], self.atr_multiplier * atr[known]
         )
         return [
-            self.decide(DecisionKind.STOP_UPDATE, assets[known], ExitReason.VOLATILITY_STOP, level)
+            self.decide(DecisionKind.STOP_UPDATE, assets[known], OrderReason.VOLATILITY_STOP, level)
         ]
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
@@ -163,7 +165,7 @@ class TrailingStop(BaseRule):
             level = np.where(
                 long, ctx.high_water[held] * (1.0 - pct), ctx.low_water[held] * (1.0 + pct)
             )
-        return [self.decide(DecisionKind.STOP_UPDATE, held, ExitReason.TRAILING_STOP, level)]
+        return [self.decide(DecisionKind.STOP_UPDATE, held, OrderReason.TRAILING_STOP, level)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -179,7 +181,7 @@ class TimeExit(BaseRule):
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         held = ctx.held
         due = held[ctx.bar - ctx.entry_bar[held] >= self.max_bars]
-        return [self.decide(DecisionKind.EXIT, due, ExitReason.TIME_EXIT)]
+        return [self.decide(DecisionKind.EXIT, due, OrderReason.TIME_EXIT)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -205,7 +207,7 @@ class RegimeRule(BaseRule):
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         value = self._value(ctx)
         if self.exit_all and value > self.threshold:
-            return [self.decide(DecisionKind.EXIT, ctx.held, ExitReason.REGIME_EXIT)]
+            return [self.decide(DecisionKind.EXIT, ctx.held, OrderReason.REGIME_EXIT)]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
@@ -321,7 +323,7 @@ class MaxDrawdownHalt(BaseRule):
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         if self.flatten and self._halted(ctx):
-            return [self.decide(DecisionKind.EXIT, ctx.held, ExitReason.RISK_HALT)]
+            return [self.decide(DecisionKind.EXIT, ctx.held, OrderReason.RISK_HALT)]
         return []
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
@@ -341,7 +343,7 @@ class DailyLossLimit(BaseRule):
     priority: int = 0
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
-        if ctx.equity <= ctx.day_start_equity * (1.0 - self.max_loss):
+        if ctx.equity <= ctx.prev_close_equity * (1.0 - self.max_loss):
             return self.reject_entries(opens, RejectReason.RISK_DAILY_LOSS)
         return []
 

@@ -18,10 +18,10 @@ class RiskState:
     """Per-asset protective levels and water marks of the positions held."""
 
     stop: np.ndarray  # float64, NaN: no stop
-    stop_reason: np.ndarray  # int8 ExitReason of the stop
+    stop_reason: np.ndarray  # int8 OrderReason of the stop
     stop_rule: np.ndarray  # int16 index of the rule that set the stop, -1: none
     take_profit: np.ndarray  # float64, NaN: no take-profit
-    tp_reason: np.ndarray  # int8 ExitReason of the take-profit
+    tp_reason: np.ndarray  # int8 OrderReason of the take-profit
     tp_rule: np.ndarray  # int16 index of the rule that set the take-profit, -1: none
     armed_from: np.ndarray  # int64, first global bar on which the levels may trigger
     high_water: np.ndarray  # float64, highest high since entry (the fill price at entry)
