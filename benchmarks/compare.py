@@ -5,8 +5,9 @@
 Each round runs every workload once per checkout, alternating, each in a fresh process whose
 `PYTHONPATH` points at that checkout (so both use this venv's packages); drift of the shared
 machine hits both alike. Prints medians per checkout and the ratio this / other. Workloads:
-W1 and W3 engine time in process (load + loop, imports excluded, median of 3 per process) and
-W4's engine time and wall from a `ml4t-pipeline backtest` process.
+W1 and W3 engine time in process (load + loop + result tables, imports excluded, median of 3
+per process); W4's loop time and wall from a `ml4t-pipeline backtest` process (`w4`) and its
+engine time in process (`w4_engine`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ def _worker(workload: str) -> dict[str, float]:
     if workload == "w4":
         cfg = run.config("w4", run.ROTATION, [])
         wall, rss, summary = run._one_process(cfg, run.DATA / "out" / "compare-w4")
-        return {"engine_s": summary["engine_wall_s"], "wall_s": wall, "rss_mb": rss}
+        return {"loop_s": summary["engine_wall_s"], "wall_s": wall, "rss_mb": rss}
+    if workload == "w4_engine":  # load + loop + result tables, in process
+        measured = run.in_process(run.config("w4", run.ROTATION, []), 2)
+        return {"engine_s": measured["engine_s"], "load_s": measured["load_s"]}
     strategy = run.THRESHOLD if workload == "w1" else run.ROTATION
     measured = run.in_process(run.config(workload, strategy, []), 3)
     return {"engine_s": measured["engine_s"], "loop_s": measured["loop_s"]}
@@ -55,7 +59,7 @@ def main() -> None:
     )
     parser.add_argument("--other", type=Path, help="the checkout to compare with")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--only", default="w1,w3,w4")
+    parser.add_argument("--only", default="w1,w3,w4,w4_engine")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

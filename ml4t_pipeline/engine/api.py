@@ -47,10 +47,10 @@ def run_backtest(
     if signal_columns is None:
         wanted = strategy.required_signals()
         if wanted is not None:
-            rule_features = [str(getattr(r, "feature", "")) for r in rules]
+            rule_signals = [name for r in rules for name in r.required_signals()]
             available = _columns(config.data.signals if signals is _UNSET else signals)
             signal_columns = list(
-                dict.fromkeys([*wanted, *(f for f in rule_features if f in available)])
+                dict.fromkeys([*wanted, *(f for f in rule_signals if f in available)])
             )
     slippage = config.execution.slippage or {}
     data = MarketData(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from itertools import repeat
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from ml4t_pipeline.engine.execution.orders import (
     Orders,
     match,
     new_order,
+    orders_from_columns,
 )
 from ml4t_pipeline.engine.risk.context import RiskContext
 from ml4t_pipeline.engine.risk.manager import RiskManager, Triggered
@@ -149,27 +151,22 @@ class Broker:
         """Market orders for `assets` (signed `qty`), numbered in the order given."""
         n = int(assets.shape[0])
         first = self._take_ids(n)
-        made_by = rules.tolist() if rules is not None else [-1] * n
-        bar, why = self.clock.bar, int(reason)
-        self.new_orders += [
-            new_order(
-                order_id=oid,
-                asset=a,
-                qty=q,
-                order_type=MARKET,
-                limit_price=_NAN,
-                stop_price=_NAN,
-                trail_pct=_NAN,
-                trail_ref=_NAN,
-                created_bar=bar,
-                reason=why,
-                rule=r,
-                triggered=False,
-            )
-            for oid, a, q, r in zip(
-                range(first, first + n), assets.tolist(), qty.tolist(), made_by, strict=True
-            )
-        ]
+        self.new_orders += orders_from_columns(
+            {
+                "order_id": range(first, first + n),
+                "asset": assets.tolist(),
+                "qty": qty.tolist(),
+                "order_type": repeat(MARKET, n),
+                "limit_price": repeat(_NAN, n),
+                "stop_price": repeat(_NAN, n),
+                "trail_pct": repeat(_NAN, n),
+                "trail_ref": repeat(_NAN, n),
+                "created_bar": repeat(self.clock.bar, n),
+                "reason": repeat(int(reason), n),
+                "rule": rules.tolist() if rules is not None else repeat(-1, n),
+                "triggered": repeat(False, n),
+            }
+        )
 
     def order_target_weights(self, weights: np.ndarray, equity: float, close: np.ndarray) -> int:
         """Market orders taking every priced asset to floor(|w| x equity / close) shares."""
@@ -303,16 +300,9 @@ class Broker:
         refused: list[tuple[Order, RejectReason]] = []
         for order, price in matched:
             a = order.asset
-            result = fill_order(
-                order,
-                price,
-                held=ledger.qty.item(a),
-                cash=ledger.cash,
-                volume=volume.item(i, a) if slips else math.nan,
-                bar=bar,
-                rules=rules,
-                slips=slips,
-            )
+            held, cash = ledger.qty.item(a), ledger.cash
+            volume_now = volume.item(i, a) if slips else _NAN
+            result = fill_order(order, price, held, cash, volume_now, bar, rules, slips)
             if isinstance(result, RejectReason):
                 refused.append((order, result))
                 continue

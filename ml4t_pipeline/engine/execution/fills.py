@@ -12,6 +12,8 @@ an order that did not fill.
 
 from __future__ import annotations
 
+import functools
+import struct
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -47,24 +49,9 @@ class Rejection(NamedTuple):
     rule: int  # risk rule that refused it, -1 = none
 
 
-_tuple_new = tuple.__new__
-
-
-def new_fill(
-    *,
-    bar: int,
-    asset: int,
-    qty: int,
-    price: float,
-    commission: float,
-    slippage: float,
-    order_id: int,
-    reason: int,
-    rule: int,
-) -> Fill:
-    """A `Fill` from its fields by name, without the dict a keyword call of the tuple class
-    builds (see `orders.new_order`)."""
-    return _tuple_new(Fill, (bar, asset, qty, price, commission, slippage, order_id, reason, rule))
+#: `Fill(bar=..., ...)` by field name without the dict a keyword call of a tuple class builds
+#: (the broker makes a fill per executed order): the record's own generated `__new__`.
+new_fill = functools.partial(Fill.__new__, Fill)
 
 
 def _dtype(fields: tuple[str, ...], floats: tuple[str, ...]) -> np.dtype[Any]:
@@ -72,9 +59,38 @@ def _dtype(fields: tuple[str, ...], floats: tuple[str, ...]) -> np.dtype[Any]:
 
 
 FILL_DTYPE = _dtype(Fill._fields, ("price", "commission", "slippage"))
+#: A `Fill` as one packed FILL_DTYPE record: `pack_fill(*fill)` (the struct follows the dtype).
+pack_fill = struct.Struct(
+    "<" + "".join("d" if FILL_DTYPE[n] == np.float64 else "q" for n in Fill._fields)
+).pack
 REJECTION_DTYPE = _dtype(Rejection._fields, ())
 REJECT_REASONS = tuple(RejectReason)  # reason codes of `Rejection` and the result tables
 REJECT_CODE = {reason: code for code, reason in enumerate(REJECT_REASONS)}
+
+
+class FillBook:
+    """Every booked fill, in booking order, as packed `FILL_DTYPE` records.
+
+    The record layout is derived from `Fill`'s fields (`FILL_DTYPE`, and the struct format
+    from it), and a fill is packed from the `Fill` itself, so a field can never land in
+    another's column. Packed bytes rather than a list of `Fill` objects: a run books tens of
+    thousands of fills, and a `Fill` kept per fill would stay on the garbage collector's books
+    for the whole run (tuple subclasses are never untracked), and columns of Python values
+    cost an append per field (both measured: 20-40 % of W4's engine time).
+    """
+
+    __slots__ = ("records",)
+
+    def __init__(self) -> None:
+        self.records = bytearray()
+
+    def __len__(self) -> int:
+        return len(self.records) // FILL_DTYPE.itemsize
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """One contiguous FILL_DTYPE array per field."""
+        packed = np.frombuffer(bytes(self.records), dtype=FILL_DTYPE)
+        return {name: np.ascontiguousarray(packed[name]) for name in Fill._fields}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,7 +111,6 @@ class FillRules:
 def fill_order(
     order: Order,
     match_price: float,
-    *,
     held: int,
     cash: float,
     volume: float,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ml4t_pipeline.engine.execution.fills import FILL_DTYPE, Fill, columns
+from ml4t_pipeline.engine.execution.fills import Fill, FillBook, pack_fill
 from ml4t_pipeline.engine.execution.trades import Trades, empty_trade_state
 
 
@@ -54,6 +54,7 @@ class Ledger:
         "cash",
         "entry_bar",
         "fills",
+        "n_fills",
         "open_assets",
         "qty",
         "signal_fills",
@@ -79,7 +80,8 @@ class Ledger:
         self.view = LedgerView(
             qty=read_only(qty), avg_price=read_only(avg_price), entry_bar=read_only(entry_bar)
         )
-        self.fills: list[Fill] = []  # the fill book, in booking order
+        self.fills = FillBook()  # every fill, in booking order
+        self.n_fills = 0
         self.open_assets: set[int] = set(np.flatnonzero(qty).tolist())  # not flat
         self._qty_f = qty.astype(np.float64)  # for the mark-to-market dot product
         self._memo: tuple[np.ndarray | None, int, float] = (None, -1, 0.0)
@@ -114,10 +116,6 @@ class Ledger:
             signal_names=signal_names,
         )
 
-    @property
-    def n_fills(self) -> int:
-        return len(self.fills)
-
     # -- valuation ---------------------------------------------------------------------------------
     def positions_value(self, last_close: np.ndarray) -> float:
         """sum(qty * last_close). With one position open the dot product is that one term
@@ -125,10 +123,10 @@ class Ledger:
         n_open = len(self.open_assets)
         if n_open > 1:  # asked again within a bar (risk context, equity mark): one product
             marked, booked, value = self._memo
-            if marked is last_close and booked == len(self.fills):
+            if marked is last_close and booked == self.n_fills:
                 return value
             value = float(self._qty_f @ last_close)
-            self._memo = (last_close, len(self.fills), value)
+            self._memo = (last_close, self.n_fills, value)
             return value
         if n_open == 1:
             for a in self.open_assets:
@@ -147,7 +145,8 @@ class Ledger:
         self.cash -= dq * price + fill.commission
         qty[a] = new
         self._qty_f[a] = new
-        self.fills.append(fill)
+        self.fills.records += pack_fill(*fill)
+        self.n_fills += 1
         if abs(new) > abs(old):
             self.avg_price[a] = (self.avg_price.item(a) * abs(old) + price * abs(dq)) / abs(new)
         if old != 0 and new != 0:
@@ -155,7 +154,7 @@ class Ledger:
         signals, row = decision
         if signals is not self._signal_source:
             self._read_signals(signals)
-        self.signal_fills.append(len(self.fills) - 1)
+        self.signal_fills.append(self.n_fills - 1)
         self._signal_rows.append(row * qty.shape[0] + a)
         if old == 0:
             self.open_assets.add(a)
@@ -203,15 +202,15 @@ class Ledger:
         """The fill book as one array per `Fill` field (FILL_DTYPE), converted once per state
         of the book."""
         booked, converted = self._fill_columns
-        if booked != len(self.fills):
-            converted = columns(self.fills, FILL_DTYPE)
-            self._fill_columns = (len(self.fills), converted)
+        if booked != self.n_fills:
+            converted = self.fills.columns()
+            self._fill_columns = (self.n_fills, converted)
         return converted
 
     def trades(self) -> Trades:
         """Every trade so far (derived once per state of the fill book)."""
         booked, trades = self._trades
-        if trades is None or booked != len(self.fills):
+        if trades is None or booked != self.n_fills:
             recorded, values, missing = self.signal_table()
             trades = Trades.derive(
                 self.fill_columns(),
@@ -219,7 +218,7 @@ class Ledger:
                 signal_names=self.signal_names,
                 signals=(recorded, values, missing),
             )
-            self._trades = (len(self.fills), trades)
+            self._trades = (self.n_fills, trades)
         return trades
 
     def trade_state(self) -> dict[str, np.ndarray]:

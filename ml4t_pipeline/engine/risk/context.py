@@ -19,7 +19,7 @@ before the next run's first bar.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -241,6 +241,11 @@ class RiskRule(Protocol):
         """New orders (`opens` marks those opening or increasing a position): reject or resize."""
         ...
 
+    def required_signals(self) -> Sequence[str]:
+        """Per-asset signal columns the rule reads through `RiskContext.features` (the engine
+        loads them with the strategy's)."""
+        ...
+
     def get_state(self) -> np.ndarray | None:
         """What the rule carries into a chained run: float64 values aligned with the run's
         assets, or None when it keeps no state. The engine saves them by asset id."""
@@ -283,6 +288,9 @@ class BaseRule:
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
         return []
+
+    def required_signals(self) -> Sequence[str]:
+        return ()
 
     def get_state(self) -> np.ndarray | None:
         return None

@@ -8,7 +8,7 @@ same way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,9 @@ class VolatilityStop(BaseRule):
     _feature_at_last_close: np.ndarray | None = field(
         default=None, init=False, repr=False, compare=False
     )
+
+    def required_signals(self) -> Sequence[str]:
+        return (self.feature,)
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         values = ctx.features.get(self.feature)
