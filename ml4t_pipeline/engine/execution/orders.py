@@ -7,7 +7,6 @@ reference): it never touches cash or positions, which makes it trivial to proper
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -74,26 +73,6 @@ def orders_from_columns(columns: Mapping[str, Iterable[Any]]) -> list[Order]:
     """
     lined_up = zip(*(columns[name] for name in Order._fields), strict=True)
     return list(map(_from_values, lined_up))
-
-
-def market_order(
-    *, order_id: int, asset: int, qty: int, bar: int, reason: int = SIGNAL, rule: int = -1
-) -> Order:
-    """A market order (the common case): no limit, stop or trail."""
-    return new_order(
-        order_id=order_id,
-        asset=asset,
-        qty=qty,
-        order_type=MARKET,
-        limit_price=math.nan,
-        stop_price=math.nan,
-        trail_pct=math.nan,
-        trail_ref=math.nan,
-        created_bar=bar,
-        reason=reason,
-        rule=rule,
-        triggered=False,
-    )
 
 
 class _Field:

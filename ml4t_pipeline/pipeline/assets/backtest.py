@@ -17,11 +17,10 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.engine import BacktestResult, EngineState, run_backtest
+from ml4t_pipeline.keys import KEY_COLUMNS, PRICE_FILE_COLUMNS
 from ml4t_pipeline.pipeline.assets.features import (
     BACKTEST_GROUP,
     CONTEXT,
-    KEYS,
-    PRICE_COLUMNS,
     SIGNALS,
 )
 from ml4t_pipeline.pipeline.io_manager import TableSet
@@ -72,8 +71,8 @@ def engine_frames(features: pl.DataFrame) -> EngineFrames:
         "timestamp", maintain_order=True
     )
     return EngineFrames(
-        prices=features.select(PRICE_COLUMNS),
-        signals=signal_rows.select(*KEYS, pl.col(SIGNALS).struct.unnest()),
+        prices=features.select(PRICE_FILE_COLUMNS),
+        signals=signal_rows.select(*KEY_COLUMNS, pl.col(SIGNALS).struct.unnest()),
         context=context_rows.select("timestamp", pl.col(CONTEXT).struct.unnest()),
     )
 

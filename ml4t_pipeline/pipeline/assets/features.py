@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.keys import KEY_COLUMNS, PRICE_FILE_COLUMNS
 from ml4t_pipeline.pipeline.checks import require_passed_input_checks
 from ml4t_pipeline.pipeline.partitions import month_key
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource
@@ -22,8 +23,6 @@ from ml4t_pipeline.validation import align_point_in_time
 
 FEATURE_TABLE = "feature_table"
 BACKTEST_GROUP = "backtest"
-KEYS = ("timestamp", "asset_id")
-PRICE_COLUMNS = ("timestamp", "asset_id", "open", "high", "low", "close", "volume")
 SIGNALS = "signals"
 CONTEXT = "context"
 _TIMING = ("timestamp", "asset_id", "available_at", "event_time")
@@ -73,8 +72,8 @@ def build_feature_table(
     previous_bar = before[-1] if before.len() else None
     month = (
         prices.filter(in_universe & pl.col("timestamp").is_between(start, end, closed="left"))
-        .select(PRICE_COLUMNS)
-        .sort(KEYS)
+        .select(PRICE_FILE_COLUMNS)
+        .sort(KEY_COLUMNS)
         .collect()
     )
     if month.is_empty():
@@ -88,12 +87,12 @@ def build_feature_table(
     ctx_columns = [c for c in ctx.columns if c not in _TIMING]
     return month.join(
         sig.select(
-            *KEYS,
+            *KEY_COLUMNS,
             pl.struct(sig_columns).alias(SIGNALS),
             "available_at",
             pl.col("event_time").alias("signal_event_time"),
         ),
-        on=list(KEYS),
+        on=list(KEY_COLUMNS),
         how="left",
     ).join(
         ctx.select(
