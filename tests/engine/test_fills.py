@@ -140,6 +140,32 @@ def test_without_negative_cash_a_buy_the_cash_cannot_pay_is_rejected() -> None:
     assert isinstance(_fill(-10, 10, cash=0.0, rules=rules), tuple)  # a sale needs no cash
 
 
+def test_a_buy_that_covers_a_short_is_never_refused_for_cash() -> None:
+    """Reducing risk needs no cash: the cover fills and the account may go negative."""
+    rules = _rules(short=True, negative_cash=False)
+    result = _fill(10, -10, cash=0.0, rules=rules)
+    assert isinstance(result, tuple)
+    assert [f.qty for f in result] == [10]
+    assert _fill(15, -10, cash=0.0, rules=rules) is RejectReason.INSUFFICIENT_CASH  # a flip opens
+
+
+def test_slippage_never_pushes_a_limit_fill_past_its_limit() -> None:
+    rules = _rules(short=True, slippage=FixedBpsSlippage(bps=50))
+    for order_type in (1, 3):  # limit, stop-limit
+        buy = _order(10)._replace(order_type=order_type, limit_price=100.2)
+        result = fill_order(buy, 100.0, 0, 1e6, 1e6, 5, rules, rules.slips)
+        assert isinstance(result, tuple)
+        assert result[0].price == 100.2  # 100.5 after slippage, capped at the limit
+        assert result[0].slippage == 10 * (100.2 - 100.0)
+        sell = _order(-10)._replace(order_type=order_type, limit_price=99.9)
+        result = fill_order(sell, 100.0, 10, 1e6, 1e6, 5, rules, rules.slips)
+        assert isinstance(result, tuple)
+        assert result[0].price == 99.9
+    market = fill_order(_order(10), 100.0, 0, 1e6, 1e6, 5, rules, rules.slips)
+    assert isinstance(market, tuple)
+    assert market[0].price == 100.0 * (1 + 50 * 1e-4)  # market orders take the full slippage
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     qty=st.integers(-1_000, 1_000).filter(bool),
@@ -169,7 +195,8 @@ def test_fills_never_flip_and_respect_the_account_rules(
     assert short or position >= 0 or position >= held  # long only: never opens a short
     executed = sum(f.qty for f in result)
     assert abs(executed) <= abs(qty)
-    if not negative_cash and executed > 0:  # what was paid, with the fee as charged
+    covers_only = held < 0 and held + executed <= 0  # a buy that only reduces a short
+    if not negative_cash and executed > 0 and not covers_only:  # paid, with the fee charged
         price = result[0].price
         assert executed * price + abs(executed) * price * 0.001 <= cash
     total_fee = sum(f.commission for f in result)

@@ -241,7 +241,7 @@ class Broker:
         self.order_log += exits
         self._execute(list(zip(exits, hits.price, strict=True)), context)
         if self.working:
-            self._cancel_stopped(set(hits.asset))
+            self._cancel_stopped({o.asset: o.qty > 0 for o in exits})
 
     def replace_with_exits(
         self, assets: np.ndarray, reasons: np.ndarray, rules: np.ndarray
@@ -324,13 +324,17 @@ class Broker:
                 np.array(closed, dtype=np.int64) if closed else _NO_ASSETS,
             )
 
-    def _cancel_stopped(self, assets: set[int]) -> None:
-        """Working exit orders of positions a protective stop just closed are cancelled."""
+    def _cancel_stopped(self, exit_buys: dict[int, bool]) -> None:
+        """The working orders that would reduce a position a protective exit just closed are
+        cancelled (`stopped_out`): a long's sells, a short's buys (`exit_buys[asset]`: the exit
+        bought), and any order a rule made for it. Orders opening the other side stay."""
         qty = self.ledger.qty
         stale = [
             o
             for o in self.working
-            if o.asset in assets and qty.item(o.asset) == 0 and (o.reason != SIGNAL or o.qty < 0)
+            if o.asset in exit_buys
+            and qty.item(o.asset) == 0
+            and (o.reason != SIGNAL or (o.qty > 0) == exit_buys[o.asset])
         ]
         if stale:
             self._reject(stale, RejectReason.STOPPED_OUT)

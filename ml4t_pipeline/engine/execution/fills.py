@@ -21,7 +21,7 @@ import numpy as np
 
 from ml4t_pipeline.engine.enums import RejectReason
 from ml4t_pipeline.engine.execution.costs import CommissionModel, NoSlippage, SlippageModel
-from ml4t_pipeline.engine.execution.orders import Order
+from ml4t_pipeline.engine.execution.orders import LIMIT, STOP_LIMIT, Order
 
 
 class Fill(NamedTuple):
@@ -122,9 +122,11 @@ def fill_order(
 
     `held` and `cash` are what the order meets. Without shorting, the part that would open a
     short is cut (the order is rejected when nothing is left); without negative cash, a buy
-    the cash cannot pay is rejected. Slippage moves the price against the order (`slips`:
-    `rules.slips`, read once per batch); commission is charged on what is executed. A flip is
-    split into a closing and an opening fill that share the order's costs pro rata.
+    that opens or adds to a position and that the cash cannot pay is rejected, while a buy
+    that only covers a short always fills (it reduces risk; cash may go negative). Slippage
+    moves the price against the order (`slips`: `rules.slips`, read once per batch), but never
+    past a limit order's limit; commission is charged on what is executed. A flip is split
+    into a closing and an opening fill that share the order's costs pro rata.
     """
     executed = order.qty
     if held == 0 or (executed > 0) == (held > 0):
@@ -137,11 +139,16 @@ def fill_order(
             return RejectReason.SHORT_NOT_ALLOWED
     if slips:
         price = rules.slippage.fill_price(1 if executed > 0 else -1, match_price, executed, volume)
+        if order.order_type == LIMIT or order.order_type == STOP_LIMIT:  # never past the limit
+            limit = order.limit_price
+            price = min(price, limit) if executed > 0 else max(price, limit)
     else:
         price = match_price
     fee = rules.commission.commission(executed, price)
     slip = abs(executed) * abs(price - match_price)
-    if executed > 0 and not rules.allow_negative_cash and executed * price + fee > cash:
+    # only what opens or adds needs the cash: a buy that only covers a short reduces risk
+    opens = executed > 0 and closing != executed
+    if opens and not rules.allow_negative_cash and executed * price + fee > cash:
         return RejectReason.INSUFFICIENT_CASH
     if closing == 0 or closing == executed:
         fill = new_fill(

@@ -1,0 +1,55 @@
+"""Protective exits of shorts: hand-built markets with the answer worked out by hand.
+
+- A stop that closes a short cancels the short's working cover order (`stopped_out`), as it
+  cancels a long's working sell: otherwise the cover fills later and opens a long.
+- A protective exit reduces risk, so it is never refused for cash: a short that gaps up is
+  covered even when negative cash is not allowed, and the account goes negative.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ml4t_pipeline.engine import OrderType
+from tests.engine.conftest import Order, Scripted, col, config, flat, panel, rows, run
+
+STOP = [{"rule": "stop_loss", "pct": 0.05}]
+
+
+def test_a_stop_on_a_short_cancels_its_working_cover_order(tmp_path: Path) -> None:
+    prices = panel(
+        A=[
+            flat(100.0),
+            flat(100.0),  # the short fills at this open
+            (101.0, 110.0, 100.0, 108.0),  # the stop at 105 is crossed: covered at 105
+            (95.0, 96.0, 85.0, 90.0),  # the cover limit at 90 would fill here, opening a long
+        ]
+    )
+    strategy = Scripted(
+        {
+            0: [Order(asset="A", qty=-10)],
+            1: [Order(asset="A", qty=10, order_type=OrderType.LIMIT, limit_price=90.0)],
+        }
+    )
+    result = run(config(tmp_path, risk=STOP, allow_short=True), strategy, prices, tmp_path / "o")
+    assert rows(result.fills, "bar", "side", "qty", "price", "reason") == [
+        (1, "sell", 10, 100.0, "signal"),
+        (2, "buy", 10, 105.0, "stop_loss"),
+    ]
+    assert rows(result.rejections, "order_id", "reason") == [(1, "stopped_out")]
+    assert result.final_state.per_asset["ledger.qty"] == [0]
+
+
+def test_a_short_that_gaps_up_is_covered_without_cash(tmp_path: Path) -> None:
+    prices = panel(A=[flat(100.0), flat(100.0), (250.0, 260.0, 240.0, 250.0), flat(250.0)])
+    strategy = Scripted({0: [Order(asset="A", qty=-900)]})
+    cfg = config(tmp_path, risk=STOP, allow_short=True, allow_negative_cash=False)
+    result = run(cfg, strategy, prices, tmp_path / "o")
+    assert rows(result.fills, "bar", "side", "qty", "price", "reason") == [
+        (1, "sell", 900, 100.0, "signal"),
+        (2, "buy", 900, 250.0, "stop_loss"),  # at the open: the gap went through the stop
+    ]
+    assert result.rejections.height == 0
+    cash = col(result.equity, "cash")
+    assert cash[-1] == 100_000.0 + 900 * 100.0 - 900 * 250.0  # no commission in this config
+    assert cash[-1] < 0
