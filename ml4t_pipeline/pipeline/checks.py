@@ -244,15 +244,24 @@ def nan_equity_breaches(equity: pl.DataFrame) -> list[Breach]:
 
 def fill_breaches(fills: pl.DataFrame, bars: pl.DataFrame) -> list[Breach]:
     """Fill prices (before slippage) inside [low, high] of their bar; protective-stop exits
-    never worse than the open (long exits at or below it, short exits at or above it)."""
+    never worse than the open (long exits at or below it, short exits at or above it).
+
+    The fills table's `slippage` is the fill's total cost of slippage, |qty| x |price - match
+    price| (`qty` is unsigned there), so the match price is `price` less (buys) or plus
+    (sells) `slippage / qty`."""
     if fills.is_empty():
         return []
     sign = pl.when(pl.col("side") == "buy").then(1.0).otherwise(-1.0)
+    per_share = (
+        pl.when(pl.col("qty") != 0)
+        .then(pl.col("slippage").fill_null(0.0) / pl.col("qty").abs())
+        .otherwise(0.0)
+    )
     joined = fills.join(
         bars.select("timestamp", "asset_id", "open", "high", "low"),
         on=["timestamp", "asset_id"],
         how="left",
-    ).with_columns((pl.col("price") - sign * pl.col("slippage").fill_null(0.0)).alias("raw_price"))
+    ).with_columns((pl.col("price") - sign * per_share).alias("raw_price"))
     shown = ["timestamp", "asset_id", "side", "reason", "raw_price", "open", "low", "high"]
     slack = PRICE_RTOL * pl.col("raw_price").abs()
     rules = [

@@ -4,6 +4,7 @@ in a feature table fails, and each backtest bookkeeping rule catches its own bre
 import datetime as dt
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,7 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.engine import run_backtest
+from ml4t_pipeline.engine.config import RunConfig
 from ml4t_pipeline.pipeline import checks
 from ml4t_pipeline.pipeline.assets import (
     BACKTEST_ASSET_KEYS,
@@ -23,6 +25,7 @@ from ml4t_pipeline.pipeline.assets.features import build_feature_table
 from ml4t_pipeline.pipeline.checks import (
     INPUT_CONTRACTS,
     Breach,
+    backtest_bookkeeping,
     build_partitioned_checks,
     fill_breaches,
     ledger_breaches,
@@ -131,10 +134,14 @@ def test_no_look_ahead_fails_on_a_value_used_before_it_was_known(sample_dir: Pat
     assert [(r.data["rule"], r.data["n_rows"]) for r in failures.records] == [("look_ahead", 2)]
 
 
-@pytest.fixture(scope="module")
-def january(sample_dir: Path) -> tuple[TableSet, pl.DataFrame]:
-    """A real first-month backtest of `core` and its feature table."""
-    start, end = dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 2, 1, tzinfo=dt.UTC)
+def _backtest_core(
+    sample_dir: Path, config: RunConfig, *, months: int = 1
+) -> tuple[TableSet, pl.DataFrame]:
+    """A real backtest of `core` from 2024-01-01 over `months` months, and its feature table."""
+    start, end = (
+        dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(2024, 1 + months, 1, tzinfo=dt.UTC),
+    )
     table = build_feature_table(
         pl.scan_parquet(sample_dir / "prices.parquet"),
         pl.scan_parquet(sample_dir / "signals.parquet"),
@@ -143,7 +150,6 @@ def january(sample_dir: Path) -> tuple[TableSet, pl.DataFrame]:
         start=start,
         end=end,
     )
-    config = BacktestConfigResource().run_config()
     frames = engine_frames(table)
     result = run_backtest(
         config,
@@ -158,6 +164,21 @@ def january(sample_dir: Path) -> tuple[TableSet, pl.DataFrame]:
         texts={PARTITION_FILE: json.dumps({"start_cash": config.execution.initial_cash})},
     )
     return tables, table
+
+
+@pytest.fixture(scope="module")
+def january(sample_dir: Path) -> tuple[TableSet, pl.DataFrame]:
+    """A real first-month backtest of `core` (the pipeline's run config) and its feature table."""
+    return _backtest_core(sample_dir, BacktestConfigResource().run_config())
+
+
+@pytest.fixture(scope="module")
+def slipped_quarter(sample_dir: Path) -> tuple[TableSet, pl.DataFrame]:
+    """January to March with 20 bps of fixed slippage on every fill (January alone is warm-up
+    and one rebalance: buys only; the quarter also sells, on signal and on the stop loss)."""
+    config = BacktestConfigResource().run_config()
+    execution = replace(config.execution, slippage={"model": "fixed_bps", "bps": 20})
+    return _backtest_core(sample_dir, replace(config, execution=execution), months=3)
 
 
 def test_bookkeeping_passes_on_a_real_month(january: tuple[TableSet, pl.DataFrame]) -> None:
@@ -205,6 +226,61 @@ def test_fills_outside_their_bar_are_breaches(january: tuple[TableSet, pl.DataFr
     breaches = fill_breaches(outside, features)
     assert [(b.rule, b.n_rows) for b in breaches] == [("fill_inside_bar", 1)]
     assert "raw_price=" in breaches[0].examples[0]
+
+
+def test_slipped_multi_share_fills_pass_fills_inside_bars(
+    slipped_quarter: tuple[TableSet, pl.DataFrame],
+) -> None:
+    """The fills table's `slippage` is the fill's total cost (|qty| x |price - match price|):
+    the check takes it per share before it recovers the match price."""
+    tables, features = slipped_quarter
+    fills = tables.tables["fills"]
+    multi_share = fills.filter((pl.col("qty") > 1) & (pl.col("slippage") > 0))
+    assert set(multi_share.select("side", "reason").unique().iter_rows()) == {
+        ("buy", "signal"),
+        ("sell", "signal"),
+        ("sell", "stop_loss"),
+    }
+    evaluations = {
+        r.check_name: r for r in backtest_bookkeeping(backtest=tables, feature_table=features)
+    }
+    result = evaluations["fills_inside_bars"]
+    assert result.passed, result.description
+    assert result.metadata["rows_checked"] == dg.MetadataValue.int(fills.height)
+
+
+def test_slipped_fills_with_a_raw_price_outside_their_bar_are_breaches(
+    slipped_quarter: tuple[TableSet, pl.DataFrame],
+) -> None:
+    """A buy whose match price is above the high and a sell whose match price is below the low,
+    each carrying its real slippage: both break `fill_inside_bar`."""
+    tables, features = slipped_quarter
+    bars = features.select("timestamp", "asset_id", "low", "high")
+    slipped = (
+        tables.tables["fills"]
+        .join(bars, on=["timestamp", "asset_id"])
+        .filter((pl.col("qty") > 1) & (pl.col("slippage") > 0))
+    )
+    picked = pl.concat([slipped.filter(pl.col("side") == side).head(1) for side in ("buy", "sell")])
+    assert picked["side"].to_list() == ["buy", "sell"]
+    per_share = pl.col("slippage") / pl.col("qty")
+    outside = picked.with_columns(
+        pl.when(pl.col("side") == "buy")
+        .then(pl.col("high") * 1.001 + per_share)
+        .otherwise(pl.col("low") * 0.999 - per_share)
+        .alias("price")
+    ).drop("low", "high")
+    breaches = fill_breaches(outside, features)
+    assert [(b.rule, b.n_rows) for b in breaches] == [("fill_inside_bar", 2)]
+    evaluations = {
+        r.check_name: r
+        for r in backtest_bookkeeping(
+            backtest=TableSet(tables={**tables.tables, "fills": outside}, texts=tables.texts),
+            feature_table=features,
+        )
+    }
+    assert not evaluations["fills_inside_bars"].passed
+    assert "fill_inside_bar: 2 row(s)" in str(evaluations["fills_inside_bars"].description)
 
 
 def test_a_stop_filled_above_the_open_is_a_breach(january: tuple[TableSet, pl.DataFrame]) -> None:
