@@ -109,6 +109,7 @@ class Engine:
             risk=self.risk,
             working=start.working,
             next_order_id=start.next_order_id,
+            asset_ids=self.asset_ids,
         )
         # user code owns its state: restored through its own set_state
         if start.strategy_state is not None:

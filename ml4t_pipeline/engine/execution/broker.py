@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from itertools import repeat
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from ml4t_pipeline.engine.execution.fills import FillRules, Rejection, fill_orde
 from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.orders import (
     MARKET,
+    MAX_QTY,
     SIGNAL,
     STOP,
     Order,
@@ -61,8 +63,10 @@ class Broker:
         risk: RiskManager,
         working: list[Order],
         next_order_id: int,
+        asset_ids: list[Any],
     ) -> None:
         self.clock = clock
+        self.asset_ids = asset_ids  # array position -> asset id, for error messages
         self.rules = rules
         self.same_close = same_close  # market orders fill at the close they were decided at
         self.ledger = ledger
@@ -93,6 +97,8 @@ class Broker:
             return self.submit_market(asset, qty)
         if qty == 0:
             return None
+        if not -MAX_QTY <= qty <= MAX_QTY:
+            raise self._unrepresentable(asset, qty)
         given = {"limit_price": limit_price, "stop_price": stop_price, "trail_pct": trail_pct}
         missing = [name for name in _NEEDS[order_type] if given[name] is None]
         if missing:
@@ -121,6 +127,8 @@ class Broker:
         """A strategy market order (the common case); None for a zero quantity."""
         if qty == 0:
             return None
+        if not -MAX_QTY <= qty <= MAX_QTY:
+            raise self._unrepresentable(asset, qty)
         oid = self.next_order_id
         self.next_order_id = oid + 1
         self.new_orders.append(
@@ -169,15 +177,36 @@ class Broker:
         )
 
     def order_target_weights(self, weights: np.ndarray, equity: float, close: np.ndarray) -> int:
-        """Market orders taking every priced asset to floor(|w| x equity / close) shares."""
+        """Market orders taking every priced asset to floor(|w| x equity / close) shares.
+
+        A weight that is not a finite number, or a size beyond `MAX_QTY` shares (a tiny price,
+        a huge equity), is a `ConfigError` naming the asset: never a wrapped quantity."""
         held = self.ledger.qty
-        with np.errstate(invalid="ignore", divide="ignore"):
+        priced = close > 0
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             target = np.sign(weights) * np.floor(np.abs(weights) * equity / close)
-        target = np.where(close > 0, target, held).astype(np.int64)
+        unsized = priced & ~(np.abs(target) <= MAX_QTY)  # NaN, inf or too many shares
+        if unsized.any():
+            a = int(np.flatnonzero(unsized)[0])
+            msg = (
+                f"target weights: {int(np.count_nonzero(unsized))} asset(s) cannot be sized, "
+                f"e.g. asset_id={self.asset_ids[a]!r}: weight {weights.item(a)!r} x equity "
+                f"{equity!r} / close {close.item(a)!r} is not a whole number of shares "
+                f"within +-{MAX_QTY}"
+            )
+            raise ConfigError(msg)
+        target = np.where(priced, target, held).astype(np.int64)
         delta = target - held
         assets = (delta != 0).nonzero()[0]
         self.submit_many(assets, delta[assets])
         return int(assets.shape[0])
+
+    def _unrepresentable(self, asset: int, qty: int) -> ConfigError:
+        msg = (
+            f"order for asset_id={self.asset_ids[asset]!r}: {qty} shares is beyond the "
+            f"+-{MAX_QTY} an order may ask for"
+        )
+        return ConfigError(msg)
 
     def _take_ids(self, n: int) -> int:
         first = self.next_order_id

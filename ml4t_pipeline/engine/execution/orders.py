@@ -51,6 +51,9 @@ _FIELD_DTYPES: dict[str, Any] = {
     "triggered": np.bool_,
 }
 ORDER_DTYPE = np.dtype([(name, _FIELD_DTYPES[name]) for name in Order._fields])
+#: The most shares an order may ask for: int64 arithmetic never wraps below it, and float64
+#: holds every such count exactly. Sizing beyond it is an error, never a wrapped quantity.
+MAX_QTY = 2**53
 _ROWWISE = 200  # up to this many orders, `Orders.from_rows` converts row by row
 # plain ints for array comparisons (comparing an array with an IntEnum member is slow)
 MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
