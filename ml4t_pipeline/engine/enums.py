@@ -53,6 +53,7 @@ class RejectReason(StrEnum):
     RISK_DAILY_LOSS = "risk_daily_loss"
     RISK_REGIME_BLOCK = "risk_regime_block"
     RISK_UNDECIDABLE = "risk_undecidable"  # a rule lacked the data to decide: it rejects
+    NOTHING_TO_CLOSE = "nothing_to_close"  # an exit whose position was already flat at its fill
 
 
 class OrderReason(IntEnum):

@@ -4,13 +4,17 @@
   cancels a long's working sell: otherwise the cover fills later and opens a long.
 - A protective exit reduces risk, so it is never refused for cash: a short that gaps up is
   covered even when negative cash is not allowed, and the account goes negative.
+- Fills within a bar are booked in time order: a risk exit at the open comes before an older
+  working limit that fills inside the bar, closes what is held, and never flips.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ml4t_pipeline.engine import OrderType
+import pytest
+
+from ml4t_pipeline.engine import BacktestResult, OrderType
 from tests.engine.conftest import Order, Scripted, col, config, flat, panel, rows, run
 
 STOP = [{"rule": "stop_loss", "pct": 0.05}]
@@ -53,3 +57,38 @@ def test_a_short_that_gaps_up_is_covered_without_cash(tmp_path: Path) -> None:
     cash = col(result.equity, "cash")
     assert cash[-1] == 100_000.0 + 900 * 100.0 - 900 * 250.0  # no commission in this config
     assert cash[-1] < 0
+
+
+def _exit_after_a_working_limit(tmp_path: Path, *, allow_short: bool) -> BacktestResult:
+    """Long 10 from bar 1; a sell limit at 110 works from bar 2; the time exit decided at the
+    close of bar 2 fills at the open of bar 3 (100), before the bar rises through 110."""
+    prices = panel(
+        A=[
+            flat(100.0),
+            flat(100.0),
+            (100.0, 105.0, 95.0, 100.0),
+            (100.0, 115.0, 99.0, 112.0),
+            flat(112.0),
+        ]
+    )
+    strategy = Scripted(
+        {
+            0: [Order(asset="A", qty=10)],
+            1: [Order(asset="A", qty=-10, order_type=OrderType.LIMIT, limit_price=110.0)],
+        }
+    )
+    cfg = config(tmp_path, risk=[{"rule": "time_exit", "max_bars": 1}], allow_short=allow_short)
+    return run(cfg, strategy, prices, tmp_path / f"short-{allow_short}")
+
+
+@pytest.mark.parametrize("allow_short", [False, True])
+def test_an_exit_at_the_open_is_booked_before_an_older_intrabar_limit(
+    tmp_path: Path, allow_short: bool
+) -> None:
+    result = _exit_after_a_working_limit(tmp_path, allow_short=allow_short)
+    assert rows(result.fills, "bar", "side", "qty", "price", "reason") == [
+        (1, "buy", 10, 100.0, "signal"),
+        (3, "sell", 10, 100.0, "time_exit"),  # at the open, not the limit's 110
+    ]
+    assert rows(result.rejections, "order_id", "reason") == [(1, "stopped_out")]
+    assert result.final_state.per_asset["ledger.qty"][0] == 0  # never a short

@@ -215,7 +215,10 @@ class Broker:
 
     # -- the bar (engine side, in the loop's order) -------------------------------------------
     def fill_at_open(self, context: ContextFactory) -> None:
-        """1. Match every working order against the bar; fill sells before buys."""
+        """1. Match every working order against the bar and book the fills in time order:
+        what fills at the open (market orders, and orders a gap filled there) first, then
+        what fills inside the bar; sells before buys within each. An exit that closed a
+        position at the open cancels the orders that would reduce it later in the bar."""
         p, i = self.clock.panel, self.clock.row
         for o in self.working:
             if o.order_type != MARKET:
@@ -236,7 +239,15 @@ class Broker:
         done = np.flatnonzero(filled)
         if done.shape[0]:
             orders = book.take(done).rows()
-            self._execute(list(zip(orders, price[done].tolist(), strict=True)), context)
+            at_open = (price[done] == open_[done]).tolist()
+            matched = list(zip(orders, price[done].tolist(), strict=True))
+            opening = [m for m, first in zip(matched, at_open, strict=True) if first]
+            intrabar = [m for m, first in zip(matched, at_open, strict=True) if not first]
+            closed_by_exits = self._execute(opening, context)
+            if closed_by_exits:
+                intrabar = self._drop_stopped(intrabar, closed_by_exits)
+                self._cancel_stopped(closed_by_exits)
+            self._execute(intrabar, context)
 
     def fill_protective_exits(self, hits: Triggered, context: ContextFactory) -> None:
         """2. Close the positions whose stop or take-profit level the bar crossed, at the
@@ -268,9 +279,9 @@ class Broker:
             )
         ]
         self.order_log += exits
-        self._execute(list(zip(exits, hits.price, strict=True)), context)
-        if self.working:
-            self._cancel_stopped({o.asset: o.qty > 0 for o in exits})
+        closed = self._execute(list(zip(exits, hits.price, strict=True)), context)
+        if self.working and closed:
+            self._cancel_stopped(closed)
 
     def replace_with_exits(
         self, assets: np.ndarray, reasons: np.ndarray, rules: np.ndarray
@@ -313,10 +324,14 @@ class Broker:
             self._reject(missing, RejectReason.NO_BAR)
         return priced
 
-    def _execute(self, matched: list[tuple[Order, float]], context: ContextFactory) -> None:
+    def _execute(
+        self, matched: list[tuple[Order, float]], context: ContextFactory
+    ) -> dict[int, bool]:
         """Book matched orders at their match price: sells first, then buys, each in order-id
         order; each meets the position and cash the fills before it left (`fill_order`).
-        The risk manager hears of the positions opened and closed."""
+        An exit (an order a rule made) closes what is held when it fills, never more: it
+        never flips a position. The risk manager hears of the positions opened and closed.
+        Returns the positions exits closed (asset -> the exit bought)."""
         if len(matched) > 1:
             matched = sorted(matched, key=_sells_first)
         ledger, rules = self.ledger, self.rules
@@ -327,14 +342,25 @@ class Broker:
         opened: list[tuple[int, float]] = []
         closed: list[int] = []
         refused: list[tuple[Order, RejectReason]] = []
+        closed_by_exits: dict[int, bool] = {}
         for order, price in matched:
             a = order.asset
             held, cash = ledger.qty.item(a), ledger.cash
+            exit_buys = None
+            if order.reason != SIGNAL:  # an exit: what is held now, or nothing
+                if held == 0:
+                    refused.append((order, RejectReason.NOTHING_TO_CLOSE))
+                    continue
+                if order.qty != -held:
+                    order = order._replace(qty=-held)
+                exit_buys = held < 0
             volume_now = volume.item(i, a) if slips else _NAN
             result = fill_order(order, price, held, cash, volume_now, bar, rules, slips)
             if isinstance(result, RejectReason):
                 refused.append((order, result))
                 continue
+            if exit_buys is not None:
+                closed_by_exits[a] = exit_buys
             for fill in result:
                 change = ledger.book(fill, decision)
                 if tracking and change:
@@ -352,6 +378,24 @@ class Broker:
                 np.array([p for _, p in opened], dtype=np.float64) if opened else _NO_PRICES,
                 np.array(closed, dtype=np.int64) if closed else _NO_ASSETS,
             )
+        return closed_by_exits
+
+    def _drop_stopped(
+        self, matched: list[tuple[Order, float]], exit_buys: dict[int, bool]
+    ) -> list[tuple[Order, float]]:
+        """The matched orders that would still reduce a position an exit closed are cancelled
+        (`stopped_out`), as working ones are (`_cancel_stopped`)."""
+        qty = self.ledger.qty
+        kept, stale = [], []
+        for order, price in matched:
+            a = order.asset
+            if a in exit_buys and qty.item(a) == 0 and (order.qty > 0) == exit_buys[a]:
+                stale.append(order)
+            else:
+                kept.append((order, price))
+        if stale:
+            self._reject(stale, RejectReason.STOPPED_OUT)
+        return kept
 
     def _cancel_stopped(self, exit_buys: dict[int, bool]) -> None:
         """The working orders that would reduce a position a protective exit just closed are
