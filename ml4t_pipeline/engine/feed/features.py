@@ -5,9 +5,11 @@ for market-wide ones), so `event.signals[...]`, `batch.signals[...]`, `context[.
 risk rules' `RiskContext.features` all read the same numbers.
 
 - `PrecomputedFeatures`: a table (DataFrame or Parquet) of (timestamp, asset_id, features...).
-  Point-in-time: a row stamped t is usable from the first bar at or after t; with `as_of=True`
-  (default) it stays the current value until a newer row arrives. Rows whose asset_id is null
-  are market-wide features.
+  Point-in-time: a row stamped t is usable from the first bar at or after t, or after its
+  `available_at` when the table has one; with `as_of=True` (default) it stays the current
+  value until a newer row is known. At each bar a value comes from the latest timestamp known
+  by then, in its latest known version: a late-published older row never replaces a newer
+  one. Rows whose asset_id is null are market-wide features.
 - `CallableFeatures`: functions of the history up to the current bar (no look-ahead), computed
   on the fly at each close before the strategy runs.
 """
@@ -24,7 +26,7 @@ import polars as pl
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel
 from ml4t_pipeline.engine.strategy.views import AtRow, History
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.keys import ASSET_ID, KEY_COLUMNS, TIMESTAMP, UTC
+from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP, UTC
 
 FeatureFn = Callable[[History], "np.ndarray | float"]
 
@@ -56,16 +58,15 @@ class PrecomputedFeatures:
             raise DataError(msg)
         numeric = [c for c, t in source.schema.items() if t.is_numeric() and c != ASSET_ID]
         self.columns = list(columns) if columns is not None else numeric
-        stamps = source[TIMESTAMP]
-        if stamps.dtype == pl.Date:
-            stamps = stamps.cast(pl.Datetime("us"))
-        if not isinstance(stamps.dtype, pl.Datetime):
-            msg = f"features: column '{TIMESTAMP}' must be a datetime, found {stamps.dtype}"
-            raise DataError(msg)
-        if stamps.dtype.time_zone is None:
-            stamps = stamps.dt.replace_time_zone(UTC)
+        stamp_us = _epoch_us(source[TIMESTAMP])
+        known_us: pl.Series | np.ndarray = stamp_us
+        if AVAILABLE_AT in source.columns:
+            if source[AVAILABLE_AT].null_count():
+                msg = f"features: column '{AVAILABLE_AT}' has null values (when was it known?)"
+                raise DataError(msg)
+            known_us = np.maximum(stamp_us, _epoch_us(source[AVAILABLE_AT]))
         self._frame = source.with_columns(
-            stamps.dt.convert_time_zone(UTC).dt.cast_time_unit("us").dt.epoch("us").alias("_us")
+            stamp_us.alias("_us"), pl.Series("_known_us", known_us, dtype=pl.Int64)
         )
         self.as_of = as_of
         self._built: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
@@ -79,11 +80,11 @@ class PrecomputedFeatures:
         index = {a: k for k, a in enumerate(calendar.assets.tolist())}
         by_asset: dict[str, np.ndarray] = {}
         if per_asset.height:
-            bar = np.searchsorted(bars, per_asset["_us"].to_numpy(), side="left")
+            bar = np.searchsorted(bars, per_asset["_known_us"].to_numpy(), side="left")
             asset = np.array(
                 [index.get(a, -1) for a in per_asset[ASSET_ID].to_list()], dtype=np.int64
             )
-            order = np.argsort(per_asset["_us"].to_numpy(), kind="stable")  # later rows win
+            order = _current_rows(per_asset, asset, bar)
             ok = (bar < bars.shape[0]) & (asset >= 0)
             order = order[ok[order]]
             for name in self.columns:
@@ -93,8 +94,8 @@ class PrecomputedFeatures:
                 by_asset[name] = _read_only(_ffill(grid) if self.as_of else grid)
         market_wide: dict[str, np.ndarray] = {}
         if market.height:
-            bar = np.searchsorted(bars, market["_us"].to_numpy(), side="left")
-            order = np.argsort(market["_us"].to_numpy(), kind="stable")
+            bar = np.searchsorted(bars, market["_known_us"].to_numpy(), side="left")
+            order = _current_rows(market, np.zeros(market.height, np.int64), bar)
             order = order[bar[order] < bars.shape[0]]
             for name in self.columns:
                 line = np.full((bars.shape[0], 1), np.nan)
@@ -111,6 +112,39 @@ class PrecomputedFeatures:
             panel.signals[name] = grid[window]
         for name, line in market_wide.items():
             panel.context[name] = line[window]
+
+
+def _epoch_us(stamps: pl.Series) -> pl.Series:
+    """A datetime / date column as int64 microseconds UTC (naive values are UTC)."""
+    if stamps.dtype == pl.Date:
+        stamps = stamps.cast(pl.Datetime("us"))
+    kind = stamps.dtype
+    if not isinstance(kind, pl.Datetime):
+        msg = f"features: column '{stamps.name}' must be a datetime, found {kind}"
+        raise DataError(msg)
+    if kind.time_zone is None:
+        stamps = stamps.dt.replace_time_zone(UTC)
+    return stamps.dt.convert_time_zone(UTC).dt.cast_time_unit("us").dt.epoch("us")
+
+
+def _current_rows(frame: pl.DataFrame, group: np.ndarray, bar: np.ndarray) -> np.ndarray:
+    """The rows to write into the grid, in writing order (a later write to a cell wins).
+
+    Every row is ranked by (timestamp, available_at, file order). Per group (asset), rows
+    are taken by the bar they become known at; a row is written only if it outranks every
+    row of its group known at that bar or before: a late-published older row never replaces
+    a newer one, and a revision (a later version of the same timestamp) does.
+    """
+    n = frame.height
+    rank = np.empty(n, np.int64)
+    rank[np.lexsort((frame["_known_us"].to_numpy(), frame["_us"].to_numpy()))] = np.arange(n)
+    order = np.lexsort((rank, bar, group))  # by group, then the bar known at, then rank
+    g, r = group[order], rank[order]
+    # the running highest rank within each group: offset the groups so one pass serves all
+    first_of_group = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    offset = np.repeat(np.arange(first_of_group.shape[0]) * n, np.diff(np.r_[first_of_group, n]))
+    running = np.maximum.accumulate(r + offset) - offset
+    return order[r == running]
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
