@@ -28,6 +28,7 @@ from ml4t_pipeline.engine.enums import FillAt
 from ml4t_pipeline.engine.execution.account import AccountView, AssetIndex, Portfolio
 from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
+from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
 from ml4t_pipeline.engine.feed import MarketData, Panel, asset_list
 from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
@@ -96,6 +97,12 @@ class Engine:
             peak_equity=start.peak_equity,
         )
         self.risk = RiskManager(rules, n, start.risk)
+        self.desk = OrderDesk(
+            clock=self.clock,
+            ledger=self.ledger,
+            asset_ids=self.asset_ids,
+            next_order_id=start.next_order_id,
+        )
         self.broker = Broker(
             clock=self.clock,
             rules=FillRules(
@@ -108,8 +115,7 @@ class Engine:
             ledger=self.ledger,
             risk=self.risk,
             working=start.working,
-            next_order_id=start.next_order_id,
-            asset_ids=self.asset_ids,
+            desk=self.desk,
         )
         # user code owns its state: restored through its own set_state
         if start.strategy_state is not None:
@@ -118,7 +124,7 @@ class Engine:
             if rule.name in start.rule_state:
                 rule.set_state(start.rule_state[rule.name])
         index = AssetIndex(self.asset_ids).__getitem__  # a C-level lookup
-        self.strategy.bind(AccountView(self.portfolio, index), self.broker)
+        self.strategy.bind(AccountView(self.portfolio, index), self.desk)
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None) -> BacktestResult:
@@ -138,6 +144,7 @@ class Engine:
     def _run_chunk(self, panel: Panel) -> None:
         """Every bar of one chunk of the data: the seven steps of the module docstring."""
         clock, broker, portfolio, risk = self.clock, self.broker, self.portfolio, self.risk
+        desk = self.desk
         views = self._views_for(panel)
         context, batch, event, callables = views.context, views.batch, views.event, views.callables
         on_batch, on_event = self.strategy.on_timestamp_batch, self.strategy.on_market_event
@@ -162,7 +169,7 @@ class Engine:
                     on_event(event, context)
             if risk.active:  # 4. risk rules at close[t]: stop updates and exits
                 self._risk_at_close()
-            if broker.new_orders:  # 5 + 6. risk validation, then queue for t+1
+            if desk.new_orders:  # 5 + 6. risk validation, then queue for t+1
                 broker.accept_new_orders(self._risk_context)  # (or fill at close[t])
             portfolio.record_close()  # 7. equity at close[t]
             clock.bar += 1
@@ -256,7 +263,7 @@ class Engine:
             ledger=self.ledger,
             risk=self.risk.state,
             pending=Orders.from_rows(self.broker.working),
-            next_order_id=self.broker.next_order_id,
+            next_order_id=self.desk.next_order_id,
             last_close=self.portfolio.last_close,
             bars_done=self.clock.bar,
             peak_equity=self.portfolio.peak_equity,

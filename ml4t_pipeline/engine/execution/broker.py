@@ -1,8 +1,9 @@
-"""The broker: the order book. It takes orders, matches them against the clock's bar, and
-has the ledger book what `fill_order` returns.
+"""The broker: the order book. It takes each bar's new orders from the order desk, matches
+them against the clock's bar, and has the ledger book what `fill_order` returns.
 
-It owns the working orders, this bar's new orders, and the run's order and rejection logs.
-Cash and positions belong to the ledger; the fill itself is the pure `fill_order`.
+It owns the working orders and the run's order and rejection logs. New orders and their ids
+belong to the order desk (`order_desk.py`), cash and positions to the ledger; the fill itself
+is the pure `fill_order`.
 """
 
 from __future__ import annotations
@@ -10,41 +11,31 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from itertools import repeat
-from typing import Any
 
 import numpy as np
 
 from ml4t_pipeline.engine.clock import Clock
-from ml4t_pipeline.engine.enums import OrderReason, OrderType, RejectReason
+from ml4t_pipeline.engine.enums import OrderReason, RejectReason
 from ml4t_pipeline.engine.execution.fills import FillRules, Rejection, fill_order, rejection
 from ml4t_pipeline.engine.execution.ledger import Ledger
+from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import (
     MARKET,
-    MAX_QTY,
     SIGNAL,
     STOP,
     Order,
     Orders,
     match,
-    new_order,
     orders_from_columns,
 )
 from ml4t_pipeline.engine.risk.context import RiskContext
 from ml4t_pipeline.engine.risk.manager import RiskManager, Triggered
-from ml4t_pipeline.errors import ConfigError
 
 ContextFactory = Callable[[], RiskContext]
 _NAN = math.nan
 _isnan = math.isnan
 _NO_ASSETS = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
-_NEEDS: dict[OrderType, tuple[str, ...]] = {
-    OrderType.MARKET: (),
-    OrderType.LIMIT: ("limit_price",),
-    OrderType.STOP: ("stop_price",),
-    OrderType.STOP_LIMIT: ("limit_price", "stop_price"),
-    OrderType.TRAILING_STOP: ("trail_pct",),
-}
 
 
 class Broker:
@@ -62,156 +53,17 @@ class Broker:
         ledger: Ledger,
         risk: RiskManager,
         working: list[Order],
-        next_order_id: int,
-        asset_ids: list[Any],
+        desk: OrderDesk,
     ) -> None:
         self.clock = clock
-        self.asset_ids = asset_ids  # array position -> asset id, for error messages
+        self.desk = desk  # where this bar's new orders come from
         self.rules = rules
         self.same_close = same_close  # market orders fill at the close they were decided at
         self.ledger = ledger
         self.risk = risk
         self.working = working  # orders waiting for a later bar, oldest first
-        self.next_order_id = next_order_id
-        self.new_orders: list[Order] = []  # this bar's orders, in submission order
         self.order_log: list[Order] = []  # every order that reached the book or was rejected
         self.rejections: list[Rejection] = []
-
-    # -- order entry (strategy side) ----------------------------------------------------------
-    def submit(
-        self,
-        asset: int,
-        qty: int,
-        *,
-        order_type: OrderType = OrderType.MARKET,
-        limit_price: float | None = None,
-        stop_price: float | None = None,
-        trail_pct: float | None = None,
-        last_close: float = math.nan,
-    ) -> int | None:
-        """A strategy order for `asset` (array position), signed `qty`; returns its id.
-
-        `last_close` is the asset's last close, the starting reference of a trailing stop.
-        """
-        if order_type is OrderType.MARKET:
-            return self.submit_market(asset, qty)
-        if qty == 0:
-            return None
-        if not -MAX_QTY <= qty <= MAX_QTY:
-            raise self._unrepresentable(asset, qty)
-        given = {"limit_price": limit_price, "stop_price": stop_price, "trail_pct": trail_pct}
-        missing = [name for name in _NEEDS[order_type] if given[name] is None]
-        if missing:
-            msg = f"{order_type.label} order needs {', '.join(missing)}"
-            raise ConfigError(msg)
-        oid = self._take_ids(1)
-        self.new_orders.append(
-            new_order(
-                order_id=oid,
-                asset=asset,
-                qty=qty,
-                order_type=int(order_type),
-                limit_price=_price(limit_price),
-                stop_price=_price(stop_price),
-                trail_pct=_price(trail_pct),
-                trail_ref=last_close if order_type is OrderType.TRAILING_STOP else math.nan,
-                created_bar=self.clock.bar,
-                reason=SIGNAL,
-                rule=-1,
-                triggered=False,
-            )
-        )
-        return oid
-
-    def submit_market(self, asset: int, qty: int) -> int | None:
-        """A strategy market order (the common case); None for a zero quantity."""
-        if qty == 0:
-            return None
-        if not -MAX_QTY <= qty <= MAX_QTY:
-            raise self._unrepresentable(asset, qty)
-        oid = self.next_order_id
-        self.next_order_id = oid + 1
-        self.new_orders.append(
-            new_order(
-                order_id=oid,
-                asset=asset,
-                qty=qty,
-                order_type=MARKET,
-                limit_price=_NAN,
-                stop_price=_NAN,
-                trail_pct=_NAN,
-                trail_ref=_NAN,
-                created_bar=self.clock.bar,
-                reason=SIGNAL,
-                rule=-1,
-                triggered=False,
-            )
-        )
-        return oid
-
-    def submit_many(
-        self,
-        assets: np.ndarray,
-        qty: np.ndarray,
-        reason: OrderReason = OrderReason.SIGNAL,
-        rules: np.ndarray | None = None,
-    ) -> None:
-        """Market orders for `assets` (signed `qty`), numbered in the order given."""
-        n = int(assets.shape[0])
-        first = self._take_ids(n)
-        self.new_orders += orders_from_columns(
-            {
-                "order_id": range(first, first + n),
-                "asset": assets.tolist(),
-                "qty": qty.tolist(),
-                "order_type": repeat(MARKET, n),
-                "limit_price": repeat(_NAN, n),
-                "stop_price": repeat(_NAN, n),
-                "trail_pct": repeat(_NAN, n),
-                "trail_ref": repeat(_NAN, n),
-                "created_bar": repeat(self.clock.bar, n),
-                "reason": repeat(int(reason), n),
-                "rule": rules.tolist() if rules is not None else repeat(-1, n),
-                "triggered": repeat(False, n),
-            }
-        )
-
-    def order_target_weights(self, weights: np.ndarray, equity: float, close: np.ndarray) -> int:
-        """Market orders taking every priced asset to floor(|w| x equity / close) shares.
-
-        A weight that is not a finite number, or a size beyond `MAX_QTY` shares (a tiny price,
-        a huge equity), is a `ConfigError` naming the asset: never a wrapped quantity."""
-        held = self.ledger.qty
-        priced = close > 0
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            target = np.sign(weights) * np.floor(np.abs(weights) * equity / close)
-        unsized = priced & ~(np.abs(target) <= MAX_QTY)  # NaN, inf or too many shares
-        if unsized.any():
-            a = int(np.flatnonzero(unsized)[0])
-            msg = (
-                f"target weights: {int(np.count_nonzero(unsized))} asset(s) cannot be sized, "
-                f"e.g. asset_id={self.asset_ids[a]!r}: weight {weights.item(a)!r} x equity "
-                f"{equity!r} / close {close.item(a)!r} is not a whole number of shares "
-                f"within +-{MAX_QTY}"
-            )
-            raise ConfigError(msg)
-        target = np.where(priced, target, held).astype(np.int64)
-        delta = target - held
-        assets = (delta != 0).nonzero()[0]
-        self.submit_many(assets, delta[assets])
-        return int(assets.shape[0])
-
-    def _unrepresentable(self, asset: int, qty: int) -> ConfigError:
-        msg = (
-            f"order for asset_id={self.asset_ids[asset]!r}: {qty} shares is beyond the "
-            f"+-{MAX_QTY} an order may ask for"
-        )
-        return ConfigError(msg)
-
-    def _take_ids(self, n: int) -> int:
-        first = self.next_order_id
-        self.next_order_id = first + n
-        return first
 
     # -- the bar (engine side, in the loop's order) -------------------------------------------
     def fill_at_open(self, context: ContextFactory) -> None:
@@ -252,32 +104,24 @@ class Broker:
     def fill_protective_exits(self, hits: Triggered, context: ContextFactory) -> None:
         """2. Close the positions whose stop or take-profit level the bar crossed, at the
         level (gap-aware price), then cancel what the position's own orders would now do."""
-        first = self._take_ids(len(hits.asset))
-        qty, bar = self.ledger.qty, self.clock.bar
-        exits = [
-            new_order(
-                order_id=oid,
-                asset=a,
-                qty=-qty.item(a),
-                order_type=STOP,
-                limit_price=math.nan,
-                stop_price=level,
-                trail_pct=math.nan,
-                trail_ref=math.nan,
-                created_bar=bar,
-                reason=why,
-                rule=rule,
-                triggered=False,
-            )
-            for oid, a, level, why, rule in zip(
-                range(first, first + len(hits.asset)),
-                hits.asset,
-                hits.price,
-                hits.reason,
-                hits.rule,
-                strict=True,
-            )
-        ]
+        n = len(hits.asset)
+        first = self.desk.take_ids(n)
+        exits = orders_from_columns(
+            {
+                "order_id": range(first, first + n),
+                "asset": hits.asset,
+                "qty": [-self.ledger.qty.item(a) for a in hits.asset],
+                "order_type": repeat(STOP, n),
+                "limit_price": repeat(_NAN, n),
+                "stop_price": hits.price,  # the level the bar crossed
+                "trail_pct": repeat(_NAN, n),
+                "trail_ref": repeat(_NAN, n),
+                "created_bar": repeat(self.clock.bar, n),
+                "reason": hits.reason,
+                "rule": hits.rule,
+                "triggered": repeat(False, n),
+            }
+        )
         self.order_log += exits
         closed = self._execute(list(zip(exits, hits.price, strict=True)), context)
         if self.working and closed:
@@ -292,12 +136,14 @@ class Broker:
         for reason in np.unique(reasons).tolist():
             pick = reasons == reason
             chosen = assets[pick]
-            self.submit_many(chosen, -self.ledger.qty[chosen], OrderReason(reason), rules[pick])
+            self.desk.submit_many(
+                chosen, -self.ledger.qty[chosen], OrderReason(reason), rules[pick]
+            )
 
     def accept_new_orders(self, context: ContextFactory) -> None:
         """5 + 6. This bar's orders, after risk validation: fill now (market orders with
         `fill_at: same_close`) or queue for the next bar."""
-        orders, self.new_orders = self.new_orders, []
+        orders = self.desk.take_new_orders()
         if self.risk.validates:
             orders = self._validated(orders, context())
         self.order_log += orders
@@ -385,11 +231,9 @@ class Broker:
     ) -> list[tuple[Order, float]]:
         """The matched orders that would still reduce a position an exit closed are cancelled
         (`stopped_out`), as working ones are (`_cancel_stopped`)."""
-        qty = self.ledger.qty
         kept, stale = [], []
         for order, price in matched:
-            a = order.asset
-            if a in exit_buys and qty.item(a) == 0 and (order.qty > 0) == exit_buys[a]:
+            if self._reduces_closed(order, exit_buys):
                 stale.append(order)
             else:
                 kept.append((order, price))
@@ -397,17 +241,21 @@ class Broker:
             self._reject(stale, RejectReason.STOPPED_OUT)
         return kept
 
+    def _reduces_closed(self, order: Order, exit_buys: dict[int, bool]) -> bool:
+        """`order` would reduce a position an exit closed (now flat): a long's sell, a
+        short's buy (`exit_buys[asset]`: the exit bought)."""
+        a = order.asset
+        return a in exit_buys and self.ledger.qty.item(a) == 0 and (order.qty > 0) == exit_buys[a]
+
     def _cancel_stopped(self, exit_buys: dict[int, bool]) -> None:
         """The working orders that would reduce a position a protective exit just closed are
         cancelled (`stopped_out`): a long's sells, a short's buys (`exit_buys[asset]`: the exit
         bought), and any order a rule made for it. Orders opening the other side stay."""
-        qty = self.ledger.qty
         stale = [
             o
             for o in self.working
-            if o.asset in exit_buys
-            and qty.item(o.asset) == 0
-            and (o.reason != SIGNAL or (o.qty > 0) == exit_buys[o.asset])
+            if self._reduces_closed(o, exit_buys)
+            or (o.reason != SIGNAL and o.asset in exit_buys and self.ledger.qty.item(o.asset) == 0)
         ]
         if stale:
             self._reject(stale, RejectReason.STOPPED_OUT)
@@ -419,15 +267,15 @@ class Broker:
         position stay and meet the risk rules like any other entry."""
         exiting = set(assets.tolist())
         qty = self.ledger.qty
-        kept: list[Order] = []
-        gone: list[Order] = []
-        for o in self.new_orders:
+
+        def reduces(o: Order) -> bool:
             held = qty.item(o.asset) if o.asset in exiting else 0
-            (gone if held != 0 and (o.qty > 0) != (held > 0) else kept).append(o)
+            return held != 0 and (o.qty > 0) != (held > 0)
+
+        gone = self.desk.withdraw(reduces)
         if gone:
             self.order_log += gone
             self._reject(gone, RejectReason.REPLACED_BY_EXIT)
-        self.new_orders = kept
 
     def _reject(self, orders: Iterable[Order], reason: RejectReason, rule: int = -1) -> None:
         bar = self.clock.bar
@@ -452,10 +300,6 @@ class Broker:
             o = orders[k]
             accepted.append(o if q == o.qty else o._replace(qty=q))
         return accepted
-
-
-def _price(value: float | None) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _sells_first(item: tuple[Order, float]) -> tuple[bool, int]:

@@ -23,7 +23,7 @@ from ml4t_pipeline.engine.strategy.views import Batch, ContextView, MarketEvent
 
 if TYPE_CHECKING:
     from ml4t_pipeline.engine.execution.account import AccountView
-    from ml4t_pipeline.engine.execution.broker import Broker
+    from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 
 
 class _NotRunning:
@@ -61,12 +61,12 @@ class Strategy:
     def __init__(self, **params: Any) -> None:
         self.params = params
         self._account: AccountView = _NOT_RUNNING
-        self._orders: Broker = _NOT_RUNNING
+        self._orders: OrderDesk = _NOT_RUNNING
         # what the per-event helpers read on every call, looked up once
         self._index: Callable[[Any], int] = _NOT_RUNNING
         self._positions: np.ndarray = _NOT_RUNNING
 
-    def bind(self, account: AccountView, orders: Broker) -> None:
+    def bind(self, account: AccountView, orders: OrderDesk) -> None:
         """Called by the engine before the first bar: what the helpers read and order through."""
         self._account = account
         self._orders = orders

@@ -1,0 +1,170 @@
+"""The order desk: where strategies and rules place orders, numbered as they arrive.
+
+It owns this bar's new orders and the order-id counter; the broker takes the bar's orders
+from it after the strategy and the rules have spoken (`take_new_orders`). Strategies order
+through the desk only: it has no handle on matching, booking or the ledger's writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+from ml4t_pipeline.engine.clock import Clock
+from ml4t_pipeline.engine.enums import OrderReason, OrderType
+from ml4t_pipeline.engine.execution.ledger import Ledger
+from ml4t_pipeline.engine.execution.orders import (
+    MARKET,
+    MAX_QTY,
+    SIGNAL,
+    Order,
+    new_order,
+    orders_from_columns,
+)
+from ml4t_pipeline.engine.execution.sizing import check_prices, qty_error, target_positions
+
+_NAN = math.nan
+
+
+class OrderDesk:
+    """Order entry: ids, this bar's new orders in submission order."""
+
+    def __init__(
+        self, *, clock: Clock, ledger: Ledger, asset_ids: list[Any], next_order_id: int
+    ) -> None:
+        self.clock = clock
+        self.ledger = ledger  # read: positions to size against
+        self.asset_ids = asset_ids  # array position -> asset id, for error messages
+        self.next_order_id = next_order_id
+        self.new_orders: list[Order] = []  # this bar's orders, in submission order
+
+    def submit(
+        self,
+        asset: int,
+        qty: int,
+        *,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price: float | None = None,
+        stop_price: float | None = None,
+        trail_pct: float | None = None,
+        last_close: float = math.nan,
+    ) -> int | None:
+        """A strategy order for `asset` (array position), signed `qty`; returns its id.
+
+        `last_close` is the asset's last close, the starting reference of a trailing stop.
+        """
+        if order_type is OrderType.MARKET:
+            return self.submit_market(asset, qty)
+        if qty == 0:
+            return None
+        if not -MAX_QTY <= qty <= MAX_QTY:
+            raise qty_error(self.asset_ids[asset], qty)
+        check_prices(order_type, limit_price, stop_price, trail_pct)
+        oid = self.take_ids(1)
+        self.new_orders.append(
+            new_order(
+                order_id=oid,
+                asset=asset,
+                qty=qty,
+                order_type=int(order_type),
+                limit_price=_price(limit_price),
+                stop_price=_price(stop_price),
+                trail_pct=_price(trail_pct),
+                trail_ref=last_close if order_type is OrderType.TRAILING_STOP else math.nan,
+                created_bar=self.clock.bar,
+                reason=SIGNAL,
+                rule=-1,
+                triggered=False,
+            )
+        )
+        return oid
+
+    def submit_market(self, asset: int, qty: int) -> int | None:
+        """A strategy market order (the common case); None for a zero quantity."""
+        if qty == 0:
+            return None
+        if not -MAX_QTY <= qty <= MAX_QTY:
+            raise qty_error(self.asset_ids[asset], qty)
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        self.new_orders.append(
+            new_order(
+                order_id=oid,
+                asset=asset,
+                qty=qty,
+                order_type=MARKET,
+                limit_price=_NAN,
+                stop_price=_NAN,
+                trail_pct=_NAN,
+                trail_ref=_NAN,
+                created_bar=self.clock.bar,
+                reason=SIGNAL,
+                rule=-1,
+                triggered=False,
+            )
+        )
+        return oid
+
+    def submit_many(
+        self,
+        assets: np.ndarray,
+        qty: np.ndarray,
+        reason: OrderReason = OrderReason.SIGNAL,
+        rules: np.ndarray | None = None,
+    ) -> None:
+        """Market orders for `assets` (signed `qty`), numbered in the order given."""
+        n = int(assets.shape[0])
+        first = self.take_ids(n)
+        self.new_orders += orders_from_columns(
+            {
+                "order_id": range(first, first + n),
+                "asset": assets.tolist(),
+                "qty": qty.tolist(),
+                "order_type": repeat(MARKET, n),
+                "limit_price": repeat(_NAN, n),
+                "stop_price": repeat(_NAN, n),
+                "trail_pct": repeat(_NAN, n),
+                "trail_ref": repeat(_NAN, n),
+                "created_bar": repeat(self.clock.bar, n),
+                "reason": repeat(int(reason), n),
+                "rule": rules.tolist() if rules is not None else repeat(-1, n),
+                "triggered": repeat(False, n),
+            }
+        )
+
+    def order_target_weights(self, weights: np.ndarray, equity: float, close: np.ndarray) -> int:
+        """Market orders taking every priced asset to floor(|w| x equity / close) shares
+        (`sizing.target_positions`)."""
+        held = self.ledger.qty
+        delta = target_positions(weights, equity, close, held, self.asset_ids) - held
+        assets = (delta != 0).nonzero()[0]
+        self.submit_many(assets, delta[assets])
+        return int(assets.shape[0])
+
+    def take_ids(self, n: int) -> int:
+        """Reserve `n` consecutive order ids; returns the first."""
+        first = self.next_order_id
+        self.next_order_id = first + n
+        return first
+
+    def take_new_orders(self) -> list[Order]:
+        """This bar's orders, handed over (the desk starts the next bar empty)."""
+        orders, self.new_orders = self.new_orders, []
+        return orders
+
+    def withdraw(self, which: Callable[[Order], bool]) -> list[Order]:
+        """Take back this bar's orders for which `which` holds; returns them."""
+        kept: list[Order] = []
+        gone: list[Order] = []
+        for o in self.new_orders:
+            (gone if which(o) else kept).append(o)
+        self.new_orders = kept
+        return gone
+
+
+def _price(value: float | None) -> float:
+    return math.nan if value is None else float(value)
