@@ -315,6 +315,26 @@ def failure_message(
     return text
 
 
+def duplicate_keys_message(
+    *, file: str, key: Sequence[str], shown: Sequence[Sequence[tuple[str, Any]]], rows: Ints
+) -> str:
+    """The error text for keys of `key` that repeat: `rows` holds each repeated key's row
+    count, `shown` the first of those keys as (column, value) pairs."""
+    examples = [
+        describe_row((*cells, ("rows", int(n))))
+        for cells, n in zip(shown, rows[: len(shown)], strict=True)
+    ]
+    message = failure_message(
+        file=file,
+        column=None,
+        rule=Rule.DUPLICATE_KEY,
+        n_rows=int(rows.sum()),
+        detail=duplicate_key_detail(int(rows.shape[0]), key),
+        examples=examples,
+    )
+    return errors_message([message])
+
+
 def errors_message(messages: Sequence[str]) -> str:
     """The text of an error raised for failure lines: a count, then one indented line each."""
     noun = "error" if len(messages) == 1 else "errors"

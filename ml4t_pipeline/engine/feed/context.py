@@ -22,12 +22,8 @@ from ml4t_pipeline.keys import (
     AVAILABLE_AT,
     MAX_EXAMPLES,
     TIMESTAMP,
-    Rule,
     count_keys,
-    describe_row,
-    duplicate_key_detail,
-    errors_message,
-    failure_message,
+    duplicate_keys_message,
     to_datetime,
 )
 
@@ -77,16 +73,5 @@ def _repeated_stamps(ts: np.ndarray, known_at: np.ndarray, name: str, *, timed: 
     groups, rows = count_keys(group).repeated()
     repeated = ts[np.flatnonzero(new_key)][groups]  # the timestamp of each repeated key
     key = (TIMESTAMP, AVAILABLE_AT) if timed else (TIMESTAMP,)
-    examples = [
-        describe_row(((TIMESTAMP, to_datetime(stamp)), ("rows", int(n))))
-        for stamp, n in zip(repeated[:MAX_EXAMPLES], rows[:MAX_EXAMPLES], strict=True)
-    ]
-    message = failure_message(
-        file=name,
-        column=None,
-        rule=Rule.DUPLICATE_KEY,
-        n_rows=int(rows.sum()),
-        detail=duplicate_key_detail(int(repeated.shape[0]), key),
-        examples=examples,
-    )
-    return DataError(errors_message([message]))
+    shown = [((TIMESTAMP, to_datetime(stamp)),) for stamp in repeated[:MAX_EXAMPLES]]
+    return DataError(duplicate_keys_message(file=name, key=key, shown=shown, rows=rows))

@@ -28,10 +28,9 @@ from ml4t_pipeline.keys import (
     OHLC_RULES,
     OPEN,
     TIMESTAMP,
-    Rule,
     count_keys,
     describe_row,
-    duplicate_key_detail,
+    duplicate_keys_message,
     errors_message,
     failure_message,
     to_datetime,
@@ -145,19 +144,8 @@ def duplicate_keys_error(coords: RowCoords, calendar: Calendar, name: str) -> Da
     n_cells = calendar.timestamps.shape[0] * n_assets
     repeated, rows = count_keys(flat, n_cells=n_cells, max_grid_cells=n_cells).repeated()
     shown = [divmod(int(c), n_assets) for c in repeated[:MAX_EXAMPLES]]
-    examples = [
-        describe_row((*key, ("rows", int(n))))
-        for key, n in zip(calendar.key_cells(shown), rows[:MAX_EXAMPLES], strict=True)
-    ]
-    message = failure_message(
-        file=name,
-        column=None,
-        rule=Rule.DUPLICATE_KEY,
-        n_rows=int(rows.sum()),
-        detail=duplicate_key_detail(int(repeated.shape[0]), KEY_COLUMNS),
-        examples=examples,
-    )
-    return DataError(errors_message([message]))
+    cells = calendar.key_cells(shown)
+    return DataError(duplicate_keys_message(file=name, key=KEY_COLUMNS, shown=cells, rows=rows))
 
 
 def check_bars(
