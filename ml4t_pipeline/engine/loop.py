@@ -1,13 +1,16 @@
 """The loop: the one place that advances time. `Engine._run_chunk` is the spec.
 
 At each bar t, in the order the market imposes:
-1. orders queued at t-1 fill at open[t] (sells before buys) -> ledger
+1. orders queued at t-1 are matched against bar t; what fills at open[t] is booked (sells
+   before buys) -> ledger
 2. protective stops / take-profits, gap-aware, on positions entered before t
-3. the strategy decides at close[t]
-4. risk rules update stops and add exits at close[t]
-5. every new order passes the risk rules (reject / resize) on its way to the broker
-6. queue for t+1 (or fill at close[t] with fill_at: same_close)
-7. mark equity at close[t]
+3. the queued orders that fill inside bar t (after the stops: the conservative reading of a
+   bar where both trigger)
+4. the strategy decides at close[t]
+5. risk rules update stops and add exits at close[t]
+6. every new order passes the risk rules (reject / resize) on its way to the broker
+7. queue for t+1 (or fill at close[t] with fill_at: same_close)
+8. mark equity at close[t]
 
 Who owns what: the clock (where the run is) belongs to this loop; the broker owns the orders,
 the ledger cash and positions, the portfolio the last closes and the equity curve, the risk
@@ -142,7 +145,7 @@ class Engine:
         return build_result(self.record(), wall_s=wall_s)
 
     def _run_chunk(self, panel: Panel) -> None:
-        """Every bar of one chunk of the data: the seven steps of the module docstring."""
+        """Every bar of one chunk of the data: the eight steps of the module docstring."""
         clock, broker, portfolio, risk = self.clock, self.broker, self.portfolio, self.risk
         desk = self.desk
         views = self._views_for(panel)
@@ -157,9 +160,11 @@ class Engine:
                 broker.fill_at_open(self._risk_context)
             if risk.active:  # 2. protective levels crossed inside the bar, gap-aware
                 self._protective_exits()
+            if broker.intrabar:  # 3. then the queued orders filled inside the bar
+                broker.fill_inside_bar(self._risk_context)
             portfolio.mark_close(close, None if whole else has_bar[row])  # close[t] is known:
             clock.decision = (panel.signals, row)  # what decisions see from now on
-            for provider in callables:  # 3. the strategy at close[t], after the features
+            for provider in callables:  # 4. the strategy at close[t], after the features
                 provider.update(row)
             if batch is not None:  # ... with the whole cross-section
                 on_batch(batch.timestamp, batch, context)
@@ -167,11 +172,11 @@ class Engine:
                 for a in every_asset if whole else np.flatnonzero(has_bar[row]).tolist():
                     event.point_at(a)
                     on_event(event, context)
-            if risk.active:  # 4. risk rules at close[t]: stop updates and exits
+            if risk.active:  # 5. risk rules at close[t]: stop updates and exits
                 self._risk_at_close()
-            if desk.new_orders:  # 5 + 6. risk validation, then queue for t+1
+            if desk.new_orders:  # 6 + 7. risk validation, then queue for t+1
                 broker.accept_new_orders(self._risk_context)  # (or fill at close[t])
-            portfolio.record_close()  # 7. equity at close[t]
+            portfolio.record_close()  # 8. equity at close[t]
             clock.bar += 1
 
     # -- the steps ------------------------------------------------------------------------------
@@ -206,7 +211,7 @@ class Engine:
             self.broker.fill_protective_exits(hits, self._risk_context)
 
     def _risk_at_close(self) -> None:
-        """Step 4: the rules update levels; their exits replace the strategy's own orders."""
+        """Step 5: the rules update levels; their exits replace the strategy's own orders."""
         p, i = self.clock.panel, self.clock.row
         assets, reasons, rules = self.risk.on_close(
             self._risk_context, self.ledger.qty, p.has_bar[i], p.high[i], p.low[i]

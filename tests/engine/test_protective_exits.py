@@ -92,3 +92,41 @@ def test_an_exit_at_the_open_is_booked_before_an_older_intrabar_limit(
     ]
     assert rows(result.rejections, "order_id", "reason") == [(1, "stopped_out")]
     assert result.final_state.per_asset["ledger.qty"][0] == 0  # never a short
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_a_stop_and_a_limit_in_one_bar_take_the_stop_first(tmp_path: Path, side: int) -> None:
+    """Long (short) 10 at 100 with a working take-profit limit at 110 (90); one bar crosses
+    both the limit and the 5 % stop at 95 (105). Which came first inside the bar is unknown:
+    the conservative reading takes the stop, and the take-profit is cancelled."""
+    prices = panel(
+        A=[
+            flat(100.0),
+            flat(100.0),  # the entry fills at this open
+            (100.0, 112.0, 88.0, 100.0),  # both the limit and the stop are inside this bar
+            flat(100.0),
+        ]
+    )
+    take_profit = 100.0 + side * 10.0
+    strategy = Scripted(
+        {
+            0: [Order(asset="A", qty=side * 10)],
+            1: [
+                Order(
+                    asset="A",
+                    qty=-side * 10,
+                    order_type=OrderType.LIMIT,
+                    limit_price=take_profit,
+                )
+            ],
+        }
+    )
+    cfg = config(tmp_path, risk=STOP, allow_short=side < 0)
+    result = run(cfg, strategy, prices, tmp_path / "o")
+    entry, exit_ = ("buy", "sell") if side > 0 else ("sell", "buy")
+    assert rows(result.fills, "bar", "side", "qty", "price", "reason") == [
+        (1, entry, 10, 100.0, "signal"),
+        (2, exit_, 10, 100.0 - side * 5.0, "stop_loss"),  # the stop, not the limit
+    ]
+    assert rows(result.rejections, "order_id", "reason") == [(1, "stopped_out")]
+    assert result.final_state.per_asset["ledger.qty"] == [0]

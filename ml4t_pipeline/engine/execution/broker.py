@@ -62,14 +62,15 @@ class Broker:
         self.ledger = ledger
         self.risk = risk
         self.working = working  # orders waiting for a later bar, oldest first
+        self.intrabar: list[tuple[Order, float]] = []  # matched inside this bar, not yet booked
         self.order_log: list[Order] = []  # every order that reached the book or was rejected
         self.rejections: list[Rejection] = []
 
     # -- the bar (engine side, in the loop's order) -------------------------------------------
     def fill_at_open(self, context: ContextFactory) -> None:
-        """1. Match every working order against the bar and book the fills in time order:
-        what fills at the open (market orders, and orders a gap filled there) first, then
-        what fills inside the bar; sells before buys within each. An exit that closed a
+        """1. Match every working order against the bar; book what fills at the open (market
+        orders, and orders a gap filled there), sells before buys, and keep what fills inside
+        the bar for `fill_inside_bar`, after the protective stops. An exit that closed a
         position at the open cancels the orders that would reduce it later in the bar."""
         p, i = self.clock.panel, self.clock.row
         for o in self.working:
@@ -94,12 +95,16 @@ class Broker:
             at_open = (price[done] == open_[done]).tolist()
             matched = list(zip(orders, price[done].tolist(), strict=True))
             opening = [m for m, first in zip(matched, at_open, strict=True) if first]
-            intrabar = [m for m, first in zip(matched, at_open, strict=True) if not first]
+            self.intrabar = [m for m, first in zip(matched, at_open, strict=True) if not first]
             closed_by_exits = self._execute(opening, context)
             if closed_by_exits:
-                intrabar = self._drop_stopped(intrabar, closed_by_exits)
-                self._cancel_stopped(closed_by_exits)
-            self._execute(intrabar, context)
+                self._stopped_out(closed_by_exits)
+
+    def fill_inside_bar(self, context: ContextFactory) -> None:
+        """3. Book the orders matched inside this bar (after the protective stops: when a
+        limit and a stop both trigger in one bar, the stop is taken first)."""
+        matched, self.intrabar = self.intrabar, []
+        self._execute(matched, context)
 
     def fill_protective_exits(self, hits: Triggered, context: ContextFactory) -> None:
         """2. Close the positions whose stop or take-profit level the bar crossed, at the
@@ -124,13 +129,13 @@ class Broker:
         )
         self.order_log += exits
         closed = self._execute(list(zip(exits, hits.price, strict=True)), context)
-        if self.working and closed:
-            self._cancel_stopped(closed)
+        if closed:
+            self._stopped_out(closed)
 
     def replace_with_exits(
         self, assets: np.ndarray, reasons: np.ndarray, rules: np.ndarray
     ) -> None:
-        """4. Risk exits decided at this close: each replaces the strategy's own orders
+        """5. Risk exits decided at this close: each replaces the strategy's own orders
         reducing that position at this bar, and closes the whole position."""
         self._drop_reducing_orders(assets)
         for reason in np.unique(reasons).tolist():
@@ -141,7 +146,7 @@ class Broker:
             )
 
     def accept_new_orders(self, context: ContextFactory) -> None:
-        """5 + 6. This bar's orders, after risk validation: fill now (market orders with
+        """6 + 7. This bar's orders, after risk validation: fill now (market orders with
         `fill_at: same_close`) or queue for the next bar."""
         orders = self.desk.take_new_orders()
         if self.risk.validates:
@@ -226,20 +231,21 @@ class Broker:
             )
         return closed_by_exits
 
-    def _drop_stopped(
-        self, matched: list[tuple[Order, float]], exit_buys: dict[int, bool]
-    ) -> list[tuple[Order, float]]:
-        """The matched orders that would still reduce a position an exit closed are cancelled
-        (`stopped_out`), as working ones are (`_cancel_stopped`)."""
-        kept, stale = [], []
-        for order, price in matched:
-            if self._reduces_closed(order, exit_buys):
-                stale.append(order)
-            else:
-                kept.append((order, price))
-        if stale:
-            self._reject(stale, RejectReason.STOPPED_OUT)
-        return kept
+    def _stopped_out(self, exit_buys: dict[int, bool]) -> None:
+        """Exits just closed the positions of `exit_buys`: the orders matched inside this bar
+        and the working ones that would still reduce them are cancelled (`stopped_out`)."""
+        if self.intrabar:
+            kept, stale = [], []
+            for order, price in self.intrabar:
+                if self._reduces_closed(order, exit_buys):
+                    stale.append(order)
+                else:
+                    kept.append((order, price))
+            if stale:
+                self._reject(stale, RejectReason.STOPPED_OUT)
+                self.intrabar = kept
+        if self.working:
+            self._cancel_stopped(exit_buys)
 
     def _reduces_closed(self, order: Order, exit_buys: dict[int, bool]) -> bool:
         """`order` would reduce a position an exit closed (now flat): a long's sell, a
