@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ml4t_pipeline.engine.enums import FillAt
+from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy, VolumePolicy
 from ml4t_pipeline.engine.execution.costs import (
     CommissionModel,
     FixedBpsSlippage,
@@ -51,10 +52,21 @@ class ExecutionConfig:
     allow_negative_cash: bool = False
     allow_short: bool = False
     validate: bool = True
+    on_insufficient_cash: CashPolicy = CashPolicy.RESIZE
+    on_no_bar: NoBarPolicy = NoBarPolicy.WAIT
+    on_delist: DelistPolicy = DelistPolicy.CLOSE
+    max_participation: float | None = None  # fraction of a bar's volume an asset's fills may take
+    on_volume_limit: VolumePolicy = VolumePolicy.WAIT
 
     def __post_init__(self) -> None:
         if not self.initial_cash > 0:
             msg = f"execution.initial_cash must be > 0, got {self.initial_cash!r}"
+            raise ConfigError(msg)
+        if self.max_participation is not None and not 0 < self.max_participation <= 1:
+            msg = (
+                "execution.max_participation must be a fraction of bar volume in (0, 1], "
+                f"got {self.max_participation!r}"
+            )
             raise ConfigError(msg)
         if not 0 <= self.commission_rate < 1:
             msg = f"execution.commission_rate must be a fraction in [0, 1), got {self.commission_rate!r}"
@@ -185,6 +197,19 @@ _EXEC_TYPES: dict[str, tuple[type, ...]] = {
     "allow_negative_cash": (bool,),
     "allow_short": (bool,),
     "validate": (bool,),
+    "on_insufficient_cash": (str,),
+    "on_no_bar": (str,),
+    "on_delist": (str,),
+    "max_participation": (int, float),
+    "on_volume_limit": (str,),
+}
+#: execution keys whose value is one of an enum's values
+_EXEC_CHOICES: dict[str, type[StrEnum]] = {
+    "fill_at": FillAt,
+    "on_insufficient_cash": CashPolicy,
+    "on_no_bar": NoBarPolicy,
+    "on_delist": DelistPolicy,
+    "on_volume_limit": VolumePolicy,
 }
 _STRATEGY_KEYS = {"name", "class", "params"}
 
@@ -254,13 +279,14 @@ def run_config_from_dict(
             msg = f"execution.{key} must be {names}, got {type(value).__name__} {value!r}"
             raise ConfigError(msg)
     exec_kwargs = dict(execution)
-    if "fill_at" in exec_kwargs:
-        try:
-            exec_kwargs["fill_at"] = FillAt(exec_kwargs["fill_at"])
-        except ValueError:
-            msg = f"execution.fill_at must be one of {[f.value for f in FillAt]}, got {execution['fill_at']!r}"
-            raise ConfigError(msg) from None
-    for key in ("initial_cash", "commission_rate"):
+    for key, choices in _EXEC_CHOICES.items():
+        if key in exec_kwargs:
+            try:
+                exec_kwargs[key] = choices(exec_kwargs[key])
+            except ValueError:
+                msg = f"execution.{key} must be one of {[c.value for c in choices]}, got {execution[key]!r}"
+                raise ConfigError(msg) from None
+    for key in ("initial_cash", "commission_rate", "max_participation"):
         if key in exec_kwargs:
             exec_kwargs[key] = float(exec_kwargs[key])
     exec_cfg = ExecutionConfig(**exec_kwargs)

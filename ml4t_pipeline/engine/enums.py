@@ -36,6 +36,37 @@ class OrderStatus(StrEnum):
     FILLED = "filled"
     REJECTED = "rejected"
     OPEN = "open"  # still working when the run (or month) ended
+    PARTIALLY_FILLED = "partially_filled"  # part filled; the rest will not (resized, clipped)
+    CANCELLED = "cancelled"  # by the strategy, or because its asset was delisted
+    EXPIRED = "expired"  # its time in force ran out
+
+
+class CashPolicy(StrEnum):
+    """`execution.on_insufficient_cash`: a buy the cash cannot pay (negative cash disallowed)."""
+
+    RESIZE = "resize"  # cut to the whole shares the cash pays, commission included
+    REJECT = "reject"  # refuse the whole order
+
+
+class NoBarPolicy(StrEnum):
+    """`execution.on_no_bar`: an order whose asset has no bar when it would fill."""
+
+    WAIT = "wait"  # keep working until the asset's next bar
+    REJECT = "reject"  # refuse a market order (`no_bar`)
+
+
+class DelistPolicy(StrEnum):
+    """`execution.on_delist`: a position in an asset whose bars end before the input's do."""
+
+    CLOSE = "close"  # closed at its last close (reason `delisted`), its orders cancelled
+    HOLD = "hold"  # kept, valued at its last close
+
+
+class VolumePolicy(StrEnum):
+    """`execution.on_volume_limit`: what the participation cap left unfilled of an order."""
+
+    WAIT = "wait"  # keeps working on the next bars
+    REJECT = "reject"  # the rest is refused (`volume_limit`)
 
 
 class RejectReason(StrEnum):
@@ -54,6 +85,10 @@ class RejectReason(StrEnum):
     RISK_REGIME_BLOCK = "risk_regime_block"
     RISK_UNDECIDABLE = "risk_undecidable"  # a rule lacked the data to decide: it rejects
     NOTHING_TO_CLOSE = "nothing_to_close"  # an exit whose position was already flat at its fill
+    DELISTED = "delisted"  # its asset has no bar after this one (cancelled at the delisting)
+    CANCELLED = "cancelled"  # the strategy cancelled it (`cancel_order`)
+    EXPIRED = "expired"  # its time in force ran out
+    VOLUME_LIMIT = "volume_limit"  # the participation cap left this much unfilled
 
 
 class OrderReason(IntEnum):
@@ -71,6 +106,7 @@ class OrderReason(IntEnum):
     TIME_EXIT = 5
     REGIME_EXIT = 6
     RISK_HALT = 7
+    DELISTED = 8  # the asset's bars ended: closed at its last close
 
     @property
     def label(self) -> str:

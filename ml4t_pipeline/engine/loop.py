@@ -27,7 +27,7 @@ import numpy as np
 
 from ml4t_pipeline.engine.clock import Clock
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.enums import FillAt
+from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy
 from ml4t_pipeline.engine.execution.account import AccountView, AssetIndex, Portfolio
 from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
@@ -82,6 +82,7 @@ class Engine:
         self.asset_ids = asset_list(self.assets)
         rules = list(rules) if rules is not None else config.build_rules()
         ex = config.execution
+        self.closes_delisted = ex.on_delist is DelistPolicy.CLOSE
         n, signals = data.calendar.n_assets, list(data.signal_columns)
         start = (
             initial_state.restore(self.assets, signals)
@@ -113,12 +114,15 @@ class Engine:
                 slippage=ex.slippage_model(),
                 allow_short=ex.allow_short,
                 allow_negative_cash=ex.allow_negative_cash,
+                resize_buys=ex.on_insufficient_cash is CashPolicy.RESIZE,
             ),
             same_close=ex.fill_at is FillAt.SAME_CLOSE,
             ledger=self.ledger,
             risk=self.risk,
             working=start.working,
             desk=self.desk,
+            no_bar_waits=ex.on_no_bar is NoBarPolicy.WAIT,
+            delisted=data.delistings.before.tolist() if self.closes_delisted else (),
         )
         # user code owns its state: restored through its own set_state
         if start.strategy_state is not None:
@@ -154,6 +158,10 @@ class Engine:
         every_asset = list(range(self.data.calendar.n_assets))
         complete: list[bool] = np.all(panel.has_bar, axis=1).tolist()  # every asset has a bar
         has_bar = panel.has_bar
+        lo = clock.bar - self.first_bar  # the chunk's first bar in the run's calendar
+        delisted = (
+            self.data.delistings.in_rows(lo, lo + panel.n_bars) if self.closes_delisted else {}
+        )
         for row, whole, close in zip(range(panel.n_bars), complete, panel.close, strict=True):
             clock.row = row
             if broker.working:  # 1. orders queued at t-1 fill at open[t], sells first
@@ -176,6 +184,8 @@ class Engine:
                 self._risk_at_close()
             if desk.new_orders:  # 6 + 7. risk validation, then queue for t+1
                 broker.accept_new_orders(self._risk_context)  # (or fill at close[t])
+            if delisted and row in delisted:  # ... and the last bar of assets that delist
+                broker.delist(delisted[row], self._risk_context)
             portfolio.record_close()  # 8. equity at close[t]
             clock.bar += 1
 
@@ -292,6 +302,7 @@ class Engine:
             fills=ledger.fill_columns(),
             orders=Orders.from_rows(self.broker.order_log),
             rejections=self.broker.rejections,
+            negative_cash_fills=len(self.broker.negative_cash_fills),
             trades=ledger.trades(),
             final_qty=ledger.view.qty,
             last_close=portfolio.last_close,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ml4t_pipeline.engine import OrderType, load_run_config, run_backtest
-from tests.engine.conftest import Order, Scripted, col, config, flat, panel, rows, run
+from tests.engine.conftest import Bar, Order, Scripted, col, config, flat, panel, rows, run
 from tests.invariants import assert_backtest_invariants
 
 #: Bars whose open, close and range differ, so that a price names the moment it came from.
@@ -67,10 +67,19 @@ def test_same_close_queues_limit_orders_for_the_next_bar(tmp_path: Path) -> None
     assert col(result.orders, "status") == ["open"]
 
 
-def test_same_close_market_order_without_a_bar_is_rejected(tmp_path: Path) -> None:
+def test_same_close_market_order_without_a_bar_waits_for_the_next_one(tmp_path: Path) -> None:
     prices = panel(A=[flat(10), flat(11), flat(12)], B=[flat(5), None, flat(6)])
     strategy = Scripted({1: [Order(asset="B", qty=3)]})
     result = run(config(tmp_path, fill_at="same_close"), strategy, prices, tmp_path / "out")
+    assert rows(result.fills, "bar", "asset_id", "qty", "price") == [(2, "B", 3, 6.0)]
+    assert result.rejections.height == 0
+
+
+def test_same_close_market_order_without_a_bar_is_rejected_by_policy(tmp_path: Path) -> None:
+    prices = panel(A=[flat(10), flat(11), flat(12)], B=[flat(5), None, flat(6)])
+    strategy = Scripted({1: [Order(asset="B", qty=3)]})
+    cfg = config(tmp_path, fill_at="same_close", on_no_bar="reject")
+    result = run(cfg, strategy, prices, tmp_path / "out")
     assert result.fills.height == 0
     assert rows(result.rejections, "asset_id", "qty", "reason") == [("B", 3, "no_bar")]
 
@@ -89,21 +98,52 @@ def test_orders_decided_at_the_last_bar_never_fill(tmp_path: Path) -> None:
 
 
 # -- assets without a bar ----------------------------------------------------------------------
-def test_late_listing_and_delisting_trade_only_where_there_are_bars(tmp_path: Path) -> None:
-    prices = panel(
-        A=[flat(10), flat(11), flat(12), flat(13), flat(14), flat(15)],
-        B=[None, None, flat(20), flat(21), flat(22), None],  # lists at bar 2, gone at bar 5
-        C=[flat(5), flat(6), None, flat(7), flat(8), flat(9)],  # one missing bar
-    )
-    strategy = Scripted(
-        {
-            0: [Order(asset="B", qty=1), Order(asset="C", qty=1)],  # B has no bar 1
-            1: [Order(asset="B", qty=1), Order(asset="C", qty=1)],  # C has no bar 2
-            2: [Order(asset="B", qty=1)],
-            4: [Order(asset="B", qty=-1)],  # B has no bar 5
-        }
-    )
-    result = run(config(tmp_path), strategy, prices, tmp_path / "out")
+_LISTINGS: dict[str, list[Bar]] = {
+    "A": [flat(10), flat(11), flat(12), flat(13), flat(14), flat(15)],
+    "B": [None, None, flat(20), flat(21), flat(22), None],  # lists at bar 2, delists after 4
+    "C": [flat(5), flat(6), None, flat(7), flat(8), flat(9)],  # one missing bar
+}
+_LISTING_ORDERS = {
+    0: [Order(asset="B", qty=1), Order(asset="C", qty=1)],  # B has no bar 1
+    1: [Order(asset="B", qty=1), Order(asset="C", qty=1)],  # C has no bar 2
+    2: [Order(asset="B", qty=1)],
+    4: [Order(asset="B", qty=-1)],  # B's last bar: it has no bar 5
+}
+
+
+def test_orders_wait_for_a_bar_and_a_delisted_position_is_closed(tmp_path: Path) -> None:
+    """The defaults: `on_no_bar: wait`, `on_delist: close`."""
+    result = run(config(tmp_path), Scripted(_LISTING_ORDERS), panel(**_LISTINGS), tmp_path / "o")
+    assert rows(result.fills, "bar", "order_id", "asset_id", "side", "price", "reason") == [
+        (1, 1, "C", "buy", 6.0, "signal"),
+        (2, 0, "B", "buy", 20.0, "signal"),  # waited for B's first bar
+        (2, 2, "B", "buy", 20.0, "signal"),
+        (3, 3, "C", "buy", 7.0, "signal"),  # waited over C's hole
+        (3, 4, "B", "buy", 21.0, "signal"),
+        (4, 6, "B", "sell", 22.0, "delisted"),  # B's last close
+    ]
+    # the sell decided at B's last close can never fill: cancelled with the delisting
+    assert rows(result.rejections, "order_id", "asset_id", "reason") == [(5, "B", "delisted")]
+    assert rows(result.orders, "order_id", "status") == [
+        (0, "filled"),
+        (1, "filled"),
+        (2, "filled"),
+        (3, "filled"),
+        (4, "filled"),
+        (5, "cancelled"),
+        (6, "filled"),
+    ]
+    assert col(result.equity, "cash")[-1] == 1e5 - 6 - 20 - 20 - 7 - 21 + 3 * 22
+    assert col(result.equity, "positions_value") == [0.0, 6.0, 46.0, 77.0, 16.0, 18.0]
+    assert rows(result.trades, "asset_id", "qty", "exit_price", "exit_reason") == [
+        ("B", 3, 22.0, "delisted"),
+        ("C", 2, 9.0, "open"),
+    ]
+
+
+def test_late_listing_and_delisting_by_policy_reject_and_hold(tmp_path: Path) -> None:
+    cfg = config(tmp_path, on_no_bar="reject", on_delist="hold")
+    result = run(cfg, Scripted(_LISTING_ORDERS), panel(**_LISTINGS), tmp_path / "out")
     assert rows(result.fills, "bar", "asset_id", "side", "price") == [
         (1, "C", "buy", 6.0),
         (2, "B", "buy", 20.0),
@@ -134,8 +174,8 @@ def test_long_only_sell_without_a_position_is_rejected(tmp_path: Path) -> None:
 
 
 def test_long_only_sell_beyond_the_position_is_clipped_to_it(tmp_path: Path) -> None:
-    """Documented behaviour (as found): the fill closes the position; the excess is dropped
-    without a rejection row, and the order, asking 15, reads "filled"."""
+    """The fill closes the position; the 5 shares that would open a short are a rejection row
+    (`short_not_allowed`), and the order, asking 15, reads "partially_filled" with 10."""
     strategy = Scripted({0: [Order(asset="A", qty=10)], 1: [Order(asset="A", qty=-15)]})
     cfg = config(tmp_path, commission_rate=0.001)
     result = run(cfg, strategy, panel(A=RAMP), tmp_path / "out")
@@ -144,8 +184,13 @@ def test_long_only_sell_beyond_the_position_is_clipped_to_it(tmp_path: Path) -> 
         (2, "sell", 10, 120.0),
     ]
     assert col(result.fills, "commission") == pytest.approx([1.1, 1.2])
-    assert rows(result.orders, "qty", "status") == [(10, "filled"), (15, "filled")]
-    assert result.rejections.height == 0
+    assert rows(result.orders, "qty", "filled_qty", "status") == [
+        (10, 10, "filled"),
+        (15, 10, "partially_filled"),
+    ]
+    assert rows(result.rejections, "order_id", "side", "qty", "reason") == [
+        (1, "sell", 5, "short_not_allowed")
+    ]
     assert rows(result.trades, "direction", "qty", "exit_reason") == [("long", 10, "signal")]
 
 
@@ -156,10 +201,34 @@ def test_clipped_sell_pays_the_full_per_order_commission(tmp_path: Path) -> None
     assert col(result.fills, "commission") == pytest.approx([1.0, 1.0])
 
 
-def test_buy_the_cash_cannot_pay_is_rejected(tmp_path: Path) -> None:
-    # at bar 1's open (110): 10 x 110 + 0.1 % = 1,101.10 > 1,100; then 9 x 110 + 0.99 fits
+def test_buy_the_cash_cannot_pay_is_cut_to_what_it_pays(tmp_path: Path) -> None:
+    # at bar 1's open (110): 10 x 110 + 0.1 % = 1,101.10 > 1,100; 9 x 110 + 0.99 fits, which
+    # leaves 109.01: the second order (9) gets nothing
     strategy = Scripted({0: [Order(asset="A", qty=10), Order(asset="A", qty=9)]})
     cfg = config(tmp_path, initial_cash=1_100.0, allow_negative_cash=False, commission_rate=0.001)
+    result = run(cfg, strategy, panel(A=RAMP), tmp_path / "out")
+    assert rows(result.fills, "bar", "qty", "price", "order_id") == [(1, 9, 110.0, 0)]
+    assert rows(result.rejections, "order_id", "qty", "reason") == [
+        (0, 1, "insufficient_cash"),  # the rest of the resized order
+        (1, 9, "insufficient_cash"),
+    ]
+    assert rows(result.orders, "qty", "filled_qty", "status") == [
+        (10, 9, "partially_filled"),
+        (9, 0, "rejected"),
+    ]
+    assert result.equity["cash"][-1] == pytest.approx(1_100.0 - 990.0 - 0.99)
+
+
+def test_buy_the_cash_cannot_pay_is_rejected_by_policy(tmp_path: Path) -> None:
+    # at bar 1's open (110): 10 x 110 + 0.1 % = 1,101.10 > 1,100; then 9 x 110 + 0.99 fits
+    strategy = Scripted({0: [Order(asset="A", qty=10), Order(asset="A", qty=9)]})
+    cfg = config(
+        tmp_path,
+        initial_cash=1_100.0,
+        allow_negative_cash=False,
+        commission_rate=0.001,
+        on_insufficient_cash="reject",
+    )
     result = run(cfg, strategy, panel(A=RAMP), tmp_path / "out")
     assert rows(result.rejections, "order_id", "qty", "reason") == [(0, 10, "insufficient_cash")]
     assert rows(result.fills, "bar", "qty", "price", "order_id") == [(1, 9, 110.0, 1)]

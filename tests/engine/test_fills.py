@@ -17,15 +17,19 @@ from hypothesis import strategies as st
 
 from ml4t_pipeline.engine import RejectReason
 from ml4t_pipeline.engine.execution.costs import (
+    CommissionModel,
     FixedBpsSlippage,
     NoSlippage,
     PercentCommission,
+    PerOrderCommission,
+    PerShareCommission,
     SlippageModel,
 )
 from ml4t_pipeline.engine.execution.fills import (
     FILL_DTYPE,
     Fill,
     FillRules,
+    Partial,
     columns,
     fill_order,
     new_fill,
@@ -53,19 +57,24 @@ def _order(qty: int, *, order_id: int = 7, reason: int = 0, rule: int = -1) -> O
 
 
 def _rules(
-    *, short: bool = False, negative_cash: bool = True, slippage: SlippageModel | None = None
+    *,
+    short: bool = False,
+    negative_cash: bool = True,
+    slippage: SlippageModel | None = None,
+    resize: bool = True,
 ) -> FillRules:
     return FillRules(
         commission=PercentCommission(rate=0.001),
         slippage=slippage if slippage is not None else NoSlippage(),
         allow_short=short,
         allow_negative_cash=negative_cash,
+        resize_buys=resize,
     )
 
 
 def _fill(
     qty: int, held: int, *, cash: float = 1e6, rules: FillRules | None = None
-) -> tuple[Fill, ...] | RejectReason:
+) -> tuple[Fill, ...] | Partial | RejectReason:
     rules = rules if rules is not None else _rules()
     return fill_order(
         _order(qty), 100.0, held=held, cash=cash, volume=1e6, bar=5, rules=rules, slips=rules.slips
@@ -128,16 +137,59 @@ def test_a_flip_is_a_closing_and_an_opening_fill_sharing_the_costs() -> None:
 
 def test_long_only_cuts_the_short_part_and_rejects_a_pure_short() -> None:
     result = _fill(-15, 10)  # sells the 10 held, not the 5 that would open a short
-    assert isinstance(result, tuple)
-    assert [f.qty for f in result] == [-10]
+    assert isinstance(result, Partial)
+    assert [f.qty for f in result.fills] == [-10]
+    assert (result.rest, result.reason) == (-5, RejectReason.SHORT_NOT_ALLOWED)
     assert _fill(-5, 0) is RejectReason.SHORT_NOT_ALLOWED
 
 
-def test_without_negative_cash_a_buy_the_cash_cannot_pay_is_rejected() -> None:
+def test_without_negative_cash_a_buy_the_cash_cannot_pay_is_cut_to_what_it_pays() -> None:
     rules = _rules(negative_cash=False)
-    assert _fill(10, 0, cash=1_000.0, rules=rules) is RejectReason.INSUFFICIENT_CASH
+    # 10 x 100 + 1 commission > 1,000; 9 x 100 + 0.9 fits
+    result = _fill(10, 0, cash=1_000.0, rules=rules)
+    assert isinstance(result, Partial)
+    assert [f.qty for f in result.fills] == [9]
+    assert (result.rest, result.reason) == (1, RejectReason.INSUFFICIENT_CASH)
     assert isinstance(_fill(10, 0, cash=1_001.0, rules=rules), tuple)  # 1,000 + 1 commission
+    assert _fill(10, 0, cash=100.0, rules=rules) is RejectReason.INSUFFICIENT_CASH  # not one
     assert isinstance(_fill(-10, 10, cash=0.0, rules=rules), tuple)  # a sale needs no cash
+
+
+def test_the_reject_policy_refuses_the_whole_buy() -> None:
+    rules = _rules(negative_cash=False, resize=False)
+    assert _fill(10, 0, cash=1_000.0, rules=rules) is RejectReason.INSUFFICIENT_CASH
+    assert isinstance(_fill(10, 0, cash=1_001.0, rules=rules), tuple)
+
+
+@pytest.mark.parametrize(
+    "commission",
+    [
+        PercentCommission(rate=0.001),
+        PerShareCommission(per_share=0.5, minimum=3.0),
+        PerOrderCommission(per_order=7.0),
+    ],
+)
+@pytest.mark.parametrize("bps", [0.0, 25.0])
+def test_a_resized_buy_is_the_most_shares_the_cash_pays(
+    commission: CommissionModel, bps: float
+) -> None:
+    slippage = FixedBpsSlippage(bps=bps) if bps else NoSlippage()
+    rules = FillRules(
+        commission=commission, slippage=slippage, allow_short=False, allow_negative_cash=False
+    )
+    cash = 12_345.67
+
+    def cost(q: int) -> float:
+        price = 100.0 * (1 + bps * 1e-4)
+        return q * price + commission.commission(q, price)
+
+    best = max(q for q in range(1, 500) if cost(q) <= cash)  # by brute force
+    result = fill_order(_order(500), 100.0, 0, cash, 1e6, 5, rules, rules.slips)
+    assert isinstance(result, Partial)
+    (fill,) = result.fills
+    assert fill.qty == best
+    assert fill.qty * fill.price + fill.commission <= cash
+    assert result.rest == 500 - best
 
 
 def test_a_buy_that_covers_a_short_is_never_refused_for_cash() -> None:
@@ -146,7 +198,14 @@ def test_a_buy_that_covers_a_short_is_never_refused_for_cash() -> None:
     result = _fill(10, -10, cash=0.0, rules=rules)
     assert isinstance(result, tuple)
     assert [f.qty for f in result] == [10]
-    assert _fill(15, -10, cash=0.0, rules=rules) is RejectReason.INSUFFICIENT_CASH  # a flip opens
+    # a flip: the cover fills, the opening part the cash cannot pay is cut
+    flip = _fill(15, -10, cash=0.0, rules=rules)
+    assert isinstance(flip, Partial)
+    assert [f.qty for f in flip.fills] == [10]
+    assert (flip.rest, flip.reason) == (5, RejectReason.INSUFFICIENT_CASH)
+    assert _fill(
+        15, -10, cash=0.0, rules=_rules(short=True, negative_cash=False, resize=False)
+    ) is (RejectReason.INSUFFICIENT_CASH)
 
 
 def test_slippage_never_pushes_a_limit_fill_past_its_limit() -> None:
@@ -180,10 +239,13 @@ def test_fills_never_flip_and_respect_the_account_rules(
 ) -> None:
     slippage = FixedBpsSlippage(bps=bps) if bps else None
     rules = _rules(short=short, negative_cash=negative_cash, slippage=slippage)
-    result = _fill(qty, held, cash=cash, rules=rules)
-    if isinstance(result, RejectReason):
-        assert result in {RejectReason.SHORT_NOT_ALLOWED, RejectReason.INSUFFICIENT_CASH}
+    outcome = _fill(qty, held, cash=cash, rules=rules)
+    if isinstance(outcome, RejectReason):
+        assert outcome in {RejectReason.SHORT_NOT_ALLOWED, RejectReason.INSUFFICIENT_CASH}
         return
+    result = outcome.fills if isinstance(outcome, Partial) else outcome
+    if isinstance(outcome, Partial):
+        assert outcome.rest + sum(f.qty for f in result) == qty  # the rest is what was cut
     position = held
     for fill in result:
         after = position + fill.qty

@@ -16,7 +16,13 @@ import numpy as np
 
 from ml4t_pipeline.engine.clock import Clock
 from ml4t_pipeline.engine.enums import OrderReason, RejectReason
-from ml4t_pipeline.engine.execution.fills import FillRules, Rejection, fill_order, rejection
+from ml4t_pipeline.engine.execution.fills import (
+    FillRules,
+    Partial,
+    Rejection,
+    fill_order,
+    rejection,
+)
 from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import (
@@ -54,8 +60,12 @@ class Broker:
         risk: RiskManager,
         working: list[Order],
         desk: OrderDesk,
+        no_bar_waits: bool,
+        delisted: Iterable[int] = (),
     ) -> None:
         self.clock = clock
+        self.no_bar_waits = no_bar_waits  # an order without a bar waits for the asset's next one
+        self.delisted = set(delisted)  # assets whose bars have ended: orders for them are refused
         self.desk = desk  # where this bar's new orders come from
         self.rules = rules
         self.same_close = same_close  # market orders fill at the close they were decided at
@@ -65,6 +75,9 @@ class Broker:
         self.intrabar: list[tuple[Order, float]] = []  # matched inside this bar, not yet booked
         self.order_log: list[Order] = []  # every order that reached the book or was rejected
         self.rejections: list[Rejection] = []
+        # orders whose fill left cash below zero though negative cash is not allowed (a
+        # cover, an exit or a sell's commission: they reduce risk, so they are not refused)
+        self.negative_cash_fills: list[int] = []
 
     # -- the bar (engine side, in the loop's order) -------------------------------------------
     def fill_at_open(self, context: ContextFactory) -> None:
@@ -84,7 +97,10 @@ class Broker:
         a = book.asset
         open_ = p.open[i, a]
         filled, price, trail_ref, triggered = match(book, open_, p.high[i, a], p.low[i, a])
-        no_bar = (book.order_type == MARKET) & np.isnan(open_)
+        if self.no_bar_waits:  # orders without a bar keep working, as unmatched ones do
+            no_bar = np.zeros(len(book), dtype=np.bool_)
+        else:
+            no_bar = (book.order_type == MARKET) & np.isnan(open_)
         book.trail_ref = trail_ref
         book.triggered = triggered
         self._reject(book.take(np.flatnonzero(no_bar)).rows(), RejectReason.NO_BAR)
@@ -149,6 +165,8 @@ class Broker:
         """6 + 7. This bar's orders, after risk validation: fill now (market orders with
         `fill_at: same_close`) or queue for the next bar."""
         orders = self.desk.take_new_orders()
+        if self.delisted:
+            orders = self._refuse_delisted(orders)
         if self.risk.validates:
             orders = self._validated(orders, context())
         self.order_log += orders
@@ -159,10 +177,47 @@ class Broker:
             orders = [o for o in orders if o.order_type != MARKET]
         self.working += orders
 
+    def delist(self, assets: np.ndarray, context: ContextFactory) -> None:
+        """7b. `assets` have no bar after this one: their working orders are cancelled
+        (`delisted`) and their positions closed at this close by an exit of reason
+        `delisted` (with `on_delist: close`; the engine does not call this with `hold`)."""
+        gone = set(assets.tolist())
+        self.delisted |= gone
+        stale = [o for o in self.working if o.asset in gone]
+        if stale:
+            self._reject(stale, RejectReason.DELISTED)
+            self.working = [o for o in self.working if o.asset not in gone]
+        qty = self.ledger.qty
+        held = [a for a in assets.tolist() if qty.item(a) != 0]
+        if not held:
+            return
+        n = len(held)
+        first = self.desk.take_ids(n)
+        exits = orders_from_columns(
+            {
+                "order_id": range(first, first + n),
+                "asset": held,
+                "qty": [-qty.item(a) for a in held],
+                "order_type": repeat(MARKET, n),
+                "limit_price": repeat(_NAN, n),
+                "stop_price": repeat(_NAN, n),
+                "trail_pct": repeat(_NAN, n),
+                "trail_ref": repeat(_NAN, n),
+                "created_bar": repeat(self.clock.bar, n),
+                "reason": repeat(int(OrderReason.DELISTED), n),
+                "rule": repeat(-1, n),
+                "triggered": repeat(False, n),
+            }
+        )
+        self.order_log += exits
+        close = self.clock.panel.close[self.clock.row]
+        self._execute([(o, close.item(o.asset)) for o in exits], context)
+
     # -- the parts ------------------------------------------------------------------------------
     def _priced(self, orders: list[Order], prices: np.ndarray, i: int) -> list[tuple[Order, float]]:
         """Market orders with their asset's price at row `i` of `prices` (bars x assets);
-        those without a bar (NaN) are rejected."""
+        those without a bar (NaN) wait for the asset's next bar (`on_no_bar: wait`: back to
+        the working orders) or are rejected (`no_bar`)."""
         priced = []
         missing = []
         for o in orders:
@@ -172,8 +227,20 @@ class Broker:
             else:
                 priced.append((o, price))
         if missing:
-            self._reject(missing, RejectReason.NO_BAR)
+            if self.no_bar_waits:
+                self.working += missing
+            else:
+                self._reject(missing, RejectReason.NO_BAR)
         return priced
+
+    def _refuse_delisted(self, orders: list[Order]) -> list[Order]:
+        """Orders for an asset whose bars have ended are refused (`delisted`)."""
+        dead = [o for o in orders if o.asset in self.delisted]
+        if not dead:
+            return orders
+        self.order_log += dead
+        self._reject(dead, RejectReason.DELISTED)
+        return [o for o in orders if o.asset not in self.delisted]
 
     def _execute(
         self, matched: list[tuple[Order, float]], context: ContextFactory
@@ -210,6 +277,9 @@ class Broker:
             if isinstance(result, RejectReason):
                 refused.append((order, result))
                 continue
+            if isinstance(result, Partial):  # the rest is recorded with why it did not fill
+                refused.append((order._replace(qty=result.rest), result.reason))
+                result = result.fills
             if exit_buys is not None:
                 closed_by_exits[a] = exit_buys
             for fill in result:
@@ -219,6 +289,8 @@ class Broker:
                         opened.append((a, fill.price))
                     else:
                         closed.append(a)
+            if ledger.cash < 0 and not rules.allow_negative_cash:  # a cover or a sell's fee
+                self.negative_cash_fills.append(order.order_id)
         if refused:
             for reason in dict.fromkeys(r for _, r in refused):  # first-seen order
                 self._reject([o for o, r in refused if r is reason], reason)

@@ -101,11 +101,22 @@ class FillRules:
     slippage: SlippageModel
     allow_short: bool
     allow_negative_cash: bool
+    resize_buys: bool = True  # a buy the cash cannot pay is cut to what it pays (else rejected)
 
     @property
     def slips(self) -> bool:
         """False when fills are at their match price (no slippage model call per fill)."""
         return not isinstance(self.slippage, NoSlippage)
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Part of an order filled: its fills, and the signed quantity that will not fill, why.
+    (Not a tuple, so it is never mistaken for the plain tuple of fills.)"""
+
+    fills: tuple[Fill, ...]
+    rest: int
+    reason: RejectReason
 
 
 def fill_order(
@@ -117,57 +128,107 @@ def fill_order(
     bar: int,
     rules: FillRules,
     slips: bool,
-) -> tuple[Fill, ...] | RejectReason:
+) -> tuple[Fill, ...] | Partial | RejectReason:
     """The fill(s) of one matched order, or why it cannot fill.
 
     `held` and `cash` are what the order meets. Without shorting, the part that would open a
-    short is cut (the order is rejected when nothing is left); without negative cash, a buy
-    that opens or adds to a position and that the cash cannot pay is rejected, while a buy
-    that only covers a short always fills (it reduces risk; cash may go negative). Slippage
-    moves the price against the order (`slips`: `rules.slips`, read once per batch), but never
-    past a limit order's limit; commission is charged on what is executed. A flip is split
-    into a closing and an opening fill that share the order's costs pro rata.
+    short is cut (the order is rejected when nothing is left). Without negative cash, a buy
+    that opens or adds to a position meets the cash: one it cannot pay, commission included,
+    is cut to the whole shares the cash pays (`rules.resize_buys`) or rejected; the part that
+    only covers a short always fills (it reduces risk; cash may go negative). A cut order
+    returns a `Partial` naming the rest and why. Slippage moves the price against the order
+    (`slips`: `rules.slips`, read once per batch), but never past a limit order's limit;
+    commission is charged on what is executed. A flip is split into a closing and an opening
+    fill that share the order's costs pro rata.
     """
     executed = order.qty
     if held == 0 or (executed > 0) == (held > 0):
         closing = 0  # the part that reduces the position held
     else:
         closing = min(executed, -held) if executed > 0 else max(executed, -held)
+    cut = None  # why less than the order's quantity is executed
     if executed - closing < 0 and not rules.allow_short:
         executed = closing  # long only: never open a short
         if executed == 0:
             return RejectReason.SHORT_NOT_ALLOWED
-    if slips:
-        price = rules.slippage.fill_price(1 if executed > 0 else -1, match_price, executed, volume)
-        if order.order_type == LIMIT or order.order_type == STOP_LIMIT:  # never past the limit
-            limit = order.limit_price
-            price = min(price, limit) if executed > 0 else max(price, limit)
-    else:
-        price = match_price
+        cut = RejectReason.SHORT_NOT_ALLOWED
+    price = _price(order, match_price, executed, volume, rules) if slips else match_price
     fee = rules.commission.commission(executed, price)
-    slip = abs(executed) * abs(price - match_price)
     # only what opens or adds needs the cash: a buy that only covers a short reduces risk
     opens = executed > 0 and closing != executed
     if opens and not rules.allow_negative_cash and executed * price + fee > cash:
-        return RejectReason.INSUFFICIENT_CASH
+        if not rules.resize_buys:
+            return RejectReason.INSUFFICIENT_CASH
+        executed = _affordable(order, match_price, closing, executed, cash, volume, rules, slips)
+        if executed == 0:
+            return RejectReason.INSUFFICIENT_CASH
+        cut = RejectReason.INSUFFICIENT_CASH
+        price = _price(order, match_price, executed, volume, rules) if slips else match_price
+        fee = rules.commission.commission(executed, price)
+    slip = abs(executed) * abs(price - match_price)
     if closing == 0 or closing == executed:  # no flip: built here, one call fewer per fill
-        fill = new_fill(
-            bar=bar,
-            asset=order.asset,
-            qty=executed,
-            price=price,
-            commission=fee,
-            slippage=slip,
-            order_id=order.order_id,
-            reason=order.reason,
-            rule=order.rule,
+        fills: tuple[Fill, ...] = (
+            new_fill(
+                bar=bar,
+                asset=order.asset,
+                qty=executed,
+                price=price,
+                commission=fee,
+                slippage=slip,
+                order_id=order.order_id,
+                reason=order.reason,
+                rule=order.rule,
+            ),
         )
-        return (fill,)
-    parts = (closing, executed - closing)
-    return tuple(
-        _fill(order, bar, part, price, fee * (part / executed), slip * (part / executed))
-        for part in parts
-    )
+    else:
+        parts = (closing, executed - closing)
+        fills = tuple(
+            _fill(order, bar, part, price, fee * (part / executed), slip * (part / executed))
+            for part in parts
+        )
+    if cut is None:
+        return fills
+    return Partial(fills=fills, rest=order.qty - executed, reason=cut)
+
+
+def _price(order: Order, match_price: float, qty: int, volume: float, rules: FillRules) -> float:
+    """The fill price of `qty` shares after slippage, never past a limit order's limit."""
+    price = rules.slippage.fill_price(1 if qty > 0 else -1, match_price, qty, volume)
+    if order.order_type == LIMIT or order.order_type == STOP_LIMIT:
+        limit = order.limit_price
+        price = min(price, limit) if qty > 0 else max(price, limit)
+    return price
+
+
+def _affordable(
+    order: Order,
+    match_price: float,
+    closing: int,
+    wanted: int,
+    cash: float,
+    volume: float,
+    rules: FillRules,
+    slips: bool,
+) -> int:
+    """The most shares of a buy of `wanted` (which the cash cannot pay) that it can, with
+    slippage and commission: the largest q in [closing, wanted) with q x price + commission
+    <= cash, by bisection (the cost of q shares grows with q; `closing`, the part covering a
+    short, fills whatever it costs)."""
+
+    def pays(q: int) -> bool:
+        price = _price(order, match_price, q, volume, rules) if slips else match_price
+        return q * price + rules.commission.commission(q, price) <= cash
+
+    lo, hi = closing, wanted  # pays(lo) or lo is the cover; not pays(hi)
+    if lo == 0 and not pays(1):
+        return 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if pays(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _fill(order: Order, bar: int, qty: int, price: float, fee: float, slip: float) -> Fill:

@@ -25,6 +25,7 @@ from ml4t_pipeline.engine.feed.coords import (
     read_keys,
     universe,
 )
+from ml4t_pipeline.engine.feed.listings import delistings
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel, check_bars, scatter
 from ml4t_pipeline.engine.feed.tables import Source, Table
 from ml4t_pipeline.errors import DataError
@@ -108,6 +109,7 @@ class MarketData:
         self.calendar.assets.flags.writeable = False
         n_rows_read = sum(ts.shape[0] for ts in stamps)
         self._price_coords = self._coordinates(stamps, assets, n_rows_read)
+        self.delistings = delistings(stamps, assets, self.calendar.assets, calendar_ts)
         self._signal_coords: RowCoords | None = None
         del stamps, assets
         self.n_rows = int(np.count_nonzero(self._price_coords.bar >= 0))

@@ -33,6 +33,9 @@ class BacktestResult:
     bars: int
     wall_s: float
     final_state: EngineState
+    #: fills that left cash below zero though negative cash is not allowed: covers, exits and
+    #: sells' commissions reduce risk and are never refused for cash, but never unnoticed
+    negative_cash_fills: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -52,6 +55,7 @@ class BacktestResult:
             "fills": self.fills.height,
             "trades": int(self.metrics.get("n_trades", 0)),
             "rejections": self.rejections.height,
+            "negative_cash_fills": self.negative_cash_fills,
             "bars": self.bars,
             "wall_s": self.wall_s,
             "bars_per_s": self.bars_per_s,

@@ -33,6 +33,7 @@ class RunRecord:
     fills: dict[str, np.ndarray]  # the fill book, FILL_DTYPE columns, in booking order
     orders: Orders  # every order that reached the book or was rejected
     rejections: list[Rejection]
+    negative_cash_fills: int  # fills that left cash < 0 though negative cash is not allowed
     trades: Trades
     final_qty: np.ndarray  # shares held at the end
     last_close: np.ndarray  # the last known close of every asset at the end

@@ -7,8 +7,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.enums import TRADE_STILL_OPEN, OrderReason, OrderStatus, OrderType
+from ml4t_pipeline.engine.enums import (
+    TRADE_STILL_OPEN,
+    OrderReason,
+    OrderStatus,
+    OrderType,
+    RejectReason,
+)
 from ml4t_pipeline.engine.execution.fills import REJECT_REASONS, REJECTION_DTYPE, columns
+from ml4t_pipeline.engine.execution.orders import Orders
 from ml4t_pipeline.engine.results.metrics import compute_metrics
 from ml4t_pipeline.engine.results.output import BacktestResult
 from ml4t_pipeline.engine.results.record import RunRecord
@@ -26,7 +33,22 @@ _STILL_OPEN = len(OrderReason)
 _ORDER_LABELS = _label_table([t.label for t in OrderType])
 _SIDES = _label_table(["sell", "buy"])
 _DIRECTIONS = _label_table(["short", "long"])
-_STATUS_LABELS = _label_table([s.value for s in OrderStatus])  # filled, rejected, open
+_STATUS_LABELS = _label_table([s.value for s in OrderStatus])
+_STATUS_CODE = {s: code for code, s in enumerate(OrderStatus)}
+#: the status of an order whose (unfilled) rest ended with this rejection reason
+_ENDED_AS = np.array(
+    [
+        _STATUS_CODE[
+            OrderStatus.CANCELLED
+            if r in (RejectReason.CANCELLED, RejectReason.DELISTED)
+            else OrderStatus.EXPIRED
+            if r is RejectReason.EXPIRED
+            else OrderStatus.REJECTED
+        ]
+        for r in REJECT_REASONS
+    ],
+    dtype=np.int64,
+)
 _REJECT_LABELS = _label_table([r.value for r in REJECT_REASONS])
 
 
@@ -105,10 +127,8 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
     if ids.shape[0] > 1 and not bool(np.all(ids[1:] > ids[:-1])):  # logged out of id order
         all_orders = all_orders.take(np.argsort(ids, kind="stable"))
     created = all_orders.created_bar
-    status = np.where(
-        np.isin(all_orders.order_id, f["order_id"]),
-        0,
-        np.where(np.isin(all_orders.order_id, r["order_id"]), 1, 2),
+    filled_qty, status = _order_outcomes(
+        all_orders, f, r, np.asarray(record.final_state.pending["order_id"], dtype=np.int64)
     )
     orders = pl.DataFrame(
         [
@@ -117,6 +137,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
             asset_col(all_orders.asset),
             _side(all_orders.qty),
             pl.Series("qty", np.abs(all_orders.qty), dtype=pl.Int64),
+            pl.Series("filled_qty", filled_qty, dtype=pl.Int64),
             _labels(_ORDER_LABELS, all_orders.order_type, "order_type"),
             pl.Series("limit_price", all_orders.limit_price),
             pl.Series("stop_price", all_orders.stop_price),
@@ -141,6 +162,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         bars=record.n_rows,
         wall_s=wall_s,
         final_state=record.final_state,
+        negative_cash_fills=record.negative_cash_fills,
     )
 
 
@@ -212,3 +234,36 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     out = np.full(numerator.shape[0], np.nan)
     np.divide(numerator, denominator, out=out, where=denominator != 0)
     return out
+
+
+def _order_outcomes(
+    orders: Orders,
+    fills: dict[str, np.ndarray],
+    rejections: dict[str, np.ndarray],
+    working: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per order (sorted by id): the shares filled, and its status code: `open` while it still
+    works at the end; else `filled` when nothing of it was refused; else by how its rest
+    ended: `partially_filled` if some of it filled, otherwise `cancelled`, `expired` or
+    `rejected` from the reason."""
+    ids = orders.order_id
+    n = ids.shape[0]
+    filled = np.zeros(n, dtype=np.int64)
+    ended = np.full(n, -1, dtype=np.int64)  # the reason code of the last refusal
+    if n:
+        for column, into in ((fills, None), (rejections, ended)):
+            pos = np.minimum(np.searchsorted(ids, column["order_id"]), n - 1)
+            ours = ids[pos] == column["order_id"]  # a carried order may be of an earlier run
+            if into is None:
+                np.add.at(filled, pos[ours], np.abs(column["qty"][ours]))
+            else:
+                into[pos[ours]] = column["reason"][ours]
+    status = np.full(n, _STATUS_CODE[OrderStatus.FILLED], dtype=np.int64)
+    refused = ended >= 0
+    status[refused] = np.where(
+        filled[refused] > 0,
+        _STATUS_CODE[OrderStatus.PARTIALLY_FILLED],
+        _ENDED_AS[ended[refused]],
+    )
+    status[np.isin(ids, working)] = _STATUS_CODE[OrderStatus.OPEN]
+    return filled, status
