@@ -5,9 +5,8 @@ and stop-limit orders; the oracle replays the same list bar by bar from the spec
 compares the fills (bar, timestamp, asset, side, qty, reason exactly; price and commission to
 1e-9 relative) and the equity curve (to the cent).
 
-The YAML leaves out the knobs at their legacy values (on_insufficient_cash: reject,
-on_no_bar: reject, on_delist: hold), so an engine that does not know those keys yet still runs
-the cases that do not need them.
+The YAML names every knob (on_insufficient_cash, on_no_bar, on_delist), so a change of the
+engine's defaults cannot change what a case means.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ def write_inputs(directory: Path, prices: pl.DataFrame, plan: list[PlanOrder]) -
 
 
 def engine_config(prices: Path, plan: Path, knobs: Knobs) -> dict[str, Any]:
-    """The run's YAML as a mapping; knobs at their legacy value are left out."""
+    """The run's YAML as a mapping, every knob named."""
     execution: dict[str, Any] = {
         "initial_cash": knobs.initial_cash,
         "fill_at": "next_open",
@@ -64,12 +63,9 @@ def engine_config(prices: Path, plan: Path, knobs: Knobs) -> dict[str, Any]:
     }
     if knobs.slippage_bps:
         execution["slippage"] = {"model": "fixed_bps", "bps": knobs.slippage_bps}
-    if knobs.on_insufficient_cash != "reject":
-        execution["on_insufficient_cash"] = knobs.on_insufficient_cash
-    if knobs.on_no_bar != "reject":
-        execution["on_no_bar"] = knobs.on_no_bar
-    if knobs.on_delist != "hold":
-        execution["on_delist"] = knobs.on_delist
+    execution["on_insufficient_cash"] = knobs.on_insufficient_cash
+    execution["on_no_bar"] = knobs.on_no_bar
+    execution["on_delist"] = knobs.on_delist
     config: dict[str, Any] = {
         "data": {"prices": str(prices)},
         "execution": execution,
@@ -194,43 +190,7 @@ def case_inputs(case: str, seed: int) -> tuple[pl.DataFrame, list[PlanOrder]]:
     return prices, random_plan(prices, seed + 100, kinds=KINDS.get(case, ALL_KINDS))
 
 
-# What the engine does not do yet (issue 13, landing on main): strict, so that each marker must
-# go when its rule lands. The engine books the intrabar fills before the protective stops, and
-# its config does not know the three new keys.
-STOPS_AFTER_INTRABAR = "issue 13 pending: the engine books stops after the intrabar fills"
-
-
-def _new_key(key: str) -> str:
-    return f"issue 13 pending: execution.{key} is an unknown key"
-
-
-PENDING: dict[str, str] = {
-    "short_stops": STOPS_AFTER_INTRABAR,
-    "stop_first": STOPS_AFTER_INTRABAR,
-    "delistings": _new_key("on_delist"),
-    "resized_buys": _new_key("on_insufficient_cash"),
-    "no_bar_wait": _new_key("on_no_bar"),
-}
-#: seeds whose plan never has a stop meet an intrabar fill of the same asset or bar
-UNAFFECTED = {("stop_first", 2)}
-
-
-def pending(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-RANDOM_CASES = [
-    pytest.param(
-        case,
-        seed,
-        id=f"{case}-{seed}",
-        marks=[pending(PENDING[case])]
-        if case in PENDING and (case, seed) not in UNAFFECTED
-        else [],
-    )
-    for case in CASES
-    for seed in SEEDS
-]
+RANDOM_CASES = [pytest.param(case, seed, id=f"{case}-{seed}") for case in CASES for seed in SEEDS]
 
 
 @pytest.mark.parametrize(("case", "seed"), RANDOM_CASES)
@@ -380,7 +340,8 @@ HAND: dict[str, HandCase] = {
         ],
         knobs=Knobs(initial_cash=1_000.0, commission_rate=0.001, on_insufficient_cash="resize"),
         fills=[(1, "X", "buy", 9, 100.0, "signal")],
-        rejections=[("X", "buy", 5, "insufficient_cash")],
+        # the 2 shares cut from the first order, then the whole second one
+        rejections=[("X", "buy", 2, "insufficient_cash"), ("X", "buy", 5, "insufficient_cash")],
         cash=[1_000.0, 99.1, 99.1],
         final_equity=999.1,
     ),
@@ -398,6 +359,7 @@ HAND: dict[str, HandCase] = {
             (2, "X", "buy", 10, 100.0, "signal"),
             (2, "X", "buy", 1, 100.0, "signal"),
         ],
+        rejections=[("X", "buy", 19, "insufficient_cash")],  # the 19 the cash could not pay
         cash=[100.0, 1_100.0, 0.0],
         final_equity=100.0,
     ),
@@ -479,14 +441,6 @@ HAND: dict[str, HandCase] = {
         final_equity=1_960.0,
     ),
 }
-HAND_PENDING: dict[str, str] = {
-    "stop_before_intrabar_sell": STOPS_AFTER_INTRABAR,
-    "stop_pays_for_intrabar_buy": STOPS_AFTER_INTRABAR,
-    "resized_buy": _new_key("on_insufficient_cash"),
-    "resize_covers_the_short": _new_key("on_insufficient_cash"),
-    "no_bar_wait": _new_key("on_no_bar"),
-    "delisting_close": _new_key("on_delist"),
-}
 
 
 def assert_hand_fills(got: list[FillRow], want: list[FillRow]) -> None:
@@ -510,19 +464,13 @@ def test_oracle_by_hand(name: str) -> None:
     assert_hand_fills(got, case.fills)
     asked = [case.plan[r.plan_index] for r in rejections]
     assert [
-        (p.asset, "buy" if p.qty > 0 else "sell", abs(p.qty), r.reason)
+        (p.asset, "buy" if r.qty > 0 else "sell", abs(r.qty), r.reason)
         for p, r in zip(asked, rejections, strict=True)
     ] == case.rejections
     assert_hand_money([e.cash for e in equity], equity[-1].equity, case)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=[pending(HAND_PENDING[name])] if name in HAND_PENDING else [])
-        for name in HAND
-    ],
-)
+@pytest.mark.parametrize("name", list(HAND))
 def test_engine_by_hand(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The engine against the same numbers, and against the oracle."""
     case = HAND[name]

@@ -128,6 +128,7 @@ class EquityRow:
 class Rejection:
     bar: int
     plan_index: int  # position of the order in the plan
+    qty: int  # signed: what did not fill (the whole order, or the rest of a cut one)
     reason: str
 
 
@@ -208,8 +209,9 @@ class _Replay:
     equity: list[EquityRow] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
-    def reject(self, t: int, o: _Working, reason: str) -> None:
-        self.rejections.append(Rejection(bar=t, plan_index=o.oid, reason=reason))
+    def reject(self, t: int, o: _Working, reason: str, qty: int | None = None) -> None:
+        rest = o.qty if qty is None else qty
+        self.rejections.append(Rejection(bar=t, plan_index=o.oid, qty=rest, reason=reason))
 
     def book(self, t: int, a: int, qty: int, price: float, reason: str) -> None:
         """One fill that never crosses zero; keeps the stop level in step."""
@@ -272,6 +274,7 @@ class _Replay:
             if q == 0:
                 self.reject(t, o, "short_not_allowed")
                 return
+            self.reject(t, o, "short_not_allowed", o.qty - q)  # the clipped part
         price = self.slipped(match_price, q > 0)
         if o.type == "limit" or o.type == "stop_limit":
             price = min(price, o.limit) if q > 0 else max(price, o.limit)
@@ -284,6 +287,7 @@ class _Replay:
             if q == 0:
                 self.reject(t, o, "insufficient_cash")
                 return
+            self.reject(t, o, "insufficient_cash", o.qty - q)  # the part cut
         if closing != 0 and closing != q:  # a flip: the closing part, then the opening part
             self.book(t, a, closing, price, "signal")
             self.book(t, a, q - closing, price, "signal")
