@@ -235,6 +235,8 @@ class Engine:
         at = AtRow(i)
         held = self.ledger.view
         portfolio = self.portfolio
+        prev_equity = portfolio.prev_equity
+        day_start, day_low = self.risk.day_marks(self.clock.bar, p.timestamps.item(i), prev_equity)
         return RiskContext(
             bar=self.clock.bar,
             qty=held.qty,
@@ -249,7 +251,9 @@ class Engine:
             market=ContextView(p.context, at),
             valuation=portfolio.equity,
             peak_before=portfolio.peak_equity,
-            prev_close_equity=portfolio.prev_equity,
+            prev_close_equity=prev_equity,
+            day_start_equity=day_start,
+            day_low_equity=day_low,
             high_water=self.risk.high_water,
             low_water=self.risk.low_water,
             working_entries=self._working_entries(),

@@ -18,6 +18,7 @@ from ml4t_pipeline.engine.execution.orders import Order, Orders
 from ml4t_pipeline.engine.execution.trades import TRADE_STATE, empty_trade_state
 from ml4t_pipeline.engine.feed import asset_list
 from ml4t_pipeline.engine.risk.manager import RiskState
+from ml4t_pipeline.engine.risk.state import DayMarks
 from ml4t_pipeline.errors import StateError
 
 _LEDGER_ARRAYS = ("qty", "avg_price", "entry_bar")
@@ -83,6 +84,8 @@ class EngineState:
     strategy_state: dict[str, Any] = field(default_factory=dict)
     rule_state: dict[str, list[float]] = field(default_factory=dict)
     rule_state_assets: tuple[Any, ...] = ()
+    # the UTC date's equity marks (`DayMarks.saved`); empty, and not written, unless tracked
+    day_marks: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def capture(
@@ -132,6 +135,7 @@ class EngineState:
             strategy_state=strategy_state,
             rule_state=rule_state,
             rule_state_assets=tuple(ids),
+            day_marks=risk.day.saved(),
         )
 
     def restore(self, assets: np.ndarray, signal_names: list[str]) -> RunStart:
@@ -165,6 +169,7 @@ class EngineState:
         risk = RiskState.empty(n)
         for name in _RISK_ARRAYS:
             getattr(risk, name)[pos] = self.per_asset[f"risk.{name}"]
+        risk.day = DayMarks.from_saved(self.day_marks)
         decision_signals = {
             key.removeprefix("signal."): per_asset(values, np.nan)
             for key, values in self.per_asset.items()
@@ -198,6 +203,8 @@ class EngineState:
         payload = {"format": FORMAT_VERSION} | {
             name: getattr(self, name) for name in self.__dataclass_fields__
         }
+        if not self.day_marks:  # (the states of runs without a per-date rule stay as they were)
+            del payload["day_marks"]
         return json.dumps(payload, sort_keys=True, allow_nan=True)
 
     @classmethod

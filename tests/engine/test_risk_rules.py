@@ -530,8 +530,9 @@ def test_max_positions_rejects_the_new_positions_beyond_n_in_order(tmp_path: Pat
             0: [Order(asset="C", qty=1), Order(asset="A", qty=1), Order(asset="B", qty=1)],
             # adding to a held position is not a new one
             1: [Order(asset="A", qty=1), Order(asset="B", qty=1)],
-            # closing A makes room for B in the same batch
+            # A is held until its sell fills at the open of bar 3: no room for B at this close
             2: [Order(asset="A", qty=-2), Order(asset="B", qty=1)],
+            3: [Order(asset="B", qty=1)],  # A was sold: room for B
         }
     )
     cfg = config(tmp_path, risk=[{"rule": "max_positions", "n": 2}])
@@ -541,11 +542,12 @@ def test_max_positions_rejects_the_new_positions_beyond_n_in_order(tmp_path: Pat
         (1, "A", "buy", 1),
         (2, "A", "buy", 1),
         (3, "A", "sell", 2),
-        (3, "B", "buy", 1),
+        (4, "B", "buy", 1),
     ]
     assert rows(result.rejections, "order_id", "asset_id", "reason", "rule") == [
         (2, "B", "risk_max_positions", "max_positions"),
         (4, "B", "risk_max_positions", "max_positions"),
+        (6, "B", "risk_max_positions", "max_positions"),
     ]
 
 

@@ -60,6 +60,12 @@ class RiskContext:
     `equity` (and `peak_equity`, which depends on it) is either given or, with `valuation`,
     computed on first read: most rules never read it, and marking every position to market
     is the dearest part of a context.
+
+    `prev_close_equity` is the equity at the previous bar's close; `day_start_equity` the
+    equity at the close of the last bar of the previous UTC date (the run's start equity on
+    its first date) and `day_low_equity` the lowest equity recorded at a close earlier on this
+    bar's UTC date (inf on the date's first bar). The engine tracks the day's two only when a
+    rule of the run declares `uses_day_marks`; otherwise they are NaN (unknown).
     """
 
     __slots__ = (
@@ -72,6 +78,8 @@ class RiskContext:
         "avg_price",
         "bar",
         "close",
+        "day_low_equity",
+        "day_start_equity",
         "entry_bar",
         "features",
         "has_bar",
@@ -108,6 +116,8 @@ class RiskContext:
         valuation: Callable[[], float] | None = None,  # computes `equity` when not given
         peak_before: float = -math.inf,  # peak equity before this bar (with `valuation`)
         working_entries: np.ndarray | None = None,
+        day_start_equity: float = math.nan,
+        day_low_equity: float = math.nan,
     ) -> None:
         if equity is None and valuation is None:
             msg = "RiskContext needs equity or a valuation"
@@ -124,6 +134,8 @@ class RiskContext:
         self.features = features
         self.market = market
         self.prev_close_equity = prev_close_equity
+        self.day_start_equity = day_start_equity
+        self.day_low_equity = day_low_equity
         self.high_water = high_water
         self.low_water = low_water
         self.working_entries = working_entries if working_entries is not None else _NO_ASSETS
@@ -261,6 +273,7 @@ class BaseRule:
     name = "rule"
     priority = 0
     uses_excursions = True  # reads high/low water marks (MFE/MAE); built-ins that don't say so
+    uses_day_marks = False  # reads `day_start_equity` / `day_low_equity` of the context
 
     def decide(
         self,

@@ -11,6 +11,7 @@ through read-only views.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ from ml4t_pipeline.engine.risk.context import (
     all_true,
 )
 from ml4t_pipeline.engine.risk.levels import ProtectiveLevels, Triggered
-from ml4t_pipeline.engine.risk.state import RiskState
+from ml4t_pipeline.engine.risk.state import US_PER_DAY, RiskState
 
 __all__ = ["RiskManager", "RiskState", "Triggered"]
 
@@ -66,6 +67,8 @@ class RiskManager:
         self.low_water = _read_only(self.state.low_water)
         # water marks (MFE/MAE, trailing stops) cost a pass per bar: only when a rule reads them
         self.tracks_excursions = any(getattr(r, "uses_excursions", True) for r in self.rules)
+        # the equity marks of the UTC date (`DayMarks`): marked at every bar, when a rule reads them
+        self.tracks_days = any(getattr(r, "uses_day_marks", False) for r in self.rules)
         # (index, rule) of the rules overriding a hook: the others are not called at all
         self._deciding_at_close = [
             (k, r) for k, r in enumerate(self.rules) if type(r).on_close is not BaseRule.on_close
@@ -116,15 +119,16 @@ class RiskManager:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Refresh water marks, collect stop updates and exits. Returns exit (assets, reasons, rules)."""
         deciding = self._deciding_at_close
-        if not (self.tracks_excursions or deciding):
+        if not (self.tracks_excursions or deciding or self.tracks_days):
             return _NO_EXITS
-        ctx = ctx_factory() if deciding else None
+        # a context at every close when the day is tracked: building it marks the bar
+        ctx = ctx_factory() if deciding or self.tracks_days else None
         held = ctx.held if ctx is not None else (qty != 0).nonzero()[0]
         if self.tracks_excursions:  # fmax/fmin skip the NaN of an asset without a bar
             s = self.state
             s.high_water[held] = np.fmax(s.high_water[held], high[held])
             s.low_water[held] = np.fmin(s.low_water[held], low[held])
-        if ctx is None:
+        if ctx is None or not deciding:
             return _NO_EXITS
         decisions: list[RiskDecision] = []
         for k, rule in deciding:
@@ -143,6 +147,17 @@ class RiskManager:
         reasons = np.array([chosen[a][0] for a in assets.tolist()], dtype=np.int8)
         rules = np.array([chosen[a][1] for a in assets.tolist()], dtype=np.int16)
         return assets, reasons, rules
+
+    def day_marks(
+        self, bar: int, timestamp_us: int, prev_close_equity: float
+    ) -> tuple[float, float]:
+        """(day_start_equity, day_low_equity) of global bar `bar`, stamped `timestamp_us`
+        (see `RiskContext`), the bar marked first; (NaN, NaN) when no rule reads them."""
+        if not self.tracks_days:
+            return math.nan, math.nan
+        marks = self.state.day
+        marks.mark(bar, timestamp_us // US_PER_DAY, prev_close_equity)
+        return marks.start_equity, marks.low_equity
 
     def validate(
         self, ctx: RiskContext, orders: Orders

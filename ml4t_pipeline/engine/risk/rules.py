@@ -8,6 +8,7 @@ same way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,9 +225,12 @@ class RegimeRule(BaseRule):
 
 @dataclass(slots=True, kw_only=True)
 class MaxPositions(BaseRule):
-    """At most `n` open positions: orders opening a new one beyond it are rejected, in order.
+    """At most `n` positions: orders opening a new one beyond it are rejected, in order.
 
-    Working entry orders (e.g. resting limit orders of flat assets) already hold a slot.
+    A slot is taken by every open position until its exit has filled (an exit decided at this
+    close, or still working, frees nothing yet: it may not fill) and by every flat asset with
+    a working entry order. A new asset takes one slot, however many of this bar's orders open
+    it; they are admitted or rejected together.
     """
 
     uses_excursions = False
@@ -236,25 +240,20 @@ class MaxPositions(BaseRule):
     priority: int = 0
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
-        held_now = ctx.qty[orders.asset]
-        new = opens & (held_now == 0)
-        working = ctx.working_entries
+        taken = ctx.qty != 0
+        working = ctx.working_entries  # flat assets, so no slot counted twice
         if working.shape[0]:
-            working = np.unique(working)
-        if working.shape[0]:  # their slot is taken already
-            waiting = np.zeros(ctx.qty.shape[0], dtype=bool)
-            waiting[working] = True
-            new &= ~waiting[orders.asset]
-        closing = (~opens) & (held_now + orders.qty == 0)
-        held = int(np.count_nonzero(ctx.qty)) + int(working.shape[0])
-        room = self.n - held + int(np.count_nonzero(closing))
-        rank = new.cumsum()
-        reject = new & (rank > max(room, 0))
-        return [
-            self.decide(
-                DecisionKind.REJECT, np.flatnonzero(reject), RejectReason.RISK_MAX_POSITIONS
-            )
-        ]
+            taken[working] = True
+        new = opens & ~taken[orders.asset]  # orders opening a position in a free asset
+        if not any_true(new):
+            return []
+        rows = np.flatnonzero(new)
+        assets, first, slot = np.unique(orders.asset[rows], return_index=True, return_inverse=True)
+        rank = np.empty(assets.shape[0], dtype=np.int64)  # 1 + the new assets before, in order
+        rank[np.argsort(first)] = np.arange(1, assets.shape[0] + 1)
+        room = self.n - int(np.count_nonzero(taken))
+        reject = rows[rank[slot] > room]
+        return [self.decide(DecisionKind.REJECT, reject, RejectReason.RISK_MAX_POSITIONS)]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -337,16 +336,31 @@ class MaxDrawdownHalt(BaseRule):
 
 @dataclass(slots=True, kw_only=True)
 class DailyLossLimit(BaseRule):
-    """Reject entries for the rest of a bar once equity fell `max_loss` since the previous close."""
+    """Reject entries for the rest of a UTC date once equity fell `max_loss` since it began.
+
+    The loss is measured at each close from the equity at the close of the previous date's
+    last bar (`RiskContext.day_start_equity`); once a close of the date reaches it, entries are
+    rejected at every later bar of that date even if equity recovers (the date's lowest close,
+    `day_low_equity`, stays at or below the limit), and admitted again from the next date on.
+    With one bar a date this is the loss since the previous bar's close. Unknown equity
+    rejects (`risk_undecidable`).
+    """
 
     uses_excursions = False
+    uses_day_marks = True
 
     max_loss: float = 0.03
     name: str = "daily_loss_limit"
     priority: int = 0
 
     def validate(self, ctx: RiskContext, orders: Orders, opens: np.ndarray) -> list[RiskDecision]:
-        if ctx.equity <= ctx.prev_close_equity * (1.0 - self.max_loss):
+        if not any_true(opens):
+            return []
+        limit = ctx.day_start_equity * (1.0 - self.max_loss)
+        equity, low = ctx.equity, ctx.day_low_equity
+        if math.isnan(limit) or math.isnan(equity) or math.isnan(low):
+            return self.reject_entries(opens, RejectReason.RISK_UNDECIDABLE)
+        if min(equity, low) <= limit:
             return self.reject_entries(opens, RejectReason.RISK_DAILY_LOSS)
         return []
 
