@@ -124,6 +124,7 @@ class Engine:
             no_bar_waits=ex.on_no_bar is NoBarPolicy.WAIT,
             delisted=data.delistings.before.tolist() if self.closes_delisted else (),
         )
+        self.desk.read_working(self.broker.open_orders)
         # user code owns its state: restored through its own set_state
         if start.strategy_state is not None:
             self.strategy.set_state(start.strategy_state)
@@ -180,6 +181,8 @@ class Engine:
                 for a in every_asset if whole else np.flatnonzero(has_bar[row]).tolist():
                     event.point_at(a)
                     on_event(event, context)
+            if desk.cancels:  # ... and the orders it cancelled
+                broker.cancel(desk.take_cancels())
             if risk.active:  # 5. risk rules at close[t]: stop updates and exits
                 self._risk_at_close()
             if desk.new_orders:  # 6 + 7. risk validation, then queue for t+1

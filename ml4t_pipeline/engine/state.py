@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ml4t_pipeline.engine.execution.ledger import Ledger
-from ml4t_pipeline.engine.execution.orders import Order, Orders
+from ml4t_pipeline.engine.execution.orders import ENGINE_ORDER, Order, Orders
 from ml4t_pipeline.engine.execution.trades import TRADE_STATE, empty_trade_state
 from ml4t_pipeline.engine.feed import asset_list
 from ml4t_pipeline.engine.risk.manager import RiskState
@@ -185,6 +185,8 @@ class EngineState:
             rule_state[rule] = state
         columns = dict(self.pending)
         columns["asset"] = [index[a] for a in columns["asset"]]
+        for name, value in ENGINE_ORDER.items():  # saved before orders had a time in force
+            columns.setdefault(name, [value] * len(columns["order_id"]))
         return RunStart(
             first_bar=self.bars_done,
             start_equity=self.prev_equity,

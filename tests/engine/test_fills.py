@@ -53,6 +53,8 @@ def _order(qty: int, *, order_id: int = 7, reason: int = 0, rule: int = -1) -> O
         reason=reason,
         rule=rule,
         triggered=False,
+        tif=0,
+        expires=-1,
     )
 
 
@@ -98,6 +100,8 @@ def test_records_are_built_by_field_name() -> None:
         "reason": 2,
         "rule": 1,
         "triggered": False,
+        "tif": 0,
+        "expires": -1,
     }
     fields = dict(zip(Fill._fields, range(100, 109), strict=True))
     assert new_fill(**fields)._asdict() == fields

@@ -39,6 +39,8 @@ def book(*specs: dict[str, Any]) -> Orders:
         "reason": [],
         "rule": [],
         "triggered": [],
+        "tif": [],
+        "expires": [],
     }
     for k, spec in enumerate(specs):
         row = {
@@ -53,6 +55,8 @@ def book(*specs: dict[str, Any]) -> Orders:
             "reason": 0,
             "rule": -1,
             "triggered": False,
+            "tif": 0,
+            "expires": -1,
         } | spec
         for name, values in columns.items():
             values.append(int(row[name]) if name == "order_type" else row[name])

@@ -310,6 +310,8 @@ def market_orders(assets: Sequence[int], qty: Sequence[int], reason: int = 0) ->
             "reason": [reason] * n,
             "rule": [-1] * n,
             "triggered": [False] * n,
+            "tif": [0] * n,
+            "expires": [-1] * n,
         }
     )
 

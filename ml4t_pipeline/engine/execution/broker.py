@@ -26,6 +26,10 @@ from ml4t_pipeline.engine.execution.fills import (
 from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import (
+    BARS,
+    DAY,
+    ENGINE_ORDER,
+    GTC,
     MARKET,
     SIGNAL,
     STOP,
@@ -42,6 +46,7 @@ _NAN = math.nan
 _isnan = math.isnan
 _NO_ASSETS = np.empty(0, np.int64)
 _NO_PRICES = np.empty(0, np.float64)
+_US_PER_DAY = 86_400_000_000  # timestamps are int64 microseconds UTC: day = ts // this
 
 
 class Broker:
@@ -72,6 +77,7 @@ class Broker:
         self.ledger = ledger
         self.risk = risk
         self.working = working  # orders waiting for a later bar, oldest first
+        self.timed = any(o.tif != GTC for o in working)  # some of them have a time in force
         self.intrabar: list[tuple[Order, float]] = []  # matched inside this bar, not yet booked
         self.order_log: list[Order] = []  # every order that reached the book or was rejected
         self.rejections: list[Rejection] = []
@@ -86,6 +92,8 @@ class Broker:
         the bar for `fill_inside_bar`, after the protective stops. An exit that closed a
         position at the open cancels the orders that would reduce it later in the bar."""
         p, i = self.clock.panel, self.clock.row
+        if self.timed:  # orders with a time in force: those whose time ran out go first
+            self._expire(int(p.timestamps[i]) // _US_PER_DAY)
         for o in self.working:
             if o.order_type != MARKET:
                 break
@@ -140,7 +148,7 @@ class Broker:
                 "created_bar": repeat(self.clock.bar, n),
                 "reason": hits.reason,
                 "rule": hits.rule,
-                "triggered": repeat(False, n),
+                **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
             }
         )
         self.order_log += exits
@@ -170,12 +178,30 @@ class Broker:
         if self.risk.validates:
             orders = self._validated(orders, context())
         self.order_log += orders
+        if not self.timed:
+            self.timed = any(o.tif != GTC for o in orders)
         if self.same_close and any(o.order_type == MARKET for o in orders):
             p, i = self.clock.panel, self.clock.row
             market = [o for o in orders if o.order_type == MARKET]
             self._execute(self._priced(market, p.close, i), context)
             orders = [o for o in orders if o.order_type != MARKET]
         self.working += orders
+
+    def cancel(self, order_ids: list[int]) -> None:
+        """4b. The strategy's cancellations (`OrderDesk.cancel_order`): each open order
+        among `order_ids`, working or placed at this close, ends `cancelled`."""
+        gone = set(order_ids)
+        placed = self.desk.withdraw(lambda o: o.order_id in gone)
+        if placed:
+            self.order_log += placed
+        working = [o for o in self.working if o.order_id in gone]
+        if working:
+            self.working = [o for o in self.working if o.order_id not in gone]
+        self._reject(sorted(placed + working, key=_order_id), RejectReason.CANCELLED)
+
+    def open_orders(self) -> list[Order]:
+        """The working orders, oldest first (read by the order desk for strategies)."""
+        return self.working
 
     def delist(self, assets: np.ndarray, context: ContextFactory) -> None:
         """7b. `assets` have no bar after this one: their working orders are cancelled
@@ -206,7 +232,7 @@ class Broker:
                 "created_bar": repeat(self.clock.bar, n),
                 "reason": repeat(int(OrderReason.DELISTED), n),
                 "rule": repeat(-1, n),
-                "triggered": repeat(False, n),
+                **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
             }
         )
         self.order_log += exits
@@ -232,6 +258,28 @@ class Broker:
             else:
                 self._reject(missing, RejectReason.NO_BAR)
         return priced
+
+    def _expire(self, today: int) -> None:
+        """Working orders whose time in force ran out before this bar end `expired`: a
+        `bars=N` order after its N-th bar, a `day` order once a bar of a later UTC date comes
+        (a day order meeting its first bar takes that bar's date as its day)."""
+        bar = self.clock.bar
+        kept, expired = [], []
+        for o in self.working:
+            if o.tif == DAY:
+                if o.expires < 0:
+                    o = o._replace(expires=today)
+                elif today > o.expires:
+                    expired.append(o)
+                    continue
+            elif o.tif == BARS and bar > o.expires:
+                expired.append(o)
+                continue
+            kept.append(o)
+        self.working = kept
+        self.timed = any(o.tif != GTC for o in kept)
+        if expired:
+            self._reject(expired, RejectReason.EXPIRED)
 
     def _refuse_delisted(self, orders: list[Order]) -> list[Order]:
         """Orders for an asset whose bars have ended are refused (`delisted`)."""
@@ -378,6 +426,10 @@ class Broker:
             o = orders[k]
             accepted.append(o if q == o.qty else o._replace(qty=q))
         return accepted
+
+
+def _order_id(order: Order) -> int:
+    return order.order_id
 
 
 def _sells_first(item: tuple[Order, float]) -> tuple[bool, int]:

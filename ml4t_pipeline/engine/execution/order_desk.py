@@ -18,14 +18,18 @@ from ml4t_pipeline.engine.clock import Clock
 from ml4t_pipeline.engine.enums import OrderReason, OrderType
 from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.orders import (
+    ENGINE_ORDER,
+    GTC,
     MARKET,
     MAX_QTY,
     SIGNAL,
     Order,
     new_order,
     orders_from_columns,
+    parse_time_in_force,
 )
 from ml4t_pipeline.engine.execution.sizing import check_prices, qty_error, target_positions
+from ml4t_pipeline.errors import ConfigError
 
 _NAN = math.nan
 
@@ -41,6 +45,50 @@ class OrderDesk:
         self.asset_ids = asset_ids  # array position -> asset id, for error messages
         self.next_order_id = next_order_id
         self.new_orders: list[Order] = []  # this bar's orders, in submission order
+        self.cancels: list[int] = []  # ids the strategy cancelled at this close
+        self._working: Callable[[], list[Order]] = list  # the broker's working orders
+
+    def read_working(self, working: Callable[[], list[Order]]) -> None:
+        """Where the desk reads the working orders from (the broker, which owns them)."""
+        self._working = working
+
+    def open_orders(self, asset: int | None = None) -> list[Order]:
+        """The strategy's own orders still open: working, or placed at this close (not those
+        a rule made, nor those it cancelled), oldest first; of `asset` only if given."""
+        cancelled = self.cancels
+        return [
+            o
+            for o in (*self._working(), *self.new_orders)
+            if o.reason == SIGNAL
+            and (asset is None or o.asset == asset)
+            and o.order_id not in cancelled
+        ]
+
+    def cancel_order(self, order_id: int) -> bool:
+        """Cancel one of the strategy's open orders; False if it is no longer open (filled,
+        rejected, expired or already cancelled). Cancelling an id never issued, or an order a
+        risk rule made, is an error."""
+        if not 0 <= order_id < self.next_order_id:
+            msg = f"cancel_order({order_id!r}): no order has that id"
+            raise ConfigError(msg)
+        for o in (*self._working(), *self.new_orders):
+            if o.order_id == order_id:
+                if o.reason != SIGNAL:
+                    msg = (
+                        f"cancel_order({order_id}): the order was made by a risk rule "
+                        f"({OrderReason(o.reason).label}); a strategy cannot cancel it"
+                    )
+                    raise ConfigError(msg)
+                if order_id in self.cancels:
+                    return False
+                self.cancels.append(order_id)
+                return True
+        return False
+
+    def take_cancels(self) -> list[int]:
+        """This close's cancellations, handed over to the broker."""
+        ids, self.cancels = self.cancels, []
+        return ids
 
     def submit(
         self,
@@ -52,12 +100,15 @@ class OrderDesk:
         stop_price: float | None = None,
         trail_pct: float | None = None,
         last_close: float = math.nan,
+        time_in_force: str = "gtc",
     ) -> int | None:
         """A strategy order for `asset` (array position), signed `qty`; returns its id.
 
-        `last_close` is the asset's last close, the starting reference of a trailing stop.
+        `last_close` is the asset's last close, the starting reference of a trailing stop;
+        `time_in_force` is "gtc", "day" or "bars=N" (`parse_time_in_force`).
         """
-        if order_type is OrderType.MARKET:
+        tif, expires = parse_time_in_force(time_in_force, self.clock.bar)
+        if order_type is OrderType.MARKET and tif == GTC:
             return self.submit_market(asset, qty)
         if qty == 0:
             return None
@@ -79,6 +130,8 @@ class OrderDesk:
                 reason=SIGNAL,
                 rule=-1,
                 triggered=False,
+                tif=tif,
+                expires=expires,
             )
         )
         return oid
@@ -105,6 +158,8 @@ class OrderDesk:
                 reason=SIGNAL,
                 rule=-1,
                 triggered=False,
+                tif=GTC,
+                expires=-1,
             )
         )
         return oid
@@ -132,7 +187,7 @@ class OrderDesk:
                 "created_bar": repeat(self.clock.bar, n),
                 "reason": repeat(int(reason), n),
                 "rule": rules.tolist() if rules is not None else repeat(-1, n),
-                "triggered": repeat(False, n),
+                **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
             }
         )
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ml4t_pipeline.engine.enums import OrderReason, OrderType
+from ml4t_pipeline.errors import ConfigError
 
 
 class Order(NamedTuple):
@@ -34,6 +35,9 @@ class Order(NamedTuple):
     reason: int  # OrderReason: who created it and why
     rule: int  # index of the risk rule that created it, -1 = the strategy
     triggered: bool  # a stop-limit whose stop has fired (now a limit order)
+    tif: int  # time in force: GTC, DAY or BARS (`parse_time_in_force`)
+    expires: int  # BARS: the last bar it may fill at; DAY: the UTC day it may fill on (-1 = not
+    #              yet working: set at the first bar it meets); GTC: -1
 
 
 _FIELD_DTYPES: dict[str, Any] = {
@@ -49,6 +53,8 @@ _FIELD_DTYPES: dict[str, Any] = {
     "reason": np.int8,
     "rule": np.int16,
     "triggered": np.bool_,
+    "tif": np.int8,
+    "expires": np.int64,
 }
 ORDER_DTYPE = np.dtype([(name, _FIELD_DTYPES[name]) for name in Order._fields])
 #: The most shares an order may ask for: int64 arithmetic never wraps below it, and float64
@@ -58,6 +64,61 @@ _ROWWISE = 200  # up to this many orders, `Orders.from_rows` converts row by row
 # plain ints for array comparisons (comparing an array with an IntEnum member is slow)
 MARKET, LIMIT, STOP, STOP_LIMIT, TRAILING_STOP = (int(t) for t in OrderType)
 SIGNAL = int(OrderReason.SIGNAL)  # the `reason` of a strategy's own order
+GTC, DAY, BARS = 0, 1, 2  # `Order.tif`: good till cancelled, one trading day, N bars
+#: The fields every order the engine itself makes shares: a plain, never-triggered GTC order.
+ENGINE_ORDER = {"triggered": False, "tif": GTC, "expires": -1}
+
+
+class OpenOrder(NamedTuple):
+    """What a strategy is shown of one of its open orders (`Strategy.open_orders`)."""
+
+    order_id: int
+    asset_id: Any
+    qty: int  # signed: + buy, - sell; what is left to fill
+    order_type: OrderType
+    limit_price: float | None
+    stop_price: float | None
+    trail_pct: float | None
+    created_bar: int
+    time_in_force: str  # "gtc", "day" or "bars=N"
+
+
+def open_order(order: Order, asset_id: Any) -> OpenOrder:
+    def given(value: float) -> float | None:
+        return None if value != value else value  # NaN = not an order of that type
+
+    if order.tif == BARS:
+        tif = f"bars={order.expires - order.created_bar}"
+    else:
+        tif = "day" if order.tif == DAY else "gtc"
+    return OpenOrder(
+        order_id=order.order_id,
+        asset_id=asset_id,
+        qty=order.qty,
+        order_type=OrderType(order.order_type),
+        limit_price=given(order.limit_price),
+        stop_price=given(order.stop_price),
+        trail_pct=given(order.trail_pct),
+        created_bar=order.created_bar,
+        time_in_force=tif,
+    )
+
+
+def parse_time_in_force(value: str, bar: int) -> tuple[int, int]:
+    """`time_in_force` of an order placed at the close of `bar` -> (`tif`, `expires`).
+
+    "gtc": until it fills or is cancelled; "day": on the first trading day (UTC date) it
+    meets, the date of the next bar; "bars=N" (N >= 1): at the next N bars at most.
+    """
+    if value == "gtc":
+        return GTC, -1
+    if value == "day":
+        return DAY, -1
+    count = value.removeprefix("bars=") if isinstance(value, str) else ""
+    if count != value and count.isdigit() and int(count) >= 1:
+        return BARS, bar + int(count)
+    msg = f"time_in_force must be 'gtc', 'day' or 'bars=N' with N >= 1, got {value!r}"
+    raise ConfigError(msg)
 
 
 #: `Order(order_id=..., ...)` by field name without the dict a keyword call of a tuple class
@@ -108,6 +169,8 @@ class Orders:
     reason = _Field()
     rule = _Field()
     triggered = _Field()
+    tif = _Field()
+    expires = _Field()
 
     def __init__(self, rec: np.ndarray) -> None:
         self.rec = rec

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ml4t_pipeline.engine.enums import OrderType
+from ml4t_pipeline.engine.execution.orders import OpenOrder, open_order
 from ml4t_pipeline.engine.strategy.views import Batch, ContextView, MarketEvent
 
 if TYPE_CHECKING:
@@ -128,8 +129,14 @@ class Strategy:
         limit_price: float | None = None,
         stop_price: float | None = None,
         trail_pct: float | None = None,
+        time_in_force: str = "gtc",
     ) -> int | None:
-        """Signed `qty` (+ buy). Returns the order id, or None for a zero quantity."""
+        """Signed `qty` (+ buy). Returns the order id, or None for a zero quantity.
+
+        `time_in_force`: "gtc" (until filled or cancelled), "day" (the first trading day it
+        meets, the UTC date of the next bar) or "bars=N" (the next N bars); what has not
+        filled by then ends `expired`.
+        """
         a = self._account.index(asset)
         return self._orders.submit(
             a,
@@ -139,7 +146,20 @@ class Strategy:
             stop_price=stop_price,
             trail_pct=trail_pct,
             last_close=self._account.last_close.item(a),
+            time_in_force=time_in_force,
         )
+
+    def cancel_order(self, order_id: int) -> bool:
+        """Cancel an open order of this strategy (working, or placed at this close); it ends
+        `cancelled`. False if it is no longer open; an unknown id, or an order a risk rule
+        made, is an error."""
+        return self._orders.cancel_order(int(order_id))
+
+    def open_orders(self, asset: Any = None) -> list[OpenOrder]:
+        """This strategy's open orders (of `asset` if given), oldest first."""
+        ids = self._orders.asset_ids
+        a = None if asset is None else self._account.index(asset)
+        return [open_order(o, ids[o.asset]) for o in self._orders.open_orders(a)]
 
     def buy(self, asset: Any, qty: int) -> int | None:
         return self._orders.submit_market(self._index(asset), abs(int(qty)))
