@@ -130,6 +130,7 @@ class Order:
     limit_price: float | None = None
     stop_price: float | None = None
     trail_pct: float | None = None
+    time_in_force: str = "gtc"
 
 
 @dataclass(slots=True)
@@ -172,6 +173,7 @@ class Scripted(Strategy):
                 limit_price=o.limit_price,
                 stop_price=o.stop_price,
                 trail_pct=o.trail_pct,
+                time_in_force=o.time_in_force,
             )
 
 
