@@ -3,9 +3,12 @@
 - **Columns**: the names of the key, timing and price columns of the input files.
 - **Time**: UTC microseconds since the epoch (int64) is the one inner representation of an
   instant; `to_micros` and `to_datetime` / `utc_datetimes` cross the boundary.
-- **Keys**: a (timestamp, asset_id) key becomes integer codes (`codes`: a value's position in
+- **Keys**: which columns form a table's key (`key_columns`: plus `available_at` when the table
+  has one); a (timestamp, asset_id) key becomes integer codes (`codes`: a value's position in
   the sorted distinct values) and then one integer cell; rows per cell are counted once
   (`count_keys`), so "duplicate key" means the same thing everywhere.
+- **Versions**: which row is current at a bar when rows are published late or revised
+  (`current_rows`), the one rule of the feed's signals and precomputed features.
 - **Rules**: every data rule's name (`Rule`), the OHLC bar rules as conditions written with
   comparison operators only (`OHLC_RULES`, `VOLUME_RULES`: the same function reads numpy arrays
   in the feed's guard and polars expressions in the validation contract), and the one-line
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -78,6 +81,17 @@ def utc_datetimes(timestamps: npt.NDArray[np.int64]) -> list[dt.datetime]:
 Ints = npt.NDArray[np.int64]
 
 
+def key_columns(columns: Collection[str], *, per_asset: bool = True) -> tuple[str, ...]:
+    """The key of a signals (`per_asset`) or context table with these columns.
+
+    (timestamp, asset_id), or (timestamp,) for a market-wide table, plus available_at when
+    the table has one: the revisions of a value are rows with its timestamp and a later
+    available_at, so only a repeated (timestamp, [asset_id,] available_at) is a duplicate.
+    """
+    key = KEY_COLUMNS if per_asset else (TIMESTAMP,)
+    return (*key, AVAILABLE_AT) if AVAILABLE_AT in columns else key
+
+
 def codes(lookup: np.ndarray, values: np.ndarray) -> Ints:
     """Position of each value in the sorted distinct `lookup`, -1 where it is absent."""
     if lookup.size == 0:
@@ -116,6 +130,33 @@ def count_keys(cells: Ints, *, n_cells: int | None = None, max_grid_cells: int =
         return KeyCounts(cells=occupied, rows=grid[occupied], grid=grid)
     distinct, rows = np.unique(cells, return_counts=True)
     return KeyCounts(cells=distinct.astype(np.int64), rows=rows.astype(np.int64), grid=None)
+
+
+def ranks(order: Ints) -> Ints:
+    """Each row's position in `order` (a permutation of the rows): the inverse permutation."""
+    rank = np.empty(order.shape[0], dtype=np.int64)
+    rank[order] = np.arange(order.shape[0])
+    return rank
+
+
+def current_rows(rank: Ints, group: Ints, bar: Ints) -> Ints:
+    """The rows that become current, in writing order (a later write to a cell wins).
+
+    `rank` orders the rows from oldest to newest (by timestamp, then version; distinct within
+    a group), `group` is each row's asset, `bar` the bar it becomes known at. Per group, rows
+    are taken by the bar they become known at; a row is written only if it outranks every
+    row of its group known at that bar or before: a late-published older row never replaces
+    a newer one, and a revision (a later version of the same timestamp) does. The result is
+    sorted by (group, bar, rank).
+    """
+    n = rank.shape[0]
+    order = np.lexsort((rank, bar, group))  # by group, then the bar known at, then rank
+    g, r = group[order], rank[order]
+    # the running highest rank within each group: offset the groups so one pass serves all
+    first_of_group = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    offset = np.repeat(np.arange(first_of_group.shape[0]) * n, np.diff(np.r_[first_of_group, n]))
+    running = np.maximum.accumulate(r + offset) - offset
+    return order[r == running]
 
 
 def duplicate_key_detail(n_keys: int, key: Sequence[str]) -> str:

@@ -150,9 +150,9 @@ def signal_failures(
 ) -> list[Failure]:
     """Panel rules for a signals frame with usable timestamp and asset_id.
 
-    Without `available_at`: DUPLICATE_KEY on (timestamp, asset_id) (with `available_at` the key
-    has three columns and is the caller's business). With `prices`: SIGNAL_WITHOUT_PRICE and
-    LARGE_GAP. Signals with `available_at` are first moved to the bar at which they are usable
+    Without `available_at`: DUPLICATE_KEY on (timestamp, asset_id) (with `available_at` the
+    key, `keys.key_columns`, has three columns and is the caller's business). With `prices`:
+    SIGNAL_WITHOUT_PRICE and LARGE_GAP. Signals with `available_at` are first moved to the bar at which they are usable
     (`align_point_in_time`), so coverage is judged where the engine will read them. A gap is a
     run of more than `policy.max_gap_bars` of an asset's price bars without a signal, after that
     asset's first signal (so a model that stops scoring an asset is caught).

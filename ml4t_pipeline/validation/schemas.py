@@ -24,6 +24,7 @@ from ml4t_pipeline.keys import (
     VOLUME_RULES,
     BarRule,
     duplicate_key_detail,
+    key_columns,
 )
 from ml4t_pipeline.validation.contract import (
     ASSET_ID_KIND,
@@ -180,8 +181,9 @@ def validate_signals(
 
     ERROR: missing key column, no feature column, wrong dtype (a feature must be numeric),
     non-UTC timestamps, null key or available_at, duplicate key, no rows. The key is
-    (timestamp, asset_id), plus available_at when present (revisions of one value are rows with
-    the same timestamp and different available_at). WARNING: NaN/infinite feature values (nulls
+    `keys.key_columns`, as in the engine's feed: (timestamp, asset_id), plus available_at when
+    present (revisions of one value are rows with the same timestamp and different
+    available_at). WARNING: NaN/infinite feature values (nulls
     are allowed, e.g. indicator warm-up).
     With `prices` (severity from `policy`): SIGNAL_WITHOUT_PRICE, LARGE_GAP. Signals with
     available_at are judged at the bar where they become usable.
@@ -205,8 +207,8 @@ def validate_signals(
     keys_usable = {TIMESTAMP, ASSET_ID} <= usable and (
         AVAILABLE_AT not in df.columns or AVAILABLE_AT in usable
     )
-    if keys_usable and AVAILABLE_AT in df.columns:
-        failures += duplicate_keys(df, [TIMESTAMP, ASSET_ID, AVAILABLE_AT], file=file)
+    if keys_usable and AVAILABLE_AT in df.columns:  # without it, `signal_failures` counts keys
+        failures += duplicate_keys(df, list(key_columns(df.columns)), file=file)
     if keys_usable:
         failures += signal_failures(
             df,
@@ -238,8 +240,7 @@ def validate_context(
     usable = usable_columns(df, contract.columns)
     keys_usable = TIMESTAMP in usable and (AVAILABLE_AT not in df.columns or AVAILABLE_AT in usable)
     if keys_usable:
-        key = [TIMESTAMP, *([AVAILABLE_AT] if AVAILABLE_AT in df.columns else [])]
-        failures += duplicate_keys(df, key, file=file)
+        failures += duplicate_keys(df, list(key_columns(df.columns, per_asset=False)), file=file)
     if keys_usable and prices is not None and _prices_usable(prices, {TIMESTAMP}):
         failures += context_staleness(
             df,

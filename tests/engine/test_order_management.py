@@ -12,6 +12,7 @@ Hand-built daily bars (`tests.engine.conftest`), the answer worked out by hand:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -84,7 +85,7 @@ def test_a_stale_take_profit_is_cancelled_instead_of_selling_the_next_position(
         seen[3] = strategy.open_orders()
         return [Order(asset="A", qty=10)]
 
-    script = {
+    script: dict[int, Sequence[Order] | Callable[[Scripted], Sequence[Order]]] = {
         0: [Order(asset="A", qty=10)],
         1: [_limit(-10, 110.0)],
         2: exit_and_cancel,

@@ -5,8 +5,13 @@ sorted distinct asset ids; a row's bar is its timestamp's position in the calend
 asset its id's position in the universe (`ml4t_pipeline.keys.codes`), -1 when the row falls
 outside the run. Sorted input (the common layout) is looked up once per run of equal
 timestamps; text ids are looked up once per distinct string of a batch (Parquet dictionary),
-never once per row. A signal with `available_at` is placed at the first bar at or after the
-moment it became known, so a strategy at bar t never reads a value published after t.
+never once per row.
+
+Signals with `available_at` go through `known_rows`: a row becomes known at the first bar at
+or after max(timestamp, available_at), and at each bar the current row of an asset is the one
+with the latest timestamp among those known by then, in its latest known version
+(`keys.current_rows`), so a strategy at bar t never reads a value published after t and a
+late-published older row never replaces a newer one.
 """
 
 from __future__ import annotations
@@ -20,7 +25,20 @@ import pyarrow.compute as pc
 from ml4t_pipeline.engine.feed.columns import as_arrow, asset_values, int64_values, timestamps_us
 from ml4t_pipeline.engine.feed.tables import Table
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, KEY_COLUMNS, codes
+from ml4t_pipeline.keys import (
+    ASSET_ID,
+    AVAILABLE_AT,
+    KEY_COLUMNS,
+    MAX_EXAMPLES,
+    TIMESTAMP,
+    codes,
+    count_keys,
+    current_rows,
+    duplicate_keys_message,
+    key_columns,
+    ranks,
+    to_datetime,
+)
 
 AssetColumn = tuple[np.ndarray, np.ndarray | None]
 """One batch of asset ids: (values, None), or (a dictionary, each row's index into it)."""
@@ -132,23 +150,146 @@ def coordinates(
     return RowCoords(bar=bar, asset=asset)
 
 
-def knowledge_stamps(
-    table: Table, event_stamps: list[np.ndarray], calendar: np.ndarray
-) -> list[np.ndarray]:
-    """With `available_at`, each row's stamp becomes the first bar at or after the moment it
-    was known (max of timestamp and available_at); -1 when that is after the last bar.
+@dataclass(slots=True, eq=False)
+class KnownRows:
+    """The rows of a signals table with `available_at` that are ever current in the run.
 
-    `available_at` is read in its own batches, lined up with the key batches by row offset.
+    `coords` places each such row at (the bar it becomes current at, its asset), every other
+    row at -1; when several rows become current at one bar, only the last (newest) is kept.
+    `asset`, `bar` and `row` list the kept rows sorted by (asset, bar).
     """
-    event = np.concatenate(event_stamps) if event_stamps else np.empty(0, np.int64)
-    known = np.empty_like(event)
+
+    coords: RowCoords
+    asset: np.ndarray  # int64
+    bar: np.ndarray  # int64
+    row: np.ndarray  # int64, the row in file order
+    n_bars: int
+    n_assets: int
+
+    def from_bar(self, lo: int) -> RowCoords:
+        """`coords` for a chunk starting at bar `lo`, plus, for each asset whose current row
+        does not change at `lo`, the row current just before `lo`, placed at `lo`: the value
+        the chunk carries in (filled forward from there by `panel.carry_forward`)."""
+        if lo == 0 or self.row.shape[0] == 0:
+            return self.coords
+        stride = self.n_bars + 1
+        cell = self.asset * stride + self.bar
+        asked = np.arange(self.n_assets, dtype=np.int64) * stride + lo
+        at = np.searchsorted(cell, asked, side="left")
+        before = np.maximum(at - 1, 0)
+        carried = (at > 0) & (self.asset[before] == np.arange(self.n_assets))
+        changes = (at < cell.shape[0]) & (cell[np.minimum(at, cell.shape[0] - 1)] == asked)
+        bar = self.coords.bar.copy()
+        bar[self.row[before[carried & ~changes]]] = lo
+        return RowCoords(bar=bar, asset=self.coords.asset)
+
+
+def known_rows(table: Table, calendar: np.ndarray, assets: np.ndarray) -> KnownRows:
+    """Resolve a signals table with `available_at` to the rows current at each bar.
+
+    A row becomes known at the first bar at or after max(timestamp, available_at) (before
+    the first bar: at the first bar); rows are ranked by (timestamp, available_at), so a
+    revision outranks the version it revises. Rows of assets outside the universe and rows
+    known only after the last bar are never current. A repeated (timestamp, asset_id,
+    available_at) among the others is a DUPLICATE_KEY `DataError`.
+    """
+    event, available, asset = _timed_keys(table, assets)
+    bar = _first_bar_at_or_after(calendar, np.maximum(event, available))
+    used = np.flatnonzero((asset >= 0) & (bar < calendar.shape[0]))
+    order = _by_asset_and_version(asset[used], event[used], available[used], assets.shape[0])
+    rows = used[order]  # by (asset, timestamp, available_at)
+    kept_asset, kept_bar = asset[rows], bar[rows]
+    _refuse_repeated_versions(event, available, kept_asset, rows, assets, table)
+    if np.all((kept_asset[1:] != kept_asset[:-1]) | (kept_bar[1:] >= kept_bar[:-1])):
+        kept = rows  # no row is known before an older one of its asset: each becomes current
+    else:
+        kept = used[current_rows(ranks(order), asset[used], bar[used])]  # by (asset, bar, rank)
+        kept_asset, kept_bar = asset[kept], bar[kept]
+    if kept.shape[0]:  # the last row written to each cell wins
+        new_cell = (kept_asset[1:] != kept_asset[:-1]) | (kept_bar[1:] != kept_bar[:-1])
+        kept = kept[np.r_[new_cell, True]]
+    n_rows = event.shape[0]
+    coords = RowCoords(bar=np.full(n_rows, -1, np.int32), asset=np.full(n_rows, -1, np.int32))
+    coords.bar[kept] = bar[kept]
+    coords.asset[kept] = asset[kept]
+    return KnownRows(
+        coords=coords,
+        asset=asset[kept],
+        bar=bar[kept].astype(np.int64),
+        row=kept.astype(np.int64),
+        n_bars=int(calendar.shape[0]),
+        n_assets=int(assets.shape[0]),
+    )
+
+
+def _timed_keys(table: Table, assets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row's timestamp and available_at (int64 us) and asset index (-1 when unknown).
+
+    `available_at` is read in its own batches, lined up with the key batches by row offset."""
+    stamps, ids = read_keys(table)
+    event = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
+    available = np.empty_like(event)
     offset = 0
     for batch in table.batches([AVAILABLE_AT]):
         n = batch.num_rows
-        stamps = timestamps_us(batch.column(0), table.name, AVAILABLE_AT)
-        known[offset : offset + n] = np.maximum(stamps, event[offset : offset + n])
+        available[offset : offset + n] = timestamps_us(batch.column(0), table.name, AVAILABLE_AT)
         offset += n
-    pos = np.searchsorted(calendar, known)
-    usable = np.where(pos < calendar.shape[0], calendar[np.minimum(pos, calendar.shape[0] - 1)], -1)
-    bounds = np.cumsum([s.shape[0] for s in event_stamps])[:-1]
-    return np.split(usable.astype(np.int64), bounds)
+    parts = [_asset_codes(assets, values, indices) for values, indices in ids]
+    asset = np.concatenate(parts) if parts else np.empty(0, np.int64)
+    return event, available, asset
+
+
+def _first_bar_at_or_after(calendar: np.ndarray, instants: np.ndarray) -> np.ndarray:
+    """Index of the first bar at or after each instant (the number of bars when none is)."""
+    starts = run_starts(instants)
+    if starts is None:
+        return np.searchsorted(calendar, instants, side="left")
+    lengths = np.diff(np.r_[starts, instants.shape[0]])  # sorted: each run looked up once
+    return np.repeat(np.searchsorted(calendar, instants[starts], side="left"), lengths)
+
+
+def _by_asset_and_version(
+    asset: np.ndarray, event: np.ndarray, available: np.ndarray, n_assets: int
+) -> np.ndarray:
+    """The order of rows by (asset, timestamp, available_at), file order breaking ties.
+
+    Rows already in (timestamp, available_at) order (the common layout) need only a stable
+    sort by asset, a radix sort when the codes fit in 16 bits."""
+    step = event[1:] - event[:-1]
+    if np.all((step > 0) | ((step == 0) & (available[1:] >= available[:-1]))):
+        codes16 = asset.astype(np.uint16) if n_assets <= np.iinfo(np.uint16).max else asset
+        return np.argsort(codes16, kind="stable")
+    return np.lexsort((available, event, asset))
+
+
+def _refuse_repeated_versions(
+    event: np.ndarray,
+    available: np.ndarray,
+    asset: np.ndarray,
+    rows: np.ndarray,
+    assets: np.ndarray,
+    table: Table,
+) -> None:
+    """DUPLICATE_KEY: the same (timestamp, asset_id, available_at) twice. `rows` are sorted by
+    that key, so equal keys are adjacent; `asset` is their asset codes in that order. Each
+    example shows a row's own timestamp."""
+    ts, av = event[rows], available[rows]
+    same = (ts[1:] == ts[:-1]) & (av[1:] == av[:-1]) & (asset[1:] == asset[:-1])
+    if not same.any():
+        return
+    new_key = np.r_[True, ~same]
+    group = np.cumsum(new_key) - 1  # the key of each row, numbered in sorted order
+    groups, counts = count_keys(group).repeated()
+    first = np.flatnonzero(new_key)[groups[:MAX_EXAMPLES]]
+    shown_ids = assets[asset[first]].tolist()  # plain Python values
+    first = rows[first]
+    shown = [
+        (
+            (TIMESTAMP, to_datetime(event[r])),
+            (ASSET_ID, asset_id),
+            (AVAILABLE_AT, to_datetime(available[r])),
+        )
+        for r, asset_id in zip(first.tolist(), shown_ids, strict=True)
+    ]
+    key = key_columns(table.columns)
+    raise DataError(duplicate_keys_message(file=table.name, key=key, shown=shown, rows=counts))

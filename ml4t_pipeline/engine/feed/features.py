@@ -26,7 +26,15 @@ import polars as pl
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel
 from ml4t_pipeline.engine.strategy.views import AtRow, History
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP, UTC
+from ml4t_pipeline.keys import (
+    ASSET_ID,
+    AVAILABLE_AT,
+    KEY_COLUMNS,
+    TIMESTAMP,
+    UTC,
+    current_rows,
+    ranks,
+)
 
 FeatureFn = Callable[[History], "np.ndarray | float"]
 
@@ -128,23 +136,10 @@ def _epoch_us(stamps: pl.Series) -> pl.Series:
 
 
 def _current_rows(frame: pl.DataFrame, group: np.ndarray, bar: np.ndarray) -> np.ndarray:
-    """The rows to write into the grid, in writing order (a later write to a cell wins).
-
-    Every row is ranked by (timestamp, available_at, file order). Per group (asset), rows
-    are taken by the bar they become known at; a row is written only if it outranks every
-    row of its group known at that bar or before: a late-published older row never replaces
-    a newer one, and a revision (a later version of the same timestamp) does.
-    """
-    n = frame.height
-    rank = np.empty(n, np.int64)
-    rank[np.lexsort((frame["_known_us"].to_numpy(), frame["_us"].to_numpy()))] = np.arange(n)
-    order = np.lexsort((rank, bar, group))  # by group, then the bar known at, then rank
-    g, r = group[order], rank[order]
-    # the running highest rank within each group: offset the groups so one pass serves all
-    first_of_group = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    offset = np.repeat(np.arange(first_of_group.shape[0]) * n, np.diff(np.r_[first_of_group, n]))
-    running = np.maximum.accumulate(r + offset) - offset
-    return order[r == running]
+    """The rows to write into the grid, in writing order (`keys.current_rows`); rows are
+    ranked by (timestamp, available_at, file order)."""
+    order = np.lexsort((frame["_known_us"].to_numpy(), frame["_us"].to_numpy()))
+    return current_rows(ranks(order), group, bar)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -18,15 +18,16 @@ import numpy as np
 
 from ml4t_pipeline.engine.feed.context import context_as_of
 from ml4t_pipeline.engine.feed.coords import (
+    KnownRows,
     RowCoords,
     bar_calendar,
     coordinates,
-    knowledge_stamps,
+    known_rows,
     read_keys,
     universe,
 )
 from ml4t_pipeline.engine.feed.listings import delistings
-from ml4t_pipeline.engine.feed.panel import Calendar, Panel, check_bars, scatter
+from ml4t_pipeline.engine.feed.panel import Calendar, Panel, carry_forward, check_bars, scatter
 from ml4t_pipeline.engine.feed.tables import Source, Table
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.keys import AVAILABLE_AT, KEY_COLUMNS, OHLC, TIMESTAMP, VOLUME, to_micros
@@ -110,7 +111,7 @@ class MarketData:
         n_rows_read = sum(ts.shape[0] for ts in stamps)
         self._price_coords = self._coordinates(stamps, assets, n_rows_read)
         self.delistings = delistings(stamps, assets, self.calendar.assets, calendar_ts)
-        self._signal_coords: RowCoords | None = None
+        self._signal_coords: RowCoords | KnownRows | None = None
         del stamps, assets
         self.n_rows = int(np.count_nonzero(self._price_coords.bar >= 0))
         self._chunks = plan_chunks(calendar_ts, self.calendar.n_assets, max_chunk_cells)
@@ -133,10 +134,10 @@ class MarketData:
     def _coordinates(self, stamps: list[np.ndarray], assets: list[Any], n_rows: int) -> RowCoords:
         return coordinates(self.calendar.timestamps, self.calendar.assets, stamps, assets, n_rows)
 
-    def _load_signal_coords(self, signals: Table) -> RowCoords:
-        stamps, assets = read_keys(signals)
+    def _load_signal_coords(self, signals: Table) -> RowCoords | KnownRows:
         if AVAILABLE_AT in signals.columns:
-            stamps = knowledge_stamps(signals, stamps, self.calendar.timestamps)
+            return known_rows(signals, self.calendar.timestamps, self.calendar.assets)
+        stamps, assets = read_keys(signals)
         return self._coordinates(stamps, assets, sum(s.shape[0] for s in stamps))
 
     @property
@@ -185,9 +186,14 @@ class MarketData:
             signals.preload([*KEY_COLUMNS, *timing, *self.signal_columns])
         if self._signal_coords is None:
             self._signal_coords = self._load_signal_coords(signals)
-        arrays, _ = scatter(
-            signals, self._signal_coords, self.signal_columns, self.calendar, lo, hi
-        )
+        coords = self._signal_coords
+        if isinstance(coords, KnownRows):  # as of each bar: current until a newer row is known
+            arrays, filled = scatter(
+                signals, coords.from_bar(lo), self.signal_columns, self.calendar, lo, hi
+            )
+            arrays = carry_forward(arrays, filled)
+        else:
+            arrays, _ = scatter(signals, coords, self.signal_columns, self.calendar, lo, hi)
         if self._eager:
             signals.release()
             self._signal_coords = None

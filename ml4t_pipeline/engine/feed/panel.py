@@ -1,7 +1,8 @@
 """Step 3 of the feed: rows scattered into dense (bars x assets) arrays, and the bar guard.
 
 `scatter` writes each row's values at its (bar, asset) cell of a chunk, batch by batch, and
-marks the cell as filled; a cell filled twice is a duplicate key. `check_bars` is the loop's
+marks the cell as filled; a cell filled twice is a duplicate key. `carry_forward` keeps the
+value of a filled cell in the cells below it until the next filled one (signals as of a bar). `check_bars` is the loop's
 own guard over the finished arrays. A `Panel` is what the loop, strategies and rules read;
 its arrays are read-only once built (everyone downstream receives views of them).
 """
@@ -134,6 +135,25 @@ def scatter(
         raise duplicate_keys_error(coords, calendar, table.name)
     shape = (hi - lo, n_assets)
     return {c: v.reshape(shape) for c, v in out.items()}, seen.reshape(shape)
+
+
+def carry_forward(arrays: dict[str, np.ndarray], filled: np.ndarray) -> dict[str, np.ndarray]:
+    """Each (bars, assets) array with every cell that was not `filled` taking the value of the
+    last filled cell above it in its column (NaN above the first): a filled cell's value, NaN
+    included, stays current until the next filled cell."""
+    if filled.all():
+        return arrays
+    n_bars, n_assets = filled.shape
+    last = np.where(filled, np.arange(n_bars, dtype=np.int32)[:, None], np.int32(-1))
+    np.maximum.accumulate(last, axis=0, out=last)
+    never = last < 0
+    rows, cols = np.maximum(last, 0), np.arange(n_assets)
+    out = {}
+    for name, values in arrays.items():
+        carried = values[rows, cols]
+        carried[never] = np.nan
+        out[name] = carried
+    return out
 
 
 def duplicate_keys_error(coords: RowCoords, calendar: Calendar, name: str) -> DataError:
