@@ -24,12 +24,14 @@ from ml4t_pipeline.engine import (
     Batch,
     CallableFeatures,
     EngineState,
+    MarketData,
     RunConfig,
     Strategy,
     run_backtest,
     run_config_from_dict,
 )
 from ml4t_pipeline.engine.feed.features import FeatureFn
+from ml4t_pipeline.engine.loop import Engine
 from ml4t_pipeline.engine.strategy.history import History
 from ml4t_pipeline.engine.strategy.views import ContextView
 from ml4t_pipeline.errors import ConfigError, StateError
@@ -345,3 +347,17 @@ def test_runs_without_history_users_keep_and_save_nothing(market: dict[str, Path
         payload = json.loads(result.final_state.to_json())
         assert "history" not in payload
         assert "history_first_bar" not in payload
+
+
+def test_the_rotation_strategy_keeps_no_history(market: dict[str, Path]) -> None:
+    """A batch strategy declaring history_bars = 0 (top_k_rotation) gets no store at all."""
+    raw = {
+        "data": {k: str(v) for k, v in market.items()},
+        "strategy": {"name": "top_k_rotation", "params": {"score": "score", "top_k": 1}},
+    }
+    config = run_config_from_dict(raw)
+    engine = Engine(config, MarketData(market["prices"], market["signals"], max_chunk_cells=1))
+    assert engine.history is None
+    result = engine.run()
+    assert result.fills.height > 0
+    assert "history" not in json.loads(result.final_state.to_json())
