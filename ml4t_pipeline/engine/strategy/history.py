@@ -15,11 +15,12 @@ What each user declares (`Strategy.history_bars`, `CallableFeatures(history_bars
   every chunk), and a saved state carries none of it, so a run continuing saved state cannot
   show such a History (reading it is a `StateError` asking for a declaration);
 - 0 (a strategy only): no History at all; reading it is a `ConfigError`.
+With several users the store keeps what the longest needs; each still sees its own window.
 
 `bars=n` asks for exactly n bars: rows before the first bar of the data are NaN (has_bar
 False); n above the declared `history_bars` is a `ConfigError`, never a shorter array.
-Every array handed out is read-only: a view of the engine's arrays, or a fresh copy where
-the bars asked for span a chunk boundary.
+Every array handed out is read-only: a view of the engine's arrays, or a fresh copy (as long
+as what is returned) where the bars asked for span a chunk boundary.
 """
 
 from __future__ import annotations
