@@ -40,6 +40,7 @@ from ml4t_pipeline.engine.risk.context import RiskContext, RiskRule
 from ml4t_pipeline.engine.risk.manager import RiskManager
 from ml4t_pipeline.engine.state import EngineState, RunStart
 from ml4t_pipeline.engine.strategy.base import Strategy
+from ml4t_pipeline.engine.strategy.history import History, check_history_bars, history_store
 from ml4t_pipeline.engine.strategy.views import (
     AtRow,
     Batch,
@@ -133,6 +134,16 @@ class Engine:
                 rule.set_state(start.rule_state[rule.name])
         index = AssetIndex(self.asset_ids).__getitem__  # a C-level lookup
         self.strategy.bind(AccountView(self.portfolio, index), self.desk)
+        # History spans chunks and chained runs: one store keeps what its users declared
+        owner = f"{type(self.strategy).__name__}.history_bars"
+        bars = check_history_bars(self.strategy.history_bars, owner)
+        callables = [f for f in self.features if isinstance(f, CallableFeatures)]
+        users = [f.history_bars for f in callables]
+        users += [bars] if self.strategy.uses_batches() else []
+        self.history = history_store(users, first_bar=start.first_bar, tail=start.history)
+        self.strategy_history = History(self.history, self.clock, history_bars=bars, owner=owner)
+        for provider in callables:
+            provider.bind(self.history)
 
     # -- the run ------------------------------------------------------------------------------
     def run(self, progress: ProgressFn | None = None) -> BacktestResult:
@@ -198,6 +209,8 @@ class Engine:
         read the bar the clock is at."""
         clock = self.clock
         clock.panel = panel
+        if self.history is not None:
+            self.history.enter(panel)  # before the features: History reads this chunk now
         for provider in self.features:
             provider.attach(panel, self.data.calendar, clock.bar - self.first_bar)
         strategy = self.strategy
@@ -205,7 +218,14 @@ class Engine:
         batch = None
         if strategy.uses_batches():
             stamps = utc_datetimes(panel.timestamps)
-            batch = Batch(panel, self.assets, clock, first_bar=clock.bar, timestamps=stamps)
+            batch = Batch(
+                panel,
+                self.assets,
+                clock,
+                first_bar=clock.bar,
+                timestamps=stamps,
+                history=self.strategy_history,
+            )
         event = None
         if strategy.uses_events():
             event = MarketEvent(panel, context, self.asset_ids, clock)
@@ -292,6 +312,7 @@ class Engine:
             prev_equity=self.portfolio.prev_equity,
             strategy_state=self.strategy.get_state(),
             rule_state=rule_state,
+            history=self.history.tail() if self.history is not None else None,
         )
 
     def record(self) -> RunRecord:

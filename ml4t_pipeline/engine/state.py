@@ -3,6 +3,8 @@
 Running months one by one, each starting from the previous month's state, gives the same
 result, bit for bit, as one run over the whole period. State is keyed by asset id (not array
 position) so the next run may see a different universe; JSON keeps float64 values exact.
+The last bars the next run's `History` needs (the declared `history_bars`) travel with it; a
+state without them writes exactly what it wrote before they existed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ml4t_pipeline.engine.execution.trades import TRADE_STATE, empty_trade_state
 from ml4t_pipeline.engine.feed import asset_list
 from ml4t_pipeline.engine.risk.manager import RiskState
 from ml4t_pipeline.engine.risk.state import DayMarks
+from ml4t_pipeline.engine.strategy.history import CONTEXT, HistoryTail
 from ml4t_pipeline.errors import StateError
 
 _LEDGER_ARRAYS = ("qty", "avg_price", "entry_bar")
@@ -51,6 +54,7 @@ class RunStart:
     decision_signals: dict[str, np.ndarray]  # (N,) signal values of the last decision
     rule_state: dict[str, np.ndarray]  # rule name -> (N,) values (NaN where not saved)
     strategy_state: dict[str, Any] | None  # None: a fresh start (nothing to restore)
+    history: HistoryTail | None  # the saved last bars History shows
 
     @classmethod
     def fresh(cls, n_assets: int, cash: float, signal_names: list[str]) -> RunStart:
@@ -66,6 +70,7 @@ class RunStart:
             decision_signals={},
             rule_state={},
             strategy_state=None,
+            history=None,
         )
 
 
@@ -86,6 +91,8 @@ class EngineState:
     rule_state_assets: tuple[Any, ...] = ()
     # the UTC date's equity marks (`DayMarks.saved`); empty, and not written, unless tracked
     day_marks: dict[str, float] = field(default_factory=dict)
+    history_first_bar: int | None = None  # global bar of the first saved History row
+    history: dict[str, list[Any]] = field(default_factory=dict)  # key -> rows, per `assets`
 
     @classmethod
     def capture(
@@ -104,11 +111,11 @@ class EngineState:
         rule_state: dict[str, list[float]],
         last_signals: dict[str, np.ndarray],
         last_timestamp_us: int | None = None,
+        history: HistoryTail | None = None,
     ) -> EngineState:
         ids = asset_list(assets)
-        keep = np.flatnonzero(
-            (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
-        )
+        held = (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
+        keep = np.flatnonzero(held | _known_in(history, len(ids)))
         per_asset: dict[str, list[Any]] = {"last_close": last_close[keep].tolist()}
         trades = ledger.trade_state()
         for name in _LEDGER_ARRAYS:
@@ -136,6 +143,8 @@ class EngineState:
             rule_state=rule_state,
             rule_state_assets=tuple(ids),
             day_marks=risk.day.saved(),
+            history_first_bar=None if history is None else history.first_bar,
+            history={} if history is None else _saved_history(history, keep),
         )
 
     def restore(self, assets: np.ndarray, signal_names: list[str]) -> RunStart:
@@ -199,14 +208,34 @@ class EngineState:
             decision_signals=decision_signals,
             rule_state=rule_state,
             strategy_state=self.strategy_state,
+            history=self._history_on(pos, n),
         )
 
+    def _history_on(self, pos: np.ndarray, n: int) -> HistoryTail | None:
+        """The saved History rows laid out on n assets (NaN / no bar where not saved)."""
+        if self.history_first_bar is None:
+            return None
+        rows = self.bars_done - self.history_first_bar
+        arrays: dict[str, np.ndarray] = {}
+        for key, values in self.history.items():
+            if key.startswith(CONTEXT):
+                arrays[key] = np.asarray(values, dtype=np.float64).reshape(rows)
+                continue
+            unknown, dtype = (False, np.bool_) if key == "has_bar" else (np.nan, np.float64)
+            out: np.ndarray = np.full((rows, n), unknown, dtype=dtype)
+            out[:, pos] = np.asarray(values, dtype=dtype).reshape(rows, pos.shape[0])
+            arrays[key] = out
+        return HistoryTail(first_bar=self.history_first_bar, arrays=arrays)
+
     def to_json(self) -> str:
-        payload = {"format": FORMAT_VERSION} | {
-            name: getattr(self, name) for name in self.__dataclass_fields__
-        }
-        if not self.day_marks:  # (the states of runs without a per-date rule stay as they were)
-            del payload["day_marks"]
+        # keys a run did not use are left out, so the states of runs without them stay as
+        # they were written before the keys existed
+        fields = list(self.__dataclass_fields__)
+        if not self.day_marks:
+            fields.remove("day_marks")
+        if self.history_first_bar is None:
+            fields = [f for f in fields if f not in ("history_first_bar", "history")]
+        payload = {"format": FORMAT_VERSION} | {name: getattr(self, name) for name in fields}
         return json.dumps(payload, sort_keys=True, allow_nan=True)
 
     @classmethod
@@ -222,3 +251,21 @@ class EngineState:
         for key in ("assets", "rule_state_assets"):
             payload[key] = tuple(payload[key])
         return cls(**payload)
+
+
+def _known_in(history: HistoryTail | None, n: int) -> np.ndarray:
+    """(n,) True where an asset has a bar or a known value in the saved History rows."""
+    known = np.zeros(n, dtype=bool)
+    for key, values in (history.arrays if history is not None else {}).items():
+        if key.startswith(CONTEXT):
+            continue
+        known |= values.any(axis=0) if key == "has_bar" else ~np.isnan(values).all(axis=0)
+    return known
+
+
+def _saved_history(history: HistoryTail, keep: np.ndarray) -> dict[str, list[Any]]:
+    """History rows as JSON lists: per-asset arrays on the saved assets only."""
+    return {
+        key: (values if key.startswith(CONTEXT) else values[:, keep]).tolist()
+        for key, values in history.arrays.items()
+    }

@@ -11,7 +11,8 @@ risk rules' `RiskContext.features` all read the same numbers.
   by then, in its latest known version: a late-published older row never replaces a newer
   one. Rows whose asset_id is null are market-wide features.
 - `CallableFeatures`: functions of the history up to the current bar (no look-ahead), computed
-  on the fly at each close before the strategy runs.
+  on the fly at each close before the strategy runs. The history spans the run (and chained
+  runs) whatever the chunking; `history_bars` bounds what it keeps (see `strategy.history`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 import polars as pl
 
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel
-from ml4t_pipeline.engine.strategy.views import AtRow, History
+from ml4t_pipeline.engine.strategy.history import History, HistoryStore, check_history_bars
+from ml4t_pipeline.engine.strategy.views import AtRow
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.keys import (
     ASSET_ID,
@@ -159,21 +161,37 @@ def _ffill(grid: np.ndarray) -> np.ndarray:
 class CallableFeatures:
     """Features computed at each close from the history up to that close.
 
-    Each function receives a `History` (arrays truncated at the current bar) and returns an
-    (n_assets,) array for a per-asset feature, or a float for a market-wide one (give those
-    names in `market`).
+    Each function receives a `History` (the bars of the run up to the current one) and returns
+    an (n_assets,) array for a per-asset feature, or a float for a market-wide one (give those
+    names in `market`). `history_bars` (bars the functions read, the current one included)
+    bounds what the engine keeps across chunks and carries to a chained run; None shows every
+    bar of the run (whole run in memory, nothing carried to a chained run).
     """
 
-    def __init__(self, functions: Mapping[str, FeatureFn], *, market: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        functions: Mapping[str, FeatureFn],
+        *,
+        market: Sequence[str] = (),
+        history_bars: int | None = None,
+    ) -> None:
         self.functions = dict(functions)
         self.market = set(market)
+        self.history_bars = check_history_bars(
+            history_bars, "CallableFeatures.history_bars", least=1
+        )
         self._values: dict[str, np.ndarray] = {}  # the arrays `update` fills (writable)
         self._history: History | None = None
         self._row = AtRow(0)  # the bar the functions see
 
+    def bind(self, store: HistoryStore | None) -> None:
+        """Read the history of the engine's run (called by the engine before its first bar)."""
+        self._history = History(
+            store, self._row, history_bars=self.history_bars, owner="CallableFeatures.history_bars"
+        )
+
     def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
         """Add a NaN array per function; the chunk gets read-only views, filled by `update`."""
-        self._history = History(panel, self._row)
         self._values = {}
         for name in self.functions:
             market = name in self.market
@@ -186,7 +204,7 @@ class CallableFeatures:
     def update(self, i: int) -> None:
         """Compute every function at bar i of the attached chunk."""
         if self._history is None:
-            msg = "CallableFeatures.update called before attach"
+            msg = "CallableFeatures.update called before the engine bound it to a run"
             raise RuntimeError(msg)
         self._row.row = i
         for name, fn in self.functions.items():

@@ -50,10 +50,14 @@ class Strategy:
     """Base class of every strategy, built-in or user-written.
 
     `uses_volume` and `required_signals` let the engine skip loading columns a strategy never
-    reads (the defaults load everything).
+    reads (the defaults load everything). `history_bars` is how many bars `batch.history`
+    shows, the current one included: the engine keeps that many across chunks and chained
+    runs. None (the default) shows every bar of the run and keeps the whole run in memory,
+    but a chained run carries none of it; 0 means the strategy reads no History.
     """
 
     uses_volume: bool = True
+    history_bars: int | None = None
 
     def required_signals(self) -> Sequence[str] | None:
         """Signal columns this strategy reads; None means every numeric column."""

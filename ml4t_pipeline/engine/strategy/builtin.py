@@ -65,6 +65,7 @@ class TopKRotation(Strategy):
         {"score", "top_k", "weight", "rebalance_every", "warmup_bars", "max_vix", "vix"}
     )
     uses_volume = False
+    history_bars = 0  # reads no History: the engine keeps no past bars for it
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

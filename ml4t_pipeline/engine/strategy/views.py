@@ -1,8 +1,8 @@
 """What user code sees of the market: read-only views of the dense arrays at the current bar.
 
 A view never exposes a later bar: it reads the row its pointer (the engine's clock, or a fixed
-row) is at, and `History` slices stop at that row. Nothing is copied per asset per bar, and
-every array handed out is a read-only view.
+row) is at, and `History` (module `history`) stops at that row. Nothing is copied per asset
+per bar, and every array handed out is a read-only view.
 
 - `ContextView`: market-wide values at one bar (`context["vix"]`).
 - `AssetSignals`: one asset's signals at one bar (`event.signals["ml_score"]`).
@@ -15,19 +15,24 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ml4t_pipeline.engine.feed import Panel
+from ml4t_pipeline.engine.strategy.history import History, RowPointer, read_only
 from ml4t_pipeline.keys import utc_datetimes
 
-
-class RowPointer(Protocol):
-    """Where a view reads: the clock while the engine runs, or a fixed row."""
-
-    @property
-    def row(self) -> int: ...
+__all__ = [
+    "AssetSignals",
+    "AtRow",
+    "Batch",
+    "ContextView",
+    "CrossSection",
+    "History",
+    "MarketEvent",
+    "RowPointer",
+]
 
 
 class AtRow:
@@ -91,7 +96,7 @@ class CrossSection(Mapping[str, np.ndarray]):
         self._at = at
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return _read_only(self._arrays[name][self._at.row])
+        return read_only(self._arrays[name][self._at.row])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._arrays)
@@ -149,25 +154,6 @@ class MarketEvent:
         return self._value(self._p.volume)
 
 
-class History:
-    """Read-only arrays up to and including the pointer's row of one chunk (no look-ahead)."""
-
-    __slots__ = ("_at", "_p")
-
-    def __init__(self, panel: Panel, at: RowPointer) -> None:
-        self._p = panel
-        self._at = at
-
-    def prices(self, field: str) -> np.ndarray:
-        return _read_only(np.asarray(getattr(self._p, field)[: self._at.row + 1]))
-
-    def signal(self, name: str) -> np.ndarray:
-        return _read_only(self._p.signals[name][: self._at.row + 1])
-
-    def context(self, name: str) -> np.ndarray:
-        return _read_only(self._p.context[name][: self._at.row + 1])
-
-
 class Batch:
     """Every asset at one bar, as read-only arrays indexed like `assets`."""
 
@@ -181,6 +167,7 @@ class Batch:
         *,
         first_bar: int,
         timestamps: list[dt.datetime],
+        history: History,
     ) -> None:
         self._p = panel
         self._at = at
@@ -188,7 +175,7 @@ class Batch:
         self._stamps = timestamps  # of the chunk's bars
         self.assets = assets
         self.signals = CrossSection(panel.signals, at)
-        self.history = History(panel, at)
+        self.history = history  # the bars up to this one (see `strategy.history`)
 
     @property
     def bar_index(self) -> int:
@@ -201,32 +188,24 @@ class Batch:
 
     @property
     def open(self) -> np.ndarray:
-        return _read_only(self._p.open[self._at.row])
+        return read_only(self._p.open[self._at.row])
 
     @property
     def high(self) -> np.ndarray:
-        return _read_only(self._p.high[self._at.row])
+        return read_only(self._p.high[self._at.row])
 
     @property
     def low(self) -> np.ndarray:
-        return _read_only(self._p.low[self._at.row])
+        return read_only(self._p.low[self._at.row])
 
     @property
     def close(self) -> np.ndarray:
-        return _read_only(self._p.close[self._at.row])
+        return read_only(self._p.close[self._at.row])
 
     @property
     def volume(self) -> np.ndarray:
-        return _read_only(self._p.volume[self._at.row])
+        return read_only(self._p.volume[self._at.row])
 
     @property
     def has_bar(self) -> np.ndarray:
-        return _read_only(self._p.has_bar[self._at.row])
-
-
-def _read_only(values: np.ndarray) -> np.ndarray:
-    """`values` (a view of the engine's arrays) as a view that cannot be written."""
-    if values.flags.writeable:
-        values = values.view()
-        values.flags.writeable = False
-    return values
+        return read_only(self._p.has_bar[self._at.row])
