@@ -62,7 +62,9 @@ def run_backtest(
         end=end,
         max_chunk_cells=max_chunk_cells,
         extra_assets=initial_state.assets if initial_state is not None else (),
-        load_volume=strategy.uses_volume or slippage.get("model") == "volume_share",
+        load_volume=strategy.uses_volume
+        or slippage.get("model") == "volume_share"
+        or config.execution.max_participation is not None,
     )
     providers = list(features)
     if config.data.features is not None:

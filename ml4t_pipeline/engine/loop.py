@@ -27,7 +27,7 @@ import numpy as np
 
 from ml4t_pipeline.engine.clock import Clock
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy
+from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy, VolumePolicy
 from ml4t_pipeline.engine.execution.account import AccountView, AssetIndex, Portfolio
 from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
@@ -48,6 +48,7 @@ from ml4t_pipeline.engine.strategy.views import (
     CrossSection,
     MarketEvent,
 )
+from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.keys import utc_datetimes
 
 ProgressFn = Callable[[int, int], None]
@@ -108,21 +109,30 @@ class Engine:
             asset_ids=self.asset_ids,
             next_order_id=start.next_order_id,
         )
+        fill_rules = FillRules(
+            commission=ex.commission_model(),
+            slippage=ex.slippage_model(),
+            allow_short=ex.allow_short,
+            allow_negative_cash=ex.allow_negative_cash,
+            resize_buys=ex.on_insufficient_cash is CashPolicy.RESIZE,
+            max_participation=ex.max_participation,
+        )
+        if fill_rules.volume_bound and not data.has_volume:
+            msg = (
+                f"{data.prices_name}: column 'volume' is needed (execution.max_participation or "
+                "the volume_share slippage model bound fills by the bar's volume)"
+            )
+            raise DataError(msg)
         self.broker = Broker(
             clock=self.clock,
-            rules=FillRules(
-                commission=ex.commission_model(),
-                slippage=ex.slippage_model(),
-                allow_short=ex.allow_short,
-                allow_negative_cash=ex.allow_negative_cash,
-                resize_buys=ex.on_insufficient_cash is CashPolicy.RESIZE,
-            ),
+            rules=fill_rules,
             same_close=ex.fill_at is FillAt.SAME_CLOSE,
             ledger=self.ledger,
             risk=self.risk,
             working=start.working,
             desk=self.desk,
             no_bar_waits=ex.on_no_bar is NoBarPolicy.WAIT,
+            rest_waits=ex.on_volume_limit is VolumePolicy.WAIT,
             delisted=data.delistings.before.tolist() if self.closes_delisted else (),
         )
         self.desk.read_working(self.broker.open_orders)

@@ -31,6 +31,7 @@ from ml4t_pipeline.engine.execution.orders import (
     ENGINE_ORDER,
     GTC,
     MARKET,
+    MAX_QTY,
     SIGNAL,
     STOP,
     Order,
@@ -66,10 +67,14 @@ class Broker:
         working: list[Order],
         desk: OrderDesk,
         no_bar_waits: bool,
+        rest_waits: bool = True,
         delisted: Iterable[int] = (),
     ) -> None:
         self.clock = clock
         self.no_bar_waits = no_bar_waits  # an order without a bar waits for the asset's next one
+        self.rest_waits = rest_waits  # what the bar's volume left of an order keeps working
+        self._volume_used: dict[int, int] = {}  # shares each asset traded in `_volume_bar`
+        self._volume_bar = -1
         self.delisted = set(delisted)  # assets whose bars have ended: orders for them are refused
         self.desk = desk  # where this bar's new orders come from
         self.rules = rules
@@ -236,8 +241,8 @@ class Broker:
             }
         )
         self.order_log += exits
-        close = self.clock.panel.close[self.clock.row]
-        self._execute([(o, close.item(o.asset)) for o in exits], context)
+        close = self.clock.panel.close[self.clock.row]  # a cash-out: not bound by volume
+        self._execute([(o, close.item(o.asset)) for o in exits], context, volume_bound=False)
 
     # -- the parts ------------------------------------------------------------------------------
     def _priced(self, orders: list[Order], prices: np.ndarray, i: int) -> list[tuple[Order, float]]:
@@ -291,12 +296,19 @@ class Broker:
         return [o for o in orders if o.asset not in self.delisted]
 
     def _execute(
-        self, matched: list[tuple[Order, float]], context: ContextFactory
+        self,
+        matched: list[tuple[Order, float]],
+        context: ContextFactory,
+        *,
+        volume_bound: bool = True,
     ) -> dict[int, bool]:
         """Book matched orders at their match price: sells first, then buys, each in order-id
         order; each meets the position and cash the fills before it left (`fill_order`).
         An exit (an order a rule made) closes what is held when it fills, never more: it
-        never flips a position. The risk manager hears of the positions opened and closed.
+        never flips a position. Where the bar's volume bounds fills (`volume_bound` and the
+        fill rules say so), an order takes at most what is left of its asset's share of the
+        bar (`_volume_room`); the rest waits for the next bar or is rejected by policy. The
+        risk manager hears of the positions opened and closed.
         Returns the positions exits closed (asset -> the exit bought)."""
         if len(matched) > 1:
             matched = sorted(matched, key=_sells_first)
@@ -309,6 +321,7 @@ class Broker:
         closed: list[int] = []
         refused: list[tuple[Order, RejectReason]] = []
         closed_by_exits: dict[int, bool] = {}
+        bounded = volume_bound and rules.volume_bound
         for order, price in matched:
             a = order.asset
             held, cash = ledger.qty.item(a), ledger.cash
@@ -320,6 +333,17 @@ class Broker:
                 if order.qty != -held:
                     order = order._replace(qty=-held)
                 exit_buys = held < 0
+            if bounded:  # the volume bounds what the account rules allow of the order
+                allowed = order.qty
+                if allowed < 0 and not rules.allow_short:
+                    allowed = max(allowed, -max(held, 0))  # (the rest is never a short)
+                room = self._volume_room(a, volume.item(i, a))
+                if abs(allowed) > room:
+                    rest = allowed - (room if allowed > 0 else -room)
+                    self._left_over(order, rest, refused)
+                    if rest == order.qty:
+                        continue
+                    order = order._replace(qty=order.qty - rest)
             volume_now = volume.item(i, a) if slips else _NAN
             result = fill_order(order, price, held, cash, volume_now, bar, rules, slips)
             if isinstance(result, RejectReason):
@@ -337,6 +361,8 @@ class Broker:
                         opened.append((a, fill.price))
                     else:
                         closed.append(a)
+                if bounded:
+                    self._volume_used[a] = self._volume_used.get(a, 0) + abs(fill.qty)
             if ledger.cash < 0 and not rules.allow_negative_cash:  # a cover or a sell's fee
                 self.negative_cash_fills.append(order.order_id)
         if refused:
@@ -350,6 +376,33 @@ class Broker:
                 np.array(closed, dtype=np.int64) if closed else _NO_ASSETS,
             )
         return closed_by_exits
+
+    def _volume_room(self, asset: int, volume: float) -> int:
+        """The shares `asset` may still trade in this bar: `max_participation` of its volume
+        (all of it without a cap) less what its fills of the bar took; nothing on a bar
+        whose volume is zero or unknown."""
+        bar = self.clock.bar
+        if self._volume_bar != bar:
+            self._volume_used.clear()
+            self._volume_bar = bar
+        if not volume > 0:  # zero or NaN: nothing trades, and no fill comes at zero impact
+            return 0
+        share = self.rules.max_participation
+        room = MAX_QTY if share is None else math.floor(share * volume)
+        return max(room - self._volume_used.get(asset, 0), 0)
+
+    def _left_over(
+        self, order: Order, rest: int, refused: list[tuple[Order, RejectReason]]
+    ) -> None:
+        """What the bar's volume left unfilled of `order` (signed `rest`): an exit's rest
+        always waits, as a market order for the next bar; a strategy order's rest keeps
+        working as it was (`on_volume_limit: wait`) or is rejected (`volume_limit`)."""
+        if order.reason != SIGNAL:
+            self.working.append(order._replace(qty=rest, order_type=MARKET))
+        elif self.rest_waits:
+            self.working.append(order._replace(qty=rest))
+        else:
+            refused.append((order._replace(qty=rest), RejectReason.VOLUME_LIMIT))
 
     def _stopped_out(self, exit_buys: dict[int, bool]) -> None:
         """Exits just closed the positions of `exit_buys`: the orders matched inside this bar

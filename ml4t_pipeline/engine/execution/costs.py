@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from ml4t_pipeline.errors import ConfigError
 
@@ -123,13 +123,18 @@ class SpreadSlippage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VolumeShareSlippage:
-    """Impact grows with the share of the bar's volume taken: price * impact * (qty/volume)."""
+    """Impact grows with the share of the bar's volume taken: price * impact * (qty/volume).
 
+    It needs the bar's volume (`needs_volume`): the broker fills nothing on a bar whose volume
+    is zero or unknown, so no fill is ever priced at zero impact for want of volume.
+    """
+
+    needs_volume: ClassVar[bool] = True
     impact: float = 0.1
 
     def __post_init__(self) -> None:
         _check_non_negative("impact", self.impact)
 
     def fill_price(self, side: int, price: float, qty: int, volume: float) -> float:
-        share = abs(qty) / volume if volume > 0 else 0.0  # unknown (NaN) volume: no impact
+        share = abs(qty) / volume  # > 0: the broker fills nothing on a bar without volume
         return price * (1.0 + side * self.impact * min(share, 1.0))

@@ -102,6 +102,13 @@ class FillRules:
     allow_short: bool
     allow_negative_cash: bool
     resize_buys: bool = True  # a buy the cash cannot pay is cut to what it pays (else rejected)
+    max_participation: float | None = None  # of a bar's volume an asset's fills may take
+
+    @property
+    def volume_bound(self) -> bool:
+        """Fills are bounded by the bar's volume: a participation cap, or a slippage model
+        priced by the share of volume taken (which cannot price a fill on no volume)."""
+        return self.max_participation is not None or getattr(self.slippage, "needs_volume", False)
 
     @property
     def slips(self) -> bool:

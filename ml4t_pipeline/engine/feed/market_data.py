@@ -120,6 +120,15 @@ class MarketData:
         if self._eager:
             self._ready = self._panel(0, calendar_ts.shape[0])
 
+    @property
+    def has_volume(self) -> bool:
+        """The panels carry the prices' volume column (else volume reads +inf)."""
+        return VOLUME in self._price_columns
+
+    @property
+    def prices_name(self) -> str:
+        return self._prices.name
+
     @staticmethod
     def _pick(
         table: Table | None, wanted: Sequence[str] | None, exclude: Sequence[str]
