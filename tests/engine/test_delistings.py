@@ -128,3 +128,22 @@ def test_month_by_month_with_delistings_equals_one_run(
     assert pl.concat(fills).equals(full.fills)
     assert pl.concat(equity).equals(full.equity)
     assert month.final_equity == full.final_equity
+
+
+def test_a_rebalance_counts_the_orders_still_waiting_for_a_bar(tmp_path: Path) -> None:
+    """B has no bar at 2 and 3: the order of the rebalance at close 1 waits; the rebalances at
+    closes 2 and 3 (B priced at its last close) see it coming and do not order B again."""
+    prices = panel(
+        A=[flat(10)] * 6,
+        B=[flat(50), flat(50), None, None, flat(50), flat(50)],
+    )
+
+    def rebalance(strategy: Scripted) -> list[Order]:
+        strategy.rebalance_to_weights({"B": 0.5})
+        return []
+
+    script = {1: rebalance, 2: rebalance, 3: rebalance}
+    result = run(config(tmp_path), Scripted(script), prices, tmp_path / "o")
+    assert rows(result.fills, "bar", "asset_id", "qty") == [(4, "B", 1_000)]  # 0.5 x 1e5 / 50
+    assert rows(result.orders, "order_id", "status") == [(0, "filled")]
+    assert result.final_state.per_asset["ledger.qty"] == [0, 1_000]

@@ -193,9 +193,16 @@ class OrderDesk:
 
     def order_target_weights(self, weights: np.ndarray, equity: float, close: np.ndarray) -> int:
         """Market orders taking every priced asset to floor(|w| x equity / close) shares
-        (`sizing.target_positions`)."""
+        (`sizing.target_positions`), counting the strategy's own open market orders as on
+        their way: an order still waiting for its asset's bar is not placed twice."""
         held = self.ledger.qty
-        delta = target_positions(weights, equity, close, held, self.asset_ids) - held
+        coming = held
+        pending = [o for o in self.open_orders() if o.order_type == MARKET]
+        if pending:
+            coming = held.copy()
+            for o in pending:
+                coming[o.asset] += o.qty
+        delta = target_positions(weights, equity, close, coming, self.asset_ids) - coming
         assets = (delta != 0).nonzero()[0]
         self.submit_many(assets, delta[assets])
         return int(assets.shape[0])
