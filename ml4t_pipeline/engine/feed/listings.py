@@ -48,11 +48,15 @@ def delistings(
     for ts, (values, indices) in zip(stamps, ids, strict=True):
         if ts.shape[0] == 0:
             continue
-        found = codes(universe, values)
-        asset = found if indices is None else found[indices]
-        known = asset >= 0
-        np.maximum.at(last, asset[known], ts[known])
         end = max(end, int(ts.max()))
+        if indices is not None:  # text ids: the latest stamp per dictionary entry, then map
+            per_value = np.full(values.shape[0], _NEVER, dtype=np.int64)
+            np.maximum.at(per_value, indices, ts)  # (the entries are few, the rows many)
+            ts, asset = per_value, codes(universe, values)
+        else:
+            asset = codes(universe, values)
+        known = (asset >= 0) & (ts != _NEVER)
+        np.maximum.at(last, asset[known], ts[known])
     delisted = np.flatnonzero((last != _NEVER) & (last < end))
     if delisted.shape[0] == 0 or calendar.shape[0] == 0:
         return Delistings()
