@@ -8,7 +8,9 @@
   the sorted distinct values) and then one integer cell; rows per cell are counted once
   (`count_keys`), so "duplicate key" means the same thing everywhere.
 - **Versions**: which row is current at a bar when rows are published late or revised
-  (`current_rows`), the one rule of the feed's signals and precomputed features.
+  (`becoming_current`, over `current_rows`), the one rule of the feed's signals, context and
+  precomputed features and of the validation layer's `align_point_in_time`; a repeated
+  (timestamp, [asset_id,] available_at) over every row of a table (`repeated_versions`).
 - **Rules**: every data rule's name (`Rule`), the OHLC bar rules as conditions written with
   comparison operators only (`OHLC_RULES`, `VOLUME_RULES`: the same function reads numpy arrays
   in the feed's guard and polars expressions in the validation contract), and the one-line
@@ -157,6 +159,64 @@ def current_rows(rank: Ints, group: Ints, bar: Ints) -> Ints:
     offset = np.repeat(np.arange(first_of_group.shape[0]) * n, np.diff(np.r_[first_of_group, n]))
     running = np.maximum.accumulate(r + offset) - offset
     return order[r == running]
+
+
+def by_group_and_version(group: Ints, event: Ints, available: Ints, n_groups: int) -> Ints:
+    """The order of rows by (group, timestamp, available_at), file order breaking ties.
+
+    Rows already in (timestamp, available_at) order (the common layout) need only a stable
+    sort by group, a radix sort when the codes fit in 16 bits."""
+    step = event[1:] - event[:-1]
+    if np.all((step > 0) | ((step == 0) & (available[1:] >= available[:-1]))):
+        codes16 = group.astype(np.uint16) if n_groups <= np.iinfo(np.uint16).max else group
+        return np.argsort(codes16, kind="stable")
+    return np.lexsort((available, event, group))
+
+
+def becoming_current(event: Ints, available: Ints, group: Ints, bar: Ints, n_bars: int) -> Ints:
+    """The knowledge-time rule, defined once: the rows that become current, one per
+    (group, bar), sorted by (group, bar).
+
+    `event` and `available` are each row's timestamp and available_at (int64 us), `group` its
+    asset (-1: outside the run; all zeros for a market-wide table), `bar` the first bar at or
+    after max(timestamp, available_at) (`n_bars` when none is: never current). Rows are
+    ranked by (timestamp, available_at), file order breaking ties; at each bar a group's
+    current row is the highest-ranked row known by then (`current_rows`), and when several
+    rows become current at one bar the highest-ranked one is kept. The current row at any bar
+    is the last kept row of its group at or before that bar.
+    """
+    used = np.flatnonzero((group >= 0) & (bar < n_bars))
+    n_groups = int(group.max()) + 1 if group.shape[0] else 0
+    order = by_group_and_version(group[used], event[used], available[used], n_groups)
+    rows = used[order]  # by (group, timestamp, available_at)
+    kept_group, kept_bar = group[rows], bar[rows]
+    if np.all((kept_group[1:] != kept_group[:-1]) | (kept_bar[1:] >= kept_bar[:-1])):
+        kept = rows  # no row is known before an older one of its group: each becomes current
+    else:
+        kept = used[current_rows(ranks(order), group[used], bar[used])]  # by (group, bar, rank)
+        kept_group, kept_bar = group[kept], bar[kept]
+    if kept.shape[0]:  # the last row written to each cell wins
+        new_cell = (kept_group[1:] != kept_group[:-1]) | (kept_bar[1:] != kept_bar[:-1])
+        kept = kept[np.r_[new_cell, True]]
+    return kept.astype(np.int64)
+
+
+def repeated_versions(event: Ints, available: Ints, group: Ints) -> tuple[Ints, Ints]:
+    """DUPLICATE_KEY over every row: the same (timestamp, group, available_at) twice.
+
+    Returns the first row (in file order positions) of each repeated key, sorted by key, and
+    each repeated key's row count; both empty when no key repeats."""
+    n_groups = int(group.max()) + 1 if group.shape[0] else 0
+    rows = by_group_and_version(group, event, available, n_groups)
+    ts, av, gr = event[rows], available[rows], group[rows]
+    same = (ts[1:] == ts[:-1]) & (av[1:] == av[:-1]) & (gr[1:] == gr[:-1])
+    if not same.any():
+        empty = np.empty(0, np.int64)
+        return empty, empty
+    new_key = np.r_[True, ~same]
+    key = np.cumsum(new_key) - 1  # the key of each row, numbered in sorted order
+    repeated, counts = count_keys(key).repeated()
+    return rows[np.flatnonzero(new_key)[repeated]].astype(np.int64), counts
 
 
 def duplicate_key_detail(n_keys: int, key: Sequence[str]) -> str:

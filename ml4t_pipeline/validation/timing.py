@@ -1,16 +1,18 @@
 """Time at the boundary: UTC normalisation and point-in-time alignment of late data.
 
 A value stamped at bar t is known at the close of t. A source published later carries its
-knowledge time in `available_at`; `align_point_in_time` moves each such row to the first bar at
-which it was known, so a strategy reading bar t can only ever see values known by t.
+knowledge time in `available_at`; `align_point_in_time` keeps the rows the engine makes current
+and moves each to the bar at which it becomes current (the engine's rule, `keys.becoming_current`),
+so a strategy reading bar t can only ever see values known by t.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, TIMESTAMP, UTC
+from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, TIMESTAMP, UTC, becoming_current
 
 __all__ = [
     "ASSET_ID",
@@ -60,17 +62,22 @@ def bar_calendar(bar_timestamps: pl.Series) -> pl.Series:
 
 
 def align_point_in_time(signals: pl.DataFrame, bar_timestamps: pl.Series) -> pl.DataFrame:
-    """Re-stamp each row to the first bar at which it is known.
+    """The rows that become current, each re-stamped to the bar at which it does.
 
-    A row is known at ``max(timestamp, available_at)`` (a value is never known before its own
-    stamp) and becomes usable at the first bar timestamp at or after that instant: a prediction
-    published after bar t's close is first used at bar t+1. The result has ``timestamp`` = the
-    usable bar, ``event_time`` = the original timestamp and ``available_at``. When several rows of
-    one asset land on the same bar the latest ``event_time`` wins (then the latest
-    ``available_at``, i.e. the latest revision). Rows known only after the last bar, or with a null
-    ``available_at``, are never usable and are dropped. Without ``available_at`` the rows are
-    returned as they are, with ``event_time`` and ``available_at`` equal to ``timestamp``.
-    Naive datetimes are read as UTC. Works with or without an ``asset_id`` column.
+    The engine's rule (`keys.becoming_current`, the one definition): a row is known at
+    ``max(timestamp, available_at)`` (a value is never known before its own stamp) and usable
+    from the first bar timestamp at or after that instant, so a prediction published after
+    bar t's close is first used at bar t+1. At each bar an asset's (or, without ``asset_id``,
+    the table's) current row is the one with the latest ``timestamp`` among the rows known by
+    then, in its latest known version (the latest ``available_at`` of that timestamp): a
+    late-published older row never becomes current and is dropped, a revision does. The
+    result holds each row at the bar it becomes current at (one per asset and bar), with
+    ``timestamp`` = that bar, ``event_time`` = the original timestamp and ``available_at``;
+    the row stays current at later bars until the next row of its asset (an as-of join on
+    the result gives the value at any bar). Rows known only after the last bar, or with a
+    null ``available_at`` or asset_id, are never current and are dropped. Without
+    ``available_at`` the rows are returned as they are, with ``event_time`` and
+    ``available_at`` equal to ``timestamp``. Naive datetimes are read as UTC.
     """
     if TIMESTAMP not in signals.columns:
         msg = f"cannot align: no '{TIMESTAMP}' column (columns: {', '.join(signals.columns)})"
@@ -89,20 +96,23 @@ def align_point_in_time(signals: pl.DataFrame, bar_timestamps: pl.Series) -> pl.
             raise DataError(msg)
 
     bars = bar_calendar(bar_timestamps)
-    known_at = pl.max_horizontal(TIMESTAMP, AVAILABLE_AT).cast(bars.dtype).alias(_KNOWN_AT)
+    per_asset = ASSET_ID in frame.columns
     known = frame.filter(pl.col(TIMESTAMP).is_not_null() & pl.col(AVAILABLE_AT).is_not_null())
-    known = known.with_columns(known_at)
-    bar_index = bars.search_sorted(known.get_column(_KNOWN_AT), side="left")
-    usable = bar_index < bars.len()
-    keys = [ASSET_ID, TIMESTAMP] if ASSET_ID in frame.columns else [TIMESTAMP]
+    event = known.get_column(TIMESTAMP).dt.epoch("us").to_numpy()
+    available = known.get_column(AVAILABLE_AT).dt.epoch("us").to_numpy()
+    bars_us = bars.dt.epoch("us").to_numpy()
+    bar = np.searchsorted(bars_us, np.maximum(event, available), side="left")
+    group = np.zeros(known.height, dtype=np.int64)
+    if per_asset:
+        ids = known.get_column(ASSET_ID)
+        group = (ids.rank("dense") - 1).fill_null(-1).cast(pl.Int64).to_numpy()
+    kept = becoming_current(event, available, group, bar, bars.len())
+    keys = [TIMESTAMP, ASSET_ID] if per_asset else [TIMESTAMP]
     features = [c for c in frame.columns if c not in (TIMESTAMP, ASSET_ID, AVAILABLE_AT)]
     return (
-        known.filter(usable)
-        .drop(_KNOWN_AT)
+        known[kept]
         .rename({TIMESTAMP: EVENT_TIME})
-        .with_columns(bars.gather(bar_index.filter(usable)).alias(TIMESTAMP))
-        .sort([*keys, EVENT_TIME, AVAILABLE_AT])
-        .unique(subset=keys, keep="last", maintain_order=True)
-        .select([*reversed(keys), *features, EVENT_TIME, AVAILABLE_AT])
-        .sort(list(reversed(keys)))
+        .with_columns(bars.gather(bar[kept]).alias(TIMESTAMP))
+        .select([*keys, *features, EVENT_TIME, AVAILABLE_AT])
+        .sort(keys)
     )

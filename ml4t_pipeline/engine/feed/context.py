@@ -5,6 +5,9 @@ the current value until a newer row; a bar before the first row has NaN. With an
 `available_at` column, a row is known from the first bar at or after max(timestamp,
 available_at), and at each bar the value is the row with the latest timestamp among those
 known, in its latest known version (a revision: the same timestamp, a later available_at).
+The key is the raw (timestamp, available_at) (`keys.key_columns`), as in `ml4t-pipeline
+validate`: two rows with one timestamp and two available_at values are two versions even when
+both were published before that timestamp (both known at it); the later available_at wins.
 How stale a carried value may get is the data contract's business
 (`CoveragePolicy.max_context_staleness_bars`).
 """
@@ -22,56 +25,72 @@ from ml4t_pipeline.keys import (
     AVAILABLE_AT,
     MAX_EXAMPLES,
     TIMESTAMP,
-    count_keys,
+    becoming_current,
     duplicate_keys_message,
+    key_columns,
+    repeated_versions,
     to_datetime,
 )
 
 
 def context_as_of(table: Table, columns: Sequence[str], bars: np.ndarray) -> dict[str, np.ndarray]:
-    """Each column's latest value at or before each bar of `bars` (int64 us, sorted)."""
+    """Each column's value as of each bar of `bars` (int64 us, sorted): the current row by
+    `keys.becoming_current`, carried until a newer row is known; NaN before the first."""
     timed = AVAILABLE_AT in table.columns
     stamps: list[np.ndarray] = []
-    known: list[np.ndarray] = []
+    versions: list[np.ndarray] = []
     parts: dict[str, list[np.ndarray]] = {c: [] for c in columns}
     read = [TIMESTAMP, *([AVAILABLE_AT] if timed else []), *columns]
     for batch in table.batches(read):
         stamps.append(timestamps_us(batch.column(0), table.name))
         if timed:
-            available = timestamps_us(batch.column(1), table.name, AVAILABLE_AT)
-            known.append(np.maximum(available, stamps[-1]))
+            versions.append(timestamps_us(batch.column(1), table.name, AVAILABLE_AT))
         for i, column in enumerate(columns, start=len(read) - len(columns)):
             parts[column].append(float_values(batch.column(i), table.name, column))
     ts = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
-    known_at = np.concatenate(known) if timed and known else ts
-    order = np.lexsort((known_at, ts))  # by timestamp, then version: the newest comes last
-    ts, known_at = ts[order], known_at[order]
-    if np.any((ts[1:] == ts[:-1]) & (known_at[1:] == known_at[:-1])):
-        raise _repeated_stamps(ts, known_at, table.name, timed=timed)
-    usable_at = np.searchsorted(bars, known_at, side="left")  # first bar it is known at
+    # the raw key (keys.key_columns): without available_at every row is its own first version
+    available = np.concatenate(versions) if timed and versions else ts
+    group = np.zeros(ts.shape[0], dtype=np.int64)
+    first, counts = repeated_versions(ts, available, group)
+    if first.shape[0]:
+        raise _repeated_stamps(ts, available, first, counts, table, timed=timed)
+    usable_at = np.searchsorted(bars, np.maximum(ts, available), side="left")
+    kept = becoming_current(ts, available, group, usable_at, int(bars.shape[0]))
     latest = np.full(bars.shape[0], -1, dtype=np.int64)
-    keep = usable_at < bars.shape[0]
-    np.maximum.at(latest, usable_at[keep], np.flatnonzero(keep))  # rows ascend: newest wins
-    np.maximum.accumulate(latest, out=latest)
+    latest[usable_at[kept]] = kept
+    filled = latest >= 0
+    carried = np.where(filled, np.arange(bars.shape[0]), -1)
+    np.maximum.accumulate(carried, out=carried)  # the last bar at or before with a new row
+    row = np.where(carried >= 0, latest[np.maximum(carried, 0)], -1)
     out = {}
     for column, chunks in parts.items():
-        values = np.concatenate(chunks)[order] if chunks else np.empty(0)
+        values = np.concatenate(chunks) if chunks else np.empty(0)
         out[column] = (
-            np.where(latest >= 0, values[np.maximum(latest, 0)], np.nan)
+            np.where(row >= 0, values[np.maximum(row, 0)], np.nan)
             if values.size
             else np.full(bars.shape[0], np.nan)
         )
     return out
 
 
-def _repeated_stamps(ts: np.ndarray, known_at: np.ndarray, name: str, *, timed: bool) -> DataError:
-    """DUPLICATE_KEY on a market-wide table, whose key is the timestamp (and available_at).
+def _repeated_stamps(
+    ts: np.ndarray,
+    available: np.ndarray,
+    first: np.ndarray,
+    counts: np.ndarray,
+    table: Table,
+    *,
+    timed: bool,
+) -> DataError:
+    """DUPLICATE_KEY on a market-wide table, whose key is (timestamp[, available_at]).
 
-    `ts` and `known_at` are sorted by (timestamp, available_at), so equal keys are adjacent."""
-    new_key = np.r_[True, (ts[1:] != ts[:-1]) | (known_at[1:] != known_at[:-1])]
-    group = np.cumsum(new_key) - 1  # the key of each row, numbered in sorted order
-    groups, rows = count_keys(group).repeated()
-    repeated = ts[np.flatnonzero(new_key)][groups]  # the timestamp of each repeated key
-    key = (TIMESTAMP, AVAILABLE_AT) if timed else (TIMESTAMP,)
-    shown = [((TIMESTAMP, to_datetime(stamp)),) for stamp in repeated[:MAX_EXAMPLES]]
-    return DataError(duplicate_keys_message(file=name, key=key, shown=shown, rows=rows))
+    `first` is the first row of each repeated key, `counts` its rows (`keys.repeated_versions`)."""
+    key = key_columns(table.columns, per_asset=False)
+    shown = [
+        (
+            (TIMESTAMP, to_datetime(ts[r])),
+            *(((AVAILABLE_AT, to_datetime(available[r])),) if timed else ()),
+        )
+        for r in first[:MAX_EXAMPLES].tolist()
+    ]
+    return DataError(duplicate_keys_message(file=table.name, key=key, shown=shown, rows=counts))

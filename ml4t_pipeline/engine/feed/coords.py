@@ -10,7 +10,7 @@ never once per row.
 Signals with `available_at` go through `known_rows`: a row becomes known at the first bar at
 or after max(timestamp, available_at), and at each bar the current row of an asset is the one
 with the latest timestamp among those known by then, in its latest known version
-(`keys.current_rows`), so a strategy at bar t never reads a value published after t and a
+(`keys.becoming_current`), so a strategy at bar t never reads a value published after t and a
 late-published older row never replaces a newer one.
 """
 
@@ -31,12 +31,11 @@ from ml4t_pipeline.keys import (
     KEY_COLUMNS,
     MAX_EXAMPLES,
     TIMESTAMP,
+    becoming_current,
     codes,
-    count_keys,
-    current_rows,
     duplicate_keys_message,
     key_columns,
-    ranks,
+    repeated_versions,
     to_datetime,
 )
 
@@ -189,41 +188,42 @@ def known_rows(table: Table, calendar: np.ndarray, assets: np.ndarray) -> KnownR
 
     A row becomes known at the first bar at or after max(timestamp, available_at) (before
     the first bar: at the first bar); rows are ranked by (timestamp, available_at), so a
-    revision outranks the version it revises. Rows of assets outside the universe and rows
-    known only after the last bar are never current. A repeated (timestamp, asset_id,
-    available_at) among the others is a DUPLICATE_KEY `DataError`.
+    revision outranks the version it revises (`keys.becoming_current`). Rows of assets outside
+    the universe and rows known only after the last bar are never current. A repeated
+    (timestamp, asset_id, available_at) anywhere in the table, whether or not the run reads
+    that row, is a DUPLICATE_KEY `DataError`, as in `ml4t-pipeline validate`.
     """
-    event, available, asset = _timed_keys(table, assets)
+    event, available, asset, ids = _timed_keys(table, assets)
+    _refuse_repeated_versions(event, available, ids, table)
     bar = _first_bar_at_or_after(calendar, np.maximum(event, available))
-    used = np.flatnonzero((asset >= 0) & (bar < calendar.shape[0]))
-    order = _by_asset_and_version(asset[used], event[used], available[used], assets.shape[0])
-    rows = used[order]  # by (asset, timestamp, available_at)
-    kept_asset, kept_bar = asset[rows], bar[rows]
-    _refuse_repeated_versions(event, available, kept_asset, rows, assets, table)
-    if np.all((kept_asset[1:] != kept_asset[:-1]) | (kept_bar[1:] >= kept_bar[:-1])):
-        kept = rows  # no row is known before an older one of its asset: each becomes current
-    else:
-        kept = used[current_rows(ranks(order), asset[used], bar[used])]  # by (asset, bar, rank)
-        kept_asset, kept_bar = asset[kept], bar[kept]
-    if kept.shape[0]:  # the last row written to each cell wins
-        new_cell = (kept_asset[1:] != kept_asset[:-1]) | (kept_bar[1:] != kept_bar[:-1])
-        kept = kept[np.r_[new_cell, True]]
+    kept = becoming_current(event, available, asset, bar, int(calendar.shape[0]))
     n_rows = event.shape[0]
     coords = RowCoords(bar=np.full(n_rows, -1, np.int32), asset=np.full(n_rows, -1, np.int32))
     coords.bar[kept] = bar[kept]
     coords.asset[kept] = asset[kept]
     return KnownRows(
         coords=coords,
-        asset=asset[kept],
+        asset=asset[kept].astype(np.int64),
         bar=bar[kept].astype(np.int64),
-        row=kept.astype(np.int64),
+        row=kept,
         n_bars=int(calendar.shape[0]),
         n_assets=int(assets.shape[0]),
     )
 
 
-def _timed_keys(table: Table, assets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every row's timestamp and available_at (int64 us) and asset index (-1 when unknown).
+@dataclass(slots=True, eq=False)
+class _FileIds:
+    """Every row's asset id as a code into the sorted distinct ids of the whole file."""
+
+    distinct: np.ndarray
+    code: np.ndarray  # int64
+
+
+def _timed_keys(
+    table: Table, assets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, _FileIds]:
+    """Every row's timestamp and available_at (int64 us), asset index in the run (-1 when
+    outside it) and asset code in the file.
 
     `available_at` is read in its own batches, lined up with the key batches by row offset."""
     stamps, ids = read_keys(table)
@@ -236,7 +236,10 @@ def _timed_keys(table: Table, assets: np.ndarray) -> tuple[np.ndarray, np.ndarra
         offset += n
     parts = [_asset_codes(assets, values, indices) for values, indices in ids]
     asset = np.concatenate(parts) if parts else np.empty(0, np.int64)
-    return event, available, asset
+    distinct = universe([values for values, _ in ids])
+    in_file = [_asset_codes(distinct, values, indices) for values, indices in ids]
+    code = np.concatenate(in_file) if in_file else np.empty(0, np.int64)
+    return event, available, asset, _FileIds(distinct=distinct, code=code)
 
 
 def _first_bar_at_or_after(calendar: np.ndarray, instants: np.ndarray) -> np.ndarray:
@@ -248,48 +251,23 @@ def _first_bar_at_or_after(calendar: np.ndarray, instants: np.ndarray) -> np.nda
     return np.repeat(np.searchsorted(calendar, instants[starts], side="left"), lengths)
 
 
-def _by_asset_and_version(
-    asset: np.ndarray, event: np.ndarray, available: np.ndarray, n_assets: int
-) -> np.ndarray:
-    """The order of rows by (asset, timestamp, available_at), file order breaking ties.
-
-    Rows already in (timestamp, available_at) order (the common layout) need only a stable
-    sort by asset, a radix sort when the codes fit in 16 bits."""
-    step = event[1:] - event[:-1]
-    if np.all((step > 0) | ((step == 0) & (available[1:] >= available[:-1]))):
-        codes16 = asset.astype(np.uint16) if n_assets <= np.iinfo(np.uint16).max else asset
-        return np.argsort(codes16, kind="stable")
-    return np.lexsort((available, event, asset))
-
-
 def _refuse_repeated_versions(
-    event: np.ndarray,
-    available: np.ndarray,
-    asset: np.ndarray,
-    rows: np.ndarray,
-    assets: np.ndarray,
-    table: Table,
+    event: np.ndarray, available: np.ndarray, ids: _FileIds, table: Table
 ) -> None:
-    """DUPLICATE_KEY: the same (timestamp, asset_id, available_at) twice. `rows` are sorted by
-    that key, so equal keys are adjacent; `asset` is their asset codes in that order. Each
-    example shows a row's own timestamp."""
-    ts, av = event[rows], available[rows]
-    same = (ts[1:] == ts[:-1]) & (av[1:] == av[:-1]) & (asset[1:] == asset[:-1])
-    if not same.any():
+    """DUPLICATE_KEY: the same (timestamp, asset_id, available_at) twice, over every row of
+    the table (`keys.repeated_versions`). Each example shows a row's own timestamp."""
+    first, counts = repeated_versions(event, available, ids.code)
+    if not first.shape[0]:
         return
-    new_key = np.r_[True, ~same]
-    group = np.cumsum(new_key) - 1  # the key of each row, numbered in sorted order
-    groups, counts = count_keys(group).repeated()
-    first = np.flatnonzero(new_key)[groups[:MAX_EXAMPLES]]
-    shown_ids = assets[asset[first]].tolist()  # plain Python values
-    first = rows[first]
+    shown_rows = first[:MAX_EXAMPLES]
+    shown_ids = ids.distinct[ids.code[shown_rows]].tolist()  # plain Python values
     shown = [
         (
             (TIMESTAMP, to_datetime(event[r])),
             (ASSET_ID, asset_id),
             (AVAILABLE_AT, to_datetime(available[r])),
         )
-        for r, asset_id in zip(first.tolist(), shown_ids, strict=True)
+        for r, asset_id in zip(shown_rows.tolist(), shown_ids, strict=True)
     ]
     key = key_columns(table.columns)
     raise DataError(duplicate_keys_message(file=table.name, key=key, shown=shown, rows=counts))

@@ -8,8 +8,9 @@ risk rules' `RiskContext.features` all read the same numbers.
   Point-in-time: a row stamped t is usable from the first bar at or after t, or after its
   `available_at` when the table has one; with `as_of=True` (default) it stays the current
   value until a newer row is known. At each bar a value comes from the latest timestamp known
-  by then, in its latest known version: a late-published older row never replaces a newer
-  one. Rows whose asset_id is null are market-wide features.
+  by then, in its latest known version (`keys.becoming_current`): a late-published older row
+  never replaces a newer one, and a newer row whose value is null reads NaN (it is the latest
+  knowledge), as signals and context do. Rows whose asset_id is null are market-wide features.
 - `CallableFeatures`: functions of the history up to the current bar (no look-ahead), computed
   on the fly at each close before the strategy runs. The history spans the run (and chained
   runs) whatever the chunking; `history_bars` bounds what it keeps (see `strategy.history`).
@@ -24,7 +25,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.feed.panel import Calendar, Panel
+from ml4t_pipeline.engine.feed.panel import Calendar, Panel, carry_forward
 from ml4t_pipeline.engine.strategy.history import History, HistoryStore, check_history_bars
 from ml4t_pipeline.engine.strategy.views import AtRow
 from ml4t_pipeline.errors import DataError
@@ -34,8 +35,7 @@ from ml4t_pipeline.keys import (
     KEY_COLUMNS,
     TIMESTAMP,
     UTC,
-    current_rows,
-    ranks,
+    becoming_current,
 )
 
 FeatureFn = Callable[[History], "np.ndarray | float"]
@@ -69,14 +69,17 @@ class PrecomputedFeatures:
         numeric = [c for c, t in source.schema.items() if t.is_numeric() and c != ASSET_ID]
         self.columns = list(columns) if columns is not None else numeric
         stamp_us = _epoch_us(source[TIMESTAMP])
-        known_us: pl.Series | np.ndarray = stamp_us
+        available_us = stamp_us
         if AVAILABLE_AT in source.columns:
             if source[AVAILABLE_AT].null_count():
                 msg = f"features: column '{AVAILABLE_AT}' has null values (when was it known?)"
                 raise DataError(msg)
-            known_us = np.maximum(stamp_us, _epoch_us(source[AVAILABLE_AT]))
+            available_us = _epoch_us(source[AVAILABLE_AT])
+        known_us = np.maximum(stamp_us.to_numpy(), available_us.to_numpy())
         self._frame = source.with_columns(
-            stamp_us.alias("_us"), pl.Series("_known_us", known_us, dtype=pl.Int64)
+            stamp_us.alias("_us"),
+            available_us.alias("_available_us"),
+            pl.Series("_known_us", known_us, dtype=pl.Int64),
         )
         self.as_of = as_of
         self._built: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
@@ -90,27 +93,33 @@ class PrecomputedFeatures:
         index = {a: k for k, a in enumerate(calendar.assets.tolist())}
         by_asset: dict[str, np.ndarray] = {}
         if per_asset.height:
-            bar = np.searchsorted(bars, per_asset["_known_us"].to_numpy(), side="left")
             asset = np.array(
                 [index.get(a, -1) for a in per_asset[ASSET_ID].to_list()], dtype=np.int64
             )
-            order = _current_rows(per_asset, asset, bar)
-            ok = (bar < bars.shape[0]) & (asset >= 0)
-            order = order[ok[order]]
+            bar, kept = _current_rows(per_asset, asset, bars)
+            shape = (bars.shape[0], calendar.n_assets)
+            filled = np.zeros(shape, dtype=bool)
+            filled[bar[kept], asset[kept]] = True
             for name in self.columns:
-                grid = np.full((bars.shape[0], calendar.n_assets), np.nan)
-                values = per_asset[name].cast(pl.Float64).to_numpy()
-                grid[bar[order], asset[order]] = values[order]
-                by_asset[name] = _read_only(_ffill(grid) if self.as_of else grid)
+                grid = np.full(shape, np.nan)
+                grid[bar[kept], asset[kept]] = per_asset[name].cast(pl.Float64).to_numpy()[kept]
+                by_asset[name] = grid
+            if self.as_of:
+                by_asset = carry_forward(by_asset, filled)
         market_wide: dict[str, np.ndarray] = {}
         if market.height:
-            bar = np.searchsorted(bars, market["_known_us"].to_numpy(), side="left")
-            order = _current_rows(market, np.zeros(market.height, np.int64), bar)
-            order = order[bar[order] < bars.shape[0]]
+            bar, kept = _current_rows(market, np.zeros(market.height, np.int64), bars)
+            filled = np.zeros((bars.shape[0], 1), dtype=bool)
+            filled[bar[kept], 0] = True
             for name in self.columns:
                 line = np.full((bars.shape[0], 1), np.nan)
-                line[bar[order], 0] = market[name].cast(pl.Float64).to_numpy()[order]
-                market_wide[name] = _read_only((_ffill(line) if self.as_of else line)[:, 0])
+                line[bar[kept], 0] = market[name].cast(pl.Float64).to_numpy()[kept]
+                market_wide[name] = line
+            if self.as_of:
+                market_wide = carry_forward(market_wide, filled)
+            market_wide = {name: line[:, 0] for name, line in market_wide.items()}
+        by_asset = {name: _read_only(grid) for name, grid in by_asset.items()}
+        market_wide = {name: _read_only(line) for name, line in market_wide.items()}
         return by_asset, market_wide
 
     def attach(self, panel: Panel, calendar: Calendar, first_bar: int) -> None:
@@ -137,25 +146,21 @@ def _epoch_us(stamps: pl.Series) -> pl.Series:
     return stamps.dt.convert_time_zone(UTC).dt.cast_time_unit("us").dt.epoch("us")
 
 
-def _current_rows(frame: pl.DataFrame, group: np.ndarray, bar: np.ndarray) -> np.ndarray:
-    """The rows to write into the grid, in writing order (`keys.current_rows`); rows are
-    ranked by (timestamp, available_at, file order)."""
-    order = np.lexsort((frame["_known_us"].to_numpy(), frame["_us"].to_numpy()))
-    return current_rows(ranks(order), group, bar)
+def _current_rows(
+    frame: pl.DataFrame, group: np.ndarray, bars: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's bar (the first at or after its knowledge time), and the rows that become
+    current (`keys.becoming_current`, ranked by (timestamp, available_at, file order))."""
+    known = frame["_known_us"].to_numpy()
+    bar = np.searchsorted(bars, known, side="left")
+    event = frame["_us"].to_numpy()
+    available = frame["_available_us"].to_numpy()
+    return bar, becoming_current(event, available, group, bar, int(bars.shape[0]))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
-
-
-def _ffill(grid: np.ndarray) -> np.ndarray:
-    """Forward-fill NaN down each column (the last known value stays current)."""
-    rows = np.where(~np.isnan(grid), np.arange(grid.shape[0])[:, None], -1)
-    np.maximum.accumulate(rows, axis=0, out=rows)
-    filled = grid[np.maximum(rows, 0), np.arange(grid.shape[1])]
-    filled[rows < 0] = np.nan
-    return filled
 
 
 class CallableFeatures:

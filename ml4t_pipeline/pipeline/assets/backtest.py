@@ -22,6 +22,7 @@ from ml4t_pipeline.pipeline.assets.features import (
     BACKTEST_GROUP,
     CONTEXT,
     SIGNALS,
+    SIGNALS_AS_OF,
 )
 from ml4t_pipeline.pipeline.io_manager import TableSet
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE, STATE_FILE, SUMMARY_FILE
@@ -65,14 +66,30 @@ class EngineFrames:
 
 
 def engine_frames(features: pl.DataFrame) -> EngineFrames:
-    """The feature table split back into the engine's prices / signals / context inputs."""
+    """The feature table split back into the engine's prices / signals / context inputs.
+
+    Signals with knowledge time (`signals_as_of`) go back as the distinct rows current at some
+    bar, with their own timestamp and available_at, so the engine applies its own rule to
+    them (as `ml4t-pipeline backtest` does on the file); without it, as the rows of their bars.
+    The context goes back as its value at each bar."""
     signal_rows = features.filter(pl.col(SIGNALS).is_not_null())
+    if features.get_column(SIGNALS_AS_OF).any():
+        signal_rows = signal_rows.unique(
+            ["signal_event_time", "asset_id", "available_at"], maintain_order=True
+        ).select(
+            pl.col("signal_event_time").alias("timestamp"),
+            "asset_id",
+            "available_at",
+            pl.col(SIGNALS).struct.unnest(),
+        )
+    else:
+        signal_rows = signal_rows.select(*KEY_COLUMNS, pl.col(SIGNALS).struct.unnest())
     context_rows = features.filter(pl.col(CONTEXT).is_not_null()).unique(
         "timestamp", maintain_order=True
     )
     return EngineFrames(
         prices=features.select(PRICE_FILE_COLUMNS),
-        signals=signal_rows.select(*KEY_COLUMNS, pl.col(SIGNALS).struct.unnest()),
+        signals=signal_rows,
         context=context_rows.select("timestamp", pl.col(CONTEXT).struct.unnest()),
     )
 

@@ -1,10 +1,17 @@
 """`feature_table`: one month of one universe, prices joined point-in-time with signals and context.
 
 Columns: the price columns; `signals` (a struct of every signal column, null where no signal
-is usable at that bar), `available_at` and `signal_event_time`; `context` (a struct of the
-context columns), `context_available_at` and `context_event_time`. A signal or context row is
-placed at the first bar at which it was known (`align_point_in_time`), so at bar t the table
-holds only values known by t; the blocking check `no_look_ahead` proves it row by row.
+is current at that bar), `available_at` and `signal_event_time` of that signal row,
+`signals_as_of`; `context` (a struct of the context columns), `context_available_at` and
+`context_event_time`. At each bar the table holds the row the engine reads there
+(`align_point_in_time` implements the engine's rule, `keys.becoming_current`), so at bar t
+only values known by t; the blocking check `no_look_ahead` proves it row by row.
+
+- Signals with `available_at` (`signals_as_of` true): the row current at the bar (the latest
+  timestamp among the rows known by then, in its latest known version), carried to later
+  bars until a newer row is known; rows known before the month count from its first bar.
+- Signals without it: a row counts at its own bar only (null elsewhere).
+- Context: always as of the bar (the engine's `context_as_of`), carried across months.
 """
 
 import datetime as dt
@@ -24,31 +31,15 @@ from ml4t_pipeline.validation import align_point_in_time
 FEATURE_TABLE = "feature_table"
 BACKTEST_GROUP = "backtest"
 SIGNALS = "signals"
+SIGNALS_AS_OF = "signals_as_of"
 CONTEXT = "context"
 _TIMING = ("timestamp", "asset_id", "available_at", "event_time")
 
 
-def _known_after(frame: pl.LazyFrame, instant: dt.datetime | None) -> pl.LazyFrame:
-    """Rows known strictly after `instant` (all rows when None): the only ones that can land
-    on a bar later than `instant` once aligned."""
-    if instant is None:
-        return frame
-    known = pl.col("timestamp")
-    if "available_at" in frame.collect_schema().names():
-        known = pl.max_horizontal("timestamp", "available_at")
-    return frame.filter(known > instant)
-
-
-def _aligned(
-    frame: pl.LazyFrame,
-    calendar: pl.Series,
-    *,
-    start: dt.datetime,
-    end: dt.datetime,
-    previous_bar: dt.datetime | None,
-) -> pl.DataFrame:
-    rows = _known_after(frame.filter(pl.col("timestamp") < end), previous_bar).collect()
-    return align_point_in_time(rows, calendar).filter(pl.col("timestamp") >= start)
+def _current(frame: pl.LazyFrame, calendar: pl.Series, *, end: dt.datetime) -> pl.DataFrame:
+    """The rows of `frame` stamped before `end`, each at the bar it becomes current at
+    (`align_point_in_time`, the engine's rule); as they are when `frame` has no available_at."""
+    return align_point_in_time(frame.filter(pl.col("timestamp") < end).collect(), calendar)
 
 
 def build_feature_table(
@@ -60,7 +51,7 @@ def build_feature_table(
     start: dt.datetime,
     end: dt.datetime,
 ) -> pl.DataFrame:
-    """The bars of `assets` in [start, end) with the signals and context usable at each bar."""
+    """The bars of `assets` in [start, end) with the signals and context current at each bar."""
     in_universe = pl.col("asset_id").is_in(list(assets))
     calendar = (
         prices.filter(in_universe & (pl.col("timestamp") < end))
@@ -68,8 +59,6 @@ def build_feature_table(
         .collect()
         .to_series()
     )
-    before = calendar.filter(calendar < start)
-    previous_bar = before[-1] if before.len() else None
     month = (
         prices.filter(in_universe & pl.col("timestamp").is_between(start, end, closed="left"))
         .select(PRICE_FILE_COLUMNS)
@@ -79,30 +68,29 @@ def build_feature_table(
     if month.is_empty():
         msg = f"no price bars for these {len(assets)} assets in [{start:%Y-%m-%d}, {end:%Y-%m-%d})"
         raise DataError(msg)
-    sig = _aligned(
-        signals.filter(in_universe), calendar, start=start, end=end, previous_bar=previous_bar
-    )
+    as_of = "available_at" in signals.collect_schema().names()
+    sig = _current(signals.filter(in_universe), calendar, end=end)
     sig_columns = [c for c in sig.columns if c not in _TIMING]
-    ctx = _aligned(context, calendar, start=start, end=end, previous_bar=previous_bar)
+    sig = sig.select(
+        *KEY_COLUMNS,
+        pl.struct(sig_columns).alias(SIGNALS),
+        "available_at",
+        pl.col("event_time").alias("signal_event_time"),
+    )
+    if as_of:  # the row current at each bar: the last one that became current at or before it
+        table = month.join_asof(sig, on="timestamp", by="asset_id", strategy="backward")
+    else:  # a row counts at its own bar only
+        table = month.join(sig, on=list(KEY_COLUMNS), how="left")
+    ctx = _current(context, calendar, end=end).sort("timestamp")
     ctx_columns = [c for c in ctx.columns if c not in _TIMING]
-    return month.join(
-        sig.select(
-            *KEY_COLUMNS,
-            pl.struct(sig_columns).alias(SIGNALS),
-            "available_at",
-            pl.col("event_time").alias("signal_event_time"),
-        ),
-        on=list(KEY_COLUMNS),
-        how="left",
-    ).join(
-        ctx.select(
-            "timestamp",
-            pl.struct(ctx_columns).alias(CONTEXT),
-            pl.col("available_at").alias("context_available_at"),
-            pl.col("event_time").alias("context_event_time"),
-        ),
-        on="timestamp",
-        how="left",
+    ctx = ctx.select(
+        "timestamp",
+        pl.struct(ctx_columns).alias(CONTEXT),
+        pl.col("available_at").alias("context_available_at"),
+        pl.col("event_time").alias("context_event_time"),
+    )
+    return table.with_columns(pl.lit(as_of).alias(SIGNALS_AS_OF)).join_asof(
+        ctx, on="timestamp", strategy="backward"
     )
 
 
