@@ -34,6 +34,7 @@ from tests.oracle.plans import (
     random_plan,
     replay,
     run_plan,
+    thin_volume,
 )
 
 PRICE_REL_TOL = 1e-9
@@ -66,6 +67,9 @@ def engine_config(prices: Path, plan: Path, knobs: Knobs) -> dict[str, Any]:
     execution["on_insufficient_cash"] = knobs.on_insufficient_cash
     execution["on_no_bar"] = knobs.on_no_bar
     execution["on_delist"] = knobs.on_delist
+    if knobs.max_participation is not None:
+        execution["max_participation"] = knobs.max_participation
+        execution["on_volume_limit"] = knobs.on_volume_limit
     config: dict[str, Any] = {
         "data": {"prices": str(prices)},
         "execution": execution,
@@ -180,17 +184,66 @@ CASES: dict[str, Knobs] = {
         initial_cash=25_000.0, commission_rate=0.001, on_insufficient_cash="resize"
     ),
     "no_bar_wait": Knobs(commission_rate=0.001, allow_negative_cash=True, on_no_bar="wait"),
+    # fills bounded by the bar's volume (`thin_volume`: the cap bites most bars)
+    "participation_wait": Knobs(
+        commission_rate=0.001,
+        slippage_bps=5.0,
+        allow_short=True,
+        allow_negative_cash=True,
+        max_participation=0.1,
+        on_no_bar="wait",
+    ),
+    "participation_reject": Knobs(
+        initial_cash=30_000.0,
+        commission_rate=0.001,
+        allow_short=True,
+        on_insufficient_cash="resize",
+        max_participation=0.25,
+        on_volume_limit="reject",
+        on_delist="close",
+    ),
+    "participation_with_stops": Knobs(
+        commission_rate=0.0005,
+        allow_short=True,
+        allow_negative_cash=True,
+        stop_loss_pct=0.02,
+        max_participation=0.1,
+    ),
 }
+# Long only, sells beyond the position meet the cap. The engine caps what the account allows
+# but then lets `fill_order` clip the capped order to the whole position: on a bar with room
+# for 30 of a 100-share long, a sell of 250 sells all 100 (`Broker._execute`; see the hand
+# case participation_clipped_sell). Expected to fail until the engine is fixed.
+ENGINE_BUG_CASES: dict[str, Knobs] = {
+    "participation_long_only": Knobs(
+        commission_rate=0.001, allow_negative_cash=True, max_participation=0.1
+    ),
+}
+CASES |= ENGINE_BUG_CASES
 KINDS: dict[str, tuple[OrderKind, ...]] = {"short_stops_market": ("market",)}
 SEEDS = (1, 2, 3)
 
 
 def case_inputs(case: str, seed: int) -> tuple[pl.DataFrame, list[PlanOrder]]:
     prices = random_panel(seed)
+    if CASES[case].max_participation is not None:
+        prices = thin_volume(prices, seed + 200)
     return prices, random_plan(prices, seed + 100, kinds=KINDS.get(case, ALL_KINDS))
 
 
-RANDOM_CASES = [pytest.param(case, seed, id=f"{case}-{seed}") for case in CASES for seed in SEEDS]
+CLIPPED_SELL_BUG = pytest.mark.xfail(
+    strict=True, reason="engine: a long-only sell clipped to the position escapes the volume cap"
+)
+RANDOM_CASES = [
+    pytest.param(
+        case,
+        seed,
+        id=f"{case}-{seed}",
+        marks=[CLIPPED_SELL_BUG] if case in ENGINE_BUG_CASES else [],
+    )
+    for case in CASES
+    for seed in SEEDS
+]
 
 
 @pytest.mark.parametrize(("case", "seed"), RANDOM_CASES)
@@ -207,8 +260,10 @@ def test_random_plans_match_the_oracle(
 Bar = tuple[float, float, float, float] | None  # (open, high, low, close); None: no bar
 
 
-def hand_prices(bars: dict[str, list[Bar]]) -> pl.DataFrame:
-    """Daily bars per asset; None = no bar that day."""
+def hand_prices(
+    bars: dict[str, list[Bar]], volumes: dict[str, list[float]] | None = None
+) -> pl.DataFrame:
+    """Daily bars per asset; None = no bar that day; volume 1,000 unless `volumes` says."""
     start = datetime(2024, 1, 2, 21)  # noqa: DTZ001
     rows = []
     for asset, ohlc in bars.items():
@@ -223,7 +278,7 @@ def hand_prices(bars: dict[str, list[Bar]]) -> pl.DataFrame:
                         "high": float(h),
                         "low": float(lo),
                         "close": float(c),
-                        "volume": 1000,
+                        "volume": 1000.0 if volumes is None else volumes[asset][d],
                     }
                 )
     return pl.DataFrame(rows)
@@ -245,6 +300,7 @@ class HandCase:
     rejections: list[RejectionRow] = field(default_factory=list)
     final_equity: float
     cash: list[float] | None = None
+    volumes: dict[str, list[float]] | None = None
 
 
 HAND: dict[str, HandCase] = {
@@ -443,6 +499,77 @@ HAND: dict[str, HandCase] = {
 }
 
 
+HAND |= {
+    # Cap 10 % of volume. 300 bought at 100 (stop 5 %: 95). Bar 2 (volume 2,000: 200 shares)
+    # crosses the stop: 200 sold at 95; the sell limit at 96.5 the bar also reaches finds no
+    # room left and waits, whole (the position is not flat, so it is not stopped out). The
+    # exit's last 100 wait as a market order: bar 3's open 95 (volume 1,000: 100 shares);
+    # flat, the sell limit is stopped out.
+    "participation_stop_rest": HandCase(
+        bars={
+            "X": [(100, 100, 100, 100), (100, 100, 100, 100), (96, 97, 90, 92), (95, 95, 95, 95)]
+        },
+        volumes={"X": [10_000.0, 10_000.0, 2_000.0, 1_000.0]},
+        plan=[
+            PlanOrder(bar=0, asset="X", qty=300, type="market"),
+            PlanOrder(bar=1, asset="X", qty=-100, type="limit", limit=96.5),
+        ],
+        knobs=Knobs(initial_cash=40_000.0, stop_loss_pct=0.05, max_participation=0.1),
+        fills=[
+            (1, "X", "buy", 300, 100.0, "signal"),
+            (2, "X", "sell", 200, 95.0, "stop_loss"),
+            (3, "X", "sell", 100, 95.0, "stop_loss"),
+        ],
+        rejections=[("X", "sell", 100, "stopped_out")],
+        cash=[40_000.0, 10_000.0, 29_000.0, 38_500.0],
+        final_equity=38_500.0,
+    ),
+    # Cap 25 % of 1,000 = 250 of a buy of 400 (the 150 rejected: volume_limit); 20,000 pays
+    # 200 of those 250 (50 insufficient_cash). Bar 2 traded nothing: the buy of 10 is rejected.
+    "participation_reject_then_cash": HandCase(
+        bars={"X": [(100, 100, 100, 100)] * 4},
+        volumes={"X": [1_000.0, 1_000.0, 0.0, 1_000.0]},
+        plan=[
+            PlanOrder(bar=0, asset="X", qty=400, type="market"),
+            PlanOrder(bar=1, asset="X", qty=10, type="market"),
+        ],
+        knobs=Knobs(
+            initial_cash=20_000.0,
+            on_insufficient_cash="resize",
+            max_participation=0.25,
+            on_volume_limit="reject",
+        ),
+        fills=[(1, "X", "buy", 200, 100.0, "signal")],
+        rejections=[
+            ("X", "buy", 150, "volume_limit"),
+            ("X", "buy", 50, "insufficient_cash"),
+            ("X", "buy", 10, "volume_limit"),
+        ],
+        cash=[20_000.0, 0.0, 0.0, 0.0],
+        final_equity=20_000.0,
+    ),
+    # Long only, long 100; a sell of 250 on a bar with room for 30: the 150 that would open a
+    # short are rejected, 30 sell, the other 70 wait and sell at bar 3.
+    "participation_clipped_sell": HandCase(
+        bars={"X": [(10, 10, 10, 10)] * 4},
+        volumes={"X": [1e6, 1e6, 300.0, 1e6]},
+        plan=[
+            PlanOrder(bar=0, asset="X", qty=100, type="market"),
+            PlanOrder(bar=1, asset="X", qty=-250, type="market"),
+        ],
+        knobs=Knobs(initial_cash=10_000.0, max_participation=0.1),
+        fills=[
+            (1, "X", "buy", 100, 10.0, "signal"),
+            (2, "X", "sell", 30, 10.0, "signal"),
+            (3, "X", "sell", 70, 10.0, "signal"),
+        ],
+        rejections=[("X", "sell", 150, "short_not_allowed")],
+        cash=[10_000.0, 9_000.0, 9_300.0, 10_000.0],
+        final_equity=10_000.0,
+    ),
+}
+
+
 def assert_hand_fills(got: list[FillRow], want: list[FillRow]) -> None:
     assert [g[:4] + g[5:] for g in got] == [w[:4] + w[5:] for w in want], got
     for g, w in zip(got, want, strict=True):
@@ -459,7 +586,7 @@ def assert_hand_money(cash: list[float], equity: float, case: HandCase) -> None:
 def test_oracle_by_hand(name: str) -> None:
     """The oracle itself against the hand-worked numbers."""
     case = HAND[name]
-    fills, equity, rejections = replay(hand_prices(case.bars), case.plan, case.knobs)
+    fills, equity, rejections = replay(hand_prices(case.bars, case.volumes), case.plan, case.knobs)
     got = [(f.bar, f.asset_id, f.side, f.qty, f.price, f.reason) for f in fills]
     assert_hand_fills(got, case.fills)
     asked = [case.plan[r.plan_index] for r in rejections]
@@ -470,11 +597,17 @@ def test_oracle_by_hand(name: str) -> None:
     assert_hand_money([e.cash for e in equity], equity[-1].equity, case)
 
 
-@pytest.mark.parametrize("name", list(HAND))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[CLIPPED_SELL_BUG] if n == "participation_clipped_sell" else [])
+        for n in HAND
+    ],
+)
 def test_engine_by_hand(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The engine against the same numbers, and against the oracle."""
     case = HAND[name]
-    out = check(tmp_path, hand_prices(case.bars), case.plan, case.knobs, capsys)
+    out = check(tmp_path, hand_prices(case.bars, case.volumes), case.plan, case.knobs, capsys)
     fills = pl.read_parquet(out / "fills.parquet")
     got = [
         (r["bar"], r["asset_id"], r["side"], r["qty"], r["price"], r["reason"])
@@ -519,5 +652,41 @@ def test_random_inputs_exercise_every_rule() -> None:
         "resized_buys:insufficient_cash",
         "limits_with_slippage:no_bar",
         "cash_rejections:short_not_allowed",
+        "participation_reject:volume_limit",
+        "participation_reject:insufficient_cash",
+        "participation_with_stops:stop_loss",
     ):
         assert seen.get(key, 0) > 0, f"{key} never happens: {sorted(seen)}"
+
+
+def test_random_inputs_meet_the_volume_cap() -> None:
+    """In the participation cases the cap binds: an asset's fills of a bar take exactly
+    floor(f x volume) on many bars, and stop exits spread over several bars."""
+    for case in ("participation_wait", "participation_reject", "participation_with_stops"):
+        knobs = CASES[case]
+        assert knobs.max_participation is not None
+        binding = spread_exits = 0
+        for seed in SEEDS:
+            prices, plan = case_inputs(case, seed)
+            fills, _, _ = replay(prices, plan, knobs)
+            volume = {
+                (int(r[0]), r[1]): r[2]
+                for r in prices.select(
+                    pl.col("timestamp").dt.replace_time_zone("UTC").dt.epoch("us"),
+                    "asset_id",
+                    "volume",
+                ).iter_rows()
+            }
+            taken: dict[tuple[int, str], int] = {}
+            for f in fills:
+                if f.reason != "delisted":
+                    taken[(f.ts_us, f.asset_id)] = taken.get((f.ts_us, f.asset_id), 0) + f.qty
+            for key, qty in taken.items():
+                cap = math.floor(knobs.max_participation * volume[key])
+                assert qty <= cap, (case, seed, key, qty, cap)
+                binding += qty == cap
+            exits = [(f.asset_id, f.bar) for f in fills if f.reason == "stop_loss"]
+            spread_exits += sum((a, b + 1) in exits for a, b in exits)
+        assert binding >= 20, (case, binding)
+        if knobs.stop_loss_pct is not None:
+            assert spread_exits >= 3, spread_exits

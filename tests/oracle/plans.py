@@ -42,6 +42,16 @@ The spec (bar t; a (bar, asset) row may be missing: that asset has no bar at t):
    apply) and every working order for it (including the ones just submitted) is cancelled
    (`delisted`). With `hold` nothing happens: the position is valued at its last close.
 6. Equity at each close = cash + sum(qty x last known close).
+7. Volume (`max_participation` f): in each bar an asset's fills together take at most
+   floor(f x volume) shares, consumed in booking order (2a, 2b, 2c); a bar with volume 0 fills
+   nothing. What a strategy order could not take keeps working unchanged (`on_volume_limit:
+   wait`) or is rejected (`volume_limit`); an exit's rest keeps working as a market order of
+   the same exit (it closes what is held when it fills, at the open, capped again, booked with
+   the fills at the open by id: an exit's id comes after every order submitted before its bar
+   and before those of its bar's close). A protective level still crossed by what is left
+   fires another exit. Without shorting, the part of a sell that would open a short is
+   rejected (`short_not_allowed`) first and the cap bounds the rest; the cash rule meets what
+   the cap left. Delisting closes are not capped.
 
 Orders decided at the last bar never fill. A fill that flips a position is two fills, the
 closing and the opening part, each with its own commission (the engine's representation).
@@ -50,7 +60,7 @@ closing and the opening part, each with its own commission (the engine's represe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -75,6 +85,8 @@ class Knobs:
     on_insufficient_cash: Literal["reject", "resize"] = "reject"
     on_no_bar: Literal["reject", "wait"] = "reject"
     on_delist: Literal["hold", "close"] = "hold"
+    max_participation: float | None = None  # of a bar's volume an asset's fills may take
+    on_volume_limit: Literal["wait", "reject"] = "wait"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,6 +153,8 @@ class _Working:
     limit: float
     stop: float
     triggered: bool = False  # a stop-limit whose stop fired: a limit order now
+    seq: int = -1  # the engine's order id order: plan orders and exits as they are created
+    reason: str = "signal"  # or the exit whose rest this is (a market order)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -153,6 +167,7 @@ class _Bars:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+    volume: np.ndarray
 
     def has_bar(self, t: int, a: int) -> bool:
         return not math.isnan(self.open[t, a])
@@ -169,9 +184,12 @@ def _bars(prices: pl.DataFrame) -> _Bars:
     row = {t: i for i, t in enumerate(ts_us)}
     col = {a: j for j, a in enumerate(assets)}
     arrays = {
-        k: np.full((len(ts_us), len(assets)), np.nan) for k in ("open", "high", "low", "close")
+        k: np.full((len(ts_us), len(assets)), np.nan)
+        for k in ("open", "high", "low", "close", "volume")
     }
-    for r in px.select("ts_us", "asset_id", "open", "high", "low", "close").iter_rows(named=True):
+    if "volume" not in px.columns:
+        px = px.with_columns(volume=pl.lit(math.nan))
+    for r in px.select("ts_us", "asset_id", *arrays).iter_rows(named=True):
         for k, values in arrays.items():
             values[row[r["ts_us"]], col[r["asset_id"]]] = float(r[k])
     return _Bars(ts_us=ts_us, assets=assets, **arrays)
@@ -208,6 +226,38 @@ class _Replay:
     fills: list[Fill] = field(default_factory=list)
     equity: list[EquityRow] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    used: dict[int, int] = field(default_factory=dict)  # shares each asset traded this bar
+    rests: list[_Working] = field(default_factory=list)  # what the volume left: working again
+    next_seq: int = 0
+
+    def take_seq(self) -> int:
+        self.next_seq += 1
+        return self.next_seq - 1
+
+    def room(self, t: int, a: int) -> int:
+        """The shares asset `a` may still trade in bar t."""
+        f = self.knobs.max_participation
+        if f is None:
+            return 2**62
+        volume = float(self.bars.volume[t, a])
+        if not volume > 0:
+            return 0
+        return max(math.floor(f * volume) - self.used.get(a, 0), 0)
+
+    def capped(self, t: int, o: _Working, q: int) -> int:
+        """The part of q (o's signed quantity the account allows) the bar's volume takes; the
+        rest keeps working (an exit's as a market order) or is rejected `volume_limit`."""
+        room = self.room(t, o.asset)
+        if abs(q) <= room:
+            return q
+        rest = q - room if q > 0 else q + room
+        if o.reason != "signal":
+            self.rests.append(replace(o, qty=rest, type="market"))
+        elif self.knobs.on_volume_limit == "wait":
+            self.rests.append(replace(o, qty=rest))
+        else:
+            self.reject(t, o, "volume_limit", rest)
+        return q - rest
 
     def reject(self, t: int, o: _Working, reason: str, qty: int | None = None) -> None:
         rest = o.qty if qty is None else qty
@@ -219,6 +269,7 @@ class _Replay:
         self.cash -= qty * price + commission
         old = self.pos[a]
         self.pos[a] = old + qty
+        self.used[a] = self.used.get(a, 0) + abs(qty)
         if old == 0:
             self.entry_bar[a] = t
             pct = self.knobs.stop_loss_pct
@@ -266,38 +317,59 @@ class _Replay:
         k = self.knobs
         a, q = o.asset, o.qty
         held = self.pos[a]
-        closing = 0
-        if held != 0 and (q > 0) != (held > 0):
-            closing = min(q, -held) if q > 0 else max(q, -held)
+        closing = _closing(q, held)
         if q - closing < 0 and not k.allow_short:
             q = closing
             if q == 0:
                 self.reject(t, o, "short_not_allowed")
                 return
             self.reject(t, o, "short_not_allowed", o.qty - q)  # the clipped part
+        q = self.capped(t, o, q)
+        if q == 0:
+            return
+        allowed = q  # what the account rules and the volume leave of the order
+        closing = _closing(q, held)
         price = self.slipped(match_price, q > 0)
         if o.type == "limit" or o.type == "stop_limit":
             price = min(price, o.limit) if q > 0 else max(price, o.limit)
         opens = q > 0 and closing != q
         if opens and not k.allow_negative_cash and self.cost(q, price) > self.cash:
             if k.on_insufficient_cash == "reject":
-                self.reject(t, o, "insufficient_cash")
+                self.reject(t, o, "insufficient_cash", allowed)
                 return
             q = max(self.affordable(q, price), closing)
             if q == 0:
-                self.reject(t, o, "insufficient_cash")
+                self.reject(t, o, "insufficient_cash", allowed)
                 return
-            self.reject(t, o, "insufficient_cash", o.qty - q)  # the part cut
+            self.reject(t, o, "insufficient_cash", allowed - q)  # the part cut
         if closing != 0 and closing != q:  # a flip: the closing part, then the opening part
             self.book(t, a, closing, price, "signal")
             self.book(t, a, q - closing, price, "signal")
         else:
             self.book(t, a, q, price, "signal")
 
-    def close_position(self, t: int, a: int, match_price: float, reason: str) -> None:
-        """An exit: closes what is held, whatever the cash."""
+    def close_position(
+        self, t: int, a: int, match_price: float, reason: str, seq: int = -1, *, capped: bool
+    ) -> None:
+        """An exit: closes what is held (what the bar's volume takes of it, when `capped`),
+        whatever the cash."""
         held = self.pos[a]
-        self.book(t, a, -held, self.slipped(match_price, held < 0), reason)
+        q = -held
+        if capped:
+            exit_order = _Working(
+                oid=-1, asset=a, qty=q, type="market", limit=math.nan, stop=math.nan
+            )
+            q = self.capped(t, replace(exit_order, seq=seq, reason=reason), q)
+            if q == 0:
+                return
+        self.book(t, a, q, self.slipped(match_price, held < 0), reason)
+
+    def fill_exit(self, t: int, o: _Working, match_price: float) -> None:
+        """The rest of an exit, a market order: closes what is held now, or nothing."""
+        if self.pos[o.asset] == 0:
+            self.reject(t, o, "nothing_to_close")
+            return
+        self.close_position(t, o.asset, match_price, o.reason, o.seq, capped=True)
 
     def mark(self, t: int, last_close: list[float]) -> None:
         value = 0.0
@@ -315,8 +387,15 @@ class _Replay:
         )
 
 
+def _closing(q: int, held: int) -> int:
+    """The part of an order of q that reduces the position held."""
+    if held != 0 and (q > 0) != (held > 0):
+        return min(q, -held) if q > 0 else max(q, -held)
+    return 0
+
+
 def _sells_first(item: tuple[_Working, float]) -> tuple[bool, int]:
-    return item[0].qty > 0, item[0].oid
+    return item[0].qty > 0, item[0].seq
 
 
 def replay(
@@ -342,6 +421,7 @@ def replay(
     working: list[_Working] = []
 
     for t in range(n_bars):
+        book.used = {}
         # 1. match the working orders against bar t
         at_open: list[tuple[_Working, float]] = []
         intrabar: list[tuple[_Working, float]] = []
@@ -365,11 +445,19 @@ def replay(
         working = still
 
         # 2a. the fills at the open, sells before buys, by id
+        stopped: dict[int, bool] = {}  # asset -> the exit bought (it closed a short)
         for o, price in sorted(at_open, key=_sells_first):
-            book.fill_strategy_order(t, o, price)
+            if o.reason == "signal":
+                book.fill_strategy_order(t, o, price)
+                continue
+            held = book.pos[o.asset]
+            book.fill_exit(t, o, price)
+            if held != 0 and book.pos[o.asset] == 0:
+                stopped[o.asset] = held < 0
+        working += book.rests
+        book.rests = []
 
         # 2b. stop_loss exits of positions entered before t (longs' sells before shorts' buys)
-        stopped: dict[int, bool] = {}  # asset -> the exit bought (it closed a short)
         if knobs.stop_loss_pct is not None:
             hits: list[tuple[int, float]] = []
             for a in range(n_assets):
@@ -381,14 +469,20 @@ def replay(
                     hits.append((a, min(op, level)))
                 elif held < 0 and bars.high[t, a] >= level:
                     hits.append((a, max(op, level)))
+            seq = {a: book.take_seq() for a, _ in hits}  # exits take ids in asset order
             for a, price in sorted(hits, key=lambda h: (book.pos[h[0]] < 0, h[0])):
                 stopped[a] = book.pos[a] < 0
-                book.close_position(t, a, price, "stop_loss")
+                book.close_position(t, a, price, "stop_loss", seq[a], capped=True)
+            working += book.rests
+            book.rests = []
 
         def reduces_stopped(o: _Working, stopped: dict[int, bool] = stopped) -> bool:
-            """`o` would reduce a position an exit just closed: a long's sell, a short's buy."""
+            """`o` would reduce a position an exit just closed: a long's sell, a short's buy
+            (or it is what is left of an exit of it)."""
             a = o.asset
-            return a in stopped and book.pos[a] == 0 and (o.qty > 0) == stopped[a]
+            if a not in stopped or book.pos[a] != 0:
+                return False
+            return (o.qty > 0) == stopped[a] or o.reason != "signal"
 
         # 2c. the intrabar fills; what would reduce a stopped position is cancelled, judged
         # right after the exits (the orders still working likewise)
@@ -404,6 +498,8 @@ def replay(
         working = [o for o in working if not reduces_stopped(o)]
         for o, price in kept:
             book.fill_strategy_order(t, o, price)
+        working += book.rests
+        book.rests = []
 
         for a in range(n_assets):
             if bars.has_bar(t, a):
@@ -419,6 +515,7 @@ def replay(
                     type=p.type,
                     limit=math.nan if p.limit is None else p.limit,
                     stop=math.nan if p.stop is None else p.stop,
+                    seq=book.take_seq(),
                 )
             )
 
@@ -428,7 +525,9 @@ def replay(
                 if last_bar[a] != t or t == n_bars - 1:
                     continue
                 if book.pos[a] != 0:
-                    book.close_position(t, a, last_close[a], "delisted")
+                    book.close_position(
+                        t, a, last_close[a], "delisted", book.take_seq(), capped=False
+                    )
                 for o in working:
                     if o.asset == a:
                         book.reject(t, o, "delisted")
@@ -481,6 +580,15 @@ def random_panel(seed: int) -> pl.DataFrame:
             "volume": rng.integers(1_000, 100_000, rows_t.shape[0]),
         }
     ).sort("timestamp", "asset_id")
+
+
+def thin_volume(prices: pl.DataFrame, seed: int, *, most: int = 2_000) -> pl.DataFrame:
+    """`prices` with a volume of 0 to `most` shares a bar, 0 on about one bar in 15, so that a
+    participation cap of a few tenths meets orders of a few hundred shares."""
+    rng = np.random.default_rng(seed)
+    volume = rng.integers(0, most + 1, prices.height)
+    volume[rng.random(prices.height) < 1 / 15] = 0
+    return prices.with_columns(volume=pl.Series(volume))
 
 
 ALL_KINDS: tuple[OrderKind, ...] = ("market", "limit", "stop", "stop_limit")

@@ -118,6 +118,8 @@ class MarketSpec:
     score_null_rate: float = 0.0
     score_decimals: int | None = None
     int_ids: bool = False  # integer asset ids, whose numeric and text orders differ
+    # signals and context with `available_at`: rows published late, revised, or never
+    revisions: bool = False
 
 
 def make_market(spec: MarketSpec) -> Market:
@@ -161,7 +163,55 @@ def make_market(spec: MarketSpec) -> Market:
         }
     ).with_columns(pl.col("ml_score", "atr").fill_nan(None))
     context = pl.DataFrame({"timestamp": ts, "vix": vix})
+    if spec.revisions:  # drawn after everything else: the other columns stay as they are
+        signals = _publish(rng, signals, "ml_score", spec.score_decimals)
+        context = _publish(rng, context, "vix", None)
     return Market(prices=prices, signals=signals, context=context)
+
+
+def _publish(
+    rng: np.random.Generator, table: pl.DataFrame, value: str, decimals: int | None
+) -> pl.DataFrame:
+    """`table` as a feed with knowledge time: each row gets an `available_at`, some rows are
+    revised, some never published.
+
+    Most rows are published at their own bar (up to 5 hours before the stamp, so the
+    timestamp is the later of the two); about 45 % are 1-3 bars late (24 x d hours after the
+    stamp less up to 20 hours: known at the d-th bar after it), so an older row often arrives
+    after a newer one. 4 % are never published. About 15 % get a revision, 1-4 days after
+    their first version (a fifth of those a second one, later still), with a new `value`
+    (null one time in ten; other columns kept). A revision may be known only after the last
+    bar.
+    """
+    n = table.height
+    delay = rng.choice(np.array([0, 1, 2, 3]), size=n, p=[0.55, 0.2, 0.15, 0.1])
+    early = rng.integers(0, 6, n)
+    slack = rng.integers(0, 21, n)
+    hours = np.where(delay == 0, -early, 24 * delay - slack)
+    first = table.with_columns(
+        (pl.col("timestamp") + pl.duration(hours=pl.lit(pl.Series(hours)))).alias("available_at")
+    ).filter(pl.Series(rng.random(n) >= 0.04))
+    versions = [first]
+    previous = first
+    for share in (0.15, 0.2):
+        picked = previous.filter(pl.Series(rng.random(previous.height) < share))
+        m = picked.height
+        fresh = rng.random(m) if value == "ml_score" else 10.0 + 35.0 * rng.random(m)
+        if decimals is not None:
+            fresh = np.round(fresh, decimals)
+        elif value == "vix":
+            fresh = np.round(fresh, 2)
+        fresh[rng.random(m) < 0.1] = np.nan
+        later = rng.integers(24, 97, m) + rng.integers(0, 60, m) / 60.0
+        previous = picked.with_columns(
+            pl.Series(value, fresh).fill_nan(None),
+            (
+                pl.col("available_at")
+                + pl.duration(minutes=pl.lit(pl.Series((later * 60).astype(int))))
+            ).alias("available_at"),
+        )
+        versions.append(previous)
+    return pl.concat(versions)
 
 
 def write_market(market: Market, directory: Path, *, seed: int) -> MarketPaths:

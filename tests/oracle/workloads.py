@@ -12,6 +12,7 @@ Orders still queued after the last bar never fill.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,15 +76,74 @@ class Panel:
     vix: FloatArray
 
 
-def _utc_epoch_us(df: pl.DataFrame) -> pl.DataFrame:
+def _utc_epoch_us(
+    df: pl.DataFrame, column: str = "timestamp", alias: str = "ts_us"
+) -> pl.DataFrame:
     """Naive timestamps are read as UTC; aware ones are converted to UTC."""
-    dtype = df.schema["timestamp"]
+    dtype = df.schema[column]
     if not isinstance(dtype, pl.Datetime):
-        msg = f"timestamp must be a Datetime column, got {dtype}"
+        msg = f"{column} must be a Datetime column, got {dtype}"
         raise TypeError(msg)
-    ts = pl.col("timestamp")
+    ts = pl.col(column)
     utc = ts.dt.replace_time_zone("UTC") if dtype.time_zone is None else ts
-    return df.with_columns(utc.dt.convert_time_zone("UTC").dt.epoch("us").alias("ts_us"))
+    return df.with_columns(utc.dt.convert_time_zone("UTC").dt.epoch("us").alias(alias))
+
+
+def known_values(
+    rows: list[tuple[int, int, tuple[float, ...]]], ts_us: list[int], width: int
+) -> list[tuple[float, ...]]:
+    """The values current at each bar of a feed with knowledge time (README, Knowledge time).
+
+    `rows` are (timestamp, available_at, values) in epoch us. A row is known from the first
+    bar at or after max(timestamp, available_at) (a row known before the first bar counts at
+    the first bar; one known after the last bar never counts). At bar t the current row is the
+    known one with the latest timestamp, in its latest known version (the greatest
+    (timestamp, available_at)); it stays current until a greater one becomes known. Before
+    any row is known every value is NaN; a null value reads NaN.
+    """
+    arriving: dict[int, list[tuple[int, int, tuple[float, ...]]]] = {}
+    for row in rows:
+        bar = bisect_left(ts_us, max(row[0], row[1]))
+        if bar < len(ts_us):
+            arriving.setdefault(bar, []).append(row)
+    nothing = tuple([math.nan] * width)
+    current: tuple[int, int, tuple[float, ...]] | None = None
+    out: list[tuple[float, ...]] = []
+    for t in range(len(ts_us)):
+        for row in arriving.get(t, []):
+            if current is None or (row[0], row[1]) > (current[0], current[1]):
+                current = row
+        out.append(nothing if current is None else current[2])
+    return out
+
+
+def _floats(values: tuple[object, ...]) -> tuple[float, ...]:
+    return tuple(math.nan if v is None else float(v) for v in values)  # type: ignore[arg-type]
+
+
+def _known_signals(
+    sg: pl.DataFrame, columns: list[str], ts_us: list[int], asset_ids: list[AssetId]
+) -> dict[str, FloatArray]:
+    """Per asset, the signal values current at each bar (`known_values`)."""
+    sg = _utc_epoch_us(sg, "available_at", "available_us")
+    per_asset: dict[AssetId, list[tuple[int, int, tuple[float, ...]]]] = {}
+    for r in sg.select("asset_id", "ts_us", "available_us", *columns).iter_rows():
+        per_asset.setdefault(r[0], []).append((r[1], r[2], _floats(r[3:])))
+    out = {c: np.full((len(ts_us), len(asset_ids)), np.nan) for c in columns}
+    for j, a in enumerate(asset_ids):
+        for t, values in enumerate(known_values(per_asset.get(a, []), ts_us, len(columns))):
+            for c, v in zip(columns, values, strict=True):
+                out[c][t, j] = v
+    return out
+
+
+def _known_vix(cx: pl.DataFrame, ts_us: list[int]) -> FloatArray:
+    """The market-wide vix current at each bar (`known_values`)."""
+    cx = _utc_epoch_us(cx, "available_at", "available_us")
+    rows = [
+        (t, k, _floats((v,))) for t, k, v in cx.select("ts_us", "available_us", "vix").iter_rows()
+    ]
+    return np.array([v[0] for v in known_values(rows, ts_us, 1)])
 
 
 def _wide(df: pl.DataFrame, column: str, ts_us: list[int], asset_ids: list[AssetId]) -> FloatArray:
@@ -97,7 +157,12 @@ def _wide(df: pl.DataFrame, column: str, ts_us: list[int], asset_ids: list[Asset
 
 
 def load_panel(prices: Path, signals: Path, context: Path) -> Panel:
-    """Read the three workload files into a panel; the oracle only handles complete panels."""
+    """Read the three workload files into a panel; the oracle only handles complete panels.
+
+    Without `available_at`, a signals row counts at its own bar only (NaN where there is
+    none) and the context is read at each bar's own timestamp. With `available_at` (signals
+    or context), the value at a bar is the one known by then (`known_values`).
+    """
     px = _utc_epoch_us(pl.read_parquet(prices))
     sg = _utc_epoch_us(pl.read_parquet(signals))
     cx = _utc_epoch_us(pl.read_parquet(context))
@@ -106,9 +171,17 @@ def load_panel(prices: Path, signals: Path, context: Path) -> Panel:
     if px.height != len(ts_us) * len(asset_ids):
         msg = "the oracle needs a complete panel (every asset on every timestamp)"
         raise ValueError(msg)
-    signal_columns = [c for c in sg.columns if c not in ("timestamp", "asset_id", "ts_us")]
-    vix_of = dict(zip(cx["ts_us"].to_list(), cx["vix"].to_list(), strict=True))
-    vix = np.array([np.nan if vix_of.get(t) is None else float(vix_of[t]) for t in ts_us])
+    keys = ("timestamp", "asset_id", "available_at", "ts_us")
+    signal_columns = [c for c in sg.columns if c not in keys]
+    if "available_at" in cx.columns:
+        vix = _known_vix(cx, ts_us)
+    else:
+        vix_of = dict(zip(cx["ts_us"].to_list(), cx["vix"].to_list(), strict=True))
+        vix = np.array([np.nan if vix_of.get(t) is None else float(vix_of[t]) for t in ts_us])
+    if "available_at" in sg.columns:
+        signal_values = _known_signals(sg, signal_columns, ts_us, asset_ids)
+    else:
+        signal_values = {c: _wide(sg, c, ts_us, asset_ids) for c in signal_columns}
     return Panel(
         ts_us=ts_us,
         asset_ids=asset_ids,
@@ -116,7 +189,7 @@ def load_panel(prices: Path, signals: Path, context: Path) -> Panel:
         high=_wide(px, "high", ts_us, asset_ids),
         low=_wide(px, "low", ts_us, asset_ids),
         close=_wide(px, "close", ts_us, asset_ids),
-        signals={c: _wide(sg, c, ts_us, asset_ids) for c in signal_columns},
+        signals=signal_values,
         vix=vix,
     )
 
