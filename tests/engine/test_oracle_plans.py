@@ -210,16 +210,11 @@ CASES: dict[str, Knobs] = {
         max_participation=0.1,
     ),
 }
-# Long only, sells beyond the position meet the cap. The engine caps what the account allows
-# but then lets `fill_order` clip the capped order to the whole position: on a bar with room
-# for 30 of a 100-share long, a sell of 250 sells all 100 (`Broker._execute`; see the hand
-# case participation_clipped_sell). Expected to fail until the engine is fixed.
-ENGINE_BUG_CASES: dict[str, Knobs] = {
-    "participation_long_only": Knobs(
-        commission_rate=0.001, allow_negative_cash=True, max_participation=0.1
-    ),
-}
-CASES |= ENGINE_BUG_CASES
+# Long only, sells beyond the position meet the cap: the part that would open a short is
+# rejected, the cap bounds the rest (`Broker._execute`).
+CASES["participation_long_only"] = Knobs(
+    commission_rate=0.001, allow_negative_cash=True, max_participation=0.1
+)
 KINDS: dict[str, tuple[OrderKind, ...]] = {"short_stops_market": ("market",)}
 SEEDS = (1, 2, 3)
 
@@ -231,19 +226,7 @@ def case_inputs(case: str, seed: int) -> tuple[pl.DataFrame, list[PlanOrder]]:
     return prices, random_plan(prices, seed + 100, kinds=KINDS.get(case, ALL_KINDS))
 
 
-CLIPPED_SELL_BUG = pytest.mark.xfail(
-    strict=True, reason="engine: a long-only sell clipped to the position escapes the volume cap"
-)
-RANDOM_CASES = [
-    pytest.param(
-        case,
-        seed,
-        id=f"{case}-{seed}",
-        marks=[CLIPPED_SELL_BUG] if case in ENGINE_BUG_CASES else [],
-    )
-    for case in CASES
-    for seed in SEEDS
-]
+RANDOM_CASES = [pytest.param(case, seed, id=f"{case}-{seed}") for case in CASES for seed in SEEDS]
 
 
 @pytest.mark.parametrize(("case", "seed"), RANDOM_CASES)
@@ -597,13 +580,7 @@ def test_oracle_by_hand(name: str) -> None:
     assert_hand_money([e.cash for e in equity], equity[-1].equity, case)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=[CLIPPED_SELL_BUG] if n == "participation_clipped_sell" else [])
-        for n in HAND
-    ],
-)
+@pytest.mark.parametrize("name", list(HAND))
 def test_engine_by_hand(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The engine against the same numbers, and against the oracle."""
     case = HAND[name]

@@ -104,7 +104,9 @@ class Broker:
                 break
         else:  # market orders only: they fill at the open
             orders, self.working = self.working, []
-            self._execute(self._priced(orders, p.open, i), context)
+            closed_by_exits = self._execute(self._priced(orders, p.open, i), context)
+            if closed_by_exits and self.working:  # what waits (no bar, volume) may be stale
+                self._cancel_stopped(closed_by_exits)
             return
         book = Orders.from_rows(self.working)
         a = book.asset
@@ -334,14 +336,19 @@ class Broker:
                     order = order._replace(qty=-held)
                 exit_buys = held < 0
             if bounded:  # the volume bounds what the account rules allow of the order
-                allowed = order.qty
-                if allowed < 0 and not rules.allow_short:
-                    allowed = max(allowed, -max(held, 0))  # (the rest is never a short)
+                if order.qty < 0 and not rules.allow_short and order.qty < -max(held, 0):
+                    allowed = -max(held, 0)  # long only: what would open a short never will
+                    refused.append(
+                        (order._replace(qty=order.qty - allowed), RejectReason.SHORT_NOT_ALLOWED)
+                    )
+                    if allowed == 0:
+                        continue
+                    order = order._replace(qty=allowed)
                 room = self._volume_room(a, volume.item(i, a))
-                if abs(allowed) > room:
-                    rest = allowed - (room if allowed > 0 else -room)
+                if abs(order.qty) > room:
+                    rest = order.qty - (room if order.qty > 0 else -room)
                     self._left_over(order, rest, refused)
-                    if rest == order.qty:
+                    if room == 0:
                         continue
                     order = order._replace(qty=order.qty - rest)
             volume_now = volume.item(i, a) if slips else _NAN
