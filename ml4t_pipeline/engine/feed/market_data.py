@@ -26,7 +26,7 @@ from ml4t_pipeline.engine.feed.coords import (
     read_keys,
     universe,
 )
-from ml4t_pipeline.engine.feed.listings import delistings
+from ml4t_pipeline.engine.feed.listings import Delistings, delistings
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel, carry_forward, check_bars, scatter
 from ml4t_pipeline.engine.feed.tables import Source, Table
 from ml4t_pipeline.errors import DataError
@@ -110,7 +110,17 @@ class MarketData:
         self.calendar.assets.flags.writeable = False
         n_rows_read = sum(ts.shape[0] for ts in stamps)
         self._price_coords = self._coordinates(stamps, assets, n_rows_read)
-        self.delistings = delistings(stamps, assets, self.calendar.assets, calendar_ts)
+        complete = (  # every asset at every timestamp of the file: nobody delists
+            lo is None
+            and hi is None
+            and n_rows_read == calendar_ts.shape[0] * self.calendar.n_assets
+            and not extra_assets
+        )
+        self.delistings = (
+            Delistings()
+            if complete
+            else delistings(stamps, assets, self.calendar.assets, calendar_ts)
+        )
         self._signal_coords: RowCoords | KnownRows | None = None
         del stamps, assets
         self.n_rows = int(np.count_nonzero(self._price_coords.bar >= 0))
