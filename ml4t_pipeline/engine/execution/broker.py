@@ -78,6 +78,7 @@ class Broker:
         self.delisted = set(delisted)  # assets whose bars have ended: orders for them are refused
         self.desk = desk  # where this bar's new orders come from
         self.rules = rules
+        self.volume_bound = rules.volume_bound  # (read once: it is a property)
         self.same_close = same_close  # market orders fill at the close they were decided at
         self.ledger = ledger
         self.risk = risk
@@ -179,14 +180,15 @@ class Broker:
     def accept_new_orders(self, context: ContextFactory) -> None:
         """6 + 7. This bar's orders, after risk validation: fill now (market orders with
         `fill_at: same_close`) or queue for the next bar."""
+        timed = self.desk.placed_timed  # an order with a time in force among them
         orders = self.desk.take_new_orders()
         if self.delisted:
             orders = self._refuse_delisted(orders)
         if self.risk.validates:
             orders = self._validated(orders, context())
         self.order_log += orders
-        if not self.timed:
-            self.timed = any(o.tif != GTC for o in orders)
+        if timed:
+            self.timed = True
         if self.same_close and any(o.order_type == MARKET for o in orders):
             p, i = self.clock.panel, self.clock.row
             market = [o for o in orders if o.order_type == MARKET]
@@ -323,7 +325,8 @@ class Broker:
         closed: list[int] = []
         refused: list[tuple[Order, RejectReason]] = []
         closed_by_exits: dict[int, bool] = {}
-        bounded = volume_bound and rules.volume_bound
+        bounded = volume_bound and self.volume_bound
+        watch_cash = not rules.allow_negative_cash
         for order, price in matched:
             a = order.asset
             held, cash = ledger.qty.item(a), ledger.cash
@@ -353,12 +356,13 @@ class Broker:
                     order = order._replace(qty=order.qty - rest)
             volume_now = volume.item(i, a) if slips else _NAN
             result = fill_order(order, price, held, cash, volume_now, bar, rules, slips)
-            if isinstance(result, RejectReason):
-                refused.append((order, result))
-                continue
-            if isinstance(result, Partial):  # the rest is recorded with why it did not fill
-                refused.append((order._replace(qty=result.rest), result.reason))
-                result = result.fills
+            if not isinstance(result, tuple):  # (one check for the common case: fills)
+                if isinstance(result, Partial):  # the rest is recorded with why it did not fill
+                    refused.append((order._replace(qty=result.rest), result.reason))
+                    result = result.fills
+                else:
+                    refused.append((order, result))
+                    continue
             if exit_buys is not None:
                 closed_by_exits[a] = exit_buys
             for fill in result:
@@ -370,7 +374,7 @@ class Broker:
                         closed.append(a)
                 if bounded:
                     self._volume_used[a] = self._volume_used.get(a, 0) + abs(fill.qty)
-            if ledger.cash < 0 and not rules.allow_negative_cash:  # a cover or a sell's fee
+            if watch_cash and ledger.cash < 0:  # a cover, an exit or a sell's fee
                 self.negative_cash_fills.append(order.order_id)
         if refused:
             for reason in dict.fromkeys(r for _, r in refused):  # first-seen order

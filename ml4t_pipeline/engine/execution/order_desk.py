@@ -46,6 +46,7 @@ class OrderDesk:
         self.next_order_id = next_order_id
         self.new_orders: list[Order] = []  # this bar's orders, in submission order
         self.cancels: list[int] = []  # ids the strategy cancelled at this close
+        self.placed_timed = False  # one of this bar's orders has a time in force
         self._working: Callable[[], list[Order]] = list  # the broker's working orders
 
     def read_working(self, working: Callable[[], list[Order]]) -> None:
@@ -112,6 +113,8 @@ class OrderDesk:
             return self.submit_market(asset, qty)
         if qty == 0:
             return None
+        if tif != GTC:
+            self.placed_timed = True
         if not -MAX_QTY <= qty <= MAX_QTY:
             raise qty_error(self.asset_ids[asset], qty)
         check_prices(order_type, limit_price, stop_price, trail_pct)
@@ -216,6 +219,7 @@ class OrderDesk:
     def take_new_orders(self) -> list[Order]:
         """This bar's orders, handed over (the desk starts the next bar empty)."""
         orders, self.new_orders = self.new_orders, []
+        self.placed_timed = False
         return orders
 
     def withdraw(self, which: Callable[[Order], bool]) -> list[Order]:
