@@ -10,6 +10,7 @@ numpy and pandera, never dagster::
     report.raise_if_failed()
 """
 
+from ml4t_pipeline.validation.cache import FileFingerprint, fingerprint_file
 from ml4t_pipeline.validation.coverage import CoveragePolicy
 from ml4t_pipeline.validation.io import read_input, validate_inputs
 from ml4t_pipeline.validation.report import (
@@ -33,12 +34,14 @@ __all__ = [
     "MAX_EXAMPLES",
     "CoveragePolicy",
     "Failure",
+    "FileFingerprint",
     "Rule",
     "Severity",
     "ValidationReport",
     "align_point_in_time",
     "check_point_in_time",
     "describe_rows",
+    "fingerprint_file",
     "merge_reports",
     "read_input",
     "validate_context",

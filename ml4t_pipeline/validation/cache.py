@@ -1,9 +1,30 @@
 """Remember inputs that passed validation, so repeated backtests on unchanged files skip it.
 
-An entry is keyed by the file's absolute path and holds its size, modification time (ns) and
-the validator version; any change to the file (or to the rules) means validating again, like
-`make` does with timestamps. Entries live under $XDG_CACHE_HOME/ml4t-pipeline (default
-~/.cache/ml4t-pipeline), never next to the raw inputs, and are written atomically.
+An entry names a set of files (by absolute path) and, for each, its SHA-256 content hash and the
+stat record it was hashed under: device, inode, size, mtime_ns and ctime_ns. Both are taken
+*before* validation (`lookup`), and `Lookup.remember` stores exactly that pre-validation record,
+only if the file's stat record is still the same after validation; a file changed while it was
+being validated is therefore never remembered as valid.
+
+A later lookup trusts a file without reading it when its whole stat record equals the stored
+one and the stored record was taken while the file was "settled" (its mtime and ctime more than
+`SETTLE_NS` before the moment it was hashed). Otherwise it hashes the bytes again and accepts
+the entry only if the hash is the validated one (after `cp -a` or a restore the file is hashed
+once, found unchanged and the entry refreshed, with no revalidation).
+
+The guarantee: any change to a file's bytes means validating it again, provided the filesystem
+keeps ctime and inode numbers (Linux and macOS local filesystems do). Every way to change a file
+from user space updates its ctime to the current time (writes, truncation, `os.utime`,
+`touch -r`, `cp -p`, `rsync -t`, which writes a new inode), and ctime cannot be set back. A
+change within the same timestamp tick as the hashing cannot be seen in the stat record, which is
+why records taken less than `SETTLE_NS` after the file's last change are always re-hashed.
+What could still slip through: a change on a filesystem that does not maintain ctime or inode
+numbers (some FUSE and network mounts, FAT), one made by setting the system clock back to the
+file's recorded ctime, or the bytes changing during validation and changing back to the
+pre-validation bytes within one timestamp tick. A SHA-256 collision is not considered.
+
+Entries live under $XDG_CACHE_HOME/ml4t-pipeline (default ~/.cache/ml4t-pipeline), never next to
+the raw inputs, and are written atomically.
 """
 
 from __future__ import annotations
@@ -12,9 +33,61 @@ import hashlib
 import json
 import os
 import tempfile
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-VALIDATOR_VERSION = "1"
+VALIDATOR_VERSION = "2"
+SETTLE_NS = 3_000_000_000  # > the coarsest common timestamp granularity (FAT: 2 s)
+_STAT_FIELDS = ("device", "inode", "size", "mtime_ns", "ctime_ns")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFingerprint:
+    """A file's content hash and the stat record it was taken under."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    sha256: str
+    settled: bool  # mtime and ctime were SETTLE_NS or more before the hash was taken
+
+    def same_stat(self, stat: os.stat_result) -> bool:
+        return _stat_record(stat) == tuple(getattr(self, f) for f in _STAT_FIELDS)
+
+
+def _stat_record(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def fingerprint_file(path: Path) -> FileFingerprint:
+    """Hash the file's bytes (SHA-256) and record the stat it had; reads the whole file.
+
+    The record is the stat taken before hashing. A file whose stat changed while it was hashed
+    is hashed again (up to three times); if it never holds still, its `sha256` is empty, which
+    matches no entry and `Lookup.remember` does not store. Raises `OSError` if unreadable.
+    """
+    for _ in range(3):
+        started_ns = time.time_ns()
+        before = path.stat()
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if _stat_record(path.stat()) == _stat_record(before):
+            break
+    else:
+        digest = ""
+    last_change = max(before.st_mtime_ns, before.st_ctime_ns)
+    return FileFingerprint(
+        device=before.st_dev,
+        inode=before.st_ino,
+        size=before.st_size,
+        mtime_ns=before.st_mtime_ns,
+        ctime_ns=before.st_ctime_ns,
+        sha256=digest,
+        settled=bool(digest) and started_ns - last_change >= SETTLE_NS,
+    )
 
 
 def cache_dir() -> Path:
@@ -22,36 +95,102 @@ def cache_dir() -> Path:
     return Path(base) / "ml4t-pipeline" / "validated"
 
 
-def _fingerprint(paths: list[Path]) -> dict[str, list[int]]:
-    out = {}
-    for path in paths:
-        stat = path.stat()
-        out[str(path.resolve())] = [stat.st_size, stat.st_mtime_ns]
-    return out
-
-
-def _entry(paths: list[Path]) -> Path:
-    key = "|".join(sorted(str(p.resolve()) for p in paths))
+def _entry(names: list[str]) -> Path:
+    key = "|".join(sorted(names))
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def is_validated(paths: list[Path]) -> bool:
-    """True when this exact set of files, unchanged, passed the current validator."""
-    entry = _entry(paths)
+def _load(entry: Path) -> dict[str, FileFingerprint]:
     try:
         saved = json.loads(entry.read_text())
-        return bool(saved == {"version": VALIDATOR_VERSION, "files": _fingerprint(paths)})
-    except (OSError, ValueError):
-        return False
+        if saved.get("version") != VALIDATOR_VERSION:
+            return {}
+        return {name: FileFingerprint(**fields) for name, fields in saved["files"].items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
-def remember_validated(paths: list[Path]) -> None:
-    entry = _entry(paths)
-    payload = json.dumps({"version": VALIDATOR_VERSION, "files": _fingerprint(paths)})
+def _store(entry: Path, files: dict[str, FileFingerprint]) -> None:
+    payload = {"version": VALIDATOR_VERSION, "files": {n: asdict(f) for n, f in files.items()}}
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=entry.parent, delete=False, suffix=".tmp") as tmp:
-            tmp.write(payload)
+            tmp.write(json.dumps(payload))
         os.replace(tmp.name, entry)
     except OSError:
         return  # a cache that cannot be written only costs a re-validation next time
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """The files' fingerprints taken before validation, and whether they passed it already."""
+
+    hit: bool
+    paths: tuple[Path, ...]
+    fingerprints: dict[str, FileFingerprint]
+
+    def remember(self) -> None:
+        """Store the pre-validation fingerprints as valid, unless a file changed since."""
+        for path in self.paths:
+            known = self.fingerprints.get(str(path.resolve()))
+            try:
+                if known is None or not known.sha256 or not known.same_stat(path.stat()):
+                    return
+            except OSError:
+                return
+        _store(_entry(list(self.fingerprints)), self.fingerprints)
+
+
+def lookup(paths: list[Path]) -> Lookup:
+    """Fingerprint `paths` now (before validating them) and check them against the cache.
+
+    A file whose stat record matches a settled stored record is not read; any other file is
+    hashed. On a hit after re-hashing, the entry is refreshed so the next lookup is stat-only.
+    """
+    names = [str(p.resolve()) for p in paths]
+    entry = _entry(names)
+    saved = _load(entry)
+    current: dict[str, FileFingerprint] = {}
+    rehashed = False
+    for path, name in zip(paths, names, strict=True):
+        known = saved.get(name)
+        try:
+            if known is not None and known.settled and known.same_stat(path.stat()):
+                current[name] = known
+                continue
+            current[name] = fingerprint_file(path)
+            rehashed = True
+        except OSError:
+            return Lookup(hit=False, paths=tuple(paths), fingerprints={})
+    hit = set(saved) == set(names) and all(
+        current[n].sha256 and saved[n].sha256 == current[n].sha256 for n in names
+    )
+    found = Lookup(hit=hit, paths=tuple(paths), fingerprints=current)
+    if hit and rehashed:
+        found.remember()
+    return found
+
+
+_pending: dict[tuple[str, ...], Lookup] = {}  # is_validated's fingerprints, for remember_validated
+
+
+def _key(paths: list[Path]) -> tuple[str, ...]:
+    return tuple(sorted(str(p.resolve()) for p in paths))
+
+
+def is_validated(paths: list[Path]) -> bool:
+    """True when this exact set of files, unchanged, passed the current validator.
+
+    Kept for callers written against the first cache: the fingerprints taken here are the
+    ones `remember_validated(paths)` stores. New code uses `lookup` and `Lookup.remember`.
+    """
+    found = lookup(paths)
+    _pending[_key(paths)] = found
+    return found.hit
+
+
+def remember_validated(paths: list[Path]) -> None:
+    """Remember `paths` as valid under the fingerprints `is_validated(paths)` took before."""
+    found = _pending.pop(_key(paths), None)
+    if found is not None:
+        found.remember()

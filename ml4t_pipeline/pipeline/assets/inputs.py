@@ -1,13 +1,14 @@
 """Input assets: the raw Parquet files, registered as they are, and their UTC-normalised frames.
 
 `raw_*` never rewrite a file; they record what the file was (path, size, rows, mtime, SHA-256
-as the data version). `validated_*` read the file with `read_input` (UTC timestamps) and store
-the frame; their blocking contract checks in `ml4t_pipeline.pipeline.checks` run the validators over
-every row and decide whether anything downstream may use it.
+as the data version; the mtime is shown, never compared). The hash is the validation cache's
+`fingerprint_file`, one content hash for both. `validated_*` read the file with `read_input`
+(UTC timestamps) and store the frame; their blocking contract checks in
+`ml4t_pipeline.pipeline.checks` run the validators over every row and decide whether anything
+downstream may use it.
 """
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.pipeline.resources import DataDirResource
-from ml4t_pipeline.validation import read_input
+from ml4t_pipeline.validation import fingerprint_file, read_input
 
 INPUTS_GROUP = "inputs"
 
@@ -36,22 +37,23 @@ class FileFacts:
 def describe_file(path: Path) -> FileFacts:
     """Size, row count (from the Parquet footer), mtime and content hash; the file is only read."""
     try:
-        stat = path.stat()
+        fingerprint = fingerprint_file(path)
         rows = pq.read_metadata(path).num_rows
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
     except FileNotFoundError:
         msg = f"{path}: input file not found (set ML4T_DATA_DIR or the data_dir resource's path)"
         raise DataError(msg) from None
     except (OSError, pa.ArrowException) as exc:
         msg = f"{path}: cannot read as Parquet: {exc}"
         raise DataError(msg) from exc
+    if not fingerprint.sha256:
+        msg = f"{path}: the file kept changing while it was read; register it once it is written"
+        raise DataError(msg)
     return FileFacts(
         path=path,
-        size_bytes=stat.st_size,
+        size_bytes=fingerprint.size,
         rows=rows,
-        modified=dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.UTC),
-        sha256=digest,
+        modified=dt.datetime.fromtimestamp(fingerprint.mtime_ns / 1e9, tz=dt.UTC),
+        sha256=fingerprint.sha256,
     )
 
 
