@@ -26,3 +26,9 @@ class LookAheadError(DataError):
 
 class StateError(Ml4tError):
     """Saved engine state is missing or does not match the run that wants to continue it."""
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """`repr(value)` for an error message, cut to about `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -12,11 +12,18 @@ import pyarrow.parquet as pq
 
 from ml4t_pipeline.engine.config import RunConfig
 from ml4t_pipeline.engine.feed import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
-from ml4t_pipeline.engine.feed.features import FeatureProvider, PrecomputedFeatures
+from ml4t_pipeline.engine.feed.features import (
+    CallableFeatures,
+    FeatureProvider,
+    PrecomputedFeatures,
+)
 from ml4t_pipeline.engine.loop import Engine, ProgressFn
 from ml4t_pipeline.engine.results import BacktestResult
+from ml4t_pipeline.engine.risk.context import RiskRule
 from ml4t_pipeline.engine.state import EngineState
 from ml4t_pipeline.engine.strategy.base import Strategy
+from ml4t_pipeline.errors import ConfigError, shown
+from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, TIMESTAMP
 
 _UNSET: Any = object()
 
@@ -39,24 +46,35 @@ def run_backtest(
     """Run one backtest. Frames given here replace the files named in `config.data`.
 
     `features` adds feature providers (precomputed tables, callables) whose values the
-    strategy and the risk rules read like signals. `start`/`end` restrict the run to bars in [start, end); `initial_state` continues from
-    the end of an earlier run (see `EngineState`).
+    strategy and the risk rules read like signals. `start`/`end` restrict the run to bars in
+    [start, end); `initial_state` continues from the end of an earlier run (see `EngineState`).
+
+    Every column the strategy or a risk rule names (`required_signals`) must be a column of
+    the signals or of the features: a `ConfigError` lists those available.
     """
     strategy = strategy if strategy is not None else config.strategy.build()
     rules = config.build_rules()
+    signals = config.data.signals if signals is _UNSET else signals
+    context = config.data.context if context is _UNSET else context
+    providers = list(features)
+    if config.data.features is not None:
+        providers.insert(0, PrecomputedFeatures(config.data.features))
+    in_signals = _columns(signals)
+    _check_named_columns(strategy, rules, _per_asset_columns(in_signals, providers))
     if signal_columns is None:
         wanted = strategy.required_signals()
         if wanted is not None:
             rule_signals = [name for r in rules for name in r.required_signals()]
-            available = _columns(config.data.signals if signals is _UNSET else signals)
-            signal_columns = list(
-                dict.fromkeys([*wanted, *(f for f in rule_signals if f in available)])
+            signal_columns = (
+                list(wanted)  # unreadable: MarketData says why
+                if in_signals is None
+                else [c for c in dict.fromkeys([*wanted, *rule_signals]) if c in in_signals]
             )
     slippage = config.execution.slippage or {}
     data = MarketData(
         prices if prices is not None else config.data.prices,
-        config.data.signals if signals is _UNSET else signals,
-        config.data.context if context is _UNSET else context,
+        signals,
+        context,
         signal_columns=signal_columns,
         start=start,
         end=end,
@@ -66,9 +84,6 @@ def run_backtest(
         or slippage.get("model") == "volume_share"
         or config.execution.max_participation is not None,
     )
-    providers = list(features)
-    if config.data.features is not None:
-        providers.insert(0, PrecomputedFeatures(config.data.features))
     engine = Engine(
         config,
         data,
@@ -80,8 +95,59 @@ def run_backtest(
     return engine.run(progress)
 
 
-def _columns(source: Source | None) -> set[str]:
-    """Column names of a signals source without reading its data."""
+_KEYS = {TIMESTAMP, ASSET_ID, AVAILABLE_AT}
+
+
+def _per_asset_columns(
+    in_signals: set[str] | None, providers: Sequence[FeatureProvider]
+) -> set[str] | None:
+    """The per-asset columns a run can read: signals and features (None: cannot tell)."""
+    if in_signals is None:
+        return None
+    columns = in_signals - _KEYS
+    for provider in providers:
+        if isinstance(provider, PrecomputedFeatures):
+            columns |= set(provider.columns)
+        elif isinstance(provider, CallableFeatures):
+            columns |= set(provider.functions) - provider.market
+        else:  # a provider of its own kind: its columns are known only once it runs
+            return None
+    return columns
+
+
+def _check_named_columns(
+    strategy: Strategy,
+    rules: Sequence[RiskRule],
+    per_asset: set[str] | None,
+) -> None:
+    """Every column the strategy or a rule names is in the inputs."""
+    named: list[tuple[str, object, str]] = [
+        ("strategy", strategy, name) for name in strategy.required_signals() or ()
+    ]
+    for k, rule in enumerate(rules):
+        named += [(f"risk[{k}]", rule, name) for name in rule.required_signals()]
+    if per_asset is None:
+        return
+    for owner, obj, name in named:
+        if name not in per_asset:
+            msg = (
+                f"{_where(owner, obj, name)} = {name!r} is not a column of the signals or "
+                f"features; available: {shown(sorted(per_asset)) if per_asset else 'none'}"
+            )
+            raise ConfigError(msg)
+
+
+def _where(owner: str, obj: object, name: str) -> str:
+    """The key path of the parameter holding column `name`: `risk[2].feature`, ..."""
+    params = "strategy.params" if owner == "strategy" else owner
+    for attr in ("feature", "score"):
+        if getattr(obj, attr, None) == name:
+            return f"{params}.{attr}"
+    return f"{owner} ({type(obj).__name__}.required_signals())"
+
+
+def _columns(source: Source | None) -> set[str] | None:
+    """Column names of a source without reading its data (None: unreadable)."""
     if source is None:
         return set()
     if isinstance(source, pl.DataFrame):
@@ -93,4 +159,4 @@ def _columns(source: Source | None) -> set[str]:
     try:
         return set(pq.read_schema(source).names)
     except (OSError, pa.ArrowException):
-        return set()
+        return None

@@ -7,8 +7,9 @@ Every default is defined once, here. Unknown keys, wrong types and missing files
 from __future__ import annotations
 
 import importlib
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,21 +18,72 @@ import yaml
 from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy, VolumePolicy
 from ml4t_pipeline.engine.execution.costs import (
     CommissionModel,
-    FixedBpsSlippage,
     NoSlippage,
     PercentCommission,
-    PerOrderCommission,
-    PerShareCommission,
     SlippageModel,
-    SpreadSlippage,
-    TieredCommission,
-    VolumeShareSlippage,
+    commission_from_spec,
+    slippage_from_spec,
+)
+from ml4t_pipeline.engine.params import (
+    FLAG,
+    RATE,
+    Check,
+    Choice,
+    Number,
+    check_fields,
+    fail,
+    unknown_keys,
 )
 from ml4t_pipeline.engine.risk.context import RiskRule
 from ml4t_pipeline.engine.risk.rules import RULES
 from ml4t_pipeline.engine.strategy.base import Strategy
 from ml4t_pipeline.engine.strategy.builtin import BUILTIN_STRATEGIES
-from ml4t_pipeline.errors import ConfigError
+from ml4t_pipeline.errors import ConfigError, shown
+
+#: above this float64 no longer keeps cents of the cash balance
+MAX_CASH = 1e13
+
+
+class _CostSpec:
+    """An `execution.commission` / `execution.slippage` mapping: checked by building it."""
+
+    def __init__(self, build: Any) -> None:
+        self._build = build
+
+    def expected(self) -> str:
+        return "a mapping with a 'model' and its parameters"
+
+    def check(self, where: str, value: Any) -> Any:
+        if value is not None:
+            self._build(where, value)
+        return value
+
+
+#: every execution key, with its check (the defaults are the fields of `ExecutionConfig`)
+_EXECUTION: dict[str, Check] = {
+    "initial_cash": Number(
+        low=0, high=MAX_CASH, low_open=True, noun="an amount of cash", meaning="float64 cents"
+    ),
+    "fill_at": Choice(FillAt),
+    "commission_rate": RATE,
+    "commission": _CostSpec(commission_from_spec),
+    "slippage": _CostSpec(slippage_from_spec),
+    "allow_negative_cash": FLAG,
+    "allow_short": FLAG,
+    "validate": FLAG,
+    "on_insufficient_cash": Choice(CashPolicy),
+    "on_no_bar": Choice(NoBarPolicy),
+    "on_delist": Choice(DelistPolicy),
+    "max_participation": Number(
+        low=0,
+        high=1,
+        low_open=True,
+        noun="a fraction of bar volume",
+        meaning="0.1 for 10 %",
+        optional=True,
+    ),
+    "on_volume_limit": Choice(VolumePolicy),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,62 +111,17 @@ class ExecutionConfig:
     on_volume_limit: VolumePolicy = VolumePolicy.WAIT
 
     def __post_init__(self) -> None:
-        if not self.initial_cash > 0:
-            msg = f"execution.initial_cash must be > 0, got {self.initial_cash!r}"
-            raise ConfigError(msg)
-        if self.max_participation is not None and not 0 < self.max_participation <= 1:
-            msg = (
-                "execution.max_participation must be a fraction of bar volume in (0, 1], "
-                f"got {self.max_participation!r}"
-            )
-            raise ConfigError(msg)
-        if not 0 <= self.commission_rate < 1:
-            msg = f"execution.commission_rate must be a fraction in [0, 1), got {self.commission_rate!r}"
-            raise ConfigError(msg)
+        check_fields(self, "execution", _EXECUTION)
 
     def commission_model(self) -> CommissionModel:
         if self.commission is None:
             return PercentCommission(rate=self.commission_rate)
-        spec = dict(self.commission)
-        model = spec.pop("model", None)
-        try:
-            if model == "percent":
-                return PercentCommission(rate=float(spec.pop("rate")))
-            if model == "per_share":
-                return PerShareCommission(
-                    per_share=float(spec.pop("per_share")), minimum=float(spec.pop("minimum", 0.0))
-                )
-            if model == "per_order":
-                return PerOrderCommission(per_order=float(spec.pop("per_order")))
-            if model == "tiered":
-                tiers = spec.pop("tiers")
-                return TieredCommission(
-                    thresholds=tuple(float(t[0]) for t in tiers),
-                    rates=tuple(float(t[1]) for t in tiers),
-                )
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            msg = f"execution.commission: bad or missing parameter for model {model!r}: {exc}"
-            raise ConfigError(msg) from exc
-        msg = f"execution.commission.model must be percent, per_share, per_order or tiered, got {model!r}"
-        raise ConfigError(msg)
+        return commission_from_spec("execution.commission", self.commission)
 
     def slippage_model(self) -> SlippageModel:
         if self.slippage is None:
             return NoSlippage()
-        spec = dict(self.slippage)
-        model = spec.pop("model", None)
-        try:
-            if model == "fixed_bps":
-                return FixedBpsSlippage(bps=float(spec.pop("bps")))
-            if model == "spread":
-                return SpreadSlippage(spread=float(spec.pop("spread")))
-            if model == "volume_share":
-                return VolumeShareSlippage(impact=float(spec.pop("impact", 0.1)))
-        except (KeyError, TypeError, ValueError) as exc:
-            msg = f"execution.slippage: bad or missing parameter for model {model!r}: {exc}"
-            raise ConfigError(msg) from exc
-        msg = f"execution.slippage.model must be fixed_bps, spread or volume_share, got {model!r}"
-        raise ConfigError(msg)
+        return slippage_from_spec("execution.slippage", self.slippage)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,34 +135,37 @@ class StrategyConfig:
             msg = "strategy: give exactly one of 'name' (built-in) or 'class' (module:Class)"
             raise ConfigError(msg)
         if self.name is not None and self.name not in BUILTIN_STRATEGIES:
-            msg = f"strategy.name {self.name!r} is not a built-in ({', '.join(sorted(BUILTIN_STRATEGIES))})"
-            raise ConfigError(msg)
+            fail("strategy.name", f"a built-in: {', '.join(sorted(BUILTIN_STRATEGIES))}", self.name)
+        if self.class_path is not None and not (
+            isinstance(self.class_path, str) and _CLASS_PATH.fullmatch(self.class_path)
+        ):
+            fail("strategy.class", "'package.module:ClassName'", self.class_path)
+        if not isinstance(self.params, Mapping) or not all(isinstance(k, str) for k in self.params):
+            fail("strategy.params", "a mapping of parameter names to values", self.params)
 
     def build(self) -> Strategy:
         if self.name is not None:
-            cls = BUILTIN_STRATEGIES[self.name]
-            allowed = getattr(cls, "PARAMS", None)
-            unknown = sorted(set(self.params) - set(allowed)) if allowed is not None else []
-            if unknown:
-                msg = f"strategy.params: unknown key(s) {unknown} for {self.name} (allowed: {sorted(allowed or ())})"
-                raise ConfigError(msg)
-            return cls(**self.params)
+            return BUILTIN_STRATEGIES[self.name](**self.params)
         assert self.class_path is not None
         module_name, _, attr = self.class_path.partition(":")
         try:
             module = importlib.import_module(module_name)
             cls = getattr(module, attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            msg = f"strategy.class {self.class_path!r} cannot be imported: {exc}"
+        except (ImportError, AttributeError) as exc:
+            msg = f"strategy.class {shown(self.class_path)} cannot be imported: {exc}"
             raise ConfigError(msg) from exc
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            msg = f"strategy.class {self.class_path!r} is not a Strategy subclass"
+            msg = f"strategy.class {shown(self.class_path)} is not a Strategy subclass"
             raise ConfigError(msg)
         try:
             return cls(**self.params)
         except TypeError as exc:
             msg = f"strategy.params do not fit {self.class_path}: {exc}"
             raise ConfigError(msg) from exc
+
+
+#: "package.module:ClassName": dotted identifiers, no relative import
+_CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,59 +176,24 @@ class RunConfig:
     risk: tuple[dict[str, Any], ...] = ()
 
     def build_rules(self) -> list[RiskRule]:
+        """The risk rules, each checked: `risk[k].<param>` names a bad parameter."""
         rules: list[RiskRule] = []
         for k, spec in enumerate(self.risk):
+            where = f"risk[{k}]"
+            if not isinstance(spec, Mapping):
+                fail(where, "a mapping such as {rule: stop_loss, pct: 0.05}", spec)
             params = dict(spec)
             name = params.pop("rule", None)
-            factory = RULES.get(str(name))
+            factory = RULES.get(name) if isinstance(name, str) else None
             if factory is None:
-                msg = f"risk[{k}].rule {name!r} is unknown (known: {', '.join(sorted(RULES))})"
-                raise ConfigError(msg)
-            if "schedule" in params:
-                params["schedule"] = tuple(
-                    tuple(float(x) for x in pair) for pair in params["schedule"]
-                )
-            try:
-                rules.append(factory(**params))
-            except TypeError as exc:
-                msg = f"risk[{k}] ({name}): {exc}"
-                raise ConfigError(msg) from exc
+                fail(f"{where}.rule", f"one of {', '.join(sorted(RULES))}", name)
+            rules.append(factory(**factory.checked(where, params)))
         return rules
 
 
 _TOP_KEYS = {"data", "execution", "strategy", "risk"}
 _DATA_KEYS = {"prices", "signals", "context", "features"}
-_EXEC_TYPES: dict[str, tuple[type, ...]] = {
-    "initial_cash": (int, float),
-    "fill_at": (str,),
-    "commission_rate": (int, float),
-    "commission": (dict,),
-    "slippage": (dict,),
-    "allow_negative_cash": (bool,),
-    "allow_short": (bool,),
-    "validate": (bool,),
-    "on_insufficient_cash": (str,),
-    "on_no_bar": (str,),
-    "on_delist": (str,),
-    "max_participation": (int, float),
-    "on_volume_limit": (str,),
-}
-#: execution keys whose value is one of an enum's values
-_EXEC_CHOICES: dict[str, type[StrEnum]] = {
-    "fill_at": FillAt,
-    "on_insufficient_cash": CashPolicy,
-    "on_no_bar": NoBarPolicy,
-    "on_delist": DelistPolicy,
-    "on_volume_limit": VolumePolicy,
-}
 _STRATEGY_KEYS = {"name", "class", "params"}
-
-
-def _unknown(section: str, given: dict[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(given) - allowed)
-    if extra:
-        msg = f"{section}: unknown key(s) {extra} (allowed: {sorted(allowed)})"
-        raise ConfigError(msg)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -229,9 +204,8 @@ def _mapping(value: Any, where: str) -> dict[str, Any]:
 
 
 def _path(value: Any, where: str, base_dir: Path, must_exist: bool) -> Path:
-    if not isinstance(value, str | Path):
-        msg = f"{where} must be a file path, got {type(value).__name__}"
-        raise ConfigError(msg)
+    if not isinstance(value, str | Path) or not str(value).strip():
+        fail(where, "a file path (leave the key out for none)", value)
     path = Path(value)
     if not path.is_absolute():
         beside_config = base_dir / path
@@ -248,60 +222,36 @@ def run_config_from_dict(
     """Build a `RunConfig` from parsed YAML; relative paths resolve against `base_dir`."""
     base = base_dir or Path.cwd()
     top = _mapping(raw, "config")
-    _unknown("config", top, _TOP_KEYS)
+    unknown_keys("", top, _TOP_KEYS)
     for key in ("data", "strategy"):
         if key not in top:
             msg = f"config: missing required section '{key}'"
             raise ConfigError(msg)
     data = _mapping(top["data"], "data")
-    _unknown("data", data, _DATA_KEYS)
+    unknown_keys("data", data, _DATA_KEYS)
     if "prices" not in data:
         msg = "data.prices is required"
         raise ConfigError(msg)
     data_cfg = DataConfig(
         prices=_path(data["prices"], "data.prices", base, check_files),
-        signals=_path(data["signals"], "data.signals", base, check_files)
-        if data.get("signals")
-        else None,
-        context=_path(data["context"], "data.context", base, check_files)
-        if data.get("context")
-        else None,
-        features=_path(data["features"], "data.features", base, check_files)
-        if data.get("features")
-        else None,
+        **{
+            key: _path(data[key], f"data.{key}", base, check_files)
+            for key in ("signals", "context", "features")
+            if data.get(key) is not None
+        },
     )
     execution = _mapping(top.get("execution", {}) or {}, "execution")
-    _unknown("execution", execution, set(_EXEC_TYPES))
-    for key, value in execution.items():
-        kinds = _EXEC_TYPES[key]
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            msg = f"execution.{key} must be {names}, got {type(value).__name__} {value!r}"
-            raise ConfigError(msg)
-    exec_kwargs = dict(execution)
-    for key, choices in _EXEC_CHOICES.items():
-        if key in exec_kwargs:
-            try:
-                exec_kwargs[key] = choices(exec_kwargs[key])
-            except ValueError:
-                msg = f"execution.{key} must be one of {[c.value for c in choices]}, got {execution[key]!r}"
-                raise ConfigError(msg) from None
-    for key in ("initial_cash", "commission_rate", "max_participation"):
-        if key in exec_kwargs:
-            exec_kwargs[key] = float(exec_kwargs[key])
-    exec_cfg = ExecutionConfig(**exec_kwargs)
-    exec_cfg.commission_model()
-    exec_cfg.slippage_model()
+    unknown_keys("execution", execution, _EXECUTION)
+    exec_cfg = ExecutionConfig(**execution)
     strategy = _mapping(top["strategy"], "strategy")
-    _unknown("strategy", strategy, _STRATEGY_KEYS)
+    unknown_keys("strategy", strategy, _STRATEGY_KEYS)
     params = _mapping(strategy.get("params", {}) or {}, "strategy.params")
     strategy_cfg = StrategyConfig(
         name=strategy.get("name"), class_path=strategy.get("class"), params=dict(params)
     )
     risk_raw = top.get("risk") or []
     if not isinstance(risk_raw, list):
-        msg = "risk must be a list of rules, e.g. [{rule: stop_loss, pct: 0.05}]"
-        raise ConfigError(msg)
+        fail("risk", "a list of rules, e.g. [{rule: stop_loss, pct: 0.05}]", risk_raw)
     risk = tuple(_mapping(r, f"risk[{k}]") for k, r in enumerate(risk_raw))
     cfg = RunConfig(data=data_cfg, execution=exec_cfg, strategy=strategy_cfg, risk=risk)
     cfg.strategy.build()

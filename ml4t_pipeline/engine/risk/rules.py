@@ -4,19 +4,39 @@ A rule overrides one or more hooks of `BaseRule` (`on_entry`, `on_close`, `valid
 `RiskDecision`s; `RiskManager` (`manager.py`) merges them. A rule that remembers values from bar
 to bar hands them to a chained run with `get_state` / `set_state`. A user's rule is written the
 same way.
+
+A built-in rule checks its parameters on construction (`PARAMS`, see `engine.params`): a
+wrong type, a value out of range or a non-finite number is a `ConfigError` naming the
+parameter (`StopLoss.pct`, or `risk[1].pct` when the rule comes from a config).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ml4t_pipeline.engine.enums import OrderReason, RejectReason
 from ml4t_pipeline.engine.execution.orders import Orders
+from ml4t_pipeline.engine.params import (
+    ANY_NUMBER,
+    COUNT,
+    FLAG,
+    FRACTION,
+    NAME,
+    NON_NEGATIVE,
+    NON_NEGATIVE_COUNT,
+    POSITIVE,
+    WHOLE,
+    Check,
+    Checked,
+    Number,
+    Pairs,
+)
 from ml4t_pipeline.engine.risk.context import (
     BaseRule,
     DecisionKind,
@@ -25,6 +45,17 @@ from ml4t_pipeline.engine.risk.context import (
     all_true,
     any_true,
 )
+from ml4t_pipeline.errors import ConfigError
+
+_COMMON: Mapping[str, Check] = {"name": NAME, "priority": WHOLE}
+
+
+class CheckedRule(Checked, BaseRule):
+    """A built-in rule: `PARAMS` and the common `name` and `priority` are checked."""
+
+    @classmethod
+    def spec(cls) -> Mapping[str, Check]:
+        return {**cls.PARAMS, **_COMMON}
 
 
 def _scaled_level(ctx: RiskContext, assets: np.ndarray, base: np.ndarray, pct: float) -> np.ndarray:
@@ -40,15 +71,25 @@ def _signed_level(
 
 
 @dataclass(slots=True, kw_only=True)
-class StopLoss(BaseRule):
+class StopLoss(CheckedRule):
     """Fixed stop `pct` below (above, for shorts) the entry fill price, or at an absolute price."""
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {
+        "pct": dataclasses.replace(FRACTION, optional=True),
+        "price": dataclasses.replace(POSITIVE, optional=True),
+    }
 
     pct: float | None = None
     price: float | None = None
     name: str = "stop_loss"
     priority: int = 0
+
+    @classmethod
+    def check_together(cls, where: str, values: Mapping[str, Any]) -> None:
+        if (values["pct"] is None) == (values["price"] is None):
+            msg = f"{where}: give exactly one of pct (a fraction: 0.05 for 5 %) or price"
+            raise ConfigError(msg)
 
     def on_entry(
         self, ctx: RiskContext, assets: np.ndarray, fill_price: np.ndarray
@@ -56,13 +97,16 @@ class StopLoss(BaseRule):
         if self.price is not None:
             level = np.full(assets.shape[0], float(self.price))
         else:
-            level = _scaled_level(ctx, assets, fill_price, float(self.pct or 0.0))
+            level = _scaled_level(ctx, assets, fill_price, float(self.pct or 0.0))  # pct is set
         return [self.decide(DecisionKind.STOP_UPDATE, assets, OrderReason.STOP_LOSS, level)]
 
 
 @dataclass(slots=True, kw_only=True)
-class TakeProfit(BaseRule):
+class TakeProfit(CheckedRule):
+    """Take profit `pct` above (below, for shorts) the entry fill price."""
+
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {"pct": FRACTION}
     pct: float
     name: str = "take_profit"
     priority: int = 0
@@ -77,7 +121,7 @@ class TakeProfit(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class VolatilityStop(BaseRule):
+class VolatilityStop(CheckedRule):
     """Stop `atr_multiplier` x the named feature (e.g. ATR) away from the entry price.
 
     The feature is read at the close before the fill (what was known when the entry was
@@ -88,6 +132,11 @@ class VolatilityStop(BaseRule):
     """
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {
+        "atr_multiplier": POSITIVE,
+        "feature": NAME,
+        "require_feature": FLAG,
+    }
 
     atr_multiplier: float = 2.0
     feature: str = "atr"
@@ -140,17 +189,34 @@ class VolatilityStop(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class TrailingStop(BaseRule):
+class TrailingStop(CheckedRule):
     """Stop trailing the best price since entry by `pct`; it only tightens.
 
     `schedule` optionally tightens the trail with profit: ((mfe_threshold, pct), ...), e.g.
-    ((0.10, 0.03),) trails by 3 % once the position has been 10 % in profit.
+    ((0.10, 0.03),) trails by 3 % once the position has been 10 % in profit. A step's pct must
+    be tighter than `pct` (a looser one would never apply).
     """
+
+    PARAMS: ClassVar[Mapping[str, Check]] = {
+        "pct": FRACTION,
+        "schedule": Pairs(("mfe_threshold", NON_NEGATIVE), ("pct", FRACTION)),
+    }
 
     pct: float = 0.05
     schedule: tuple[tuple[float, float], ...] = ()
     name: str = "trailing_stop"
     priority: int = 0
+
+    @classmethod
+    def check_together(cls, where: str, values: Mapping[str, Any]) -> None:
+        pct = values["pct"]
+        for i, (_, tighter) in enumerate(values["schedule"]):
+            if not tighter < pct:
+                msg = (
+                    f"{where}.schedule[{i}][1] (pct) must be tighter than {where}.pct = {pct!r} "
+                    f"(a schedule only tightens the trail), got {tighter!r}"
+                )
+                raise ConfigError(msg)
 
     def on_close(self, ctx: RiskContext) -> list[RiskDecision]:
         held = ctx.held
@@ -173,10 +239,11 @@ class TrailingStop(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class TimeExit(BaseRule):
+class TimeExit(CheckedRule):
     """Exit at the next fill once a position has been held `max_bars` bars."""
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {"max_bars": COUNT}
 
     max_bars: int
     name: str = "time_exit"
@@ -189,7 +256,7 @@ class TimeExit(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class RegimeRule(BaseRule):
+class RegimeRule(CheckedRule):
     """Switch behaviour by a market-wide value (e.g. VIX): block entries and/or exit all.
 
     Above `threshold`: entries are rejected when `block_entries`, and every position exits when
@@ -197,6 +264,12 @@ class RegimeRule(BaseRule):
     """
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {
+        "feature": NAME,
+        "threshold": ANY_NUMBER,
+        "block_entries": FLAG,
+        "exit_all": FLAG,
+    }
 
     feature: str = "vix"
     threshold: float = 30.0
@@ -224,7 +297,7 @@ class RegimeRule(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class MaxPositions(BaseRule):
+class MaxPositions(CheckedRule):
     """At most `n` positions: orders opening a new one beyond it are rejected, in order.
 
     A slot is taken by every open position until its exit has filled (an exit decided at this
@@ -234,6 +307,7 @@ class MaxPositions(BaseRule):
     """
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {"n": NON_NEGATIVE_COUNT}  # 0 admits no new position
 
     n: int
     name: str = "max_positions"
@@ -257,7 +331,7 @@ class MaxPositions(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class MaxGrossExposure(BaseRule):
+class MaxGrossExposure(CheckedRule):
     """Gross exposure (sum |qty| * close) after the orders stays <= `max_ratio` x equity.
 
     Orders that reduce a position free room first (sells fill before buys); entries are then
@@ -266,6 +340,9 @@ class MaxGrossExposure(BaseRule):
     """
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {
+        "max_ratio": Number(low=0, low_open=True, meaning="a multiple of equity: 1.0 for 100 %")
+    }
 
     max_ratio: float = 1.0
     name: str = "max_gross_exposure"
@@ -310,10 +387,11 @@ class MaxGrossExposure(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class MaxDrawdownHalt(BaseRule):
+class MaxDrawdownHalt(CheckedRule):
     """Once equity is `max_drawdown` below its peak, reject entries (and optionally flatten)."""
 
     uses_excursions = False
+    PARAMS: ClassVar[Mapping[str, Check]] = {"max_drawdown": FRACTION, "flatten": FLAG}
 
     max_drawdown: float = 0.2
     flatten: bool = False
@@ -335,7 +413,7 @@ class MaxDrawdownHalt(BaseRule):
 
 
 @dataclass(slots=True, kw_only=True)
-class DailyLossLimit(BaseRule):
+class DailyLossLimit(CheckedRule):
     """Reject entries for the rest of a UTC date once equity fell `max_loss` since it began.
 
     The loss is measured at each close from the equity at the close of the previous date's
@@ -348,6 +426,7 @@ class DailyLossLimit(BaseRule):
 
     uses_excursions = False
     uses_day_marks = True
+    PARAMS: ClassVar[Mapping[str, Check]] = {"max_loss": FRACTION}
 
     max_loss: float = 0.03
     name: str = "daily_loss_limit"
@@ -365,7 +444,7 @@ class DailyLossLimit(BaseRule):
         return []
 
 
-RULES: dict[str, Callable[..., Any]] = {
+RULES: dict[str, type[CheckedRule]] = {
     "stop_loss": StopLoss,
     "take_profit": TakeProfit,
     "volatility_stop": VolatilityStop,

@@ -1,4 +1,8 @@
-"""Built-in strategies, written only with the public `Strategy` API."""
+"""Built-in strategies, written only with the public `Strategy` API.
+
+Their parameters are checked on construction (see `engine.params`): a wrong type, a value out
+of range or a non-finite number is a `ConfigError` naming `strategy.params.<name>`.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,27 @@ from typing import Any
 
 import numpy as np
 
+from ml4t_pipeline.engine.params import (
+    ANY_NUMBER,
+    COUNT,
+    NAME,
+    NON_NEGATIVE_COUNT,
+    Check,
+    Number,
+    unknown_keys,
+)
 from ml4t_pipeline.engine.strategy.base import Strategy
 from ml4t_pipeline.engine.strategy.views import Batch, ContextView, MarketEvent
 from ml4t_pipeline.errors import ConfigError
 
+WHERE = "strategy.params"
+#: a target weight of equity per asset
+WEIGHT = Number(low=0, high=1, low_open=True, noun="a fraction of equity", meaning="0.04 for 4 %")
+VIX_LEVEL = Number(optional=True, meaning="omit it (or null) for no vix filter")
 
-def _param(params: dict[str, Any], name: str, kind: type, default: Any = None) -> Any:
-    value = params.get(name, default)
-    if value is None:
-        msg = f"strategy.params.{name} is required"
-        raise ConfigError(msg)
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        msg = (
-            f"strategy.params.{name} must be {kind.__name__}, got {type(value).__name__} {value!r}"
-        )
-        raise ConfigError(msg)
-    return value
+
+def _param(params: dict[str, Any], name: str, check: Check, default: Any) -> Any:
+    return check.check(f"{WHERE}.{name}", params.get(name, default))
 
 
 class SignalThreshold(Strategy):
@@ -37,10 +44,17 @@ class SignalThreshold(Strategy):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.score: str = _param(params, "score", str, "ml_score")
-        self.entry_above: float = _param(params, "entry_above", float, 0.6)
-        self.exit_below: float = _param(params, "exit_below", float, 0.4)
-        self.qty: int = _param(params, "qty", int, 100)
+        unknown_keys(WHERE, params, self.PARAMS)
+        self.score: str = _param(params, "score", NAME, "ml_score")
+        self.entry_above: float = _param(params, "entry_above", ANY_NUMBER, 0.6)
+        self.exit_below: float = _param(params, "exit_below", ANY_NUMBER, 0.4)
+        self.qty: int = _param(params, "qty", COUNT, 100)
+        if self.exit_below > self.entry_above:
+            msg = (
+                f"{WHERE}.exit_below ({self.exit_below!r}) must be <= {WHERE}.entry_above "
+                f"({self.entry_above!r}): a score between them would buy and sell at every bar"
+            )
+            raise ConfigError(msg)
 
     def required_signals(self) -> Sequence[str]:
         return (self.score,)
@@ -69,16 +83,15 @@ class TopKRotation(Strategy):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.score: str = _param(params, "score", str, "ml_score")
-        self.top_k: int = _param(params, "top_k", int, 25)
-        self.weight: float = _param(params, "weight", float, 0.04)
-        self.rebalance_every: int = _param(params, "rebalance_every", int, 5)
-        self.warmup_bars: int = _param(params, "warmup_bars", int, 20)
-        self.max_vix: float = _param(params, "max_vix", float, math.inf)
-        self.vix: str = _param(params, "vix", str, "vix")
-        if self.top_k < 1 or self.rebalance_every < 1 or self.warmup_bars < 0:
-            msg = "strategy.params: top_k and rebalance_every must be >= 1, warmup_bars >= 0"
-            raise ConfigError(msg)
+        unknown_keys(WHERE, params, self.PARAMS)
+        self.score: str = _param(params, "score", NAME, "ml_score")
+        self.top_k: int = _param(params, "top_k", COUNT, 25)
+        self.weight: float = _param(params, "weight", WEIGHT, 0.04)
+        self.rebalance_every: int = _param(params, "rebalance_every", COUNT, 5)
+        self.warmup_bars: int = _param(params, "warmup_bars", NON_NEGATIVE_COUNT, 20)
+        max_vix = _param(params, "max_vix", VIX_LEVEL, None)
+        self.max_vix: float = math.inf if max_vix is None else max_vix
+        self.vix: str = _param(params, "vix", NAME, "vix")
 
     def required_signals(self) -> Sequence[str]:
         return (self.score,)
