@@ -1,12 +1,11 @@
-"""`BacktestResult`: the tables of a run, its summary, and their atomic Parquet output."""
+"""`BacktestResult`: the tables of a run, its summary, and their Parquet output, published whole."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from ml4t_pipeline.engine.results.attribution import attribution
+from ml4t_pipeline.engine.results.publish import LOCK_TIMEOUT_S, publish_dir
 from ml4t_pipeline.engine.state import EngineState
 
 TABLES = ("equity", "fills", "orders", "trades", "rejections", "attribution")
@@ -63,27 +63,31 @@ class BacktestResult:
             **self.extra,
         }
 
-    def write(self, out_dir: str | Path) -> Path:
-        """Write every table + summary.json + state.json; all files replace the old ones together.
+    def write(self, out_dir: str | Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Path:
+        """Write every table + summary.json + state.json and publish them together as `out_dir`.
 
-        The new set is written into a temporary sibling directory, then each file is renamed
-        into place, so a crash leaves the previous complete set (never a half-written file).
+        `publish.publish_dir` states the guarantees: the directory is swapped as a whole (a
+        crash or a reader sees the complete old or the complete new set), data is fsynced
+        first, concurrent writers of one `out_dir` wait for each other, leftovers of a killed
+        run are removed, a directory holding anything but result files is refused.
         """
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out))
-        try:
-            for name in TABLES:
-                getattr(self, name).write_parquet(tmp / f"{name}.parquet", statistics=False)
-            (tmp / "summary.json").write_text(
-                json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True)
-            )
-            (tmp / "state.json").write_text(self.final_state.to_json())
-            for item in sorted(tmp.iterdir()):
-                os.replace(item, out / item.name)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return out
+        members: dict[str, Callable[[Path], None]] = {
+            f"{name}.parquet": functools.partial(_write_table, getattr(self, name))
+            for name in TABLES
+        }
+        summary = json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True)
+        members["summary.json"] = functools.partial(_write_text, summary)
+        members["state.json"] = functools.partial(_write_text, self.final_state.to_json())
+        publish_dir(out_dir, members, lock_timeout_s=lock_timeout_s)
+        return Path(out_dir)
+
+
+def _write_table(frame: pl.DataFrame, path: Path) -> None:
+    frame.write_parquet(path, statistics=False)
+
+
+def _write_text(text: str, path: Path) -> None:
+    path.write_text(text)
 
 
 def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
