@@ -26,3 +26,16 @@ class LookAheadError(DataError):
 
 class StateError(Ml4tError):
     """Saved engine state is missing or does not match the run that wants to continue it."""
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """`repr(value)` for a message, cut to `limit` characters (then '…' and the full length),
+    so a huge value (a 2 MB asset id, an expanded YAML alias) never floods the terminal."""
+    return clipped(repr(value), limit)
+
+
+def clipped(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, then '…' and the full length, when it is longer."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"
