@@ -1,6 +1,8 @@
 """`ml4t-pipeline` command line: backtest, validate, sample-data, demo.
 
-User mistakes print one clear message on stderr and exit with status 2; no traceback.
+User mistakes (a bad config, bad data, an unusable `--out`) print one `error:` line on stderr
+(values cut to ~200 characters) and exit with status 2, before anything is written; a
+traceback means a bug.
 """
 
 from __future__ import annotations
@@ -8,13 +10,49 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ml4t_pipeline.errors import Ml4tError
+from ml4t_pipeline.errors import Ml4tError, clipped
+
+MAX_MESSAGE = 2000
+"""The most characters of one error message the CLI prints (a last guard; values in messages
+are already cut to ~200 characters where they are written)."""
+
+
+class UsageError(Ml4tError):
+    """A command-line argument that cannot work, found before anything runs."""
+
+
+def output_folder(value: str, flag: str = "--out") -> Path:
+    """The folder `value` names, checked before a run: not empty, not a file, not under a
+    file, and writable (the nearest existing folder accepts a new entry). Nothing is left
+    behind by the check."""
+    if not value.strip():
+        msg = f"{flag} must name a folder, got an empty string"
+        raise UsageError(msg)
+    out = Path(value)
+    try:
+        if out.exists() and not out.is_dir():
+            msg = f"{flag} {clipped(value)} is an existing file, not a folder"
+            raise UsageError(msg)
+        parent = out
+        while not parent.exists():  # the nearest existing folder (or file) at or above `out`
+            parent = parent.parent
+        if not parent.is_dir():
+            msg = f"{flag} {clipped(value)} is under {clipped(str(parent))}, which is a file"
+            raise UsageError(msg)
+        # permission bits, read-only mounts, ACLs: only trying tells
+        os.rmdir(tempfile.mkdtemp(prefix=".ml4t-probe-", dir=parent))
+    except OSError as exc:
+        msg = f"{flag} {clipped(value)}: cannot write there ({exc.strerror or exc})"
+        raise UsageError(msg) from exc
+    return out
 
 
 def _progress_printer() -> Any:
@@ -39,6 +77,7 @@ def _progress_printer() -> Any:
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from ml4t_pipeline.engine import load_run_config, run_backtest
 
+    out = output_folder(args.out)
     config = load_run_config(args.config)
     validate_s = 0.0
     if config.execution.validate and not args.no_validate:
@@ -48,7 +87,11 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     result = run_backtest(config, progress=_progress_printer())
     result.extra["engine_wall_s"] = result.wall_s
     result.extra["validate_wall_s"] = validate_s
-    result.write(args.out)
+    try:
+        result.write(out)
+    except OSError as exc:
+        msg = f"cannot write the results to {clipped(str(out))}: {exc.strerror or exc}"
+        raise UsageError(msg) from exc
     result.wall_s = time.perf_counter() - args.started  # the whole command, results written
     print(json.dumps(result.summary()))
     return 0
@@ -103,7 +146,7 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
         skill=args.skill,
         start=dt.date.fromisoformat(args.start),
     )
-    paths = write_sample_data(spec, Path(args.out))
+    paths = write_sample_data(spec, output_folder(args.out))
     print(json.dumps({k: str(v) for k, v in paths.items()}))
     return 0
 
@@ -151,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except Ml4tError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {clipped(str(exc), MAX_MESSAGE)}", file=sys.stderr)
         return 2
     return code
 

@@ -29,6 +29,13 @@ class StateError(Ml4tError):
 
 
 def shown(value: object, limit: int = 200) -> str:
-    """`repr(value)` for an error message, cut to about `limit` characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """`repr(value)` for a message, cut to `limit` characters (then '…' and the full length),
+    so a huge value (a 2 MB asset id, an expanded YAML alias) never floods the terminal."""
+    return clipped(repr(value), limit)
+
+
+def clipped(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, then '…' and the full length, when it is longer."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} characters)"

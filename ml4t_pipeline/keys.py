@@ -31,6 +31,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from ml4t_pipeline.errors import clipped
+
 # -- columns ----------------------------------------------------------------------------------
 
 TIMESTAMP: Final = "timestamp"
@@ -379,12 +381,12 @@ def plural(n: int, noun: str) -> str:
 
 
 def format_value(value: object) -> str:
-    """How a cell reads inside an example string."""
+    """How a cell reads inside an example string (cut to ~200 characters)."""
     if value is None:
         return "null"
     if isinstance(value, float) and math.isnan(value):
         return "NaN"
-    return str(value)
+    return clipped(str(value))
 
 
 def describe_row(cells: Iterable[tuple[str, object]]) -> str:

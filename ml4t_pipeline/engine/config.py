@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy, VolumePolicy
 from ml4t_pipeline.engine.execution.costs import (
     CommissionModel,
@@ -38,6 +36,7 @@ from ml4t_pipeline.engine.risk.context import RiskRule
 from ml4t_pipeline.engine.risk.rules import RULES
 from ml4t_pipeline.engine.strategy.base import Strategy
 from ml4t_pipeline.engine.strategy.builtin import BUILTIN_STRATEGIES
+from ml4t_pipeline.engine.yaml_load import load_yaml
 from ml4t_pipeline.errors import ConfigError, shown
 
 #: above this float64 no longer keeps cents of the cash balance
@@ -264,9 +263,5 @@ def load_run_config(path: str | Path, *, check_files: bool = True) -> RunConfig:
     if not path.is_file():
         msg = f"config file not found: {path}"
         raise ConfigError(msg)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        msg = f"{path}: not valid YAML: {exc}"
-        raise ConfigError(msg) from exc
+    raw = load_yaml(path)
     return run_config_from_dict(raw, base_dir=path.parent, check_files=check_files)

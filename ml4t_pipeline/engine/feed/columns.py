@@ -69,9 +69,14 @@ def is_number(kind: pa.DataType) -> bool:
 
 
 def timestamps_us(array: pa.Array, name: str, column: str = TIMESTAMP) -> np.ndarray:
-    """A datetime or date column -> int64 microseconds UTC (naive values are read as UTC)."""
+    """A datetime or date column -> int64 microseconds UTC (naive values are read as UTC).
+
+    Nanosecond values that are whole microseconds convert exactly; any other is a DataError
+    (the engine keeps microseconds and never truncates a timestamp silently)."""
     kind = array.type
     if pa.types.is_timestamp(kind):
+        if kind.unit == "ns":
+            _refuse_sub_microseconds(array, name, column)
         if kind.unit != "us":
             array = pc.cast(array, pa.timestamp("us", tz=kind.tz))
         array = array.cast(pa.timestamp("us"))
@@ -86,6 +91,18 @@ def timestamps_us(array: pa.Array, name: str, column: str = TIMESTAMP) -> np.nda
     return int64_values(array)
 
 
+def _refuse_sub_microseconds(array: pa.Array, name: str, column: str) -> None:
+    nanos = int64_values(array.cast(pa.int64()), null=0)
+    bad = np.flatnonzero(nanos % 1000)
+    if bad.shape[0]:
+        example = np.datetime64(int(nanos[bad[0]]), "ns")
+        msg = (
+            f"{name}: column '{column}' has {bad.shape[0]} value(s) finer than a microsecond, "
+            f"e.g. {example}; the engine keeps microseconds: round the column to microseconds"
+        )
+        raise DataError(msg)
+
+
 def float_values(array: pa.Array, name: str, column: str) -> np.ndarray:
     """A numeric column -> float64, NaN where null (read-only when there is no null)."""
     if not is_number(array.type):
@@ -98,18 +115,39 @@ def float_values(array: pa.Array, name: str, column: str) -> np.ndarray:
     return values
 
 
+def id_kind(kind: pa.DataType, name: str) -> str:
+    """What an asset_id column of Arrow type `kind` holds: "text" or "integer" ids (also as a
+    dictionary); any other type (binary, float, ...) is a DataError."""
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if is_text(values):
+        return "text"
+    if pa.types.is_integer(values):
+        return "integer"
+    msg = f"{name}: column '{ASSET_ID}' must hold text or integer ids, found {kind}"
+    raise DataError(msg)
+
+
+def same_id_kind(kind: str, name: str, reference_kind: str, reference: str) -> None:
+    """Refuse asset ids of `name` whose kind differs from those of `reference`: a text id
+    never equals an integer one, so no row of the one would ever meet a row of the other."""
+    if kind != reference_kind:
+        msg = (
+            f"{name}: column '{ASSET_ID}' holds {kind} ids but {reference} holds "
+            f"{reference_kind} ids, so no id can match; write both with the same type"
+        )
+        raise DataError(msg)
+
+
 def asset_values(array: pa.Array, name: str) -> tuple[np.ndarray, np.ndarray | None]:
     """A non-null asset_id column -> (values, None) for integer ids, or (dictionary, indices)
     for text ids: the few distinct strings of the batch (object array) and each row's index
     into them, so millions of rows never become Python strings."""
     kind = array.type
+    id_kind(kind, name)
     if is_text(kind):
         array = pc.dictionary_encode(array.cast(pa.large_string()))
     if pa.types.is_dictionary(array.type):
         dictionary = np.array(array.dictionary.to_pylist(), dtype=object)
         indices = _data(array.indices, np.dtype(array.indices.type.to_pandas_dtype()))
         return dictionary, indices.astype(np.int64)
-    if not pa.types.is_integer(kind):
-        msg = f"{name}: column '{ASSET_ID}' must hold text or integer ids, found {kind}"
-        raise DataError(msg)
     return _data(array, np.dtype(kind.to_pandas_dtype())), None

@@ -25,6 +25,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from ml4t_pipeline.engine.feed.columns import id_kind, same_id_kind
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel, carry_forward
 from ml4t_pipeline.engine.strategy.history import History, HistoryStore, check_history_bars
 from ml4t_pipeline.engine.strategy.views import AtRow
@@ -57,6 +58,7 @@ class PrecomputedFeatures:
         columns: Sequence[str] | None = None,
         as_of: bool = True,
     ) -> None:
+        self._name = "features" if isinstance(source, pl.DataFrame) else str(source)
         if isinstance(source, str | Path):
             if not Path(source).is_file():
                 msg = f"features file not found: {source}"
@@ -90,6 +92,9 @@ class PrecomputedFeatures:
         frame = self._frame
         per_asset = frame.filter(pl.col(ASSET_ID).is_not_null())
         market = frame.filter(pl.col(ASSET_ID).is_null())
+        if per_asset.height:
+            ids = id_kind(per_asset[ASSET_ID].to_arrow().type, self._name)
+            same_id_kind(ids, self._name, calendar.id_kind, calendar.prices)
         index = {a: k for k, a in enumerate(calendar.assets.tolist())}
         by_asset: dict[str, np.ndarray] = {}
         if per_asset.height:
@@ -140,6 +145,9 @@ def _epoch_us(stamps: pl.Series) -> pl.Series:
     kind = stamps.dtype
     if not isinstance(kind, pl.Datetime):
         msg = f"features: column '{stamps.name}' must be a datetime, found {kind}"
+        raise DataError(msg)
+    if kind.time_unit == "ns" and (stamps.dt.epoch("ns") % 1000 != 0).any():
+        msg = f"features: column '{stamps.name}' has values finer than a microsecond"
         raise DataError(msg)
     if kind.time_zone is None:
         stamps = stamps.dt.replace_time_zone(UTC)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ml4t_pipeline.engine.feed.columns import same_id_kind
 from ml4t_pipeline.engine.feed.context import context_as_of
 from ml4t_pipeline.engine.feed.coords import (
     KnownRows,
@@ -30,7 +31,15 @@ from ml4t_pipeline.engine.feed.listings import Delistings, delistings
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel, carry_forward, check_bars, scatter
 from ml4t_pipeline.engine.feed.tables import Source, Table
 from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.keys import AVAILABLE_AT, KEY_COLUMNS, OHLC, TIMESTAMP, VOLUME, to_micros
+from ml4t_pipeline.keys import (
+    AVAILABLE_AT,
+    KEY_COLUMNS,
+    OHLC,
+    TIMESTAMP,
+    VOLUME,
+    to_datetime,
+    to_micros,
+)
 
 DEFAULT_MAX_CHUNK_CELLS = 60_000_000
 
@@ -86,6 +95,14 @@ class MarketData:
             self._signals, signal_columns, (*KEY_COLUMNS, AVAILABLE_AT)
         )
         self.context_columns = self._pick(self._context, context_columns, (TIMESTAMP,))
+        ids = self._prices.id_kind()
+        if self._signals is not None:
+            same_id_kind(self._signals.id_kind(), self._signals.name, ids, self._prices.name)
+        if extra_assets:
+            integer = all(isinstance(a, int | np.integer) for a in extra_assets)
+            text = all(isinstance(a, str) for a in extra_assets)
+            kind = "integer" if integer else "text" if text else "mixed"
+            same_id_kind(kind, "the saved state", ids, self._prices.name)
 
         self._eager = self._prices.num_rows <= max_chunk_cells
         self._price_columns = list(OHLC)
@@ -105,7 +122,9 @@ class MarketData:
         universe_parts = [values for values, _ in assets]
         if extra_assets:
             universe_parts.append(np.asarray(list(extra_assets)))
-        self.calendar = Calendar(timestamps=calendar_ts, assets=universe(universe_parts))
+        self.calendar = Calendar(
+            timestamps=calendar_ts, assets=universe(universe_parts), prices=self._prices.name
+        )
         self.calendar.timestamps.flags.writeable = False
         self.calendar.assets.flags.writeable = False
         n_rows_read = sum(ts.shape[0] for ts in stamps)
@@ -157,7 +176,34 @@ class MarketData:
         if AVAILABLE_AT in signals.columns:
             return known_rows(signals, self.calendar.timestamps, self.calendar.assets)
         stamps, assets = read_keys(signals)
-        return self._coordinates(stamps, assets, sum(s.shape[0] for s in stamps))
+        coords = self._coordinates(stamps, assets, sum(s.shape[0] for s in stamps))
+        if not np.any(coords.bar >= 0):
+            self._refuse_unmatched(signals, stamps)
+        return coords
+
+    def _refuse_unmatched(self, signals: Table, stamps: list[np.ndarray]) -> None:
+        """Signals with rows inside the run's span of which none falls on a price bar of its
+        asset: every signal would read NaN. Most often the two files' timestamps were written
+        in different time zones (midnight New York is 05:00 UTC)."""
+        bars = self.calendar.timestamps
+        ts = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
+        inside = ts[(ts >= bars[0]) & (ts <= bars[-1])]
+        if inside.shape[0] == 0:
+            return  # nothing in the run's span (e.g. another month): no signal, as written
+        zones = signals.time_zone(), self._prices.time_zone()
+        hint = (
+            f"; its timestamps are stored in {zones[0] or 'no time zone'}, the prices' in "
+            f"{zones[1] or 'no time zone'}: write both at the same instants (e.g. in UTC)"
+            if zones[0] != zones[1]
+            else "; a signal row is read at the bar of its exact timestamp"
+        )
+        msg = (
+            f"{signals.name}: none of its {inside.shape[0]} row(s) between the first and the "
+            f"last bar falls on a price bar of {self._prices.name} for its asset, e.g. "
+            f"timestamp={to_datetime(int(inside[0]))} (first bar {to_datetime(int(bars[0]))})"
+            f"{hint}"
+        )
+        raise DataError(msg)
 
     @property
     def n_chunks(self) -> int:

@@ -70,6 +70,12 @@ class Calendar:
 
     timestamps: np.ndarray  # int64 us UTC
     assets: np.ndarray  # asset ids, sorted ascending (object for strings)
+    prices: str = "prices"  # the input the bars and assets come from, for messages
+
+    @property
+    def id_kind(self) -> str:
+        """Whether the asset ids are "text" or "integer" (`columns.id_kind`)."""
+        return "integer" if self.assets.dtype.kind in "iu" else "text"
 
     @property
     def n_assets(self) -> int:

@@ -17,13 +17,24 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ml4t_pipeline.engine.feed.columns import is_number, is_text
-from ml4t_pipeline.errors import DataError
-from ml4t_pipeline.keys import ASSET_ID
+from ml4t_pipeline.engine.feed.columns import id_kind, is_number, is_text
+from ml4t_pipeline.errors import DataError, shown
+from ml4t_pipeline.keys import ASSET_ID, TIMESTAMP
 
 Source: TypeAlias = str | Path | pl.DataFrame | pl.LazyFrame | pa.Table
 """An input: a Parquet path, or a frame already in memory."""
 BATCH_ROWS = 1 << 20
+
+
+def _refuse_repeated_names(schema: pa.Schema, name: str) -> None:
+    """Two columns of one name: which one a reader gets is arbitrary, so neither is read."""
+    repeated = sorted({n for n in schema.names if schema.names.count(n) > 1})
+    if repeated:
+        msg = (
+            f"{name}: column name(s) {', '.join(shown(n) for n in repeated)} appear more than "
+            "once; every column needs its own name"
+        )
+        raise DataError(msg)
 
 
 class Table:
@@ -42,6 +53,7 @@ class Table:
             try:
                 self._file = pq.ParquetFile(path)
                 schema = self._file.schema_arrow
+                _refuse_repeated_names(schema, self.name)
                 if self._text_ids(schema):
                     self._file = pq.ParquetFile(  # (the footer already read is reused)
                         path, read_dictionary=[ASSET_ID], metadata=self._file.metadata
@@ -56,6 +68,7 @@ class Table:
                 source = source.to_arrow()
             self._table = source
             schema = source.schema
+            _refuse_repeated_names(schema, self.name)
         self.schema: pa.Schema = schema
         self.columns: tuple[str, ...] = tuple(schema.names)
         self._preloaded: list[pa.RecordBatch] | None = None
@@ -63,6 +76,15 @@ class Table:
     @staticmethod
     def _text_ids(schema: pa.Schema) -> bool:
         return ASSET_ID in schema.names and is_text(schema.field(ASSET_ID).type)
+
+    def id_kind(self) -> str:
+        """Whether the asset_id column holds "text" or "integer" ids (`columns.id_kind`)."""
+        return id_kind(self.schema.field(ASSET_ID).type, self.name)
+
+    def time_zone(self) -> str | None:
+        """The time zone the timestamp column is stored in (None: naive, or a date)."""
+        kind = self.schema.field(TIMESTAMP).type
+        return kind.tz if pa.types.is_timestamp(kind) else None
 
     @property
     def num_rows(self) -> int:
