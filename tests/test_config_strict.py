@@ -129,6 +129,10 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         },
         "execution.commission.minimun",
     ),
+    "commission_rate_and_model": (
+        {"execution.commission": {"model": "per_order", "per_order": 1.0}},
+        "execution: give commission_rate",
+    ),
     "commission_rate_inf": (
         {
             "execution.commission_rate": DROP,

@@ -61,6 +61,7 @@ def run_backtest(
         providers.insert(0, PrecomputedFeatures(config.data.features))
     in_signals = _columns(signals)
     _check_named_columns(strategy, rules, _per_asset_columns(in_signals, providers))
+    _check_context_columns(strategy, rules, _market_columns(_columns(context), providers))
     if signal_columns is None:
         wanted = strategy.required_signals()
         if wanted is not None:
@@ -133,6 +134,48 @@ def _check_named_columns(
             msg = (
                 f"{_where(owner, obj, name)} = {name!r} is not a column of the signals or "
                 f"features; available: {shown(sorted(per_asset)) if per_asset else 'none'}"
+            )
+            raise ConfigError(msg)
+
+
+def _market_columns(
+    in_context: set[str] | None, providers: Sequence[FeatureProvider]
+) -> set[str] | None:
+    """The market-wide columns a run can read: the context's, and any feature provider's
+    (None: cannot tell)."""
+    if in_context is None:
+        return None
+    columns = in_context - _KEYS
+    for provider in providers:
+        if isinstance(provider, PrecomputedFeatures):
+            columns |= set(provider.columns)
+        elif isinstance(provider, CallableFeatures):
+            columns |= set(provider.functions)
+        else:
+            return None
+    return columns
+
+
+def _check_context_columns(
+    strategy: Strategy, rules: Sequence[RiskRule], market: set[str] | None
+) -> None:
+    """Every market-wide column the strategy or a rule reads (`required_context`) exists."""
+    if market is None:
+        return
+    named: list[tuple[str, object, str]] = [
+        ("strategy", strategy, name) for name in strategy.required_context()
+    ]
+    for k, rule in enumerate(rules):
+        named += [(f"risk[{k}]", rule, name) for name in rule.required_context()]
+    for owner, obj, name in named:
+        if name not in market:
+            if owner == "strategy":  # a built-in's filter names its column in `vix`
+                key = "strategy.params.max_vix" if getattr(obj, "vix", None) == name else owner
+            else:
+                key = f"{owner}.feature" if getattr(obj, "feature", None) == name else owner
+            msg = (
+                f"{key} reads the market-wide column {name!r}, which is not in the context; "
+                f"available: {shown(sorted(market)) if market else 'none (no context file)'}"
             )
             raise ConfigError(msg)
 

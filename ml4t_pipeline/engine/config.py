@@ -111,6 +111,12 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "execution", _EXECUTION)
+        if self.commission is not None and self.commission_rate != 0.0:
+            msg = (
+                "execution: give commission_rate (a percent of notional) or a commission model, "
+                f"not both (commission_rate={self.commission_rate!r} would be ignored)"
+            )
+            raise ConfigError(msg)
 
     def commission_model(self) -> CommissionModel:
         if self.commission is None:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ml4t_pipeline.engine import MarketEvent, OrderType, RiskContext, RiskManager, Strategy
 from ml4t_pipeline.engine.risk.rules import StopLoss, VolatilityStop
 from ml4t_pipeline.engine.strategy.views import ContextView
+from ml4t_pipeline.errors import ConfigError
 from tests.engine.conftest import (
     Order,
     Scripted,
@@ -493,12 +494,19 @@ def test_regime_blocks_entries_rejects_undecidable_and_exits_all(tmp_path: Path)
     ]
 
 
-def test_regime_without_any_context_rejects_every_entry(tmp_path: Path) -> None:
+def test_regime_without_its_context_column_is_a_config_error(tmp_path: Path) -> None:
     prices = panel(A=[flat(100)] * 3)
     cfg = config(tmp_path, risk=[{"rule": "regime", "threshold": 30.0}])
-    result = run(cfg, Scripted({0: [Order(asset="A", qty=1)]}), prices, tmp_path / "out")
-    assert result.fills.height == 0
-    assert col(result.rejections, "reason") == ["risk_undecidable"]
+    with pytest.raises(ConfigError, match=r"risk\[0\]\.feature reads the market-wide column 'vix'"):
+        run(cfg, Scripted({0: [Order(asset="A", qty=1)]}), prices, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"available: \['spx'\]"):
+        run(
+            cfg,
+            Scripted({}),
+            prices,
+            tmp_path / "out",
+            context=context(spx=[1.0, 2.0, 3.0]),
+        )
 
 
 def test_regime_lets_exits_through_while_blocking_entries(tmp_path: Path) -> None:

@@ -258,6 +258,10 @@ class RiskRule(Protocol):
         loads them with the strategy's)."""
         ...
 
+    def required_context(self) -> Sequence[str]:
+        """Market-wide context columns the rule reads through `RiskContext.market`."""
+        ...
+
     def get_state(self) -> np.ndarray | None:
         """What the rule carries into a chained run: float64 values aligned with the run's
         assets, or None when it keeps no state. The engine saves them by asset id."""
@@ -303,6 +307,9 @@ class BaseRule:
         return []
 
     def required_signals(self) -> Sequence[str]:
+        return ()
+
+    def required_context(self) -> Sequence[str]:
         return ()
 
     def get_state(self) -> np.ndarray | None:

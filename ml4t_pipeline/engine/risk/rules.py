@@ -278,6 +278,9 @@ class RegimeRule(CheckedRule):
     name: str = "regime"
     priority: int = 0
 
+    def required_context(self) -> Sequence[str]:
+        return (self.feature,)
+
     def _value(self, ctx: RiskContext) -> float:
         return float(ctx.market.get(self.feature, np.nan))
 

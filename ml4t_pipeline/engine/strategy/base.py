@@ -63,6 +63,10 @@ class Strategy:
         """Signal columns this strategy reads; None means every numeric column."""
         return None
 
+    def required_context(self) -> Sequence[str]:
+        """Market-wide context columns this strategy reads (checked before the run)."""
+        return ()
+
     def __init__(self, **params: Any) -> None:
         self.params = params
         self._account: AccountView = _NOT_RUNNING

@@ -96,6 +96,9 @@ class TopKRotation(Strategy):
     def required_signals(self) -> Sequence[str]:
         return (self.score,)
 
+    def required_context(self) -> Sequence[str]:
+        return (self.vix,) if math.isfinite(self.max_vix) else ()
+
     def on_timestamp_batch(
         self, timestamp: dt.datetime, batch: Batch, context: ContextView
     ) -> None:
