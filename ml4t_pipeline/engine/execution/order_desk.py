@@ -8,6 +8,7 @@ through the desk only: it has no handle on matching, booking or the ledger's wri
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 from itertools import repeat
 from typing import Any
@@ -47,11 +48,17 @@ class OrderDesk:
         self.new_orders: list[Order] = []  # this bar's orders, in submission order
         self.cancels: list[int] = []  # ids the strategy cancelled at this close
         self.placed_timed = False  # one of this bar's orders has a time in force
-        self._working: Callable[[], list[Order]] = list  # the broker's working orders
+        self._read_working: Callable[[], Callable[[], list[Order]] | None] = lambda: list
 
     def read_working(self, working: Callable[[], list[Order]]) -> None:
-        """Where the desk reads the working orders from (the broker, which owns them)."""
-        self._working = working
+        """Where the desk reads the working orders from: a method of the broker, which owns
+        them. Held weakly: the broker holds the desk, and a cycle between them would keep a
+        finished run's arrays alive until the garbage collector's next full pass."""
+        self._read_working = weakref.WeakMethod(working)
+
+    def _working(self) -> list[Order]:
+        read = self._read_working()
+        return read() if read is not None else []
 
     def open_orders(self, asset: int | None = None) -> list[Order]:
         """The strategy's own orders still open: working, or placed at this close (not those
