@@ -103,14 +103,32 @@ def _per_asset_columns(
     in_signals: set[str] | None, providers: Sequence[FeatureProvider]
 ) -> set[str] | None:
     """The per-asset columns a run can read: signals and features (None: cannot tell)."""
-    if in_signals is None:
+    return _readable(in_signals, providers, market=False)
+
+
+def _market_columns(
+    in_context: set[str] | None, providers: Sequence[FeatureProvider]
+) -> set[str] | None:
+    """The market-wide columns a run can read: the context's, and any feature provider's
+    (None: cannot tell)."""
+    return _readable(in_context, providers, market=True)
+
+
+def _readable(
+    in_file: set[str] | None, providers: Sequence[FeatureProvider], *, market: bool
+) -> set[str] | None:
+    """An input file's columns and the feature providers' (callable features split into
+    per-asset and market-wide ones); None when a source cannot tell before the run."""
+    if in_file is None:
         return None
-    columns = in_signals - _KEYS
+    columns = in_file - _KEYS
     for provider in providers:
         if isinstance(provider, PrecomputedFeatures):
             columns |= set(provider.columns)
         elif isinstance(provider, CallableFeatures):
-            columns |= set(provider.functions) - provider.market
+            columns |= (
+                set(provider.functions) if market else set(provider.functions) - provider.market
+            )
         else:  # a provider of its own kind: its columns are known only once it runs
             return None
     return columns
@@ -136,24 +154,6 @@ def _check_named_columns(
                 f"features; available: {shown(sorted(per_asset)) if per_asset else 'none'}"
             )
             raise ConfigError(msg)
-
-
-def _market_columns(
-    in_context: set[str] | None, providers: Sequence[FeatureProvider]
-) -> set[str] | None:
-    """The market-wide columns a run can read: the context's, and any feature provider's
-    (None: cannot tell)."""
-    if in_context is None:
-        return None
-    columns = in_context - _KEYS
-    for provider in providers:
-        if isinstance(provider, PrecomputedFeatures):
-            columns |= set(provider.columns)
-        elif isinstance(provider, CallableFeatures):
-            columns |= set(provider.functions)
-        else:
-            return None
-    return columns
 
 
 def _check_context_columns(

@@ -226,24 +226,7 @@ class Broker:
         held = [a for a in assets.tolist() if qty.item(a) != 0]
         if not held:
             return
-        n = len(held)
-        first = self.desk.take_ids(n)
-        exits = orders_from_columns(
-            {
-                "order_id": range(first, first + n),
-                "asset": held,
-                "qty": [-qty.item(a) for a in held],
-                "order_type": repeat(MARKET, n),
-                "limit_price": repeat(_NAN, n),
-                "stop_price": repeat(_NAN, n),
-                "trail_pct": repeat(_NAN, n),
-                "trail_ref": repeat(_NAN, n),
-                "created_bar": repeat(self.clock.bar, n),
-                "reason": repeat(int(OrderReason.DELISTED), n),
-                "rule": repeat(-1, n),
-                **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
-            }
-        )
+        exits = self.desk.market_orders(held, [-qty.item(a) for a in held], OrderReason.DELISTED)
         self.order_log += exits
         close = self.clock.panel.close[self.clock.row]  # a cash-out: not bound by volume
         self._execute([(o, close.item(o.asset)) for o in exits], context, volume_bound=False)

@@ -182,13 +182,26 @@ class OrderDesk:
         rules: np.ndarray | None = None,
     ) -> None:
         """Market orders for `assets` (signed `qty`), numbered in the order given."""
-        n = int(assets.shape[0])
+        self.new_orders += self.market_orders(
+            assets.tolist(), qty.tolist(), reason, None if rules is None else rules.tolist()
+        )
+
+    def market_orders(
+        self,
+        assets: list[int],
+        qty: list[int],
+        reason: OrderReason,
+        rules: list[int] | None = None,
+    ) -> list[Order]:
+        """Market orders for `assets` (signed `qty`), numbered in the order given, created at
+        this bar; handed back, not placed (the broker executes an exit it makes at once)."""
+        n = len(assets)
         first = self.take_ids(n)
-        self.new_orders += orders_from_columns(
+        return orders_from_columns(
             {
                 "order_id": range(first, first + n),
-                "asset": assets.tolist(),
-                "qty": qty.tolist(),
+                "asset": assets,
+                "qty": qty,
                 "order_type": repeat(MARKET, n),
                 "limit_price": repeat(_NAN, n),
                 "stop_price": repeat(_NAN, n),
@@ -196,7 +209,7 @@ class OrderDesk:
                 "trail_ref": repeat(_NAN, n),
                 "created_bar": repeat(self.clock.bar, n),
                 "reason": repeat(int(reason), n),
-                "rule": rules.tolist() if rules is not None else repeat(-1, n),
+                "rule": rules if rules is not None else repeat(-1, n),
                 **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
             }
         )
