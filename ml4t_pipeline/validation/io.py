@@ -70,10 +70,14 @@ def _check_parquet_bytes(path: Path, file: str) -> None:
 
 
 def _normalise_times(df: pl.DataFrame, file: str, *, role: str) -> pl.DataFrame:
-    """Datetime columns to UTC microseconds; the role's time columns must be datetimes."""
+    """Datetime columns to UTC microseconds; the role's time columns must be datetimes or
+    dates (a date reads as its midnight UTC, in validation as in the engine)."""
     time_columns = (TIMESTAMP,) if role == "prices" else (TIMESTAMP, AVAILABLE_AT)
     for name in time_columns:
         dtype = df.schema.get(name)
+        if dtype == pl.Date:  # a date is its midnight UTC, as the engine reads it
+            df = df.with_columns(pl.col(name).cast(pl.Datetime(TIME_UNIT)))
+            continue
         if dtype is not None and not isinstance(dtype, pl.Datetime):
             failure = Failure(
                 file=file,

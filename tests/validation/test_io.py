@@ -185,3 +185,47 @@ def test_unknown_role_is_a_config_error(tmp_path: Path) -> None:
 def test_rule_names_are_stable() -> None:
     assert Rule.HIGH_BELOW_LOW.value == "high_below_low"
     assert Rule("look_ahead") is Rule.LOOK_AHEAD
+
+
+def test_date_timestamps_read_as_midnight_utc_in_validation_and_in_the_engine(
+    tmp_path: Path,
+) -> None:
+    """A `Date` column is its midnight UTC for `validate` as for the backtest (it used to be
+    refused by one and accepted by the other)."""
+    from ml4t_pipeline.engine import run_backtest, run_config_from_dict
+
+    prices = make_prices()
+    dated = prices.with_columns(pl.col("timestamp").dt.date())
+    dated.write_parquet(tmp_path / "dated.parquet")
+    prices.write_parquet(tmp_path / "timed.parquet")
+    signals = dated.select("timestamp", "asset_id", ml_score=pl.lit(0.7))
+    signals.write_parquet(tmp_path / "signals.parquet")
+
+    read = read_input(tmp_path / "dated.parquet", role="prices")
+    assert read.schema["timestamp"] == pl.Datetime("us", "UTC")
+    assert read.get_column("timestamp").equals(prices.get_column("timestamp"))
+    assert (
+        read_input(tmp_path / "signals.parquet", role="signals")
+        .get_column("timestamp")
+        .equals(prices.get_column("timestamp"))
+    )
+    report = validate_inputs(
+        prices=tmp_path / "dated.parquet", signals=tmp_path / "signals.parquet"
+    )
+    assert report.failures == ()
+
+    def equity(prices_file: str) -> pl.DataFrame:
+        cfg = run_config_from_dict(
+            {
+                "data": {
+                    "prices": str(tmp_path / prices_file),
+                    "signals": str(tmp_path / "signals.parquet"),
+                },
+                "strategy": {"name": "signal_threshold", "params": {"qty": 10}},
+            }
+        )
+        return run_backtest(cfg).equity
+
+    dated_equity = equity("dated.parquet")
+    assert dated_equity.equals(equity("timed.parquet"))
+    assert dated_equity.height == 6
