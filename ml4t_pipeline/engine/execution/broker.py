@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from itertools import repeat
 
 import numpy as np
 
@@ -26,19 +25,16 @@ from ml4t_pipeline.engine.execution.fills import (
 from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import (
-    BARS,
-    DAY,
-    ENGINE_ORDER,
     GTC,
     MARKET,
-    MAX_QTY,
     SIGNAL,
     STOP,
     Order,
     Orders,
     match,
-    orders_from_columns,
+    split_expired,
 )
+from ml4t_pipeline.engine.execution.volume import VolumeBook
 from ml4t_pipeline.engine.risk.context import RiskContext
 from ml4t_pipeline.engine.risk.manager import RiskManager, Triggered
 
@@ -73,8 +69,7 @@ class Broker:
         self.clock = clock
         self.no_bar_waits = no_bar_waits  # an order without a bar waits for the asset's next one
         self.rest_waits = rest_waits  # what the bar's volume left of an order keeps working
-        self._volume_used: dict[int, int] = {}  # shares each asset traded in `_volume_bar`
-        self._volume_bar = -1
+        self.volume = VolumeBook(rules.max_participation)  # what the bars' volume allows
         self.delisted = set(delisted)  # assets whose bars have ended: orders for them are refused
         self.desk = desk  # where this bar's new orders come from
         self.rules = rules
@@ -106,8 +101,8 @@ class Broker:
         else:  # market orders only: they fill at the open
             orders, self.working = self.working, []
             closed_by_exits = self._execute(self._priced(orders, p.open, i), context)
-            if closed_by_exits and self.working:  # what waits (no bar, volume) may be stale
-                self._cancel_stopped(closed_by_exits)
+            if closed_by_exits:  # what still waits (no bar, volume) may now be stale
+                self._stopped_out(closed_by_exits)
             return
         book = Orders.from_rows(self.working)
         a = book.asset
@@ -141,23 +136,14 @@ class Broker:
     def fill_protective_exits(self, hits: Triggered, context: ContextFactory) -> None:
         """2. Close the positions whose stop or take-profit level the bar crossed, at the
         level (gap-aware price), then cancel what the position's own orders would now do."""
-        n = len(hits.asset)
-        first = self.desk.take_ids(n)
-        exits = orders_from_columns(
-            {
-                "order_id": range(first, first + n),
-                "asset": hits.asset,
-                "qty": [-self.ledger.qty.item(a) for a in hits.asset],
-                "order_type": repeat(STOP, n),
-                "limit_price": repeat(_NAN, n),
-                "stop_price": hits.price,  # the level the bar crossed
-                "trail_pct": repeat(_NAN, n),
-                "trail_ref": repeat(_NAN, n),
-                "created_bar": repeat(self.clock.bar, n),
-                "reason": hits.reason,
-                "rule": hits.rule,
-                **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
-            }
+        assets = hits.asset
+        exits = self.desk.engine_orders(
+            assets,
+            [-self.ledger.qty.item(a) for a in assets],
+            order_type=STOP,
+            stop_price=hits.price,  # the level the bar crossed
+            reasons=hits.reason,
+            rules=hits.rule,
         )
         self.order_log += exits
         closed = self._execute(list(zip(exits, hits.price, strict=True)), context)
@@ -252,24 +238,10 @@ class Broker:
         return priced
 
     def _expire(self, today: int) -> None:
-        """Working orders whose time in force ran out before this bar end `expired`: a
-        `bars=N` order after its N-th bar, a `day` order once a bar of a later UTC date comes
-        (a day order meeting its first bar takes that bar's date as its day)."""
-        bar = self.clock.bar
-        kept, expired = [], []
-        for o in self.working:
-            if o.tif == DAY:
-                if o.expires < 0:
-                    o = o._replace(expires=today)
-                elif today > o.expires:
-                    expired.append(o)
-                    continue
-            elif o.tif == BARS and bar > o.expires:
-                expired.append(o)
-                continue
-            kept.append(o)
-        self.working = kept
-        self.timed = any(o.tif != GTC for o in kept)
+        """Working orders whose time in force ran out before this bar end `expired`
+        (`orders.split_expired`)."""
+        self.working, expired = split_expired(self.working, self.clock.bar, today)
+        self.timed = any(o.tif != GTC for o in self.working)
         if expired:
             self._reject(expired, RejectReason.EXPIRED)
 
@@ -294,7 +266,7 @@ class Broker:
         An exit (an order a rule made) closes what is held when it fills, never more: it
         never flips a position. Where the bar's volume bounds fills (`volume_bound` and the
         fill rules say so), an order takes at most what is left of its asset's share of the
-        bar (`_volume_room`); the rest waits for the next bar or is rejected by policy. The
+        bar (`VolumeBook.room`); the rest waits for the next bar or is rejected by policy. The
         risk manager hears of the positions opened and closed.
         Returns the positions exits closed (asset -> the exit bought)."""
         if len(matched) > 1:
@@ -330,7 +302,7 @@ class Broker:
                     if allowed == 0:
                         continue
                     order = order._replace(qty=allowed)
-                room = self._volume_room(a, volume.item(i, a))
+                room = self.volume.room(bar, a, volume.item(i, a))
                 if abs(order.qty) > room:
                     rest = order.qty - (room if order.qty > 0 else -room)
                     self._left_over(order, rest, refused)
@@ -356,7 +328,7 @@ class Broker:
                     else:
                         closed.append(a)
                 if bounded:
-                    self._volume_used[a] = self._volume_used.get(a, 0) + abs(fill.qty)
+                    self.volume.took(a, abs(fill.qty))
             if watch_cash and ledger.cash < 0:  # a cover, an exit or a sell's fee
                 self.negative_cash_fills.append(order.order_id)
         if refused:
@@ -370,20 +342,6 @@ class Broker:
                 np.array(closed, dtype=np.int64) if closed else _NO_ASSETS,
             )
         return closed_by_exits
-
-    def _volume_room(self, asset: int, volume: float) -> int:
-        """The shares `asset` may still trade in this bar: `max_participation` of its volume
-        (all of it without a cap) less what its fills of the bar took; nothing on a bar
-        whose volume is zero or unknown."""
-        bar = self.clock.bar
-        if self._volume_bar != bar:
-            self._volume_used.clear()
-            self._volume_bar = bar
-        if not volume > 0:  # zero or NaN: nothing trades, and no fill comes at zero impact
-            return 0
-        share = self.rules.max_participation
-        room = MAX_QTY if share is None else math.floor(share * volume)
-        return max(room - self._volume_used.get(asset, 0), 0)
 
     def _left_over(
         self, order: Order, rest: int, refused: list[tuple[Order, RejectReason]]

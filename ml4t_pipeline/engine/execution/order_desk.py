@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import repeat
 from typing import Any
 
@@ -196,20 +196,42 @@ class OrderDesk:
         """Market orders for `assets` (signed `qty`), numbered in the order given, created at
         this bar; handed back, not placed (the broker executes an exit it makes at once)."""
         n = len(assets)
+        return self.engine_orders(
+            assets,
+            qty,
+            order_type=MARKET,
+            stop_price=repeat(_NAN, n),
+            reasons=repeat(int(reason), n),
+            rules=rules if rules is not None else repeat(-1, n),
+        )
+
+    def engine_orders(
+        self,
+        assets: list[int],
+        qty: list[int],
+        *,
+        order_type: int,
+        stop_price: Iterable[float],
+        reasons: Iterable[int],
+        rules: Iterable[int],
+    ) -> list[Order]:
+        """Orders the engine itself makes (rule exits, protective exits at their level,
+        delisting closes): numbered in the order given, created at this bar, handed back."""
+        n = len(assets)
         first = self.take_ids(n)
         return orders_from_columns(
             {
                 "order_id": range(first, first + n),
                 "asset": assets,
                 "qty": qty,
-                "order_type": repeat(MARKET, n),
+                "order_type": repeat(order_type, n),
                 "limit_price": repeat(_NAN, n),
-                "stop_price": repeat(_NAN, n),
+                "stop_price": stop_price,
                 "trail_pct": repeat(_NAN, n),
                 "trail_ref": repeat(_NAN, n),
                 "created_bar": repeat(self.clock.bar, n),
-                "reason": repeat(int(reason), n),
-                "rule": rules if rules is not None else repeat(-1, n),
+                "reason": reasons,
+                "rule": rules,
                 **{name: repeat(value, n) for name, value in ENGINE_ORDER.items()},
             }
         )

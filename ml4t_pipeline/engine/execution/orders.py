@@ -104,6 +104,25 @@ def open_order(order: Order, asset_id: Any) -> OpenOrder:
     )
 
 
+def split_expired(orders: list[Order], bar: int, today: int) -> tuple[list[Order], list[Order]]:
+    """(still working, expired) of `orders` at the start of `bar`, whose UTC day is `today`:
+    a `bars=N` order expires after its N-th bar, a `day` order once a bar of a later UTC date
+    comes (a day order meeting its first bar takes that bar's date as its day)."""
+    kept, expired = [], []
+    for o in orders:
+        if o.tif == DAY:
+            if o.expires < 0:
+                o = o._replace(expires=today)
+            elif today > o.expires:
+                expired.append(o)
+                continue
+        elif o.tif == BARS and bar > o.expires:
+            expired.append(o)
+            continue
+        kept.append(o)
+    return kept, expired
+
+
 def parse_time_in_force(value: str, bar: int) -> tuple[int, int]:
     """`time_in_force` of an order placed at the close of `bar` -> (`tif`, `expires`).
 
