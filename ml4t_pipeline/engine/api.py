@@ -140,13 +140,11 @@ def _check_named_columns(
     per_asset: set[str] | None,
 ) -> None:
     """Every column the strategy or a rule names is in the inputs."""
-    named: list[tuple[str, object, str]] = [
-        ("strategy", strategy, name) for name in strategy.required_signals() or ()
-    ]
-    for k, rule in enumerate(rules):
-        named += [(f"risk[{k}]", rule, name) for name in rule.required_signals()]
     if per_asset is None:
         return
+    named = _named(
+        strategy, strategy.required_signals() or (), rules, [r.required_signals() for r in rules]
+    )
     for owner, obj, name in named:
         if name not in per_asset:
             msg = (
@@ -162,11 +160,9 @@ def _check_context_columns(
     """Every market-wide column the strategy or a rule reads (`required_context`) exists."""
     if market is None:
         return
-    named: list[tuple[str, object, str]] = [
-        ("strategy", strategy, name) for name in strategy.required_context()
-    ]
-    for k, rule in enumerate(rules):
-        named += [(f"risk[{k}]", rule, name) for name in rule.required_context()]
+    named = _named(
+        strategy, strategy.required_context(), rules, [r.required_context() for r in rules]
+    )
     for owner, obj, name in named:
         if name not in market:
             if owner == "strategy":  # a built-in's filter names its column in `vix`
@@ -178,6 +174,20 @@ def _check_context_columns(
                 f"available: {shown(sorted(market)) if market else 'none (no context file)'}"
             )
             raise ConfigError(msg)
+
+
+def _named(
+    strategy: Strategy,
+    own: Sequence[str],
+    rules: Sequence[RiskRule],
+    per_rule: Sequence[Sequence[str]],
+) -> list[tuple[str, object, str]]:
+    """(owner, the object, column) of every column the strategy (`own`) and each rule
+    (`per_rule`) name; the owner is `strategy` or `risk[k]`, as in the config."""
+    named: list[tuple[str, object, str]] = [("strategy", strategy, name) for name in own]
+    for k, (rule, names) in enumerate(zip(rules, per_rule, strict=True)):
+        named += [(f"risk[{k}]", rule, name) for name in names]
+    return named
 
 
 def _where(owner: str, obj: object, name: str) -> str:

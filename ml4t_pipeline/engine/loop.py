@@ -119,7 +119,7 @@ class Engine:
         )
         if fill_rules.volume_bound and not data.has_volume:
             msg = (
-                f"{data.prices_name}: column 'volume' is needed (execution.max_participation or "
+                f"{data.calendar.prices}: column 'volume' is needed (execution.max_participation or "
                 "the volume_share slippage model bound fills by the bar's volume)"
             )
             raise DataError(msg)
@@ -135,7 +135,7 @@ class Engine:
             rest_waits=ex.on_volume_limit is VolumePolicy.WAIT,
             delisted=data.delistings.before.tolist() if self.closes_delisted else (),
         )
-        self.desk.read_working(self.broker.open_orders)
+        self.desk.read_working(self.broker.working_orders)
         # user code owns its state: restored through its own set_state
         if start.strategy_state is not None:
             self.strategy.set_state(start.strategy_state)

@@ -194,7 +194,7 @@ class Broker:
             self.working = [o for o in self.working if o.order_id not in gone]
         self._reject(sorted(placed + working, key=_order_id), RejectReason.CANCELLED)
 
-    def open_orders(self) -> list[Order]:
+    def working_orders(self) -> list[Order]:
         """The working orders, oldest first (read by the order desk for strategies)."""
         return self.working
 

@@ -154,10 +154,6 @@ class MarketData:
         """The panels carry the prices' volume column (else volume reads +inf)."""
         return VOLUME in self._price_columns
 
-    @property
-    def prices_name(self) -> str:
-        return self._prices.name
-
     @staticmethod
     def _pick(
         table: Table | None, wanted: Sequence[str] | None, exclude: Sequence[str]
