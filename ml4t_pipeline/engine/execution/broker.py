@@ -294,21 +294,10 @@ class Broker:
                     order = order._replace(qty=-held)
                 exit_buys = held < 0
             if bounded:  # the volume bounds what the account rules allow of the order
-                if order.qty < 0 and not rules.allow_short and order.qty < -max(held, 0):
-                    allowed = -max(held, 0)  # long only: what would open a short never will
-                    refused.append(
-                        (order._replace(qty=order.qty - allowed), RejectReason.SHORT_NOT_ALLOWED)
-                    )
-                    if allowed == 0:
-                        continue
-                    order = order._replace(qty=allowed)
-                room = self.volume.room(bar, a, volume.item(i, a))
-                if abs(order.qty) > room:
-                    rest = order.qty - (room if order.qty > 0 else -room)
-                    self._left_over(order, rest, refused)
-                    if room == 0:
-                        continue
-                    order = order._replace(qty=order.qty - rest)
+                bound = self._bound_by_volume(order, held, volume.item(i, a), refused)
+                if bound is None:
+                    continue
+                order = bound
             volume_now = volume.item(i, a) if slips else _NAN
             result = fill_order(order, price, held, cash, volume_now, bar, rules, slips)
             if not isinstance(result, tuple):  # (one check for the common case: fills)
@@ -342,6 +331,31 @@ class Broker:
                 np.array(closed, dtype=np.int64) if closed else _NO_ASSETS,
             )
         return closed_by_exits
+
+    def _bound_by_volume(
+        self,
+        order: Order,
+        held: int,
+        volume: float,
+        refused: list[tuple[Order, RejectReason]],
+    ) -> Order | None:
+        """`order` cut to what its asset's volume still allows in this bar, or None when
+        nothing of it trades now. Long only, the part that would open a short is refused
+        first (it never trades); what the volume leaves goes to `_left_over`."""
+        if order.qty < 0 and not self.rules.allow_short and order.qty < -max(held, 0):
+            allowed = -max(held, 0)
+            refused.append(
+                (order._replace(qty=order.qty - allowed), RejectReason.SHORT_NOT_ALLOWED)
+            )
+            if allowed == 0:
+                return None
+            order = order._replace(qty=allowed)
+        room = self.volume.room(self.clock.bar, order.asset, volume)
+        if abs(order.qty) <= room:
+            return order
+        rest = order.qty - (room if order.qty > 0 else -room)
+        self._left_over(order, rest, refused)
+        return order._replace(qty=order.qty - rest) if room else None
 
     def _left_over(
         self, order: Order, rest: int, refused: list[tuple[Order, RejectReason]]
