@@ -30,7 +30,9 @@ def _worker(workload: str) -> dict[str, float]:
 
     if workload == "w4":
         cfg = run.config("w4", run.ROTATION, [])
-        wall, rss, summary = run._one_process(cfg, run.DATA / "out" / "compare-w4")
+        # one output folder per checkout: each refuses a folder holding the other's files
+        tree = os.environ.get("PYTHONPATH", str(THIS)).replace(os.sep, "_").strip("_")
+        wall, rss, summary = run._one_process(cfg, run.DATA / "out" / f"compare-w4-{tree}")
         return {"loop_s": summary["engine_wall_s"], "wall_s": wall, "rss_mb": rss}
     if workload == "w4_engine":  # load + loop + result tables, in process
         measured = run.in_process(run.config("w4", run.ROTATION, []), 2)

@@ -426,6 +426,16 @@ def test_bad_action_files_are_refused_naming_column_and_rule(tmp_path: Path) -> 
     )
 
 
+def test_an_empty_actions_file_is_no_action(tmp_path: Path) -> None:
+    closes = {"A": _closes(16)}
+    empty = _actions([]).select("timestamp", "asset_id", "split_ratio")
+    assert read_corporate_actions(_write(tmp_path, "empty", empty)).height == 0
+    with_empty = _run(tmp_path, _bars(closes), [_buy(2, "A", 10)], actions=empty, tag="e")
+    without = _run(tmp_path, _bars(closes), [_buy(2, "A", 10)], tag="none")
+    assert with_empty.equity.equals(without.equity)
+    assert with_empty.actions.height == 0
+
+
 def test_a_dividend_in_cents_is_refused(tmp_path: Path) -> None:
     closes = _closes(14)
     with pytest.raises(DataError, match=r"dividend.*previous close.*cents"):
@@ -448,5 +458,5 @@ def test_date_typed_ex_dates_and_integer_ids(tmp_path: Path) -> None:
     result = _run(tmp_path, prices, plan, actions=actions)
     assert result.actions["qty_after"].to_list() == [200]
     text_ids = actions.with_columns(pl.lit("7").alias("asset_id"))
-    with pytest.raises(DataError, match="text ids but the prices hold integer"):
+    with pytest.raises(DataError, match="holds text ids but the prices holds integer ids"):
         _run(tmp_path, prices, plan, actions=text_ids, tag="mixed", check=False)

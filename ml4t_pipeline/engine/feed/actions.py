@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ml4t_pipeline.engine.feed.columns import asset_values, float_values, id_kind, timestamps_us
+from ml4t_pipeline.engine.feed.columns import (
+    asset_values,
+    float_values,
+    id_kind,
+    same_id_kind,
+    timestamps_us,
+)
 from ml4t_pipeline.engine.feed.coords import universe as sorted_ids
 from ml4t_pipeline.engine.feed.tables import Source, Table
 from ml4t_pipeline.errors import DataError, shown
@@ -40,6 +46,7 @@ class ActionRows:
     asset_id: np.ndarray  # the ids as written (object for text ids)
     split_ratio: np.ndarray  # float64, 1.0 where none
     dividend: np.ndarray  # float64, 0.0 where none
+    id_kind: str  # "text" or "integer" ids (`columns.id_kind`)
 
     @property
     def n_rows(self) -> int:
@@ -52,7 +59,7 @@ class ActionRows:
             {
                 TIMESTAMP: pl.Series(self.timestamp, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
                 ASSET_ID: pl.Series(
-                    ids, dtype=pl.Int64 if self.asset_id.dtype.kind in "iu" else pl.String
+                    ids, dtype=pl.Int64 if self.id_kind == "integer" else pl.String
                 ),
                 SPLIT_RATIO: self.split_ratio,
                 DIVIDEND: self.dividend,
@@ -90,7 +97,7 @@ def load_actions(source: Source, *, name: str | None = None) -> ActionRows:
             f"{label}: needs a '{SPLIT_RATIO}' or a '{DIVIDEND}' column (has {list(table.columns)})"
         )
         raise DataError(msg)
-    id_kind(table.schema.field(ASSET_ID).type, label)
+    kind = id_kind(table.schema.field(ASSET_ID).type, label)
     stamps: list[np.ndarray] = []
     ids: list[np.ndarray] = []
     values: dict[str, list[np.ndarray]] = {c: [] for c in present}
@@ -106,8 +113,9 @@ def load_actions(source: Source, *, name: str | None = None) -> ActionRows:
             values[c].append(float_values(batch.column(i), label, c))
     ts = np.concatenate(stamps) if stamps else np.empty(0, np.int64)
     asset = np.concatenate(ids) if ids else np.empty(0, np.int64)
-    ratio = np.concatenate(values[SPLIT_RATIO]) if SPLIT_RATIO in values else np.ones(ts.shape[0])
-    dividend = np.concatenate(values[DIVIDEND]) if DIVIDEND in values else np.zeros(ts.shape[0])
+    # (a file without rows has no batch: nothing to join, no action)
+    ratio = np.concatenate(values[SPLIT_RATIO]) if values.get(SPLIT_RATIO) else np.ones(ts.shape[0])
+    dividend = np.concatenate(values[DIVIDEND]) if values.get(DIVIDEND) else np.zeros(ts.shape[0])
     ratio = np.where(np.isnan(ratio), 1.0, ratio)  # null: no split
     dividend = np.where(np.isnan(dividend), 0.0, dividend)  # null: no dividend
     # (NaN read as null above; what is left that is not finite is +-inf)
@@ -140,6 +148,7 @@ def load_actions(source: Source, *, name: str | None = None) -> ActionRows:
         asset_id=asset,
         split_ratio=np.ascontiguousarray(ratio[order]),
         dividend=np.ascontiguousarray(dividend[order]),
+        id_kind=kind,
     )
 
 
@@ -189,16 +198,8 @@ class ActionBars:
         self.at_bar: dict[int, list[Action]] = {}
         if rows.n_rows == 0 or calendar.shape[0] == 0:
             return
-        if (universe.dtype.kind in "iu") != (rows.asset_id.dtype.kind in "iu"):
-            kinds = (
-                ("integer" if universe.dtype.kind in "iu" else "text"),
-                ("integer" if rows.asset_id.dtype.kind in "iu" else "text"),
-            )
-            msg = (
-                f"{rows.name}: column '{ASSET_ID}' holds {kinds[1]} ids but the prices hold "
-                f"{kinds[0]} ids, so no action could apply; write both with the same type"
-            )
-            raise DataError(msg)
+        prices_kind = "integer" if universe.dtype.kind in "iu" else "text"
+        same_id_kind(rows.id_kind, rows.name, prices_kind, "the prices")
         ts = rows.timestamp
         lower = int(calendar[0]) - 1 if after_us is None else after_us
         inside = (ts > lower) & (ts <= calendar[-1])
@@ -222,23 +223,11 @@ class ActionBars:
         return {b - lo: a for b, a in self.at_bar.items() if lo <= b < hi}
 
 
-def no_actions() -> ActionRows:
-    empty = np.empty(0)
-    return ActionRows(
-        name=ROLE,
-        timestamp=np.empty(0, np.int64),
-        asset_id=np.empty(0, np.int64),
-        split_ratio=empty,
-        dividend=empty,
-    )
-
-
 __all__ = [
     "ACTION_COLUMNS",
     "Action",
     "ActionBars",
     "ActionRows",
     "load_actions",
-    "no_actions",
     "read_corporate_actions",
 ]
