@@ -8,3 +8,6 @@ MONEY_RTOL = 1e-9
 MONEY_ATOL = 1e-6
 #: Fill prices may exceed the bar range by this relative amount (float round-off only).
 PRICE_RTOL = 1e-12
+#: A split's new share count within this relative distance of a whole number is that number
+#: (a 1:3 reverse split given as 0.333... leaves 100 of 300 shares, not 99 and cash).
+SPLIT_SHARES_RTOL = 1e-9
