@@ -101,6 +101,8 @@ def test_n_shares_with_actions_equal_the_split_adjusted_shares_on_every_bar(
     assert trades["splits"].to_list() == [2, 0, 1]
     assert trades["qty"].to_list() == [N * f for f in factors.values()]
     assert raw.summary()["corporate_actions"]["splits"] == 3
+    by_asset = raw.attribution.filter(pl.col("dimension") == "asset_id").sort("key")
+    assert by_asset.select("key", "splits").rows() == [("AAPL", 2), ("IBM", 0), ("MSFT", 1)]
 
 
 def test_dividends_match_the_split_adjusted_dividends_to_the_cent(
