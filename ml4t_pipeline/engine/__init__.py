@@ -16,6 +16,7 @@ from ml4t_pipeline.engine.config import (
 )
 from ml4t_pipeline.engine.enums import FillAt, OrderReason, OrderType, RejectReason, Side
 from ml4t_pipeline.engine.feed import MarketData, Panel
+from ml4t_pipeline.engine.feed.actions import read_corporate_actions
 from ml4t_pipeline.engine.feed.features import (
     CallableFeatures,
     FeatureProvider,
@@ -61,6 +62,7 @@ __all__ = [
     "attribution",
     "compute_metrics",
     "load_run_config",
+    "read_corporate_actions",
     "run_backtest",
     "run_config_from_dict",
 ]

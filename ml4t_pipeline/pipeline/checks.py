@@ -1,7 +1,8 @@
 """Blocking asset checks: input contracts, point-in-time features, and backtest bookkeeping.
 
 Input and feature checks call the validators of `ml4t_pipeline.validation` over every row and
-put each failure (file, column, rule, rows, examples) into the check's metadata. The backtest
+put each failure (file, column, rule, rows, examples) into the check's metadata; the
+corporate-actions contract reads the rows with the engine's own `read_corporate_actions`. The backtest
 checks re-derive the account from the stored tables. Every check here is blocking: an ERROR
 stops the assets downstream of the checked asset in the same run, and `feature_table` refuses
 to start in a later run unless the latest input checks passed (`require_passed_input_checks`).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.engine import OrderReason
+from ml4t_pipeline.engine import OrderReason, read_corporate_actions
 from ml4t_pipeline.engine.tolerances import MONEY_ATOL, MONEY_RTOL, PRICE_RTOL
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.pipeline.io_manager import TableSet
@@ -40,7 +41,7 @@ INPUT_CHECKS = {
     dg.AssetKey(f"validated_{role}"): dg.AssetCheckKey(
         dg.AssetKey(f"validated_{role}"), f"{role}_contract"
     )
-    for role in ("prices", "signals", "context")
+    for role in ("prices", "signals", "context", "corporate_actions")
 }
 PROTECTIVE_STOPS = frozenset(
     r.label for r in (OrderReason.STOP_LOSS, OrderReason.TRAILING_STOP, OrderReason.VOLATILITY_STOP)
@@ -121,6 +122,68 @@ def context_contract(
     return report_result(validate_context(context_frame, file=file, prices=prices))
 
 
+@dg.asset_check(
+    asset="validated_corporate_actions",
+    blocking=True,
+    description=(
+        "Corporate actions read as the engine reads them (read_corporate_actions): columns, "
+        "dtypes, keys, ratios and dividends; passes when the data directory has no file."
+    ),
+)
+def corporate_actions_contract(
+    corporate_actions: pl.DataFrame, data_dir: DataDirResource
+) -> dg.AssetCheckResult:
+    return corporate_actions_result(corporate_actions, file=str(data_dir.file("corporate_actions")))
+
+
+def corporate_actions_result(frame: pl.DataFrame, *, file: str) -> dg.AssetCheckResult:
+    """Pass if `read_corporate_actions` accepts the rows; its `DataError` is the failure.
+    No rows (the data directory has no actions file, or an empty one) pass: nothing applies,
+    and the backtest hands the engine no actions input."""
+    if frame.is_empty():
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="no corporate actions: none are applied",
+            metadata={"rows_checked": 0, "errors": 0, "splits": 0, "dividends": 0, "assets": 0},
+        )
+    try:
+        actions = read_corporate_actions(frame, name=file)
+    except DataError as exc:
+        record = dg.TableRecord(
+            {
+                "file": file,
+                "column": "",
+                "rule": "read_corporate_actions",
+                "severity": "error",
+                "n_rows": frame.height,
+                "examples": "",
+                "detail": str(exc),
+            }
+        )
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=str(exc),
+            metadata={
+                "rows_checked": frame.height,
+                "errors": 1,
+                "failures": dg.MetadataValue.table([record], schema=_FAILURE_SCHEMA),
+            },
+        )
+    return dg.AssetCheckResult(
+        passed=True,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "rows_checked": frame.height,
+            "errors": 0,
+            "splits": int((actions["split_ratio"] != 1.0).sum()),
+            "dividends": int((actions["dividend"] != 0.0).sum()),
+            "assets": actions["asset_id"].n_unique(),
+        },
+    )
+
+
 def require_passed_input_checks(instance: dg.DagsterInstance) -> None:
     """Raise `DataError` unless each input's latest materialization passed its contract check.
 
@@ -187,9 +250,16 @@ def _money_close(actual: pl.Expr, expected: pl.Expr) -> pl.Expr:
     return (actual - expected).abs() <= MONEY_ATOL + MONEY_RTOL * scale
 
 
+def action_cash(tables: TableSet) -> float:
+    """The cash corporate actions paid in the month (dividends, + for longs; cash in lieu of
+    split fractions), from its `actions` table; 0.0 for a run without an actions input."""
+    actions = tables.tables.get("actions")
+    return float(actions["cash"].sum()) if actions is not None else 0.0
+
+
 def ledger_breaches(tables: TableSet) -> list[Breach]:
     """equity == cash + positions_value on every bar, and the month's cash flows add up:
-    start cash - sum(signed fill notional) - sum(commission) == final cash."""
+    start cash - sum(signed fill notional) - sum(commission) + action cash == final cash."""
     equity = tables.tables["equity"]
     fills = tables.tables["fills"]
     start_cash = float(json.loads(tables.texts[PARTITION_FILE])["start_cash"])
@@ -208,17 +278,19 @@ def ledger_breaches(tables: TableSet) -> list[Breach]:
     flows = fills.select(
         (signed * pl.col("price")).sum().alias("notional"), pl.col("commission").sum()
     ).row(0)
-    expected = start_cash - float(flows[0] or 0.0) - float(flows[1] or 0.0)
+    paid = action_cash(tables)
+    expected = start_cash - float(flows[0] or 0.0) - float(flows[1] or 0.0) + paid
     final_cash = float(equity["cash"][-1]) if equity.height else start_cash
     scale = max(abs(expected), abs(final_cash), 1.0)
     if abs(final_cash - expected) > MONEY_ATOL + MONEY_RTOL * scale:
+        with_actions = " + corporate actions' cash" if "actions" in tables.tables else ""
         breaches.append(
             Breach(
                 rule="cash_reconciles",
                 n_rows=1,
                 detail=(
-                    f"start cash {start_cash!r} - signed notional - commissions = {expected!r}, "
-                    f"but final cash is {final_cash!r}"
+                    f"start cash {start_cash!r} - signed notional - commissions{with_actions} "
+                    f"= {expected!r}, but final cash is {final_cash!r}"
                 ),
             )
         )
@@ -352,7 +424,7 @@ def _partitioned_check_preview() -> Iterator[None]:
         yield
 
 
-INPUT_CONTRACTS = [prices_contract, signals_contract, context_contract]
+INPUT_CONTRACTS = [prices_contract, signals_contract, context_contract, corporate_actions_contract]
 
 
 def build_partitioned_checks(

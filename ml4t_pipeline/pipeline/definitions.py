@@ -5,8 +5,9 @@ Asset graph::
     raw_prices  -> validated_prices  --[prices_contract]--+
     raw_signals -> validated_signals --[signals_contract]-+-> feature_table --[no_look_ahead]-->
     raw_context -> validated_context --[context_contract]-+
-      backtest (chain_start -> run_engine) --[ledger_reconciles, no_nan_equity,
-      fills_inside_bars]--> trade_attribution
+    raw_corporate_actions -> validated_corporate_actions --[corporate_actions_contract]--+
+      feature_table + validated_corporate_actions -> backtest (chain_start -> run_engine)
+      --[ledger_reconciles, no_nan_equity, fills_inside_bars]--> trade_attribution
     backtest (all months of a universe) -> performance_summary
 
 Every check is blocking. Storage defaults to <DAGSTER_HOME>/storage/ml4t (or

@@ -1,7 +1,8 @@
 """Jobs and the monthly schedule.
 
-- `inputs_job`: register the raw files, read them, run the blocking contract checks. Run it
-  whenever the data directory changes; backtest runs refuse inputs whose checks did not pass.
+- `inputs_job`: register the raw files (and the optional corporate_actions.parquet, or its
+  absence), read them, run the blocking contract checks. Run it whenever the data directory
+  changes; backtest runs refuse inputs whose checks did not pass.
 - `backtest_job`: one (month, universe) partition of feature_table -> backtest ->
   trade_attribution, with their blocking checks, in one process. Months of a universe must
   run in order (each continues from the previous month's saved state).

@@ -79,6 +79,7 @@ def test_one_partition_runs_the_whole_chain_with_every_check_passing(chain: Chai
         "prices_contract",
         "signals_contract",
         "context_contract",
+        "corporate_actions_contract",  # passes without a corporate_actions.parquet
     }
     first = MonthKey(JAN, "core")
     run = chain.runs[first]

@@ -11,9 +11,11 @@ from ml4t_pipeline.pipeline.assets.backtest import backtest_asset
 from ml4t_pipeline.pipeline.assets.features import FEATURE_TABLE, feature_table_asset
 from ml4t_pipeline.pipeline.assets.inputs import (
     raw_context,
+    raw_corporate_actions,
     raw_prices,
     raw_signals,
     validated_context,
+    validated_corporate_actions,
     validated_prices,
     validated_signals,
 )
@@ -25,9 +27,11 @@ INPUT_ASSETS = [
     raw_prices,
     raw_signals,
     raw_context,
+    raw_corporate_actions,
     validated_prices,
     validated_signals,
     validated_context,
+    validated_corporate_actions,
 ]
 INPUT_ASSET_KEYS = [asset.key for asset in INPUT_ASSETS]
 BACKTEST_ASSET_KEYS = [dg.AssetKey(FEATURE_TABLE), BACKTEST, dg.AssetKey(TRADE_ATTRIBUTION)]

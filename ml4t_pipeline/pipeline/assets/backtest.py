@@ -5,6 +5,12 @@ in the first month, else the state saved by the previous month of the same unive
 must exist), and `run_engine` makes the one engine call. Because the state carries the global
 bar index, positions, pending orders, stops and strategy state, months run one by one give the
 same result, bit for bit, as one run over the whole period.
+
+With a corporate-actions file in the data directory, every month hands the engine all of its
+rows (`validated_corporate_actions`); the engine applies each action once, in the month whose
+bars reach its ex-date, and the state it saves carries the effects (shares, average prices,
+levels, orders) into the next month. The month's tables then include `actions`. Without the
+file the engine gets no actions input, as before it existed.
 """
 
 import hashlib
@@ -32,6 +38,7 @@ from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
 RESULT_TABLES = ("equity", "fills", "orders", "trades", "rejections")
+ACTIONS_TABLE = "actions"  # stored only for runs with a corporate-actions input
 TOP_TRADES = 10
 _WALL_CLOCK = ("wall_s", "bars_per_s")
 
@@ -162,6 +169,7 @@ def backtest_metadata(result: BacktestResult, start: ChainStart) -> dict[str, An
 @dg.op
 def run_engine(
     feature_table: pl.DataFrame,
+    corporate_actions: pl.DataFrame,
     start: ChainStart,
     backtest_config: BacktestConfigResource,
     store: ResultStore,
@@ -170,11 +178,13 @@ def run_engine(
     key = start.key
     config = backtest_config.run_config()
     frames = engine_frames(feature_table)
+    actions = corporate_actions if corporate_actions.height else None
     result = run_backtest(
         config,
         prices=frames.prices,
         signals=frames.signals,
         context=frames.context,
+        corporate_actions=actions,
         start=key.start,
         end=key.end,
         initial_state=start.state,
@@ -191,8 +201,11 @@ def run_engine(
     summary = {k: v for k, v in result.summary().items() if k not in _WALL_CLOCK}
     state_json = result.final_state.to_json()
     stale = store.stale_after(key, hashlib.sha256(state_json.encode()).hexdigest())
+    tables = {name: getattr(result, name) for name in RESULT_TABLES}
+    if actions is not None:
+        tables[ACTIONS_TABLE] = result.actions
     value = TableSet(
-        tables={name: getattr(result, name) for name in RESULT_TABLES},
+        tables=tables,
         texts={
             STATE_FILE: state_json,
             SUMMARY_FILE: json.dumps(summary, indent=2, sort_keys=True),
@@ -210,8 +223,8 @@ def run_engine(
     return dg.Output(value, metadata=metadata)
 
 
-def _backtest_graph(feature_table: Any) -> Any:
-    return run_engine(feature_table, chain_start())
+def _backtest_graph(feature_table: Any, corporate_actions: Any) -> Any:
+    return run_engine(feature_table, corporate_actions, chain_start())
 
 
 def backtest_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -221,6 +234,9 @@ def backtest_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
         partitions_def=partitions,
         group_name=BACKTEST_GROUP,
         kinds={"polars"},
-        ins={"feature_table": dg.AssetIn("feature_table")},
+        ins={
+            "feature_table": dg.AssetIn("feature_table"),
+            "corporate_actions": dg.AssetIn("validated_corporate_actions"),
+        },
         description=__doc__,
     )(_backtest_graph)

@@ -6,6 +6,12 @@ as the data version; the mtime is shown, never compared). The hash is the valida
 (UTC timestamps) and store the frame; their blocking contract checks in
 `ml4t_pipeline.pipeline.checks` run the validators over every row and decide whether anything
 downstream may use it.
+
+`corporate_actions.parquet` is optional. `raw_corporate_actions` records it, or that the data
+directory has none (`present: false`, data version "absent"); `validated_corporate_actions`
+stores the file's rows as they are (no rows, in the engine's layout, when there is no file),
+and its blocking check `corporate_actions_contract` reads them with the engine's
+`read_corporate_actions`, so the rules and messages are the engine's own.
 """
 
 import datetime as dt
@@ -19,10 +25,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.keys import ASSET_ID, TIMESTAMP
 from ml4t_pipeline.pipeline.resources import DataDirResource
+from ml4t_pipeline.pipeline.resources.data_dir import CORPORATE_ACTIONS
 from ml4t_pipeline.validation import fingerprint_file, read_input
 
 INPUTS_GROUP = "inputs"
+NO_CORPORATE_ACTIONS = pl.DataFrame(
+    schema={
+        TIMESTAMP: pl.Datetime("us", "UTC"),
+        ASSET_ID: pl.String,
+        "split_ratio": pl.Float64,
+        "dividend": pl.Float64,
+    }
+)
+"""What `validated_corporate_actions` stores when the data directory has no actions file."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,19 +82,22 @@ def _raw_file_asset(role: str) -> dg.AssetsDefinition:
         description=f"The user's {role}.parquet in the data directory, registered, never rewritten.",
     )
     def raw_file(data_dir: DataDirResource) -> dg.MaterializeResult[None]:
-        facts = describe_file(data_dir.file(role))
-        return dg.MaterializeResult(
-            metadata={
-                "path": dg.MetadataValue.path(str(facts.path)),
-                "size_bytes": facts.size_bytes,
-                "rows": facts.rows,
-                "modified": dg.MetadataValue.timestamp(facts.modified),
-                "sha256": facts.sha256,
-            },
-            data_version=dg.DataVersion(facts.sha256),
-        )
+        return _registered(describe_file(data_dir.file(role)))
 
     return raw_file
+
+
+def _registered(facts: FileFacts) -> dg.MaterializeResult[None]:
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(facts.path)),
+            "size_bytes": facts.size_bytes,
+            "rows": facts.rows,
+            "modified": dg.MetadataValue.timestamp(facts.modified),
+            "sha256": facts.sha256,
+        },
+        data_version=dg.DataVersion(facts.sha256),
+    )
 
 
 def _frame_metadata(frame: pl.DataFrame, path: Path) -> dict[str, Any]:
@@ -119,3 +139,51 @@ raw_context = _raw_file_asset("context")
 validated_prices = _input_frame_asset("prices", raw_prices)
 validated_signals = _input_frame_asset("signals", raw_signals)
 validated_context = _input_frame_asset("context", raw_context)
+
+
+@dg.asset(
+    name=f"raw_{CORPORATE_ACTIONS}",
+    group_name=INPUTS_GROUP,
+    kinds={"parquet"},
+    description=(
+        "The optional corporate_actions.parquet in the data directory (ex-date, asset_id, "
+        "split_ratio, dividend), registered, never rewritten; `present: false` without one."
+    ),
+)
+def raw_corporate_actions(data_dir: DataDirResource) -> dg.MaterializeResult[None]:
+    path = data_dir.file(CORPORATE_ACTIONS)
+    if not path.exists():
+        return dg.MaterializeResult(
+            metadata={"path": dg.MetadataValue.path(str(path)), "present": False},
+            data_version=dg.DataVersion("absent"),
+        )
+    registered = _registered(describe_file(path))
+    return dg.MaterializeResult(
+        metadata={**(registered.metadata or {}), "present": True},
+        data_version=registered.data_version,
+    )
+
+
+@dg.asset(
+    name=f"validated_{CORPORATE_ACTIONS}",
+    group_name=INPUTS_GROUP,
+    deps=[raw_corporate_actions],
+    kinds={"polars"},
+    description=(
+        "corporate_actions.parquet's rows as they are (none without the file); usable "
+        "downstream only after the blocking check corporate_actions_contract passes."
+    ),
+)
+def validated_corporate_actions(data_dir: DataDirResource) -> dg.Output[pl.DataFrame]:
+    path = data_dir.file(CORPORATE_ACTIONS)
+    if not path.exists():
+        return dg.Output(
+            NO_CORPORATE_ACTIONS,
+            metadata={"source": dg.MetadataValue.path(str(path)), "present": False, "rows": 0},
+        )
+    try:
+        frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        msg = f"{path}: cannot read as Parquet: {exc}"
+        raise DataError(msg) from exc
+    return dg.Output(frame, metadata={**_frame_metadata(frame, path), "present": True})
