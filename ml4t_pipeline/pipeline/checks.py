@@ -20,7 +20,7 @@ import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.engine import OrderReason
-from ml4t_pipeline.engine.tolerances import MONEY_ATOL, MONEY_RTOL, PRICE_RTOL
+from ml4t_pipeline.engine.tolerances import FILL_BAR_RTOL, MONEY_ATOL, MONEY_RTOL
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.pipeline.io_manager import TableSet
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE
@@ -263,7 +263,8 @@ def fill_breaches(fills: pl.DataFrame, bars: pl.DataFrame) -> list[Breach]:
         how="left",
     ).with_columns((pl.col("price") - sign * per_share).alias("raw_price"))
     shown = ["timestamp", "asset_id", "side", "reason", "raw_price", "open", "low", "high"]
-    slack = PRICE_RTOL * pl.col("raw_price").abs()
+    # the bars as stored; the engine may have widened one within the OHLC tolerance
+    slack = FILL_BAR_RTOL * pl.col("raw_price").abs()
     rules = [
         ("fill_has_bar", pl.col("low").is_null(), "fill on a (timestamp, asset_id) without a bar"),
         (

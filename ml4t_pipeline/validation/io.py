@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
+from ml4t_pipeline.engine.feed.actions import read_corporate_actions
 from ml4t_pipeline.errors import ConfigError, DataError
 from ml4t_pipeline.keys import AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP
 from ml4t_pipeline.validation.coverage import DEFAULT_POLICY, CoveragePolicy
@@ -141,16 +142,32 @@ def validate_inputs(
     prices: str | Path,
     signals: str | Path | None = None,
     context: str | Path | None = None,
+    corporate_actions: str | Path | None = None,
     policy: CoveragePolicy = DEFAULT_POLICY,
 ) -> ValidationReport:
     """Read and validate every input; files are named in failures as given here.
 
-    A file that cannot be read raises `DataError` at once; rule failures are collected in the
-    returned report (call `raise_if_failed()` to stop on errors).
+    `corporate_actions` (the run's `data.corporate_actions`, read by the engine's
+    `read_corporate_actions`) explains the splits the prices show; without it every split-like
+    move is reported. A file that cannot be read raises `DataError` at once; rule failures are
+    collected in the returned report (call `raise_if_failed()` to stop on errors).
     """
+    actions = (
+        None
+        if corporate_actions is None
+        else read_corporate_actions(corporate_actions, name=str(corporate_actions))
+    )
     # one file in memory at a time: the other files' checks need only the price keys
     price_frame = read_input(prices, role="prices")
-    reports = [validate_prices(price_frame, file=str(prices), policy=policy)]
+    reports = [
+        validate_prices(
+            price_frame,
+            file=str(prices),
+            policy=policy,
+            corporate_actions=actions,
+            actions_file=str(corporate_actions),
+        )
+    ]
     keys = [c for c in KEY_COLUMNS if c in price_frame.columns]
     price_keys = price_frame.select(keys)
     del price_frame
