@@ -7,7 +7,8 @@ account from the fills table alone (cash from signed notionals and commissions, 
 signed quantities marked at each bar's close) and compare it with what the engine reported:
 
 - equity == cash + positions_value on every bar; no NaN in the equity curve;
-- cash on every bar == initial cash - cumulative signed notional - cumulative commission;
+- cash on every bar == initial cash - cumulative signed notional - cumulative commission
+  + the cash of corporate actions (dividends, fractions of splits);
 - positions_value on every bar == sum(qty * close), closes carried forward over missing bars;
 - every fill: qty > 0, side buy/sell, commission >= 0, timestamp on the equity timeline, price
   inside [low, high] of its own bar (before slippage);
@@ -130,7 +131,11 @@ def _closes_carried(prices: pl.DataFrame, ts_us: np.ndarray, assets: list[Any]) 
 
 
 def _check_account(
-    fills: pl.DataFrame, equity: pl.DataFrame, prices: pl.DataFrame, initial_cash: float
+    fills: pl.DataFrame,
+    equity: pl.DataFrame,
+    prices: pl.DataFrame,
+    initial_cash: float,
+    actions: pl.DataFrame | None = None,
 ) -> list[str]:
     problems: list[str] = []
     eq = utc_us(equity)
@@ -148,7 +153,11 @@ def _check_account(
     problems += _mismatches("equity vs cash + positions_value", ts_us, total, cash + pv, scale)
 
     f = utc_us(fills)
-    assets = sorted(set(f["asset_id"].to_list()))
+    acts = utc_us(actions) if actions is not None and actions.height else None
+    assets = sorted(
+        set(f["asset_id"].to_list())
+        | (set(acts["asset_id"].to_list()) if acts is not None else set())
+    )
     row = np.searchsorted(ts_us, f["ts_us"].to_numpy())
     off_timeline = (row >= ts_us.shape[0]) | (
         ts_us[np.minimum(row, ts_us.shape[0] - 1)] != f["ts_us"].to_numpy()
@@ -161,9 +170,15 @@ def _check_account(
     commission = f["commission"].to_numpy()
     flow = np.zeros(ts_us.shape[0])
     np.add.at(flow, row, -(sign * qty * price) - commission)
+    held = np.zeros((ts_us.shape[0], len(assets)), dtype=np.int64)
+    if acts is not None:  # corporate actions: cash (dividends, fractions) and shares moved
+        act_row = np.searchsorted(ts_us, acts["ts_us"].to_numpy())
+        np.add.at(flow, act_row, acts["cash"].to_numpy())
+        act_col = np.array([assets.index(a) for a in acts["asset_id"].to_list()], dtype=np.int64)
+        moved = (acts["qty_after"] - acts["qty_before"]).to_numpy()
+        np.add.at(held, (act_row, act_col), moved)
     problems += _mismatches("cash", ts_us, cash, initial_cash + np.cumsum(flow), scale)
 
-    held = np.zeros((ts_us.shape[0], len(assets)), dtype=np.int64)
     col = np.array([assets.index(a) for a in f["asset_id"].to_list()], dtype=np.int64)
     np.add.at(held, (row, col), sign * qty)
     held = np.cumsum(held, axis=0)
@@ -184,14 +199,19 @@ def check_backtest_tables(
     initial_cash: float,
     final_cash: float | None = None,
     summary: dict[str, Any] | None = None,
+    actions: pl.DataFrame | None = None,
 ) -> None:
-    """Raise AssertionError listing every broken invariant of one backtest result."""
-    problems = _check_fill_rows(fills, prices) + _check_account(fills, equity, prices, initial_cash)
+    """Raise AssertionError listing every broken invariant of one backtest result
+    (`actions`: the corporate-actions table, whose cash and shares count too)."""
+    problems = _check_fill_rows(fills, prices) + _check_account(
+        fills, equity, prices, initial_cash, actions
+    )
     signed = np.where(fills["side"].to_numpy() == "buy", 1.0, -1.0) * fills["qty"].to_numpy()
     expected_cash = (
         initial_cash
         - float(np.sum(signed * fills["price"].to_numpy()))
         - float(fills["commission"].sum())
+        + (float(actions["cash"].sum()) if actions is not None else 0.0)
     )
     last_cash = float(equity["cash"][-1]) if equity.height else math.nan
     for label, value in (("equity table", last_cash), ("reported", final_cash)):
@@ -233,6 +253,7 @@ def assert_result_invariants(result: ResultLike, *, prices: Path | pl.DataFrame)
         initial_cash=result.start_equity,
         final_cash=result.final_cash,
         summary=result.summary(),
+        actions=getattr(result, "actions", None),
     )
 
 
@@ -252,4 +273,7 @@ def assert_backtest_invariants(
         initial_cash=start_cash,
         final_cash=float(summary["final_cash"]) if "final_cash" in summary else None,
         summary=summary,
+        actions=pl.read_parquet(out_dir / "actions.parquet")
+        if (out_dir / "actions.parquet").is_file()
+        else None,
     )

@@ -103,8 +103,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, S
         made[name] = (pickled, _snapshot(base / name))
     assert made["old"][1] != made["new"][1]
     assert sorted(made["new"][1]) == sorted(
-        [f"{t}.parquet" for t in ("equity", "fills", "orders", "trades", "rejections")]
-        + ["attribution.parquet", "state.json", "summary.json"]
+        [
+            f"{t}.parquet"
+            for t in ("equity", "fills", "orders", "trades", "rejections", "actions", "attribution")
+        ]
+        + ["state.json", "summary.json"]
     )
     return made
 

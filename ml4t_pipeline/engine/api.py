@@ -34,6 +34,7 @@ def run_backtest(
     prices: Source | None = None,
     signals: Source | None = _UNSET,
     context: Source | None = _UNSET,
+    corporate_actions: Source | None = _UNSET,
     strategy: Strategy | None = None,
     start: dt.datetime | dt.date | str | None = None,
     end: dt.datetime | dt.date | str | None = None,
@@ -45,7 +46,8 @@ def run_backtest(
 ) -> BacktestResult:
     """Run one backtest. Frames given here replace the files named in `config.data`.
 
-    `features` adds feature providers (precomputed tables, callables) whose values the
+    `corporate_actions` (splits and dividends, `engine.feed.actions`) are applied at their
+    ex-dates. `features` adds feature providers (precomputed tables, callables) whose values the
     strategy and the risk rules read like signals. `start`/`end` restrict the run to bars in
     [start, end); `initial_state` continues from the end of an earlier run (see `EngineState`).
 
@@ -56,6 +58,8 @@ def run_backtest(
     rules = config.build_rules()
     signals = config.data.signals if signals is _UNSET else signals
     context = config.data.context if context is _UNSET else context
+    if corporate_actions is _UNSET:
+        corporate_actions = config.data.corporate_actions
     providers = list(features)
     if config.data.features is not None:
         providers.insert(0, PrecomputedFeatures(config.data.features))
@@ -84,6 +88,7 @@ def run_backtest(
         load_volume=strategy.uses_volume
         or slippage.get("model") == "volume_share"
         or config.execution.max_participation is not None,
+        corporate_actions=corporate_actions,
     )
     engine = Engine(
         config,

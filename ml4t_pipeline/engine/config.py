@@ -91,6 +91,7 @@ class DataConfig:
     signals: Path | None = None
     context: Path | None = None
     features: Path | None = None  # extra precomputed features (see engine.features)
+    corporate_actions: Path | None = None  # splits and dividends (see engine.feed.actions)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,7 +198,8 @@ class RunConfig:
 
 
 _TOP_KEYS = {"data", "execution", "strategy", "risk"}
-_DATA_KEYS = {"prices", "signals", "context", "features"}
+_OPTIONAL_FILES = ("signals", "context", "features", "corporate_actions")
+_DATA_KEYS = {"prices", *_OPTIONAL_FILES}
 _STRATEGY_KEYS = {"name", "class", "params"}
 
 
@@ -241,7 +243,7 @@ def run_config_from_dict(
         prices=_path(data["prices"], "data.prices", base, check_files),
         **{
             key: _path(data[key], f"data.{key}", base, check_files)
-            for key in ("signals", "context", "features")
+            for key in _OPTIONAL_FILES
             if data.get(key) is not None
         },
     )

@@ -89,13 +89,15 @@ class RejectReason(StrEnum):
     CANCELLED = "cancelled"  # the strategy cancelled it (`cancel_order`)
     EXPIRED = "expired"  # its time in force ran out
     VOLUME_LIMIT = "volume_limit"  # the participation cap left this much unfilled
+    SPLIT = "split"  # a working order a split replaced (adjusted qty and prices, a new id)
 
 
 class OrderReason(IntEnum):
     """Why an order exists: the strategy decided, or which protective rule made it.
 
     Stored as int8 in the order and fill records. A trade's exit reason is the reason of the
-    order that closed it, or "open" (`TRADE_STILL_OPEN`) while it is open.
+    order that closed it, or "open" (`TRADE_STILL_OPEN`) while it is open. `SPLIT` and
+    `DIVIDEND` mark the book rows of corporate actions (`Ledger.split`, `Ledger.dividend`).
     """
 
     SIGNAL = 0  # the strategy decided
@@ -107,6 +109,9 @@ class OrderReason(IntEnum):
     REGIME_EXIT = 6
     RISK_HALT = 7
     DELISTED = 8  # the asset's bars ended: closed at its last close
+    # rows a corporate action writes into the fill book (not orders; never in the fills table)
+    SPLIT = 9  # shares added or removed by a split; one that leaves no whole share is an exit
+    DIVIDEND = 10  # cash credited (long) or debited (short) per share held at the previous close
 
     @property
     def label(self) -> str:

@@ -1,6 +1,9 @@
 """The loop: the one place that advances time. `Engine._run_chunk` is the spec.
 
 At each bar t, in the order the market imposes:
+0. corporate actions of an ex-date at t, before the open: dividends on the shares held at the
+   previous close, then splits (positions, levels, working orders and the last close in the
+   new shares) -> ledger
 1. orders queued at t-1 are matched against bar t; what fills at open[t] is booked (sells
    before buys) -> ledger
 2. protective stops / take-profits, gap-aware, on positions entered before t
@@ -34,6 +37,7 @@ from ml4t_pipeline.engine.execution.fills import FillRules
 from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
 from ml4t_pipeline.engine.feed import MarketData, Panel, asset_list
+from ml4t_pipeline.engine.feed.actions import Action, ActionBars
 from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.results import BacktestResult, RunRecord, build_result
 from ml4t_pipeline.engine.risk.context import RiskContext, RiskRule
@@ -85,6 +89,16 @@ class Engine:
         rules = list(rules) if rules is not None else config.build_rules()
         ex = config.execution
         self.closes_delisted = ex.on_delist is DelistPolicy.CLOSE
+        self.actions = (
+            ActionBars(
+                data.actions,
+                data.calendar.timestamps,
+                self.assets,
+                after_us=initial_state.last_timestamp_us if initial_state is not None else None,
+            )
+            if data.actions is not None
+            else None
+        )
         n, signals = data.calendar.n_assets, list(data.signal_columns)
         start = (
             initial_state.restore(self.assets, signals)
@@ -171,7 +185,7 @@ class Engine:
         return build_result(self.record(), wall_s=wall_s)
 
     def _run_chunk(self, panel: Panel) -> None:
-        """Every bar of one chunk of the data: the eight steps of the module docstring."""
+        """Every bar of one chunk of the data: the steps of the module docstring."""
         clock, broker, portfolio, risk = self.clock, self.broker, self.portfolio, self.risk
         desk = self.desk
         views = self._views_for(panel)
@@ -184,8 +198,11 @@ class Engine:
         delisted = (
             self.data.delistings.in_rows(lo, lo + panel.n_bars) if self.closes_delisted else {}
         )
+        actions = self.actions.in_rows(lo, lo + panel.n_bars) if self.actions is not None else {}
         for row, whole, close in zip(range(panel.n_bars), complete, panel.close, strict=True):
             clock.row = row
+            if actions and row in actions:  # 0. the ex-date's corporate actions, before the open
+                self._corporate_actions(actions[row])
             if broker.working:  # 1. orders queued at t-1 fill at open[t], sells first
                 broker.fill_at_open(self._risk_context)
             if risk.active:  # 2. protective levels crossed inside the bar, gap-aware
@@ -245,6 +262,28 @@ class Engine:
             event=event,
             callables=[f for f in self.features if isinstance(f, CallableFeatures)],
         )
+
+    def _corporate_actions(self, actions: list[Action]) -> None:
+        """Step 0: dividends on the shares held at the previous close, then splits. Each owner
+        adjusts its own state: the ledger the positions and cash, the portfolio the last
+        close, the risk manager the levels, the broker the working orders."""
+        ledger, portfolio, bar = self.ledger, self.portfolio, self.clock.bar
+        for action in actions:
+            if action.dividend:
+                a = action.asset
+                close = portfolio.last_close.item(a)
+                action.check_dividend(close)
+                ledger.dividend(a, action.dividend, close, bar)
+        for action in actions:
+            if action.split_ratio != 1.0:
+                a, ratio = action.asset, action.split_ratio
+                done = ledger.split(
+                    a, ratio, portfolio.last_close.item(a), bar, self.clock.decision
+                )
+                portfolio.split(a, ratio)
+                if done is not None:
+                    self.risk.split(a, ratio, done.qty_after)
+                self.broker.split(a, ratio)
 
     def _protective_exits(self) -> None:
         """Step 2: stops and take-profits of positions entered before this bar."""
@@ -323,6 +362,10 @@ class Engine:
             strategy_state=self.strategy.get_state(),
             rule_state=rule_state,
             history=self.history.tail() if self.history is not None else None,
+            # where the next run's actions start (written only by runs that read actions)
+            last_timestamp_us=int(self.data.calendar.timestamps[-1])
+            if self.actions is not None
+            else None,
         )
 
     def record(self) -> RunRecord:
@@ -338,6 +381,7 @@ class Engine:
             cash=cash,
             positions_value=positions_value,
             fills=ledger.fill_columns(),
+            actions=ledger.actions if self.actions is not None else None,
             orders=Orders.from_rows(self.broker.order_log),
             rejections=self.broker.rejections,
             negative_cash_fills=len(self.broker.negative_cash_fills),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ml4t_pipeline.engine.execution.ledger import Ledger
 from ml4t_pipeline.engine.execution.orders import ENGINE_ORDER, Order, Orders
-from ml4t_pipeline.engine.execution.trades import TRADE_STATE, empty_trade_state
+from ml4t_pipeline.engine.execution.trades import ACTION_SUMS, TRADE_STATE, empty_trade_state
 from ml4t_pipeline.engine.feed import asset_list
 from ml4t_pipeline.engine.risk.manager import RiskState
 from ml4t_pipeline.engine.risk.state import DayMarks
@@ -121,6 +121,8 @@ class EngineState:
         for name in _LEDGER_ARRAYS:
             per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()
         for name in TRADE_STATE:
+            if name in ACTION_SUMS and not trades[name][keep].any():
+                continue  # no corporate action in an open trade: written as before they existed
             per_asset[f"ledger.{name}"] = trades[name][keep].tolist()
         for name in _RISK_ARRAYS:
             per_asset[f"risk.{name}"] = getattr(risk, name)[keep].tolist()
@@ -170,7 +172,9 @@ class EngineState:
         }
         trades = empty_trade_state(n, signal_names)
         for name in TRADE_STATE:
-            trades[name][pos] = self.per_asset[f"ledger.{name}"]
+            saved = self.per_asset.get(f"ledger.{name}")
+            if saved is not None or name not in ACTION_SUMS:  # (action sums: zero if unsaved)
+                trades[name][pos] = self.per_asset[f"ledger.{name}"]
         for name, entry in self.entry_signals.items():
             if f"entry_{name}" in trades:
                 trades[f"entry_{name}"][pos] = entry

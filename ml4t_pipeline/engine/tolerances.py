@@ -20,3 +20,6 @@ FILL_BAR_RTOL = OHLC_RTOL + PRICE_RTOL
 #: An overnight price ratio matches a split ratio s when |ratio * s - 1| <= this
 #: (validation's split detection, and matching a corporate action to the prices).
 SPLIT_RTOL = 0.03
+#: A split's new share count within this relative distance of a whole number is that number
+#: (a 1:3 reverse split given as 0.333... leaves 100 of 300 shares, not 99 and cash).
+SPLIT_SHARES_RTOL = 1e-9

@@ -28,6 +28,8 @@ def _trades(n: int, seed: int) -> pl.DataFrame:
             "gross_pnl": pnl + commission,
             "commission": commission,
             "slippage": rng.uniform(0, 1, n),
+            "dividends": np.where(rng.random(n) < 0.2, rng.uniform(-50, 200, n), 0.0),
+            "splits": rng.choice([0, 0, 0, 1, 2], n),
             "return_pct": rng.normal(0, 0.05, n),
         }
     )
@@ -43,14 +45,17 @@ def test_sums_equal_a_sequential_python_sum_per_group() -> None:
     for dim in DIMENSIONS:
         expected: dict[str, list[float]] = {}
         for row in rows:
-            acc = expected.setdefault(str(row[dim]), [0.0, 0.0, 0])
+            acc = expected.setdefault(str(row[dim]), [0.0, 0.0, 0, 0.0, 0])
             acc[0] += row["pnl"]
             acc[1] += row["commission"] + row["slippage"]
             acc[2] += 1
+            acc[3] += row["dividends"]
+            acc[4] += row["splits"]
         got = table.filter(pl.col("dimension") == dim)
         assert got["key"].to_list() == sorted(expected)
-        for key, pnl, costs, count in got.select("key", "pnl", "costs", "trades").iter_rows():
-            assert (pnl, costs, count) == tuple(expected[key])  # exact, not approximate
+        columns = ("key", "pnl", "costs", "trades", "dividends", "splits")
+        for key, *sums in got.select(columns).iter_rows():
+            assert tuple(sums) == tuple(expected[key])  # exact, not approximate
 
 
 def test_identical_trades_give_identical_tables() -> None:

@@ -71,6 +71,14 @@ class Portfolio:
             marked.flags.writeable = False
             self.last_close = marked
 
+    def split(self, a: int, ratio: float) -> None:
+        """A split of `a` before this bar's open: its last close is in the new shares
+        (close / ratio) until the asset's next bar marks it."""
+        marked = self.last_close.copy()
+        marked[a] = marked.item(a) / ratio
+        marked.flags.writeable = False
+        self.last_close = marked
+
     def equity(self) -> float:
         """cash + sum(qty x last close), now."""
         return self.ledger.cash + self.ledger.positions_value(self.last_close)

@@ -22,7 +22,7 @@ from ml4t_pipeline.engine.execution.fills import (
     fill_order,
     rejection,
 )
-from ml4t_pipeline.engine.execution.ledger import Ledger
+from ml4t_pipeline.engine.execution.ledger import Ledger, whole_shares
 from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import (
     GTC,
@@ -216,6 +216,33 @@ class Broker:
         self.order_log += exits
         close = self.clock.panel.close[self.clock.row]  # a cash-out: not bound by volume
         self._execute([(o, close.item(o.asset)) for o in exits], context, volume_bound=False)
+
+    def split(self, a: int, ratio: float) -> None:
+        """0. A split of `a` before the open: each working order for it is replaced (ended
+        `split`) by one for the new shares: qty x ratio in whole shares (`whole_shares`, sign
+        kept), limit, stop and trailing reference / ratio. An order left without a whole share
+        only ends."""
+        old = [o for o in self.working if o.asset == a]
+        if not old:
+            return
+        self.working = [o for o in self.working if o.asset != a]
+        self._reject(old, RejectReason.SPLIT)
+        replaced = []
+        for o in old:
+            shares = whole_shares(abs(o.qty) * ratio)
+            if shares == 0:
+                continue
+            replaced.append(
+                o._replace(
+                    order_id=self.desk.take_ids(1),
+                    qty=shares if o.qty > 0 else -shares,
+                    limit_price=o.limit_price / ratio,
+                    stop_price=o.stop_price / ratio,
+                    trail_ref=o.trail_ref / ratio,
+                )
+            )
+        self.order_log += replaced
+        self.working += replaced
 
     # -- the parts ------------------------------------------------------------------------------
     def _priced(self, orders: list[Order], prices: np.ndarray, i: int) -> list[tuple[Order, float]]:

@@ -7,19 +7,31 @@ Per fill the ledger does only what the run needs live (cash, position, average e
 entry bar) and appends the `Fill` record to its book. Trades are derived from the book once,
 at the end (`trades.py`).
 
+Corporate actions change positions and cash without an order: `split` and `dividend` write
+them, each as a row of the book (reason SPLIT / DIVIDEND, no order) and an `ActionRecord`
+holding the cash it moved, so the trades derived from the book carry them.
+
 Everything else reads the ledger through `ledger.view` (read-only arrays that follow the
 ledger's updates) and its methods; nothing outside this module writes its arrays.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from ml4t_pipeline.engine.execution.fills import Fill, FillBook, pack_fill
+from ml4t_pipeline.engine.enums import OrderReason
+from ml4t_pipeline.engine.execution.fills import Fill, FillBook, new_fill, pack_fill
 from ml4t_pipeline.engine.execution.trades import Trades, empty_trade_state
+from ml4t_pipeline.engine.sums import dot
+from ml4t_pipeline.engine.tolerances import SPLIT_SHARES_RTOL
+
+_SPLIT = int(OrderReason.SPLIT)
+_DIVIDEND = int(OrderReason.DIVIDEND)
 
 
 def read_only(array: np.ndarray) -> np.ndarray:
@@ -27,6 +39,30 @@ def read_only(array: np.ndarray) -> np.ndarray:
     view = array.view()
     view.flags.writeable = False
     return view
+
+
+class ActionRecord(NamedTuple):
+    """What one corporate action did to the account (a split or a dividend)."""
+
+    bar: int
+    asset: int
+    book_row: int  # its row in the fill book
+    kind: int  # OrderReason.SPLIT or OrderReason.DIVIDEND
+    split_ratio: float  # new shares per old share (1.0 for a dividend)
+    dividend: float  # cash per share (0.0 for a split)
+    qty_before: int
+    qty_after: int
+    cash: float  # credited (+) or debited (-): the dividend, or the cash paid for fractions
+    ref_price: float  # the previous close (a split's fractions are paid at it / ratio)
+
+
+def whole_shares(shares: float) -> int:
+    """The whole shares of `shares` (>= 0) a split leaves: a count within `SPLIT_SHARES_RTOL`
+    of a whole number is that number (float noise of the ratio), else rounded down."""
+    nearest = round(shares)
+    if abs(shares - nearest) <= SPLIT_SHARES_RTOL * max(1.0, shares):
+        return int(nearest)
+    return math.floor(shares)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +85,7 @@ class Ledger:
         "_signal_rows",
         "_signal_source",
         "_trades",
+        "actions",
         "avg_price",
         "carried",
         "cash",
@@ -81,6 +118,7 @@ class Ledger:
             qty=read_only(qty), avg_price=read_only(avg_price), entry_bar=read_only(entry_bar)
         )
         self.fills = FillBook()  # every fill, in booking order
+        self.actions: list[ActionRecord] = []  # every corporate action that changed the account
         self.n_fills = 0
         self.open_assets: set[int] = set(np.flatnonzero(qty).tolist())  # not flat
         self._qty_f = qty.astype(np.float64)  # for the mark-to-market dot product
@@ -125,7 +163,7 @@ class Ledger:
             marked, booked, value = self._memo
             if marked is last_close and booked == self.n_fills:
                 return value
-            value = float(self._qty_f @ last_close)
+            value = dot(self._qty_f, last_close)  # (not BLAS: see engine.sums)
             self._memo = (last_close, self.n_fills, value)
             return value
         if n_open == 1:
@@ -164,6 +202,105 @@ class Ledger:
         self.entry_bar[a] = -1
         self.avg_price[a] = 0.0
         return -1
+
+    # -- corporate actions (before a bar's open) ------------------------------------------------
+    def split(
+        self,
+        a: int,
+        ratio: float,
+        ref_price: float,
+        bar: int,
+        decision: tuple[Mapping[str, np.ndarray], int],
+    ) -> ActionRecord | None:
+        """Split the position in `a`: `ratio` new shares per old one. The whole shares stay
+        (sign kept), the average price becomes avg / ratio, a fraction is paid in cash at
+        `ref_price` / ratio (debited for a short). A split that leaves no whole share closes
+        the position: a book row selling it at `ref_price`, the trade's exit (reason `split`).
+        None when nothing is held."""
+        old = self.qty.item(a)
+        if old == 0:
+            return None
+        exact = abs(old) * ratio
+        whole = whole_shares(exact)
+        sign = 1 if old > 0 else -1
+        row = self.n_fills
+        if whole == 0:  # the whole position becomes a fraction: paid out, the trade ends
+            fill = new_fill(
+                bar=bar,
+                asset=a,
+                qty=-old,
+                price=ref_price,
+                commission=0.0,
+                slippage=0.0,
+                order_id=-1,
+                reason=_SPLIT,
+                rule=-1,
+            )
+            self.book(fill, decision)
+            cash = old * ref_price
+        else:
+            new = sign * whole
+            cash = sign * max(exact - whole, 0.0) * ref_price / ratio
+            self.cash += cash
+            self.qty[a] = new
+            self._qty_f[a] = new
+            self.avg_price[a] = self.avg_price.item(a) / ratio
+            self._book_action(bar, a, new - old, _SPLIT)
+        record = ActionRecord(
+            bar=bar,
+            asset=a,
+            book_row=row,
+            kind=_SPLIT,
+            split_ratio=ratio,
+            dividend=0.0,
+            qty_before=old,
+            qty_after=self.qty.item(a),
+            cash=cash,
+            ref_price=ref_price,
+        )
+        self.actions.append(record)
+        return record
+
+    def dividend(self, a: int, per_share: float, ref_price: float, bar: int) -> ActionRecord | None:
+        """Credit (long) or debit (short) `per_share` on the shares of `a` held at the previous
+        close. None when nothing is held."""
+        held = self.qty.item(a)
+        if held == 0:
+            return None
+        cash = held * per_share
+        self.cash += cash
+        self._book_action(bar, a, 0, _DIVIDEND)
+        record = ActionRecord(
+            bar=bar,
+            asset=a,
+            book_row=self.n_fills - 1,
+            kind=_DIVIDEND,
+            split_ratio=1.0,
+            dividend=per_share,
+            qty_before=held,
+            qty_after=held,
+            cash=cash,
+            ref_price=ref_price,
+        )
+        self.actions.append(record)
+        return record
+
+    def _book_action(self, bar: int, a: int, qty: int, reason: int) -> None:
+        """The book row of an action that moved shares (`qty`) or only cash: no order, no
+        price (its cash is on the `ActionRecord`)."""
+        row = new_fill(
+            bar=bar,
+            asset=a,
+            qty=qty,
+            price=0.0,
+            commission=0.0,
+            slippage=0.0,
+            order_id=-1,
+            reason=reason,
+            rule=-1,
+        )
+        self.fills.records += pack_fill(*row)
+        self.n_fills += 1
 
     def _read_signals(self, source: Mapping[str, np.ndarray] | None) -> None:
         """Read the values noted against the current source, then note against `source`."""
@@ -217,6 +354,7 @@ class Ledger:
                 carried=self.carried,
                 signal_names=self.signal_names,
                 signals=(recorded, values, missing),
+                action_cash={r.book_row: r.cash for r in self.actions},
             )
             self._trades = (self.n_fills, trades)
         return trades

@@ -4,6 +4,12 @@ Per asset the position path says where each trade starts and ends (flat to flat)
 per-trade sums are taken in booking order, so they are the float64 values a running total
 would give. Trades already open when a chained run started are rows ahead of every fill,
 carrying the sums the saved state left.
+
+Corporate actions are rows of the book too (`Ledger.split`, `Ledger.dividend`). A split that
+leaves shares adds them to the trade's entry side at no cost (a 2:1 split of 100 bought at 50
+is 200 bought at 25, as on split-adjusted prices), and its cash for fractions is the trade's
+`cash_in_lieu`; one that leaves no whole share is the trade's exit at the previous close. A
+dividend is cash of the trade (`dividends`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from ml4t_pipeline.engine.enums import OrderReason
+
+_SPLIT = int(OrderReason.SPLIT)
+_DIVIDEND = int(OrderReason.DIVIDEND)
+
 # what a trade has accumulated, as per-asset arrays in saved engine state
 TRADE_STATE = (
     "buy_qty",
@@ -22,7 +33,13 @@ TRADE_STATE = (
     "sell_notional",
     "trade_commission",
     "trade_slippage",
+    "trade_dividends",
+    "trade_cash_in_lieu",
+    "trade_splits",
 )
+#: the sums only corporate actions add (saved state leaves them out while they are all zero)
+ACTION_SUMS = ("trade_dividends", "trade_cash_in_lieu", "trade_splits")
+_COUNTS = ("buy_qty", "sell_qty", "trade_splits")  # int64 sums
 SignalTable = tuple[np.ndarray, np.ndarray, np.ndarray]  # see `Ledger.signal_table`
 
 
@@ -72,11 +89,53 @@ def _trade_signals(
     return entry, exit_
 
 
+def _weights(
+    fill: Mapping[str, np.ndarray],
+    after: np.ndarray,
+    order: np.ndarray,
+    k: int,
+    action_cash: Mapping[int, float],
+) -> dict[str, np.ndarray]:
+    """What each fill adds to its trade's TRADE_STATE sums (`after`: the position after each
+    row in `order`, carried rows first: `_position_path`)."""
+    q = fill["qty"]
+    buys, sells = q > 0, q < 0
+    notional = q * fill["price"]
+    zeros = np.zeros(q.shape[0])
+    weights = {
+        "buy_qty": np.where(buys, q, 0),
+        "sell_qty": np.where(sells, -q, 0),
+        "buy_notional": np.where(buys, notional, 0.0),
+        "sell_notional": np.where(sells, -notional, 0.0),
+        "trade_commission": fill["commission"],
+        "trade_slippage": fill["slippage"],
+        "trade_dividends": zeros,
+        "trade_cash_in_lieu": zeros,
+        "trade_splits": np.zeros(q.shape[0], np.int64),
+    }
+    if not action_cash:
+        return weights
+    position = np.empty_like(after)
+    position[order] = after  # back in booking order
+    position = position[k:]
+    split = fill["reason"] == _SPLIT
+    cash = zeros.copy()
+    cash[np.fromiter(action_cash, np.int64)] = np.fromiter(action_cash.values(), np.float64)
+    # a split that leaves shares: its shares go to the entry side (long: bought, short: sold)
+    adjusts = split & (position != 0)
+    long = position > 0
+    weights["buy_qty"] = np.where(adjusts, np.where(long, q, 0), weights["buy_qty"])
+    weights["sell_qty"] = np.where(adjusts, np.where(long, 0, -q), weights["sell_qty"])
+    weights["trade_cash_in_lieu"] = np.where(adjusts, cash, 0.0)
+    weights["trade_dividends"] = np.where(fill["reason"] == _DIVIDEND, cash, 0.0)
+    weights["trade_splits"] = split.astype(np.int64)
+    return weights
+
+
 def empty_trade_state(n: int, signal_names: list[str]) -> dict[str, np.ndarray]:
     """TRADE_STATE and `entry_<signal>` arrays of `n` flat assets (zeros / NaN)."""
     out = {
-        name: np.zeros(n, dtype=np.int64 if name.endswith("_qty") else np.float64)
-        for name in TRADE_STATE
+        name: np.zeros(n, dtype=np.int64 if name in _COUNTS else np.float64) for name in TRADE_STATE
     }
     return out | {f"entry_{s}": np.full(n, np.nan) for s in signal_names}
 
@@ -107,10 +166,12 @@ class Trades:
         carried: Mapping[str, np.ndarray],
         signal_names: list[str],
         signals: SignalTable,
+        action_cash: Mapping[int, float] | None = None,
     ) -> Trades:
         """The trades of a fill book (FILL_DTYPE columns) and of the trades carried in from
         saved state (`carried`: TRADE_STATE, `entry_<signal>`, qty and entry_bar per asset;
-        empty when none). `signals` holds the decisions' signal values (`Ledger.signal_table`).
+        empty when none). `signals` holds the decisions' signal values (`Ledger.signal_table`);
+        `action_cash` the cash of each corporate-action row of the book (by row).
         """
         names = signal_names
         # trades open at the start of the run are rows ahead of every fill: each opens its
@@ -119,28 +180,19 @@ class Trades:
         k = held.shape[0]
         asset = np.concatenate([held, fill["asset"]])
         qty = np.concatenate([carried["qty"][held] if k else held, fill["qty"]])
-        buys, sells = fill["qty"] > 0, fill["qty"] < 0
-        notional = fill["qty"] * fill["price"]
-        weights = {
-            "buy_qty": np.where(buys, fill["qty"], 0),
-            "sell_qty": np.where(sells, -fill["qty"], 0),
-            "buy_notional": np.where(buys, notional, 0.0),
-            "sell_notional": np.where(sells, -notional, 0.0),
-            "trade_commission": fill["commission"],
-            "trade_slippage": fill["slippage"],
-        }
-        if k:
-            weights = {n: np.concatenate([carried[n][held], w]) for n, w in weights.items()}
         if asset.shape[0] == 0:
             return cls.none(names)
         order, after, opens = _position_path(asset, qty)
+        weights = _weights(fill, after, order, k, action_cash or {})
+        if k:
+            weights = {n: np.concatenate([carried[n][held], w]) for n, w in weights.items()}
         trade_sorted = np.cumsum(opens) - 1
         m = int(np.count_nonzero(opens))
         # sums in booking order within each trade: the bits a running total gives
         sums = {}
         for name, w in weights.items():
             total = np.bincount(trade_sorted, weights=w[order].astype(np.float64), minlength=m)
-            sums[name] = total.astype(np.int64) if name.endswith("_qty") else total
+            sums[name] = total.astype(np.int64) if name in _COUNTS else total
         open_row = order[opens]  # the row (carried trade or fill) that opened each trade
         closing = after == 0
         exit_fill = np.full(m, -1, dtype=np.int64)

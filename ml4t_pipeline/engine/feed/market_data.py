@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ml4t_pipeline.engine.feed.actions import load_actions
 from ml4t_pipeline.engine.feed.columns import same_id_kind
 from ml4t_pipeline.engine.feed.context import context_as_of
 from ml4t_pipeline.engine.feed.coords import (
@@ -82,7 +83,10 @@ class MarketData:
         max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
         extra_assets: Sequence[Any] = (),
         load_volume: bool = True,
+        corporate_actions: Source | None = None,
     ) -> None:
+        # checked first: a small file, and a bad one must not wait for the prices to load
+        self.actions = load_actions(corporate_actions) if corporate_actions is not None else None
         self._prices = Table(prices, "prices")
         self._prices.require((*KEY_COLUMNS, *OHLC))
         self._signals = Table(signals, "signals") if signals is not None else None

@@ -17,6 +17,8 @@ SCHEMA = pl.Schema(
         "gross_pnl": pl.Float64(),
         "commission": pl.Float64(),
         "costs": pl.Float64(),
+        "dividends": pl.Float64(),  # dividends received (paid, short) during the trades
+        "splits": pl.Int64(),  # splits the trades went through
         "avg_return_pct": pl.Float64(),
     }
 )
@@ -44,6 +46,8 @@ def attribution(trades: pl.DataFrame, *, include_open: bool = True) -> pl.DataFr
     commission = frame["commission"].to_numpy()
     costs = commission + frame["slippage"].to_numpy()
     returns = frame["return_pct"].to_numpy()
+    dividends = frame["dividends"].to_numpy()
+    splits = frame["splits"].to_numpy().astype(np.float64)
     wins = (pnl > 0).astype(np.float64)
     parts = []
     for dim in DIMENSIONS:
@@ -63,6 +67,8 @@ def attribution(trades: pl.DataFrame, *, include_open: bool = True) -> pl.DataFr
                     "gross_pnl": np.bincount(inverse, weights=gross, minlength=m),
                     "commission": np.bincount(inverse, weights=commission, minlength=m),
                     "costs": np.bincount(inverse, weights=costs, minlength=m),
+                    "dividends": np.bincount(inverse, weights=dividends, minlength=m),
+                    "splits": np.bincount(inverse, weights=splits, minlength=m).astype(np.int64),
                     "avg_return_pct": np.bincount(inverse, weights=returns, minlength=m) / count,
                 },
                 schema=SCHEMA,

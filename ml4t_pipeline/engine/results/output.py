@@ -16,7 +16,7 @@ from ml4t_pipeline.engine.results.attribution import attribution
 from ml4t_pipeline.engine.results.publish import LOCK_TIMEOUT_S, publish_dir
 from ml4t_pipeline.engine.state import EngineState
 
-TABLES = ("equity", "fills", "orders", "trades", "rejections", "attribution")
+TABLES = ("equity", "fills", "orders", "trades", "rejections", "actions", "attribution")
 
 
 @dataclass(slots=True)
@@ -26,6 +26,7 @@ class BacktestResult:
     orders: pl.DataFrame
     trades: pl.DataFrame
     rejections: pl.DataFrame
+    actions: pl.DataFrame  # what corporate actions did to the account (splits, dividends)
     metrics: dict[str, float]
     start_equity: float  # the equity before the first bar (the initial cash unless chained)
     final_cash: float

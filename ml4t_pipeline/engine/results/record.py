@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ml4t_pipeline.engine.execution.fills import Rejection
+from ml4t_pipeline.engine.execution.ledger import ActionRecord
 from ml4t_pipeline.engine.execution.orders import Orders
 from ml4t_pipeline.engine.execution.trades import Trades
 from ml4t_pipeline.engine.state import EngineState
@@ -31,6 +32,8 @@ class RunRecord:
     cash: np.ndarray  # per bar, at the close
     positions_value: np.ndarray  # per bar, at the close
     fills: dict[str, np.ndarray]  # the fill book, FILL_DTYPE columns, in booking order
+    # (with the rows of corporate actions: reason SPLIT / DIVIDEND, order_id -1)
+    actions: list[ActionRecord] | None  # what corporate actions did; None: no actions input
     orders: Orders  # every order that reached the book or was rejected
     rejections: list[Rejection]
     negative_cash_fills: int  # fills that left cash < 0 though negative cash is not allowed

@@ -40,7 +40,7 @@ _ENDED_AS = np.array(
     [
         _STATUS_CODE[
             OrderStatus.CANCELLED
-            if r in (RejectReason.CANCELLED, RejectReason.DELISTED)
+            if r in (RejectReason.CANCELLED, RejectReason.DELISTED, RejectReason.SPLIT)
             else OrderStatus.EXPIRED
             if r is RejectReason.EXPIRED
             else OrderStatus.REJECTED
@@ -93,7 +93,8 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         }
     )
 
-    f = record.fills  # FILL_DTYPE columns: int64 and float64 already
+    book = record.fills  # FILL_DTYPE columns: int64 and float64 already
+    f = _orders_only(book)  # (the rows of corporate actions have their own table)
     fills = pl.DataFrame(
         [
             _stamp(f["bar"], calendar, first_bar),
@@ -148,6 +149,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         ]
     )
     trades = _trades(record, asset_col, rule_col)
+    actions = _actions(record, asset_col)
     metrics = compute_metrics(equity, trades, fills, start_equity=record.start_equity)
     return BacktestResult(
         equity=equity,
@@ -155,6 +157,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         orders=orders,
         trades=trades,
         rejections=rejections,
+        actions=actions,
         metrics=metrics,
         start_equity=record.start_equity,
         final_cash=float(record.final_cash),
@@ -163,6 +166,7 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         wall_s=wall_s,
         final_state=record.final_state,
         negative_cash_fills=record.negative_cash_fills,
+        extra={} if record.actions is None else {"corporate_actions": _action_counts(actions)},
     )
 
 
@@ -179,8 +183,9 @@ def _trades(record: RunRecord, asset_col: Any, rule_col: Any) -> pl.DataFrame:
     long = t.long
     entry_qty = np.where(long, s["buy_qty"], s["sell_qty"])
     exit_qty = np.where(long, s["sell_qty"], s["buy_qty"])
+    dividends, in_lieu = s["trade_dividends"], s["trade_cash_in_lieu"]
     gross = s["sell_notional"] - s["buy_notional"]
-    gross = np.where(still_open, gross + open_qty * mark, gross)
+    gross = np.where(still_open, gross + open_qty * mark, gross) + in_lieu + dividends
     entry_price = _ratio(np.where(long, s["buy_notional"], s["sell_notional"]), entry_qty)
     exit_price = np.where(
         still_open, mark, _ratio(np.where(long, s["sell_notional"], s["buy_notional"]), exit_qty)
@@ -216,6 +221,9 @@ def _trades(record: RunRecord, asset_col: Any, rule_col: Any) -> pl.DataFrame:
             pl.Series("gross_pnl", gross, dtype=pl.Float64),
             pl.Series("commission", commission, dtype=pl.Float64),
             pl.Series("slippage", s["trade_slippage"], dtype=pl.Float64),
+            pl.Series("dividends", dividends, dtype=pl.Float64),
+            pl.Series("cash_in_lieu", in_lieu, dtype=pl.Float64),
+            pl.Series("splits", s["trade_splits"], dtype=pl.Int64),
             pl.Series("pnl", pnl, dtype=pl.Float64),
             _labels(_EXIT_LABELS, reason, "exit_reason"),
             rule_col(rule, "exit_rule"),
@@ -227,6 +235,72 @@ def _trades(record: RunRecord, asset_col: Any, rule_col: Any) -> pl.DataFrame:
     # by exit, then asset (asset positions follow the sorted asset ids); stable: a trade closed
     # at the last bar comes before the asset's trade still open there
     return frame[np.lexsort((t.asset, exit_bar))]
+
+
+_ACTION_REASONS = np.array([OrderReason.SPLIT, OrderReason.DIVIDEND], dtype=np.int64)
+_ACTION_LABELS = {int(OrderReason.SPLIT): "split", int(OrderReason.DIVIDEND): "dividend"}
+ACTIONS_SCHEMA = pl.Schema(
+    {
+        "timestamp": UTC_US,
+        "bar": pl.Int64(),
+        "asset_id": pl.String(),  # (the asset id's own dtype when there are rows)
+        "action": pl.String(),
+        "split_ratio": pl.Float64(),
+        "dividend": pl.Float64(),
+        "qty_before": pl.Int64(),
+        "qty_after": pl.Int64(),
+        "cash": pl.Float64(),
+        "ref_price": pl.Float64(),
+    }
+)
+
+
+def _orders_only(book: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fill book without the rows of corporate actions (which have no order)."""
+    reason = book["reason"]
+    ours = ~np.isin(reason, _ACTION_REASONS)
+    if bool(ours.all()):
+        return book
+    return {name: column[ours] for name, column in book.items()}
+
+
+def _actions(record: RunRecord, asset_col: Any) -> pl.DataFrame:
+    """What each corporate action did to the account, in the order applied: a split's
+    shares before and after and the cash paid for fractions (a split that leaves no whole
+    share pays the whole position at the previous close), a dividend's cash."""
+    rows = record.actions or []
+    if not rows:
+        schema = dict(ACTIONS_SCHEMA)
+        if record.asset_ids:
+            schema["asset_id"] = pl.Series(record.asset_ids[:1]).dtype
+        return pl.DataFrame(schema=schema)
+    bar = np.array([r.bar for r in rows], dtype=np.int64)
+    return pl.DataFrame(
+        [
+            _stamp(bar, record.timestamps, record.first_bar),
+            pl.Series("bar", bar, dtype=pl.Int64),
+            asset_col(np.array([r.asset for r in rows], dtype=np.int64)),
+            pl.Series("action", [_ACTION_LABELS[r.kind] for r in rows], dtype=pl.String),
+            pl.Series("split_ratio", [r.split_ratio for r in rows], dtype=pl.Float64),
+            pl.Series("dividend", [r.dividend for r in rows], dtype=pl.Float64),
+            pl.Series("qty_before", [r.qty_before for r in rows], dtype=pl.Int64),
+            pl.Series("qty_after", [r.qty_after for r in rows], dtype=pl.Int64),
+            pl.Series("cash", [r.cash for r in rows], dtype=pl.Float64),
+            pl.Series("ref_price", [r.ref_price for r in rows], dtype=pl.Float64),
+        ]
+    )
+
+
+def _action_counts(actions: pl.DataFrame) -> dict[str, Any]:
+    """The summary's `corporate_actions`: how many applied to the account, and their cash."""
+    split = actions.filter(pl.col("action") == "split")
+    dividend = actions.filter(pl.col("action") == "dividend")
+    return {
+        "splits": split.height,
+        "dividends": dividend.height,
+        "dividend_cash": float(dividend["cash"].sum()),
+        "cash_in_lieu": float(split["cash"].sum()),
+    }
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -73,6 +73,16 @@ class ProtectiveLevels:
             s.tp_rule[where] = -1
         self._follow(where, None)
 
+    def split(self, a: int, ratio: float, *, long: bool) -> None:
+        """A split of `a` (`ratio` new shares per old one; `long`: the position's side): its
+        levels are prices of the new shares (level / ratio)."""
+        if not self._levelled.item(a):
+            return
+        s = self._state
+        s.stop[a] = s.stop.item(a) / ratio
+        s.take_profit[a] = s.take_profit.item(a) / ratio  # (NaN: none, stays NaN)
+        self._follow(np.array([a], dtype=np.int64), np.array([long]))
+
     def tighten(
         self,
         assets: np.ndarray,

@@ -103,6 +103,17 @@ class RiskManager:
             decisions += [_with_rule(d, k) for d in rule.on_entry(ctx, assets, fill_price)]
         self._apply_levels(ctx, decisions)
 
+    def split(self, a: int, ratio: float, qty_after: int) -> None:
+        """A split of `a` before the open: levels and water marks are prices of the new shares;
+        a split that left no whole share (`qty_after` 0) closed the position: no levels."""
+        if qty_after == 0:
+            self._levels.clear(np.array([a], dtype=np.int64))
+            return
+        self._levels.split(a, ratio, long=qty_after > 0)
+        s = self.state
+        s.high_water[a] = s.high_water.item(a) / ratio
+        s.low_water[a] = s.low_water.item(a) / ratio
+
     def exits(
         self, bar: int, qty: np.ndarray, open_: np.ndarray, high: np.ndarray, low: np.ndarray
     ) -> Triggered | None:

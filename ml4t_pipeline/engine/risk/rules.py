@@ -45,6 +45,7 @@ from ml4t_pipeline.engine.risk.context import (
     all_true,
     any_true,
 )
+from ml4t_pipeline.engine.sums import dot
 from ml4t_pipeline.errors import ConfigError
 
 _COMMON: Mapping[str, Check] = {"name": NAME, "priority": WHOLE}
@@ -362,7 +363,7 @@ class MaxGrossExposure(CheckedRule):
         )
         added = np.abs(orders.qty) - freed
         add = np.where(opens, added * price, 0.0)
-        gross = float(np.abs(ctx.qty) @ np.nan_to_num(ctx.close)) - float(np.nansum(freed * price))
+        gross = dot(np.abs(ctx.qty), np.nan_to_num(ctx.close)) - float(np.nansum(freed * price))
         room = self.max_ratio * ctx.equity - gross
         cum = np.cumsum(add)
         over = opens & (cum > room)
