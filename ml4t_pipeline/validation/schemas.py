@@ -169,7 +169,7 @@ def tolerated_rows(df: pl.DataFrame, *, file: str) -> list[Failure]:
     for rule, mask, n_rows in zip(relations, masks, counts, strict=True):
         if not n_rows:
             continue
-        rows = df.select(*order, *rule.reads).filter(mask)
+        rows = df.filter(mask).select(*order, *rule.reads)
         shown = rows.bottom_k(MAX_EXAMPLES, by=order).sort(order) if order else rows
         entries.append(
             Failure(
