@@ -118,6 +118,7 @@ def _keys_other_than(df: pl.DataFrame, name: str) -> list[str]:
 def read_input(path: str | Path, *, role: str) -> pl.DataFrame:
     """Read one input Parquet file with every datetime column in UTC (naive means UTC).
 
+    Decimal columns become Float64 (the engine reads them as float64 too).
     `role` is "prices", "signals" or "context". A missing, empty, truncated or non-Parquet file,
     a `timestamp` column (for signals and context also `available_at`) that is not a datetime,
     or times finer than a microsecond raise `DataError` naming the path and the problem.
@@ -134,6 +135,9 @@ def read_input(path: str | Path, *, role: str) -> pl.DataFrame:
     except (PolarsError, OSError, PanicException) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _error(file, Rule.UNREADABLE_FILE, f"corrupt Parquet file ({reason})") from None
+    decimals = [name for name, dtype in df.schema.items() if isinstance(dtype, pl.Decimal)]
+    if decimals:  # as the engine reads them: each value's nearest float64
+        df = df.with_columns(pl.col(decimals).cast(pl.Float64))
     return _normalise_times(df, file, role=role)
 
 
