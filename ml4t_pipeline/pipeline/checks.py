@@ -31,6 +31,7 @@ from ml4t_pipeline.validation import (
     check_point_in_time,
     describe_rows,
     merge_reports,
+    read_corporate_actions,
     validate_context,
     validate_prices,
     validate_signals,
@@ -60,7 +61,8 @@ _FAILURE_SCHEMA = dg.TableSchema(
 
 
 def report_result(report: ValidationReport) -> dg.AssetCheckResult:
-    """Pass unless the report holds an ERROR; every failure (warnings too) is one table row."""
+    """Pass unless the report holds an ERROR; every failure (warnings too) and every
+    tolerated entry (severity info) is one table row."""
     records = [
         dg.TableRecord(
             {
@@ -73,7 +75,7 @@ def report_result(report: ValidationReport) -> dg.AssetCheckResult:
                 "detail": f.detail,
             }
         )
-        for f in report.failures
+        for f in (*report.failures, *report.tolerated)
     ]
     return dg.AssetCheckResult(
         passed=report.ok,
@@ -83,16 +85,31 @@ def report_result(report: ValidationReport) -> dg.AssetCheckResult:
             "rows_checked": sum(report.rows_checked.values()),
             "errors": len(report.errors),
             "warnings": len(report.warnings),
+            "tolerated": sum(t.n_rows for t in report.tolerated),
             "failures": dg.MetadataValue.table(records, schema=_FAILURE_SCHEMA),
         },
     )
 
 
+ACTIONS_FILE = "corporate_actions.parquet"
+"""The corporate actions beside the raw inputs; when present, they explain the price splits."""
+
+
 @dg.asset_check(
-    asset="validated_prices", blocking=True, description="Prices data contract, every row."
+    asset="validated_prices",
+    blocking=True,
+    description="Prices data contract, every row; splits against corporate_actions.parquet.",
 )
 def prices_contract(prices: pl.DataFrame, data_dir: DataDirResource) -> dg.AssetCheckResult:
-    return report_result(validate_prices(prices, file=str(data_dir.file("prices"))))
+    actions_file = data_dir.root() / ACTIONS_FILE
+    actions = read_corporate_actions(actions_file) if actions_file.is_file() else None
+    report = validate_prices(
+        prices,
+        file=str(data_dir.file("prices")),
+        corporate_actions=actions,
+        actions_file=str(actions_file),
+    )
+    return report_result(report)
 
 
 @dg.asset_check(

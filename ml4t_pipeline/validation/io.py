@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
-from ml4t_pipeline.engine.feed.actions import read_corporate_actions
+from ml4t_pipeline.engine.feed.actions import read_corporate_actions as _read_actions
 from ml4t_pipeline.errors import ConfigError, DataError
 from ml4t_pipeline.keys import AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP
 from ml4t_pipeline.validation.coverage import DEFAULT_POLICY, CoveragePolicy
@@ -141,6 +141,13 @@ def read_input(path: str | Path, *, role: str) -> pl.DataFrame:
     return _normalise_times(df, file, role=role)
 
 
+def read_corporate_actions(path: str | Path) -> pl.DataFrame:
+    """A corporate actions file as the engine reads it (`engine.feed.actions`): timestamp (the
+    ex-date, Datetime us UTC), asset_id, split_ratio (1.0 where none), dividend (0.0 where
+    none); a bad file raises `DataError` naming it."""
+    return _read_actions(path, name=str(path))
+
+
 def validate_inputs(
     *,
     prices: str | Path,
@@ -156,11 +163,7 @@ def validate_inputs(
     move is reported. A file that cannot be read raises `DataError` at once; rule failures are
     collected in the returned report (call `raise_if_failed()` to stop on errors).
     """
-    actions = (
-        None
-        if corporate_actions is None
-        else read_corporate_actions(corporate_actions, name=str(corporate_actions))
-    )
+    actions = None if corporate_actions is None else read_corporate_actions(corporate_actions)
     # one file in memory at a time: the other files' checks need only the price keys
     price_frame = read_input(prices, role="prices")
     reports = [
