@@ -80,13 +80,23 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     out = output_folder(args.out)
     config = load_run_config(args.config)
     validate_s = 0.0
+    data_warnings: list[str] | str
     if config.execution.validate and not args.no_validate:
         started = time.perf_counter()
-        _validate_files(config.data.prices, config.data.signals, config.data.context)
+        data_warnings = _validate_files(
+            config.data.prices,
+            config.data.signals,
+            config.data.context,
+            corporate_actions=config.data.corporate_actions,
+        )
         validate_s = time.perf_counter() - started
+    else:
+        skipped_by = "--no-validate" if args.no_validate else "execution.validate: false"
+        data_warnings = f"not checked: validation skipped ({skipped_by})"
     result = run_backtest(config, progress=_progress_printer())
     result.extra["engine_wall_s"] = result.wall_s
     result.extra["validate_wall_s"] = validate_s
+    result.extra["data_warnings"] = data_warnings
     try:
         result.write(out)
     except OSError as exc:
@@ -97,19 +107,33 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _validate_files(prices: Path, signals: Path | None, context: Path | None) -> None:
-    """Full validation before a backtest, skipped for files that passed it unchanged."""
-    from ml4t_pipeline.validation import validate_inputs
-    from ml4t_pipeline.validation.cache import is_validated, remember_validated
+def _validate_files(
+    prices: Path,
+    signals: Path | None,
+    context: Path | None,
+    *,
+    corporate_actions: Path | None = None,
+) -> list[str]:
+    """Full validation before a backtest, skipped for files that passed it unchanged.
 
-    files = [p for p in (prices, signals, context) if p is not None]
-    if is_validated(files):
-        return
-    report = validate_inputs(prices=prices, signals=signals, context=context)
+    Returns the split warnings the run summary repeats (`ValidationReport.split_warnings`),
+    taken from the cache entry when validation is skipped (never recomputed)."""
+    import ml4t_pipeline.validation as validation
+    from ml4t_pipeline.validation import cache
+
+    files = [p for p in (prices, signals, context, corporate_actions) if p is not None]
+    found = cache.lookup(files)
+    if found.hit:
+        return list(found.warnings)
+    report = validation.validate_inputs(
+        prices=prices, signals=signals, context=context, corporate_actions=corporate_actions
+    )
     for failure in report.warnings:
         print(f"warning: {failure.message()}", file=sys.stderr)
     report.raise_if_failed()
-    remember_validated(files)
+    repeated = report.split_warnings()
+    found.remember(repeated)
+    return list(repeated)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -118,9 +142,12 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     config = load_run_config(args.config)
     report = validate_inputs(
-        prices=config.data.prices, signals=config.data.signals, context=config.data.context
+        prices=config.data.prices,
+        signals=config.data.signals,
+        context=config.data.context,
+        corporate_actions=config.data.corporate_actions,
     )
-    for failure in report.failures:
+    for failure in (*report.failures, *report.tolerated):
         print(f"{failure.severity}: {failure.message()}", file=sys.stderr)
     print(
         json.dumps(
@@ -128,6 +155,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 "ok": report.ok,
                 "errors": len(report.errors),
                 "warnings": len(report.warnings),
+                "tolerated": report.tolerated_counts(),
                 "rows_checked": report.rows_checked,
             }
         )

@@ -12,9 +12,10 @@
   precomputed features and of the validation layer's `align_point_in_time`; a repeated
   (timestamp, [asset_id,] available_at) over every row of a table (`repeated_versions`).
 - **Rules**: every data rule's name (`Rule`), the OHLC bar rules as conditions written with
-  comparison operators only (`OHLC_RULES`, `VOLUME_RULES`: the same function reads numpy arrays
-  in the feed's guard and polars expressions in the validation contract), and the one-line
-  failure message both layers print (`failure_message`).
+  comparisons and products only (`OHLC_RULES`, `VOLUME_RULES`: the same function reads numpy
+  arrays in the feed's guard and polars expressions in the validation contract, with the
+  relative tolerance of the price relations given by the caller), and the one-line failure
+  message both layers print (`failure_message`).
 
 numpy only (no polars, pyarrow, pandera or dagster), so any layer may import it.
 """
@@ -259,6 +260,10 @@ class Rule(StrEnum):
     LOOK_AHEAD = "look_ahead"
     SIGNAL_WITHOUT_PRICE = "signal_without_price"
     LARGE_GAP = "large_gap"
+    DATA_ENDS = "data_ends"
+    POSSIBLE_SPLIT = "possible_split"
+    SPLIT_NOT_IN_PRICES = "split_not_in_prices"
+    PRICE_JUMP = "price_jump"
     STALE_CONTEXT = "stale_context"
     CHECK_ERROR = "check_error"
 
@@ -286,23 +291,43 @@ def _all_valid(col: Column, names: Iterable[str]) -> Any:
     return out
 
 
+def _below(x: Any, reference: Any, rtol: float) -> Any:
+    """`x` is below `reference` by more than `rtol` of it (``reference - x > rtol * reference``
+    for a positive reference, written as one comparison)."""
+    return x < reference * (1.0 - rtol)
+
+
+def _above(x: Any, reference: Any, rtol: float) -> Any:
+    """`x` is above `reference` by more than `rtol` of it."""
+    return x > reference * (1.0 + rtol)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class BarRule:
     """One rule on a bar's prices or volume, reported under `column`.
 
-    `broken(col)` is True on the rows that break it, where `col(name)` gives a column as a numpy
-    array (the feed) or a polars expression (the validation contract). Relations between prices
-    are judged only where every price they need is finite and positive, so one bad value is
-    reported once, by the rule it breaks. `reads` are the columns an example row shows. With
-    `nulls_break` a missing (null) value breaks the rule; otherwise nulls are another rule's.
+    `broken(col, rtol)` is True on the rows that break it, where `col(name)` gives a column as
+    a numpy array (the feed) or a polars expression (the validation contract) and `rtol` is the
+    relative tolerance of the relations between prices (the caller passes
+    `engine.tolerances.OHLC_RTOL`; 0.0 gives the exact relation; rules that are not
+    `relation`s ignore it). A row that breaks the exact relation but not the tolerant one is
+    *tolerated*: accepted, and counted. Relations between prices are judged only where every
+    price they need is finite and positive, so one bad value is reported once, by the rule it
+    breaks. `reads` are the columns an example row shows. With `nulls_break` a missing (null)
+    value breaks the rule; otherwise nulls are another rule's.
     """
 
     rule: Rule
     column: str
     reads: tuple[str, ...]
-    broken: Callable[[Column], Any]
+    broken: Callable[[Column, float], Any]
     detail: str
     nulls_break: bool = False
+    relation: bool = False
+
+    def tolerated(self, col: Column, rtol: float) -> Any:
+        """The rows that break the exact relation but are within `rtol` of it."""
+        return self.broken(col, 0.0) & ~self.broken(col, rtol)
 
 
 def _non_finite(name: str, rule: Rule, detail: str) -> BarRule:
@@ -310,14 +335,14 @@ def _non_finite(name: str, rule: Rule, detail: str) -> BarRule:
         rule=rule,
         column=name,
         reads=(name,),
-        broken=lambda col: ~is_finite(col(name)),
+        broken=lambda col, _rtol: ~is_finite(col(name)),
         detail=detail,
         nulls_break=True,
     )
 
 
 def _below_zero(name: str, rule: Rule, detail: str, *, zero_ok: bool) -> BarRule:
-    def broken(col: Column) -> Any:
+    def broken(col: Column, _rtol: float) -> Any:
         x = col(name)
         return is_finite(x) & ((x < 0) if zero_ok else (x <= 0))
 
@@ -337,26 +362,33 @@ def _ohlc_rules() -> tuple[BarRule, ...]:
             rule=Rule.HIGH_BELOW_MAX_OPEN_CLOSE,
             column=HIGH,
             reads=(OPEN, HIGH, CLOSE),
-            broken=lambda col: (
-                _all_valid(col, OHLC) & ((col(HIGH) < col(OPEN)) | (col(HIGH) < col(CLOSE)))
+            broken=lambda col, rtol: (
+                _all_valid(col, OHLC)
+                & (_below(col(HIGH), col(OPEN), rtol) | _below(col(HIGH), col(CLOSE), rtol))
             ),
             detail="high is below open or close",
+            relation=True,
         ),
         BarRule(
             rule=Rule.LOW_ABOVE_MIN_OPEN_CLOSE,
             column=LOW,
             reads=(OPEN, LOW, CLOSE),
-            broken=lambda col: (
-                _all_valid(col, OHLC) & ((col(LOW) > col(OPEN)) | (col(LOW) > col(CLOSE)))
+            broken=lambda col, rtol: (
+                _all_valid(col, OHLC)
+                & (_above(col(LOW), col(OPEN), rtol) | _above(col(LOW), col(CLOSE), rtol))
             ),
             detail="low is above open or close",
+            relation=True,
         ),
         BarRule(
             rule=Rule.HIGH_BELOW_LOW,
             column=HIGH,
             reads=(HIGH, LOW),
-            broken=lambda col: _all_valid(col, (HIGH, LOW)) & (col(HIGH) < col(LOW)),
+            broken=lambda col, rtol: (
+                _all_valid(col, (HIGH, LOW)) & _below(col(HIGH), col(LOW), rtol)
+            ),
             detail="high is below low",
+            relation=True,
         ),
     )
 
@@ -367,6 +399,14 @@ VOLUME_RULES: Final = (
     _non_finite(VOLUME, Rule.NON_FINITE_VOLUME, "volume is null, NaN or infinite"),
     _below_zero(VOLUME, Rule.NEGATIVE_VOLUME, "volume is negative", zero_ok=True),
 )
+
+
+def tolerance_detail(rtol: float) -> str:
+    """The detail of a tolerated-rows entry, for both layers."""
+    return (
+        f"within the OHLC tolerance ({rtol:g} of the price): accepted, the engine widens "
+        "high and low to cover open and close"
+    )
 
 
 # -- messages ---------------------------------------------------------------------------------

@@ -26,13 +26,16 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
+from ml4t_pipeline.engine.tolerances import FILL_BAR_RTOL
+
 #: Money amounts summed in a different order agree to this relative tolerance.
 REL_TOL = 1e-9
 #: ... and to this absolute tolerance (currency units) near zero.
 ABS_TOL = 1e-6
-#: Prices rebuilt from (price, slippage) agree with bar prices to this relative tolerance;
-#: fills without slippage are compared exactly (the slack is far below a cent).
-PRICE_REL_TOL = 1e-12
+#: Fills are compared with the bars as written in the prices file: the engine may have widened a
+#: bar within the OHLC tolerance (split-adjusted data), and prices rebuilt from (price,
+#: slippage) carry round-off; the slack is far below a cent.
+PRICE_REL_TOL = FILL_BAR_RTOL
 STOP_REASONS = frozenset({"stop_loss", "trailing_stop", "volatility_stop"})
 
 

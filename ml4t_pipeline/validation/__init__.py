@@ -6,13 +6,14 @@ numpy and pandera, never dagster::
     from ml4t_pipeline.validation import validate_inputs
 
     report = validate_inputs(prices=Path("prices.parquet"), signals=Path("signals.parquet"))
+    # with data.corporate_actions: validate_inputs(..., corporate_actions=Path(...))
     print(report.summary())
     report.raise_if_failed()
 """
 
 from ml4t_pipeline.validation.cache import FileFingerprint, fingerprint_file
 from ml4t_pipeline.validation.coverage import CoveragePolicy
-from ml4t_pipeline.validation.io import read_input, validate_inputs
+from ml4t_pipeline.validation.io import read_corporate_actions, read_input, validate_inputs
 from ml4t_pipeline.validation.report import (
     MAX_EXAMPLES,
     Failure,
@@ -43,6 +44,7 @@ __all__ = [
     "describe_rows",
     "fingerprint_file",
     "merge_reports",
+    "read_corporate_actions",
     "read_input",
     "validate_context",
     "validate_inputs",

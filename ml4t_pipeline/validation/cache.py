@@ -23,6 +23,9 @@ numbers (some FUSE and network mounts, FAT), one made by setting the system cloc
 file's recorded ctime, or the bytes changing during validation and changing back to the
 pre-validation bytes within one timestamp tick. A SHA-256 collision is not considered.
 
+An entry also keeps the warnings a backtest summary repeats (`ValidationReport.split_warnings`),
+so a run that skips validation still reports them without validating again.
+
 Entries live under $XDG_CACHE_HOME/ml4t-pipeline (default ~/.cache/ml4t-pipeline), never next to
 the raw inputs, and are written atomically.
 """
@@ -37,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-VALIDATOR_VERSION = "2"
+VALIDATOR_VERSION = "3"  # 3: OHLC tolerance, split/jump/data-ends rules, kept warnings
 SETTLE_NS = 3_000_000_000  # > the coarsest common timestamp granularity (FAT: 2 s)
 _STAT_FIELDS = ("device", "inode", "size", "mtime_ns", "ctime_ns")
 
@@ -100,18 +103,27 @@ def _entry(names: list[str]) -> Path:
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
-def _load(entry: Path) -> dict[str, FileFingerprint]:
+def _load(entry: Path) -> tuple[dict[str, FileFingerprint], tuple[str, ...]]:
+    """The stored fingerprints and kept warnings (nothing for a missing or foreign entry)."""
     try:
         saved = json.loads(entry.read_text())
         if saved.get("version") != VALIDATOR_VERSION:
-            return {}
-        return {name: FileFingerprint(**fields) for name, fields in saved["files"].items()}
+            return {}, ()
+        files = {name: FileFingerprint(**fields) for name, fields in saved["files"].items()}
+        warnings = saved.get("warnings", [])
+        if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+            return {}, ()
+        return files, tuple(warnings)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
+        return {}, ()
 
 
-def _store(entry: Path, files: dict[str, FileFingerprint]) -> None:
-    payload = {"version": VALIDATOR_VERSION, "files": {n: asdict(f) for n, f in files.items()}}
+def _store(entry: Path, files: dict[str, FileFingerprint], warnings: tuple[str, ...]) -> None:
+    payload = {
+        "version": VALIDATOR_VERSION,
+        "files": {n: asdict(f) for n, f in files.items()},
+        "warnings": list(warnings),
+    }
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=entry.parent, delete=False, suffix=".tmp") as tmp:
@@ -123,14 +135,17 @@ def _store(entry: Path, files: dict[str, FileFingerprint]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Lookup:
-    """The files' fingerprints taken before validation, and whether they passed it already."""
+    """The files' fingerprints taken before validation, whether they passed it already, and
+    (on a hit) the warnings kept with the entry."""
 
     hit: bool
     paths: tuple[Path, ...]
     fingerprints: dict[str, FileFingerprint]
+    warnings: tuple[str, ...] = ()
 
-    def remember(self) -> None:
-        """Store the pre-validation fingerprints as valid, unless a file changed since."""
+    def remember(self, warnings: tuple[str, ...] = ()) -> None:
+        """Store the pre-validation fingerprints as valid, with the `warnings` a later run
+        repeats, unless a file changed since."""
         for path in self.paths:
             known = self.fingerprints.get(str(path.resolve()))
             try:
@@ -138,7 +153,7 @@ class Lookup:
                     return
             except OSError:
                 return
-        _store(_entry(list(self.fingerprints)), self.fingerprints)
+        _store(_entry(list(self.fingerprints)), self.fingerprints, warnings)
 
 
 def lookup(paths: list[Path]) -> Lookup:
@@ -149,7 +164,7 @@ def lookup(paths: list[Path]) -> Lookup:
     """
     names = [str(p.resolve()) for p in paths]
     entry = _entry(names)
-    saved = _load(entry)
+    saved, warnings = _load(entry)
     current: dict[str, FileFingerprint] = {}
     rehashed = False
     for path, name in zip(paths, names, strict=True):
@@ -165,9 +180,11 @@ def lookup(paths: list[Path]) -> Lookup:
     hit = set(saved) == set(names) and all(
         current[n].sha256 and saved[n].sha256 == current[n].sha256 for n in names
     )
-    found = Lookup(hit=hit, paths=tuple(paths), fingerprints=current)
+    found = Lookup(
+        hit=hit, paths=tuple(paths), fingerprints=current, warnings=warnings if hit else ()
+    )
     if hit and rehashed:
-        found.remember()
+        found.remember(found.warnings)
     return found
 
 

@@ -41,6 +41,7 @@ _BARS = "bars"
 _ROWS = "rows"
 _BAR = "__bar"
 _ASSET = "__asset"
+_LAST_BAR = "last_bar"
 
 
 def _gap_failure(
@@ -107,24 +108,62 @@ def _repeated_keys(panel: KeyPanel, *, file: str) -> list[Failure]:
     ]
 
 
+def _data_ends(panel: KeyPanel, *, file: str, policy: CoveragePolicy) -> list[Failure]:
+    """DATA_ENDS: assets whose last bar comes before the file's last timestamp. The engine
+    delists such an asset at its last bar (`engine.feed.listings`; `execution.on_delist`
+    says what happens to a position in it), so the user must know."""
+    asset, bar = panel.cells.asset, panel.cells.bar
+    last_of_asset = np.flatnonzero(np.r_[asset[1:] != asset[:-1], True])
+    end = panel.calendar.bars.len() - 1
+    ended = last_of_asset[bar[last_of_asset] < end]
+    if not ended.size:
+        return []
+    frame = pl.DataFrame({_BAR: bar[ended]}).with_columns(
+        panel.assets.ids.gather(asset[ended]).alias(ASSET_ID)
+    )
+    shown = frame.bottom_k(MAX_EXAMPLES, by=[_BAR, ASSET_ID]).sort(_BAR, ASSET_ID)
+    examples = shown.with_columns(
+        panel.calendar.bars.gather(shown.get_column(_BAR)).alias(_LAST_BAR)
+    )
+    last = panel.calendar.bars.gather([end]).item()
+    return [
+        Failure(
+            file=file,
+            column=ASSET_ID,
+            rule=Rule.DATA_ENDS,
+            severity=policy.data_ends,
+            n_rows=0,
+            examples=describe_rows(examples, [ASSET_ID, _LAST_BAR]),
+            detail=(
+                f"delisted or data ends: {plural(int(ended.size), 'asset')} with a last bar "
+                f"before the file's last timestamp {last}; the engine delists each at its "
+                "last bar (execution.on_delist)"
+            ),
+        )
+    ]
+
+
 def panel_failures(
     prices: pl.DataFrame,
     *,
     file: str,
     policy: CoveragePolicy,
     max_grid_cells: int | None = None,
+    panel: KeyPanel | None = None,
 ) -> list[Failure]:
-    """DUPLICATE_KEY and LARGE_GAP for a prices frame with usable timestamp and asset_id.
+    """DUPLICATE_KEY, DATA_ENDS and LARGE_GAP for a prices frame with usable timestamp and
+    asset_id.
 
     A cell holding several rows is a duplicate key. A gap is a run of more than
     `policy.max_gap_bars` calendar bars missing between two bars of one asset; bars before an
     asset's first or after its last row are listing/delisting, not gaps. Null keys are
     NULL_KEY's business and are skipped here.
     """
-    panel = key_panel(prices, max_grid_cells=max_grid_cells)
+    if panel is None:  # (`panel`: the frame's `key_panel`, when the caller has it already)
+        panel = key_panel(prices, max_grid_cells=max_grid_cells)
     if panel is None:
         return []
-    failures = _repeated_keys(panel, file=file)
+    failures = _repeated_keys(panel, file=file) + _data_ends(panel, file=file, policy=policy)
     asset, bar = panel.cells.asset, panel.cells.bar
     missing = bar[1:] - bar[:-1] - 1
     at = np.flatnonzero((asset[1:] == asset[:-1]) & (missing > policy.max_gap_bars))

@@ -150,18 +150,26 @@ def count_cells(cells: Ints, *, n_assets: int, n_bars: int, max_grid_cells: int)
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
 class KeyPanel:
-    """A frame's keys as cells of the calendar x assets grid."""
+    """A frame's keys as cells of the calendar x assets grid.
+
+    `row_bar` and `row_asset` are the bar index and asset code of each row with a non-null
+    key, in frame order; `kept` marks those rows in the frame (None: every row)."""
 
     calendar: KeyCalendar
     assets: KeyAssets
     cells: KeyCells
+    row_bar: Ints
+    row_asset: Ints
+    kept: Bools | None
 
 
 def key_panel(frame: pl.DataFrame, *, max_grid_cells: int | None) -> KeyPanel | None:
     """Integer coordinates of the non-null (timestamp, asset_id) keys, or None if none."""
     keys = frame.select(TIMESTAMP, ASSET_ID)
+    kept = None
     if keys.null_count().row(0) != (0, 0):
-        keys = keys.drop_nulls()
+        kept = keys.select(pl.all_horizontal(pl.all().is_not_null())).to_series().to_numpy()
+        keys = keys.filter(kept)
     if keys.is_empty():
         return None
     limit = max(4 * keys.height, 1 << 20) if max_grid_cells is None else max_grid_cells
@@ -171,4 +179,11 @@ def key_panel(frame: pl.DataFrame, *, max_grid_cells: int | None) -> KeyPanel | 
     cells = count_cells(
         asset_codes * n_bars + bars, n_assets=assets.ids.len(), n_bars=n_bars, max_grid_cells=limit
     )
-    return KeyPanel(calendar=calendar, assets=assets, cells=cells)
+    return KeyPanel(
+        calendar=calendar,
+        assets=assets,
+        cells=cells,
+        row_bar=bars,
+        row_asset=asset_codes,
+        kept=kept,
+    )

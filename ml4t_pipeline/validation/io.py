@@ -13,6 +13,7 @@ from typing import Literal
 import polars as pl
 from polars.exceptions import PanicException, PolarsError
 
+from ml4t_pipeline.engine.feed.actions import read_corporate_actions as _read_actions
 from ml4t_pipeline.errors import ConfigError, DataError
 from ml4t_pipeline.keys import AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP
 from ml4t_pipeline.validation.coverage import DEFAULT_POLICY, CoveragePolicy
@@ -117,6 +118,7 @@ def _keys_other_than(df: pl.DataFrame, name: str) -> list[str]:
 def read_input(path: str | Path, *, role: str) -> pl.DataFrame:
     """Read one input Parquet file with every datetime column in UTC (naive means UTC).
 
+    Decimal columns become Float64 (the engine reads them as float64 too).
     `role` is "prices", "signals" or "context". A missing, empty, truncated or non-Parquet file,
     a `timestamp` column (for signals and context also `available_at`) that is not a datetime,
     or times finer than a microsecond raise `DataError` naming the path and the problem.
@@ -133,7 +135,17 @@ def read_input(path: str | Path, *, role: str) -> pl.DataFrame:
     except (PolarsError, OSError, PanicException) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _error(file, Rule.UNREADABLE_FILE, f"corrupt Parquet file ({reason})") from None
+    decimals = [name for name, dtype in df.schema.items() if isinstance(dtype, pl.Decimal)]
+    if decimals:  # as the engine reads them: each value's nearest float64
+        df = df.with_columns(pl.col(decimals).cast(pl.Float64))
     return _normalise_times(df, file, role=role)
+
+
+def read_corporate_actions(path: str | Path) -> pl.DataFrame:
+    """A corporate actions file as the engine reads it (`engine.feed.actions`): timestamp (the
+    ex-date, Datetime us UTC), asset_id, split_ratio (1.0 where none), dividend (0.0 where
+    none); a bad file raises `DataError` naming it."""
+    return _read_actions(path, name=str(path))
 
 
 def validate_inputs(
@@ -141,16 +153,28 @@ def validate_inputs(
     prices: str | Path,
     signals: str | Path | None = None,
     context: str | Path | None = None,
+    corporate_actions: str | Path | None = None,
     policy: CoveragePolicy = DEFAULT_POLICY,
 ) -> ValidationReport:
     """Read and validate every input; files are named in failures as given here.
 
-    A file that cannot be read raises `DataError` at once; rule failures are collected in the
-    returned report (call `raise_if_failed()` to stop on errors).
+    `corporate_actions` (the run's `data.corporate_actions`, read by the engine's
+    `read_corporate_actions`) explains the splits the prices show; without it every split-like
+    move is reported. A file that cannot be read raises `DataError` at once; rule failures are
+    collected in the returned report (call `raise_if_failed()` to stop on errors).
     """
+    actions = None if corporate_actions is None else read_corporate_actions(corporate_actions)
     # one file in memory at a time: the other files' checks need only the price keys
     price_frame = read_input(prices, role="prices")
-    reports = [validate_prices(price_frame, file=str(prices), policy=policy)]
+    reports = [
+        validate_prices(
+            price_frame,
+            file=str(prices),
+            policy=policy,
+            corporate_actions=actions,
+            actions_file=str(corporate_actions),
+        )
+    ]
     keys = [c for c in KEY_COLUMNS if c in price_frame.columns]
     price_keys = price_frame.select(keys)
     del price_frame

@@ -39,11 +39,18 @@ __all__ = [
 ]
 
 
+SPLIT_RULES = frozenset({Rule.POSSIBLE_SPLIT, Rule.SPLIT_NOT_IN_PRICES})
+"""The rules whose warnings a backtest summary repeats (`ValidationReport.split_warnings`)."""
+
+
 class Severity(StrEnum):
-    """ERROR blocks a backtest; WARNING is reported and the run goes on."""
+    """ERROR blocks a backtest; WARNING is reported and the run goes on; INFO marks rows that
+    were accepted within a tolerance (`ValidationReport.tolerated`), reported so nothing is
+    accepted silently."""
 
     ERROR = "error"
     WARNING = "warning"
+    INFO = "info"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,10 +104,16 @@ _FRAME_SCHEMA = pl.Schema(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ValidationReport:
-    """Every failure found in one or more input files, plus how many rows each file had."""
+    """Every failure found in one or more input files, plus how many rows each file had.
+
+    `tolerated` lists, per file and rule, the rows that break a rule's exact form but lie
+    within its tolerance (severity INFO: accepted, e.g. OHLC relations off in the 15th digit of
+    split-adjusted prices); they are not failures and never change `ok`.
+    """
 
     failures: tuple[Failure, ...] = ()
     rows_checked: dict[str, int] = field(default_factory=dict)
+    tolerated: tuple[Failure, ...] = ()
 
     @property
     def errors(self) -> tuple[Failure, ...]:
@@ -109,6 +122,20 @@ class ValidationReport:
     @property
     def warnings(self) -> tuple[Failure, ...]:
         return tuple(f for f in self.failures if f.severity is Severity.WARNING)
+
+    def tolerated_counts(self) -> dict[str, dict[str, int]]:
+        """file -> rule -> rows accepted within the rule's tolerance (only rules that did)."""
+        counts: dict[str, dict[str, int]] = {}
+        for entry in self.tolerated:
+            per_file = counts.setdefault(entry.file, {})
+            per_file[str(entry.rule)] = per_file.get(str(entry.rule), 0) + entry.n_rows
+        return counts
+
+    def split_warnings(self) -> tuple[str, ...]:
+        """The messages of the split warnings (POSSIBLE_SPLIT, SPLIT_NOT_IN_PRICES) a
+        backtest summary repeats: each names the file, the row count and the first examples
+        (asset, date, ratio)."""
+        return tuple(f.message() for f in self.warnings if f.rule in SPLIT_RULES)
 
     @property
     def ok(self) -> bool:
@@ -121,6 +148,7 @@ class ValidationReport:
         lines = [f"checked {checked or 'no files'}"]
         lines += [f"ERROR {f.message()}" for f in self.errors]
         lines += [f"WARNING {f.message()}" for f in self.warnings]
+        lines += [f"TOLERATED {f.message()}" for f in self.tolerated]
         return "\n".join(lines)
 
     def raise_if_failed(self) -> None:
@@ -134,17 +162,19 @@ class ValidationReport:
         raise DataError(msg)
 
     def to_frame(self) -> pl.DataFrame:
-        """One row per failure, with plain string/integer columns (for metadata tables)."""
+        """One row per failure, then one per tolerated entry (severity "info"), with plain
+        string/integer columns (for metadata tables)."""
+        rows = (*self.failures, *self.tolerated)
         return pl.DataFrame(
             {
-                "file": [f.file for f in self.failures],
-                "column": [f.column for f in self.failures],
-                "rule": [str(f.rule) for f in self.failures],
-                "severity": [str(f.severity) for f in self.failures],
-                "n_rows": [f.n_rows for f in self.failures],
-                "detail": [f.detail for f in self.failures],
-                "examples": ["; ".join(f.examples) for f in self.failures],
-                "message": [f.message() for f in self.failures],
+                "file": [f.file for f in rows],
+                "column": [f.column for f in rows],
+                "rule": [str(f.rule) for f in rows],
+                "severity": [str(f.severity) for f in rows],
+                "n_rows": [f.n_rows for f in rows],
+                "detail": [f.detail for f in rows],
+                "examples": ["; ".join(f.examples) for f in rows],
+                "message": [f.message() for f in rows],
             },
             schema=_FRAME_SCHEMA,
         )
@@ -159,6 +189,7 @@ def merge_reports(*reports: ValidationReport) -> ValidationReport:
     return ValidationReport(
         failures=tuple(f for report in reports for f in report.failures),
         rows_checked=rows,
+        tolerated=tuple(f for report in reports for f in report.tolerated),
     )
 
 

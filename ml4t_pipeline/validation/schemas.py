@@ -14,17 +14,21 @@ from __future__ import annotations
 
 import polars as pl
 
+from ml4t_pipeline.engine.tolerances import OHLC_RTOL
 from ml4t_pipeline.keys import (
     ASSET_ID,
     AVAILABLE_AT,
+    CLOSE,
     OHLC,
     OHLC_RULES,
+    OPEN,
     TIMESTAMP,
     VOLUME,
     VOLUME_RULES,
     BarRule,
     duplicate_key_detail,
     key_columns,
+    tolerance_detail,
 )
 from ml4t_pipeline.validation.contract import (
     ASSET_ID_KIND,
@@ -44,6 +48,8 @@ from ml4t_pipeline.validation.coverage import (
     panel_failures,
     signal_failures,
 )
+from ml4t_pipeline.validation.grid import key_panel
+from ml4t_pipeline.validation.moves import move_failures
 from ml4t_pipeline.validation.report import (
     MAX_EXAMPLES,
     Failure,
@@ -60,7 +66,7 @@ def _row_rule(rule: BarRule) -> RowRule:
     return RowRule(
         rule=rule.rule,
         column=rule.column,
-        passes=~rule.broken(pl.col),
+        passes=~rule.broken(pl.col, OHLC_RTOL),
         ignore_na=not rule.nulls_break,
         columns=rule.reads,
         detail=rule.detail,
@@ -148,22 +154,79 @@ _KEY_SPECS = (
 )
 
 
+def tolerated_rows(df: pl.DataFrame, *, file: str) -> list[Failure]:
+    """INFO entries: rows breaking an OHLC relation exactly but within `OHLC_RTOL` (accepted).
+
+    One pass counts every relation; examples are read only for the relations that tolerated
+    rows. Needs all four prices usable (the relations are judged on valid prices only)."""
+    relations = [rule for rule in OHLC_RULES if rule.relation]
+    masks = [rule.tolerated(pl.col, OHLC_RTOL) for rule in relations]
+    counts = df.select(
+        mask.sum().alias(str(rule.rule)) for rule, mask in zip(relations, masks, strict=True)
+    ).row(0)
+    entries: list[Failure] = []
+    order = [c for c in (TIMESTAMP, ASSET_ID) if c in df.columns]
+    for rule, mask, n_rows in zip(relations, masks, counts, strict=True):
+        if not n_rows:
+            continue
+        rows = df.filter(mask).select(*order, *rule.reads)
+        shown = rows.bottom_k(MAX_EXAMPLES, by=order).sort(order) if order else rows
+        entries.append(
+            Failure(
+                file=file,
+                column=rule.column,
+                rule=rule.rule,
+                severity=Severity.INFO,
+                n_rows=int(n_rows),
+                examples=describe_rows(shown, [*order, *rule.reads]),
+                detail=f"{rule.detail}, {tolerance_detail(OHLC_RTOL)}",
+            )
+        )
+    return entries
+
+
 def validate_prices(
-    df: pl.DataFrame, *, file: str, policy: CoveragePolicy = DEFAULT_POLICY
+    df: pl.DataFrame,
+    *,
+    file: str,
+    policy: CoveragePolicy = DEFAULT_POLICY,
+    corporate_actions: pl.DataFrame | None = None,
+    actions_file: str = "corporate_actions",
 ) -> ValidationReport:
     """Check a prices frame (timestamp, asset_id, open, high, low, close, volume).
 
     ERROR: missing column, wrong dtype, non-UTC timestamps, null key, duplicate
     (timestamp, asset_id), null/NaN/infinite or non-positive price, high below open/close/low,
-    low above open/close, null/NaN/infinite or negative volume, no rows. Price equality is exact:
-    a bar with high == close is fine, high one tick below close is not.
-    Coverage (severity from `policy`): LARGE_GAP when an asset misses more than
-    `policy.max_gap_bars` calendar bars in a row between its first and last bar.
+    low above open/close, null/NaN/infinite or negative volume, no rows. The price relations
+    accept a difference within `OHLC_RTOL` of the price (split-adjusted prices differ in the
+    15th digit): such rows are listed in `tolerated` (INFO), never silently accepted.
+    Severity from `policy`: LARGE_GAP when an asset misses more than `policy.max_gap_bars`
+    calendar bars in a row between its first and last bar; DATA_ENDS for an asset whose bars
+    end before the file's last timestamp (delisted, or its data ends); POSSIBLE_SPLIT,
+    PRICE_JUMP and, for `corporate_actions` (as `read_corporate_actions` returns them, named
+    `actions_file`), SPLIT_NOT_IN_PRICES (`moves.move_failures`; not run on a file with
+    duplicate keys, where "the previous bar" has no meaning).
     """
     failures = _empty(df, file=file) + run_contract(df, PRICES_CONTRACT, file=file)
-    if usable_columns(df, _KEY_SPECS) == {TIMESTAMP, ASSET_ID}:
-        failures += panel_failures(df, file=file, policy=policy)
-    return _report(failures, file=file, df=df)
+    usable = usable_columns(df, PRICES_CONTRACT.columns)
+    keys = {TIMESTAMP, ASSET_ID} <= usable
+    panel = key_panel(df, max_grid_cells=None) if keys else None
+    if panel is not None:
+        failures += panel_failures(df, file=file, policy=policy, panel=panel)
+    tolerated = tolerated_rows(df, file=file) if usable >= set(OHLC) else []
+    one_row_per_key = not any(f.rule is Rule.DUPLICATE_KEY for f in failures)
+    if panel is not None and one_row_per_key and usable >= {OPEN, CLOSE, VOLUME}:
+        failures += move_failures(
+            df,
+            file=file,
+            policy=policy,
+            panel=panel,
+            actions=corporate_actions,
+            actions_file=actions_file,
+        )
+    return ValidationReport(
+        failures=tuple(failures), rows_checked={file: df.height}, tolerated=tuple(tolerated)
+    )
 
 
 def _prices_usable(prices: pl.DataFrame | None, names: set[str]) -> bool:

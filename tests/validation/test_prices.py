@@ -224,7 +224,11 @@ def test_grid_and_group_by_counting_agree(seed: int) -> None:
     policy = CoveragePolicy(max_gap_bars=1)
     on_grid = panel_failures(prices, file="p", policy=policy)
     grouped = panel_failures(prices, file="p", policy=policy, max_grid_cells=0)
-    assert {f.rule for f in on_grid} == {Rule.DUPLICATE_KEY, Rule.LARGE_GAP}
+    ends = prices.group_by("asset_id").agg(pl.col("timestamp").max()).get_column("timestamp")
+    expected = {Rule.DUPLICATE_KEY, Rule.LARGE_GAP}
+    if (ends < prices.get_column("timestamp").max()).any():
+        expected.add(Rule.DATA_ENDS)  # rows dropped at random: some assets end early
+    assert {f.rule for f in on_grid} == expected
     assert on_grid == grouped
     repeated = prices.group_by("timestamp", "asset_id").len().filter(pl.col("len") > 1)
     duplicate = next(f for f in on_grid if f.rule is Rule.DUPLICATE_KEY)

@@ -18,6 +18,7 @@ import numpy as np
 from ml4t_pipeline.engine.feed.columns import float_values
 from ml4t_pipeline.engine.feed.coords import RowCoords
 from ml4t_pipeline.engine.feed.tables import Table
+from ml4t_pipeline.engine.tolerances import OHLC_RTOL
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.keys import (
     ASSET_ID,
@@ -176,23 +177,26 @@ def duplicate_keys_error(coords: RowCoords, calendar: Calendar, name: str) -> Da
 
 def check_bars(
     dense: dict[str, np.ndarray], has_bar: np.ndarray, calendar: Calendar, lo: int, name: str
-) -> None:
+) -> int:
     """The loop's own guard: every bar finite, positive, low <= open/close <= high.
 
     One fused pass over the arrays; only when it fails are the rules told apart, by the same
     `OHLC_RULES` the data contract runs (`ml4t_pipeline.validation` checks every rule of every
-    input, this guard only what the loop cannot run without).
+    input, this guard only what the loop cannot run without). The price relations accept a
+    difference within `OHLC_RTOL` of the price (split-adjusted data): such a bar is widened in
+    place, high := max(high, open, close) and low := min(low, open, close), so a fill at the
+    open or the close stays inside the bar. Returns how many bars were widened.
     """
     o, h, low, c = dense[OPEN], dense[HIGH], dense[LOW], dense[CLOSE]
     with np.errstate(invalid="ignore"):
         ok = (low > 0) & (low <= o) & (low <= c) & (h >= o) & (h >= c) & (h < np.inf)
     bad = has_bar & ~ok
     if not bad.any():
-        return
+        return 0
     messages = []
     for rule in OHLC_RULES:
         with np.errstate(invalid="ignore"):
-            cells = np.argwhere(has_bar & rule.broken(dense.__getitem__))
+            cells = np.argwhere(has_bar & rule.broken(dense.__getitem__, OHLC_RTOL))
         if cells.shape[0] == 0:
             continue
         shown = [(lo + t, a) for t, a in cells[:MAX_EXAMPLES].tolist()]
@@ -210,4 +214,9 @@ def check_bars(
                 examples=examples,
             )
         )
-    raise DataError(errors_message(messages))
+    if messages:
+        raise DataError(errors_message(messages))
+    # every bar left is finite and positive, its relations off by round-off only: widen it
+    h[bad] = np.maximum(np.maximum(h[bad], o[bad]), c[bad])
+    low[bad] = np.minimum(np.minimum(low[bad], o[bad]), c[bad])
+    return int(np.count_nonzero(bad))
