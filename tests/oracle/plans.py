@@ -55,6 +55,26 @@ The spec (bar t; a (bar, asset) row may be missing: that asset has no bar at t):
 
 Orders decided at the last bar never fill. A fill that flips a position is two fills, the
 closing and the opening part, each with its own commission (the engine's representation).
+
+Corporate actions (`replay_all(..., actions=...)`): a split (`split_ratio` new shares per old
+one) and/or a cash dividend per share, at an ex-date. An action applies at the first bar whose
+timestamp is at or after its ex-date (also when its asset has no bar there), before anything
+else happens at that bar (step 0, before 1):
+
+0. (a) Dividends first: cash += qty held x dividend (a short pays it), recorded with the
+   previous close (the asset's last known close). (b) Then splits. The ratio is read as the
+   fraction it stands for (0.333... is 1/3, 1.5 is 3/2), so |qty| x ratio is exact: its whole
+   part is the new position (sign kept) and its fractional part is paid in cash at the previous
+   close / ratio (a short pays it). If no whole share is left, the position is sold at the
+   previous close (the split ends the trade; no commission, no slippage) and loses its stop
+   level. A position that remains keeps its entry bar; its stop level becomes level / ratio.
+   Every order still working for the asset ends (`split`) and is replaced by one for
+   floor(|qty| x ratio) shares (none if that is 0), limit and stop / ratio, a stop-limit that
+   fired still a limit order; the replacements take new ids (after every existing order), the
+   asset's orders in id order. The asset's last close becomes last close / ratio (the equity
+   marks it until the asset's next bar). Nothing held: nothing is paid and no action row is
+   recorded (the orders and the last close still change). Several actions of one bar: every
+   dividend (by ex-date, then asset), then every split likewise.
 """
 
 from __future__ import annotations
@@ -62,6 +82,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -139,9 +160,68 @@ class EquityRow:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejection:
     bar: int
-    plan_index: int  # position of the order in the plan
+    plan_index: int  # position of the order in the plan (-1: what is left of an exit)
     qty: int  # signed: what did not fill (the whole order, or the rest of a cut one)
     reason: str
+    asset_id: str = ""
+
+
+#: A split ratio is read as the nearest fraction with a denominator up to this (1/3, 3/2, 1/100).
+RATIO_DENOMINATOR = 1_000_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorporateAction:
+    """One row of a corporate-actions input: a split and/or a dividend of `asset` at the
+    ex-date `ts_us` (UTC epoch microseconds)."""
+
+    ts_us: int
+    asset: str
+    split_ratio: float = 1.0  # new shares per old share
+    dividend: float = 0.0  # cash per share held at the previous close
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "timestamp": datetime(1970, 1, 1) + timedelta(microseconds=self.ts_us),  # noqa: DTZ001
+            "asset_id": self.asset,
+            "split_ratio": None if self.split_ratio == 1.0 else self.split_ratio,
+            "dividend": None if self.dividend == 0.0 else self.dividend,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionRow:
+    """What one action did to the account (only actions on a position held are recorded)."""
+
+    bar: int
+    ts_us: int  # the bar it applied at
+    asset_id: str
+    action: str  # split | dividend
+    split_ratio: float  # 1.0 for a dividend
+    dividend: float  # 0.0 for a split
+    qty_before: int
+    qty_after: int
+    cash: float  # credited (+) or debited (-)
+    ref_price: float  # the previous close
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Replayed:
+    """Everything a replay produced."""
+
+    fills: list[Fill]
+    equity: list[EquityRow]
+    rejections: list[Rejection]
+    actions: list[ActionRow]
+    positions: dict[str, tuple[int, float]]  # per asset at the end: (qty, last close)
+
+
+def new_shares(shares: int, ratio: float) -> tuple[int, Fraction]:
+    """The whole new shares of `shares` (>= 0) old ones at `ratio`, and the fraction of a new
+    share left over, exactly (the ratio read as the fraction it stands for)."""
+    exact = shares * Fraction(ratio).limit_denominator(RATIO_DENOMINATOR)
+    whole = math.floor(exact)
+    return whole, exact - whole
 
 
 @dataclass(slots=True, kw_only=True)
@@ -174,6 +254,7 @@ class _Bars:
 
 
 def _bars(prices: pl.DataFrame) -> _Bars:
+    """The prices as bars x assets arrays."""
     dtype = prices.schema["timestamp"]
     assert isinstance(dtype, pl.Datetime)
     ts = pl.col("timestamp")
@@ -193,6 +274,9 @@ def _bars(prices: pl.DataFrame) -> _Bars:
         for k, values in arrays.items():
             values[row[r["ts_us"]], col[r["asset_id"]]] = float(r[k])
     return _Bars(ts_us=ts_us, assets=assets, **arrays)
+
+
+bars_of = _bars
 
 
 def _match(o: _Working, op: float, hi: float, lo: float) -> float | None:
@@ -228,6 +312,7 @@ class _Replay:
     rejections: list[Rejection] = field(default_factory=list)
     used: dict[int, int] = field(default_factory=dict)  # shares each asset traded this bar
     rests: list[_Working] = field(default_factory=list)  # what the volume left: working again
+    actions: list[ActionRow] = field(default_factory=list)
     next_seq: int = 0
 
     def take_seq(self) -> int:
@@ -261,7 +346,15 @@ class _Replay:
 
     def reject(self, t: int, o: _Working, reason: str, qty: int | None = None) -> None:
         rest = o.qty if qty is None else qty
-        self.rejections.append(Rejection(bar=t, plan_index=o.oid, qty=rest, reason=reason))
+        self.rejections.append(
+            Rejection(
+                bar=t,
+                plan_index=o.oid,
+                qty=rest,
+                reason=reason,
+                asset_id=self.bars.assets[o.asset],
+            )
+        )
 
     def book(self, t: int, a: int, qty: int, price: float, reason: str) -> None:
         """One fill that never crosses zero; keeps the stop level in step."""
@@ -371,6 +464,74 @@ class _Replay:
             return
         self.close_position(t, o.asset, match_price, o.reason, o.seq, capped=True)
 
+    def action_row(
+        self, t: int, a: int, held: int, cash: float, ref_price: float, **kind: Any
+    ) -> None:
+        self.actions.append(
+            ActionRow(
+                bar=t,
+                ts_us=self.bars.ts_us[t],
+                asset_id=self.bars.assets[a],
+                qty_before=held,
+                qty_after=self.pos[a],
+                cash=cash,
+                ref_price=ref_price,
+                **kind,
+            )
+        )
+
+    def dividend(self, t: int, a: int, per_share: float, ref_price: float) -> None:
+        """0a. `per_share` on the shares held at the previous close (a short pays it)."""
+        held = self.pos[a]
+        if held == 0:
+            return
+        cash = held * per_share
+        self.cash += cash
+        self.action_row(
+            t, a, held, cash, ref_price, action="dividend", split_ratio=1.0, dividend=per_share
+        )
+
+    def split(self, t: int, a: int, ratio: float, ref_price: float) -> None:
+        """0b. The position in the new shares, the fraction of a share paid at the previous
+        close / ratio; no whole share left: the position sold at the previous close."""
+        held = self.pos[a]
+        if held == 0:
+            return
+        sign = 1 if held > 0 else -1
+        whole, part = new_shares(abs(held), ratio)
+        if whole == 0:
+            cash = held * ref_price
+            self.pos[a] = 0
+            self.entry_bar[a] = -1
+            self.level[a] = math.nan
+        else:
+            cash = sign * float(part) * (ref_price / ratio)
+            self.pos[a] = sign * whole
+            self.level[a] = self.level[a] / ratio
+        self.cash += cash
+        self.action_row(
+            t, a, held, cash, ref_price, action="split", split_ratio=ratio, dividend=0.0
+        )
+
+    def split_orders(self, t: int, a: int, ratio: float, working: list[_Working]) -> list[_Working]:
+        """0b. The orders working for `a` end (`split`); each is replaced, with a new id, by
+        one for the new shares (none when not a whole share is left)."""
+        kept = [o for o in working if o.asset != a]
+        for o in sorted((o for o in working if o.asset == a), key=lambda o: o.seq):
+            self.reject(t, o, "split")
+            shares, _ = new_shares(abs(o.qty), ratio)
+            if shares:
+                kept.append(
+                    replace(
+                        o,
+                        qty=shares if o.qty > 0 else -shares,
+                        limit=o.limit / ratio,
+                        stop=o.stop / ratio,
+                        seq=self.take_seq(),
+                    )
+                )
+        return kept
+
     def mark(self, t: int, last_close: list[float]) -> None:
         value = 0.0
         for a, q in enumerate(self.pos):
@@ -402,7 +563,33 @@ def replay(
     prices: pl.DataFrame, plan: list[PlanOrder], knobs: Knobs
 ) -> tuple[list[Fill], list[EquityRow], list[Rejection]]:
     """Fills, equity curve and rejections (by position in the plan) of `plan` over `prices`."""
+    done = replay_all(prices, plan, knobs)
+    return done.fills, done.equity, done.rejections
+
+
+def actions_by_bar(
+    bars: _Bars, actions: list[CorporateAction]
+) -> dict[int, list[tuple[int, CorporateAction]]]:
+    """Each action at the first bar at or after its ex-date (none after the last bar, none
+    for an asset not in the prices), in (ex-date, asset) order."""
+    col = {asset: j for j, asset in enumerate(bars.assets)}
+    by_bar: dict[int, list[tuple[int, CorporateAction]]] = {}
+    for act in sorted(actions, key=lambda x: (x.ts_us, x.asset)):
+        t = next((t for t, ts in enumerate(bars.ts_us) if ts >= act.ts_us), None)
+        if t is not None and act.asset in col:
+            by_bar.setdefault(t, []).append((col[act.asset], act))
+    return by_bar
+
+
+def replay_all(
+    prices: pl.DataFrame,
+    plan: list[PlanOrder],
+    knobs: Knobs,
+    actions: list[CorporateAction] | None = None,
+) -> Replayed:
+    """`replay`, with corporate actions (step 0 of the spec) and what they did."""
     bars = _bars(prices)
+    at_bar = actions_by_bar(bars, actions or [])
     n_bars, n_assets = len(bars.ts_us), len(bars.assets)
     col = {asset: j for j, asset in enumerate(bars.assets)}
     book = _Replay(
@@ -422,6 +609,17 @@ def replay(
 
     for t in range(n_bars):
         book.used = {}
+        # 0. corporate actions before the open: every dividend, then every split
+        todays = at_bar.get(t, [])
+        for a, act in todays:
+            if act.dividend:
+                book.dividend(t, a, act.dividend, last_close[a])
+        for a, act in todays:
+            if act.split_ratio != 1.0:
+                book.split(t, a, act.split_ratio, last_close[a])
+                last_close[a] = last_close[a] / act.split_ratio
+                working = book.split_orders(t, a, act.split_ratio, working)
+
         # 1. match the working orders against bar t
         at_open: list[tuple[_Working, float]] = []
         intrabar: list[tuple[_Working, float]] = []
@@ -535,7 +733,13 @@ def replay(
 
         # 6. equity at the close
         book.mark(t, last_close)
-    return book.fills, book.equity, book.rejections
+    return Replayed(
+        fills=book.fills,
+        equity=book.equity,
+        rejections=book.rejections,
+        actions=book.actions,
+        positions={asset: (book.pos[a], last_close[a]) for a, asset in enumerate(bars.assets)},
+    )
 
 
 def run_plan(
@@ -630,6 +834,144 @@ def random_plan(
         )
     plan.sort(key=lambda p: p.bar)
     return plan
+
+
+SPLIT_RATIOS: tuple[float, ...] = (2.0, 3.0, 1.5, 0.5, 0.1, 1 / 3, 0.01)
+NOT_LISTED = "NOT_LISTED"  # an asset id that is in no random panel
+
+
+def random_actions(
+    prices: pl.DataFrame,
+    seed: int,
+    *,
+    n_actions: int = 14,
+    ratios: tuple[float, ...] = SPLIT_RATIOS,
+    max_yield: float = 0.03,
+) -> list[CorporateAction]:
+    """Splits, dividends, and both on one ex-date, at bars >= 1 (a third of them where the
+    asset has no bar), at most one per (asset, bar) and two splits per asset (the product of
+    an asset's ratios within [0.01, 10]); the ex-date is the bar's timestamp, its day's
+    midnight or an hour after the bar before (all apply at that bar). Dividends are up to
+    `max_yield` of the asset's last close before the bar in the raw bars (`unadjust`). Plus actions the run must ignore:
+    one before the first bar, one after the last, one of an asset not in the prices."""
+    rng = np.random.default_rng(seed)
+    bars = _bars(prices)
+    n_bars, n_assets = len(bars.ts_us), len(bars.assets)
+    holes = [(t, a) for t in range(1, n_bars) for a in range(n_assets) if not bars.has_bar(t, a)]
+    taken: set[tuple[int, int]] = set()
+    product = [1.0] * n_assets
+    splits = [0] * n_assets
+    out: list[CorporateAction] = []
+    hour = 3_600_000_000
+    for _ in range(4 * n_actions):
+        if len(out) == n_actions:
+            break
+        if holes and rng.random() < 1 / 3:
+            t, a = holes[int(rng.integers(0, len(holes)))]
+        else:
+            t, a = int(rng.integers(1, n_bars)), int(rng.integers(0, n_assets))
+        if (t, a) in taken:
+            continue
+        kind = rng.choice(["split", "dividend", "both"], p=[0.5, 0.3, 0.2])
+        ratio, dividend = 1.0, 0.0
+        if kind != "dividend":
+            ratio = float(ratios[int(rng.integers(0, len(ratios)))])
+            if splits[a] == 2 or not 0.01 <= product[a] * ratio <= 10.0:
+                continue
+            splits[a] += 1
+            product[a] *= ratio
+        if kind != "split":
+            if not any(bars.has_bar(s, a) for s in range(t)):
+                continue
+            dividend = float(rng.uniform(0.002, max_yield))  # a yield until the raw bars are known
+        taken.add((t, a))
+        ts = bars.ts_us[t]
+        ex = (ts, ts - ts % (24 * hour), bars.ts_us[t - 1] + hour)[int(rng.integers(0, 3))]
+        out.append(
+            CorporateAction(ts_us=ex, asset=bars.assets[a], split_ratio=ratio, dividend=dividend)
+        )
+    raw = _bars(unadjust(prices, out))  # a dividend is cash per share of the raw bars
+    for i, act in enumerate(out):
+        if act.dividend:
+            a = raw.assets.index(act.asset)
+            t = next(t for t, ts in enumerate(raw.ts_us) if ts >= act.ts_us)
+            ref = float(raw.close[max(s for s in range(t) if raw.has_bar(s, a)), a])
+            out[i] = replace(act, dividend=round(act.dividend * ref, 4))
+    first, last = bars.ts_us[0], bars.ts_us[-1]
+    out += [
+        CorporateAction(ts_us=first - 24 * hour, asset=bars.assets[-1], split_ratio=2.0),
+        CorporateAction(ts_us=last + hour, asset=bars.assets[0], split_ratio=0.5, dividend=0.1),
+        CorporateAction(ts_us=bars.ts_us[n_bars // 2], asset=NOT_LISTED, split_ratio=3.0),
+    ]
+    return out
+
+
+def unadjust(prices: pl.DataFrame, actions: list[CorporateAction]) -> pl.DataFrame:
+    """The raw bars `prices` (split-adjusted) were adjusted from: before each split's ex-date
+    its asset's prices x ratio and volume / ratio."""
+    px = prices.with_columns(pl.col("timestamp").dt.epoch("us").alias("_ts"))
+    if px.schema["timestamp"] != pl.Datetime("us"):
+        msg = "unadjust takes naive (UTC) microsecond timestamps"
+        raise ValueError(msg)
+    factor = pl.lit(1.0)
+    for act in actions:
+        if act.split_ratio != 1.0:
+            before = (pl.col("asset_id") == act.asset) & (pl.col("_ts") < act.ts_us)
+            factor = factor * pl.when(before).then(act.split_ratio).otherwise(1.0)
+    px = px.with_columns(factor.alias("_f"))
+    return px.with_columns(
+        *[(pl.col(c) * pl.col("_f")).alias(c) for c in ("open", "high", "low", "close")],
+        (pl.col("volume") / pl.col("_f")).alias("volume"),
+    ).drop("_ts", "_f")
+
+
+def marked_prices(prices: pl.DataFrame, actions: list[CorporateAction]) -> pl.DataFrame:
+    """`prices` plus, for an asset split on a bar where it has no bar, a row on each bar until
+    its next one at the close the equity marks it at (its last close / ratio; open, high and
+    low the same, volume 0). For checks that carry an asset's close forward over missing bars
+    and do not know that a split divides it (tests/invariants.py, `_closes_carried`)."""
+    bars = _bars(prices)
+    n_bars = len(bars.ts_us)
+    placed = {
+        (t, bars.assets.index(act.asset)): act.split_ratio
+        for t, acts in actions_by_bar(bars, actions).items()
+        for _, act in acts
+        if act.split_ratio != 1.0
+    }
+    rows = []
+    for a, asset in enumerate(bars.assets):
+        close, divided = math.nan, False
+        for t in range(n_bars):
+            if bars.has_bar(t, a):
+                close, divided = float(bars.close[t, a]), False
+                continue
+            if (t, a) in placed:
+                close, divided = close / placed[(t, a)], True
+            if divided and not math.isnan(close):
+                rows.append((bars.ts_us[t], asset, close))
+    if not rows:
+        return prices
+    extra = pl.DataFrame(
+        {
+            "timestamp": pl.Series([r[0] for r in rows]).cast(pl.Datetime("us")),
+            "asset_id": [r[1] for r in rows],
+            "close": [r[2] for r in rows],
+        }
+    ).with_columns(open=pl.col("close"), high=pl.col("close"), low=pl.col("close"), volume=0.0)
+    return pl.concat([prices, extra.select(prices.columns)], how="vertical_relaxed")
+
+
+def actions_frame(actions: list[CorporateAction]) -> pl.DataFrame:
+    """The actions as a corporate-actions input (naive UTC ex-dates; null: no such action)."""
+    return pl.DataFrame(
+        [act.to_row() for act in actions],
+        schema={
+            "timestamp": pl.Datetime("us"),
+            "asset_id": pl.String,
+            "split_ratio": pl.Float64,
+            "dividend": pl.Float64,
+        },
+    )
 
 
 def fills_frame(fills: list[Fill]) -> pl.DataFrame:
