@@ -33,10 +33,7 @@ def show_validation(label: str, **files: Any) -> None:
 
 
 show_validation("raw prices, no actions file")
-try:
-    show_validation("raw prices + actions", corporate_actions=paths["corporate_actions"])
-except TypeError:  # validate_inputs(corporate_actions=) comes with the split checks
-    print("validate raw prices + actions: this validate does not read an actions file yet")
+show_validation("raw prices + actions", corporate_actions=paths["corporate_actions"])
 
 
 def backtest(prices: str, actions: Path | None) -> BacktestResult:

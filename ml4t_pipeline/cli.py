@@ -88,6 +88,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
             config.data.signals,
             config.data.context,
             corporate_actions=config.data.corporate_actions,
+            policy=config.validation_policy(),
         )
         validate_s = time.perf_counter() - started
     else:
@@ -113,6 +114,7 @@ def _validate_files(
     context: Path | None,
     *,
     corporate_actions: Path | None = None,
+    policy: Any = None,
 ) -> list[str]:
     """Full validation before a backtest, skipped for files that passed it unchanged.
 
@@ -122,11 +124,16 @@ def _validate_files(
     from ml4t_pipeline.validation import cache
 
     files = [p for p in (prices, signals, context, corporate_actions) if p is not None]
-    found = cache.lookup(files)
+    policy = policy if policy is not None else validation.CoveragePolicy()
+    found = cache.lookup(files, policy=repr(policy))
     if found.hit:
         return list(found.warnings)
     report = validation.validate_inputs(
-        prices=prices, signals=signals, context=context, corporate_actions=corporate_actions
+        prices=prices,
+        signals=signals,
+        context=context,
+        corporate_actions=corporate_actions,
+        policy=policy,
     )
     for failure in report.warnings:
         print(f"warning: {failure.message()}", file=sys.stderr)
@@ -146,6 +153,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         signals=config.data.signals,
         context=config.data.context,
         corporate_actions=config.data.corporate_actions,
+        policy=config.validation_policy(),
     )
     for failure in (*report.failures, *report.tolerated):
         print(f"{failure.severity}: {failure.message()}", file=sys.stderr)

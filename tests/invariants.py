@@ -113,8 +113,14 @@ def _check_fill_rows(fills: pl.DataFrame, prices: pl.DataFrame) -> list[str]:
     return problems
 
 
-def _closes_carried(prices: pl.DataFrame, ts_us: np.ndarray, assets: list[Any]) -> np.ndarray:
-    """(bars x assets) closes on the equity timeline, carried forward over missing bars."""
+def _closes_carried(
+    prices: pl.DataFrame,
+    ts_us: np.ndarray,
+    assets: list[Any],
+    actions: pl.DataFrame | None = None,
+) -> np.ndarray:
+    """(bars x assets) closes on the equity timeline, carried forward over missing bars; a
+    close carried over a split (`actions` rows, `ts_us` added) is in the new shares (/ ratio)."""
     px = utc_us(prices).select("ts_us", "asset_id", "close")
     close = np.full((ts_us.shape[0], len(assets)), np.nan)
     col_of = {a: j for j, a in enumerate(assets)}
@@ -124,9 +130,15 @@ def _closes_carried(prices: pl.DataFrame, ts_us: np.ndarray, assets: list[Any]) 
     ):
         if a in col_of and row < ts_us.shape[0] and ts_us[row] == t:
             close[row, col_of[a]] = c
+    divisor = np.ones(close.shape)
+    if actions is not None:
+        for row in actions.filter(pl.col("action") == "split").iter_rows(named=True):
+            if row["asset_id"] in col_of:
+                at = int(np.searchsorted(ts_us, row["ts_us"]))
+                divisor[at, col_of[row["asset_id"]]] *= row["split_ratio"]
     for i in range(1, close.shape[0]):
         missing = np.isnan(close[i])
-        close[i, missing] = close[i - 1, missing]
+        close[i, missing] = close[i - 1, missing] / divisor[i, missing]
     return close
 
 
@@ -182,7 +194,7 @@ def _check_account(
     col = np.array([assets.index(a) for a in f["asset_id"].to_list()], dtype=np.int64)
     np.add.at(held, (row, col), sign * qty)
     held = np.cumsum(held, axis=0)
-    close = _closes_carried(prices, ts_us, assets)
+    close = _closes_carried(prices, ts_us, assets, acts)
     unpriced = (held != 0) & np.isnan(close)
     if unpriced.any():
         problems.append(f"{int(unpriced.sum())} (bar, asset) holding(s) with no close to mark at")

@@ -180,6 +180,22 @@ class RunConfig:
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     strategy: StrategyConfig
     risk: tuple[dict[str, Any], ...] = ()
+    #: the data contract's policy (`validation.CoveragePolicy` fields), e.g. strict splits
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    def validation_policy(self) -> Any:
+        """The `CoveragePolicy` of `validation` (imported here only: the engine runs without
+        the validation layer); a bad key or value is a ConfigError naming `validation.<key>`."""
+        from dataclasses import fields
+
+        from ml4t_pipeline.validation.policy import CoveragePolicy
+
+        unknown_keys("validation", self.validation, {f.name for f in fields(CoveragePolicy)})
+        try:
+            return CoveragePolicy(**self.validation)
+        except ConfigError as exc:
+            msg = f"validation: {exc}"
+            raise ConfigError(msg) from None
 
     def build_rules(self) -> list[RiskRule]:
         """The risk rules, each checked: `risk[k].<param>` names a bad parameter."""
@@ -197,7 +213,7 @@ class RunConfig:
         return rules
 
 
-_TOP_KEYS = {"data", "execution", "strategy", "risk"}
+_TOP_KEYS = {"data", "execution", "strategy", "risk", "validation"}
 _OPTIONAL_FILES = ("signals", "context", "features", "corporate_actions")
 _DATA_KEYS = {"prices", *_OPTIONAL_FILES}
 _STRATEGY_KEYS = {"name", "class", "params"}
@@ -260,9 +276,18 @@ def run_config_from_dict(
     if not isinstance(risk_raw, list):
         fail("risk", "a list of rules, e.g. [{rule: stop_loss, pct: 0.05}]", risk_raw)
     risk = tuple(_mapping(r, f"risk[{k}]") for k, r in enumerate(risk_raw))
-    cfg = RunConfig(data=data_cfg, execution=exec_cfg, strategy=strategy_cfg, risk=risk)
+    validation = _mapping(top.get("validation", {}) or {}, "validation")
+    cfg = RunConfig(
+        data=data_cfg,
+        execution=exec_cfg,
+        strategy=strategy_cfg,
+        risk=risk,
+        validation=dict(validation),
+    )
     cfg.strategy.build()
     cfg.build_rules()
+    if validation:
+        cfg.validation_policy()
     return cfg
 
 

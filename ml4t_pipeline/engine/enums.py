@@ -89,7 +89,7 @@ class RejectReason(StrEnum):
     CANCELLED = "cancelled"  # the strategy cancelled it (`cancel_order`)
     EXPIRED = "expired"  # its time in force ran out
     VOLUME_LIMIT = "volume_limit"  # the participation cap left this much unfilled
-    SPLIT = "split"  # a working order a split replaced (adjusted qty and prices, a new id)
+    SPLIT = "split"  # a working order a (reverse) split left without a whole share
 
 
 class OrderReason(IntEnum):

@@ -182,7 +182,10 @@ class Engine:
             if progress is not None:
                 progress(done, total)
         wall_s = time.perf_counter() - started  # the bars (what bars_per_s reports), not the tables
-        return build_result(self.record(), wall_s=wall_s)
+        result = build_result(self.record(), wall_s=wall_s)
+        if self.data.widened_bars:  # split-adjusted noise within OHLC_RTOL: said, not hidden
+            result.extra["ohlc_widened_bars"] = self.data.widened_bars
+        return result
 
     def _run_chunk(self, panel: Panel) -> None:
         """Every bar of one chunk of the data: the steps of the module docstring."""

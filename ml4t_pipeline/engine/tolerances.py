@@ -23,3 +23,7 @@ SPLIT_RTOL = 0.03
 #: A split's new share count within this relative distance of a whole number is that number
 #: (a 1:3 reverse split given as 0.333... leaves 100 of 300 shares, not 99 and cash).
 SPLIT_SHARES_RTOL = 1e-9
+#: Two adjustment factors (close / adj_close) of a source agree to this relative amount: the
+#: bokeh-sampledata stocks store adj_close to about 13 significant digits, and a factor step
+#: on a day without a corporate action is 1 to within 1e-12 (`sample_data.real_stocks`).
+ADJUSTMENT_FACTOR_RTOL = 1e-9

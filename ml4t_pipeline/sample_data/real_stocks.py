@@ -49,6 +49,7 @@ from typing import Any, Final
 
 import polars as pl
 
+from ml4t_pipeline.engine.tolerances import ADJUSTMENT_FACTOR_RTOL
 from ml4t_pipeline.errors import ConfigError, DataError
 from ml4t_pipeline.keys import ASSET_ID, PRICE_FILE_COLUMNS, TIMESTAMP
 from ml4t_pipeline.sample_data.write import PARQUET_COMPRESSION, PARQUET_ROW_GROUP_SIZE
@@ -58,10 +59,6 @@ TICKERS: Final = ("AAPL", "FB", "GOOG", "IBM", "MSFT")
 _RATIOS: Final = (2.0, 3.0, 1.5, 4.0, 5.0, 10.0)
 COMMON_SPLIT_RATIOS: Final = tuple(sorted({*_RATIOS, *(1.0 / r for r in _RATIOS)}))
 """Split ratios (new shares per old share) a step of the adjustment factor may stand for."""
-RATIO_RTOL: Final = 1e-9
-"""Relative tolerance when comparing a factor step with a split ratio or with 1 (the source
-stores `adj_close` to about 13 significant digits; steps between other days are exactly 1 to
-within 1e-12)."""
 MAX_DIVIDEND_YIELD: Final = 0.25
 """A step left after the split that is larger than this (as a fraction of the close) is not
 taken for a dividend: it is an error."""
@@ -144,14 +141,14 @@ def factor_steps(stocks: pl.DataFrame) -> pl.DataFrame:
         pl.col("close").shift(1).over(ASSET_ID).alias("prev_close"),
     )
     return steps.filter(
-        pl.col("step").is_not_null() & ((pl.col("step") - 1.0).abs() > RATIO_RTOL)
+        pl.col("step").is_not_null() & ((pl.col("step") - 1.0).abs() > ADJUSTMENT_FACTOR_RTOL)
     ).select(TIMESTAMP, ASSET_ID, "prev_close", "step")
 
 
 def _split_of(step: float, *, where: str) -> float:
     """The largest common split ratio at or below `step` that leaves a dividend's factor."""
     candidates = [1.0, *COMMON_SPLIT_RATIOS]
-    fitting = [r for r in candidates if step >= r * (1.0 - RATIO_RTOL)]
+    fitting = [r for r in candidates if step >= r * (1.0 - ADJUSTMENT_FACTOR_RTOL)]
     ratio = max(fitting, default=None)
     if ratio is None or step / ratio >= 1.0 + MAX_DIVIDEND_YIELD:
         msg = (
@@ -174,7 +171,9 @@ def classify_steps(stocks: pl.DataFrame) -> pl.DataFrame:
         rest = step / ratio
         ratios.append(ratio)
         dividends.append(
-            0.0 if rest <= 1.0 + RATIO_RTOL else round(prev_close / ratio * (1.0 - 1.0 / rest), 2)
+            0.0
+            if rest <= 1.0 + ADJUSTMENT_FACTOR_RTOL
+            else round(prev_close / ratio * (1.0 - 1.0 / rest), 2)
         )
     return steps.with_columns(
         pl.Series("split_ratio", ratios, dtype=pl.Float64),

@@ -98,8 +98,10 @@ def cache_dir() -> Path:
     return Path(base) / "ml4t-pipeline" / "validated"
 
 
-def _entry(names: list[str]) -> Path:
-    key = "|".join(sorted(names))
+def _entry(names: list[str], policy: str) -> Path:
+    """The entry of one set of files validated under one policy (a strict policy must not
+    take a pass under a lenient one)."""
+    key = "|".join(sorted(names)) + "|" + policy
     return cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
@@ -142,6 +144,7 @@ class Lookup:
     paths: tuple[Path, ...]
     fingerprints: dict[str, FileFingerprint]
     warnings: tuple[str, ...] = ()
+    policy: str = ""  # the validation policy the files are checked under (its repr)
 
     def remember(self, warnings: tuple[str, ...] = ()) -> None:
         """Store the pre-validation fingerprints as valid, with the `warnings` a later run
@@ -153,17 +156,18 @@ class Lookup:
                     return
             except OSError:
                 return
-        _store(_entry(list(self.fingerprints)), self.fingerprints, warnings)
+        _store(_entry(list(self.fingerprints), self.policy), self.fingerprints, warnings)
 
 
-def lookup(paths: list[Path]) -> Lookup:
-    """Fingerprint `paths` now (before validating them) and check them against the cache.
+def lookup(paths: list[Path], *, policy: str = "") -> Lookup:
+    """Fingerprint `paths` now (before validating them) and check them against the cache of
+    validations under `policy` (the policy's repr; "" the default).
 
     A file whose stat record matches a settled stored record is not read; any other file is
     hashed. On a hit after re-hashing, the entry is refreshed so the next lookup is stat-only.
     """
     names = [str(p.resolve()) for p in paths]
-    entry = _entry(names)
+    entry = _entry(names, policy)
     saved, warnings = _load(entry)
     current: dict[str, FileFingerprint] = {}
     rehashed = False
@@ -176,12 +180,16 @@ def lookup(paths: list[Path]) -> Lookup:
             current[name] = fingerprint_file(path)
             rehashed = True
         except OSError:
-            return Lookup(hit=False, paths=tuple(paths), fingerprints={})
+            return Lookup(hit=False, paths=tuple(paths), fingerprints={}, policy=policy)
     hit = set(saved) == set(names) and all(
         current[n].sha256 and saved[n].sha256 == current[n].sha256 for n in names
     )
     found = Lookup(
-        hit=hit, paths=tuple(paths), fingerprints=current, warnings=warnings if hit else ()
+        hit=hit,
+        paths=tuple(paths),
+        fingerprints=current,
+        warnings=warnings if hit else (),
+        policy=policy,
     )
     if hit and rehashed:
         found.remember(found.warnings)

@@ -197,9 +197,10 @@ def test_protective_levels_follow_the_split(tmp_path: Path) -> None:
     assert raw.trades["exit_bar"][0] > EX
 
 
-def test_working_orders_are_replaced_in_the_new_shares(tmp_path: Path) -> None:
-    """A limit buy working across the ex-date is replaced: qty x 2, limit / 2, a new id; the
-    old order ends `split` (status cancelled), the new one fills where the adjusted run's does."""
+def test_working_orders_are_amended_in_the_new_shares(tmp_path: Path) -> None:
+    """A limit buy working across the ex-date is amended where it stands: qty x 2, limit / 2,
+    the same id; it fills where the adjusted run's order does, and the orders table shows it
+    in the new shares."""
     adjusted = _closes(3)
     adjusted[EX + 2 :] = adjusted[EX + 2 :] * 0.9  # comes down to the limit after the split
     limit = float(adjusted[EX + 2 : EX + 6].min()) * 1.005
@@ -213,11 +214,10 @@ def test_working_orders_are_replaced_in_the_new_shares(tmp_path: Path) -> None:
     adj = _run(
         tmp_path, _bars({"A": adjusted}), [_buy(5, "A", 100, type="limit", limit=limit)], tag="adj"
     )
-    orders = raw.orders.sort("order_id")
-    assert orders["status"].to_list() == ["cancelled", "filled"]
-    assert orders["qty"].to_list() == [50, 100]
-    assert orders["limit_price"][1] == limit
-    assert raw.rejections["reason"].to_list() == ["split"]
+    assert raw.orders.select("order_id", "qty", "filled_qty", "limit_price", "status").rows() == [
+        (0, 100, 100, limit, "filled")
+    ]
+    assert raw.rejections.height == 0
     assert raw.fills.select("timestamp", "qty", "price").equals(
         adj.fills.select("timestamp", "qty", "price")
     )
@@ -276,6 +276,18 @@ def test_ratio_noise_is_not_a_lost_share(tmp_path: Path) -> None:
     )
     row = result.actions.row(0, named=True)
     assert (row["qty_after"], row["cash"]) == (100, 0.0)
+
+
+def test_an_order_left_without_a_whole_share_ends(tmp_path: Path) -> None:
+    closes = _closes(17)
+    result = _run(
+        tmp_path,
+        _bars({"A": closes}),
+        [_buy(5, "A", 5, type="limit", limit=float(closes.min()) * 0.5)],
+        actions=_actions([(EX, "A", 0.1, None)]),
+    )
+    assert result.orders["status"].to_list() == ["cancelled"]
+    assert result.rejections.select("reason", "qty").rows() == [("split", 5)]
 
 
 def test_a_reverse_split_below_one_share_ends_the_trade(tmp_path: Path) -> None:

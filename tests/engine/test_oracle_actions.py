@@ -44,7 +44,6 @@ from tests.oracle.plans import (
     actions_by_bar,
     actions_frame,
     bars_of,
-    marked_prices,
     random_actions,
     random_panel,
     random_plan,
@@ -54,13 +53,6 @@ from tests.oracle.plans import (
 )
 
 #: A known engine bug (see the test of that name at the end).
-REPLACED_OUT_OF_ORDER = (
-    "Broker.split gives the replacements new ids in the order of the working list, which is "
-    "not id order once a volume rest was appended at its end (Broker._left_over): the split "
-    "reverses the booking priority of the asset's orders"
-)
-
-
 # -- running the engine -------------------------------------------------------------------------
 
 
@@ -93,7 +85,7 @@ def run_engine(
     """One in-memory run; the result passes the invariants."""
     config = actions_config(folder, prices, plan, knobs, actions)
     result = run_backtest(run_config_from_dict(config))
-    assert_result_invariants(result, prices=marked_prices(prices, actions))
+    assert_result_invariants(result, prices=prices)
     return result
 
 
@@ -229,12 +221,7 @@ def case_inputs(
 
 
 def _random_case(case: str, seed: int) -> Any:
-    marks = (
-        [pytest.mark.xfail(strict=True, reason=REPLACED_OUT_OF_ORDER)]
-        if (case, seed) == ("participation_stops", 3)
-        else []
-    )
-    return pytest.param(case, seed, id=f"{case}-{seed}", marks=marks)
+    return pytest.param(case, seed, id=f"{case}-{seed}")
 
 
 @pytest.mark.parametrize(("case", "seed"), [_random_case(c, s) for c in CASES for s in SEEDS])
@@ -298,7 +285,7 @@ HAND: dict[str, ActionCase] = {
         knobs=Knobs(initial_cash=20_000.0),
         actions=[(2, "X", 1.5, 0.0), (2, "Z", 2.0, 1.0)],
         fills=[(1, "X", "buy", 101, 100.0, "signal"), (3, "X", "sell", 151, 110 / 1.5, "signal")],
-        rejections=[("X", "sell", 101, "split"), ("Z", "buy", 30, "split")],
+        rejections=[],
         applied=[(2, "X", "split", 101, 151, 100 / 3)],
         cash=[20_000.0, 9_900.0, 9_900.0 + 100 / 3, 9_900.0 + 100 / 3 + 151 * 110 / 1.5],
         final_equity=9_900.0 + 100 / 3 + 151 * 110 / 1.5,
@@ -331,11 +318,7 @@ HAND: dict[str, ActionCase] = {
             (1, "V", "buy", 3, 20.0, "signal"),
             (3, "W", "sell", 2, 95.0, "stop_loss"),
         ],
-        rejections=[
-            ("V", "buy", 5, "split"),
-            ("W", "sell", 25, "split"),
-            ("W", "sell", 2, "stopped_out"),
-        ],
+        rejections=[("V", "buy", 5, "split"), ("W", "sell", 2, "stopped_out")],
         applied=[
             (2, "Y", "dividend", -50, -50, -25.0),
             (2, "V", "split", 3, 0, 60.0),
@@ -369,7 +352,7 @@ HAND: dict[str, ActionCase] = {
             (1, "A", "buy", 300, 30.0, "signal"),
             (4, "A", "buy", 10, 121.0, "signal"),
         ],
-        rejections=[("A", "buy", 31, "split")],
+        rejections=[],
         applied=[
             (2, "A", "split", 300, 100, 0.0),
             (2, "B", "split", -7, -21, 0.0),
@@ -426,7 +409,7 @@ def test_engine_by_hand(name: str, tmp_path: Path, capsys: pytest.CaptureFixture
     out = tmp_path / "out"
     code = main(["backtest", "--config", str(config_path), "--out", str(out)])
     assert code == 0, capsys.readouterr().err
-    assert_backtest_invariants(out, prices=marked_prices(prices, actions))
+    assert_backtest_invariants(out, prices=prices)
     fills = pl.read_parquet(out / "fills.parquet")
     assert_hand_fills(
         [
@@ -459,7 +442,7 @@ def test_engine_by_hand(name: str, tmp_path: Path, capsys: pytest.CaptureFixture
 def test_random_inputs_exercise_every_rule() -> None:
     """The randomized cases are only worth running if the oracle meets each rule in them:
     every ratio on a position held, fractions paid by longs and shorts, splits that leave no
-    share (of a long; of a short: the hand cases), dividends on longs and shorts, orders replaced, splits on bars where the asset has
+    share (of a long; of a short: the hand cases), dividends on longs and shorts, splits on bars where the asset has
     none, actions on assets not held, and the actions the run must ignore."""
     seen: dict[str, int] = {}
 
@@ -491,7 +474,6 @@ def test_random_inputs_exercise_every_rule() -> None:
                     count(f"split_to_zero_{side}")
                 elif r.cash != 0:
                     count(f"fraction_{side}")
-            count("replaced", sum(r.reason == "split" for r in done.rejections))
     for key in (
         *(f"ratio_{r:.4f}" for r in SPLIT_RATIOS),
         "fraction_long",
@@ -499,7 +481,6 @@ def test_random_inputs_exercise_every_rule() -> None:
         "split_to_zero_long",
         "dividend_long",
         "dividend_short",
-        "replaced",
         "split_not_held",
         "split_without_a_bar",
         "split_held_without_a_bar",
@@ -508,17 +489,16 @@ def test_random_inputs_exercise_every_rule() -> None:
         assert seen.get(key, 0) > 0, f"{key} never happens: {sorted(seen.items())}"
 
 
-# -- a known engine bug --------------------------------------------------------------------------
+# -- cases that once failed ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=REPLACED_OUT_OF_ORDER)
-def test_a_split_keeps_the_priority_of_the_orders_it_replaces(tmp_path: Path) -> None:
+def test_a_split_keeps_the_priority_of_the_orders_it_amends(tmp_path: Path) -> None:
     """Cap 10 % of volume. Bar 0: a market buy of 30 (id 0) and a buy limit of 5 at 95 (id 1).
     Bar 1 (volume 100) fills 10 of the 30; the rest of 20 keeps working, appended after the
     limit. Bar 2, 2:1 split: the rest is 40, the limit 10 at 47.5; the bar opens at 45 under
-    the limit with room for 20 shares. By id, the rest (the older order) takes the 20 - as on
-    the split-adjusted prices, where nothing is replaced. The engine gives the limit (now
-    first in its working list) the first 10."""
+    the limit with room for 20 shares. The rest (the older order) takes the 20, as on the
+    split-adjusted prices: the split amends the orders where they stand (when it replaced them
+    with new ids, the limit came first)."""
     knobs = Knobs(initial_cash=10_000.0, max_participation=0.1)
     bars: dict[str, list[Bar]] = {
         "X": [(100, 100, 100, 100), (100, 100, 99, 100), (45, 46, 44, 45), (45, 46, 44, 45)]
@@ -549,12 +529,6 @@ def test_a_split_keeps_the_priority_of_the_orders_it_replaces(tmp_path: Path) ->
     ] == want
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="load_actions concatenates the value columns of zero batches: an actions file "
-    "without rows is a bare numpy ValueError instead of no actions",
-)
 def test_an_actions_file_without_rows_is_no_actions(tmp_path: Path) -> None:
     """A corporate-actions file with its columns and no rows (a month without actions) runs
     as the same run without the file."""
@@ -572,19 +546,14 @@ def test_an_actions_file_without_rows_is_no_actions(tmp_path: Path) -> None:
     assert result.actions.height == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Broker.split keeps the old order's created_bar on its replacement and logs it in "
-    "this run: in a chained run whose split replaces an order carried over from the earlier "
-    "run, build_result stamps created_at with calendar[created_bar - first_bar], a negative "
-    "index: a timestamp from the end of this run (or an IndexError when the order is older "
-    "than this run is long)",
-)
-def test_a_chained_split_of_a_carried_order_keeps_its_creation_time(tmp_path: Path) -> None:
-    """A buy limit placed at bar 1 works through a chain cut at bar 5; the split at bar 6
-    replaces it. The replacement's row in the later run says what the one run says: created
-    at bar 1 (the engine keeps the old order's creation bar)."""
-    prices = hand_prices({"X": [(100, 101, 99, 100)] * 10})
+def test_a_chained_split_of_a_carried_order(tmp_path: Path) -> None:
+    """A buy limit placed at bar 1 works through a chain cut at bar 5; the 2:1 split at bar 6
+    amends it (20 shares at 25) and the fall after it fills it. The later run fills it as the
+    one run does, and does not list the carried order in its orders table (the earlier run's
+    table has it, open)."""
+    before: list[Bar | None] = [(100.0, 101.0, 99.0, 100.0)] * 6
+    after: list[Bar | None] = [(24.0, 25.0, 23.0, 24.0)] * 4
+    prices = hand_prices({"X": before + after})
     plan = [PlanOrder(bar=1, asset="X", qty=10, type="limit", limit=50.0)]
     actions = ex_dates(prices, [(6, "X", 2.0, 0.0)])
     config = run_config_from_dict(actions_config(tmp_path, prices, plan, Knobs(), actions))
@@ -592,8 +561,10 @@ def test_a_chained_split_of_a_carried_order_keeps_its_creation_time(tmp_path: Pa
     boundary = sorted(set(prices["timestamp"].to_list()))[5]
     first = run_backtest(config, end=boundary)
     second = run_backtest(config, start=boundary, initial_state=first.final_state)
-    want = whole.orders.filter(pl.col("order_id") == 1)
-    assert want["created_at"].dt.epoch("us").to_list() == [
-        int(prices["timestamp"].dt.epoch("us")[1])
+    assert pl.concat([first.fills, second.fills]).equals(whole.fills)
+    assert whole.fills.select("qty", "price").rows() == [(20, 24.0)]
+    assert whole.orders.select("order_id", "qty", "limit_price", "status").rows() == [
+        (0, 20, 25.0, "filled")
     ]
-    assert second.orders.filter(pl.col("order_id") == 1).equals(want)
+    assert first.orders["status"].to_list() == ["open"]
+    assert second.orders.height == 0

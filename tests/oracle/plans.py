@@ -68,10 +68,10 @@ else happens at that bar (step 0, before 1):
    close / ratio (a short pays it). If no whole share is left, the position is sold at the
    previous close (the split ends the trade; no commission, no slippage) and loses its stop
    level. A position that remains keeps its entry bar; its stop level becomes level / ratio.
-   Every order still working for the asset ends (`split`) and is replaced by one for
-   floor(|qty| x ratio) shares (none if that is 0), limit and stop / ratio, a stop-limit that
-   fired still a limit order; the replacements take new ids (after every existing order), the
-   asset's orders in id order. The asset's last close becomes last close / ratio (the equity
+   Every order still working for the asset is amended where it stands (its id and its place,
+   so its priority, kept): floor(|qty| x ratio) shares, limit and stop / ratio, a stop-limit
+   that fired still a limit order; one left with no whole share ends (`split`). The asset's
+   last close becomes last close / ratio (the equity
    marks it until the asset's next bar). Nothing held: nothing is paid and no action row is
    recorded (the orders and the last close still change). Several actions of one bar: every
    dividend (by ex-date, then asset), then every split likewise.
@@ -514,22 +514,22 @@ class _Replay:
         )
 
     def split_orders(self, t: int, a: int, ratio: float, working: list[_Working]) -> list[_Working]:
-        """0b. The orders working for `a` end (`split`); each is replaced, with a new id, by
-        one for the new shares (none when not a whole share is left)."""
-        kept = [o for o in working if o.asset != a]
-        for o in sorted((o for o in working if o.asset == a), key=lambda o: o.seq):
-            self.reject(t, o, "split")
-            shares, _ = new_shares(abs(o.qty), ratio)
-            if shares:
-                kept.append(
-                    replace(
-                        o,
-                        qty=shares if o.qty > 0 else -shares,
-                        limit=o.limit / ratio,
-                        stop=o.stop / ratio,
-                        seq=self.take_seq(),
-                    )
+        """0b. The orders working for `a` in the new shares, where they stand; those left
+        without a whole share end (`split`)."""
+        kept = []
+        for o in working:
+            if o.asset == a:
+                shares, _ = new_shares(abs(o.qty), ratio)
+                if not shares:
+                    self.reject(t, o, "split")
+                    continue
+                o = replace(
+                    o,
+                    qty=shares if o.qty > 0 else -shares,
+                    limit=o.limit / ratio,
+                    stop=o.stop / ratio,
                 )
+            kept.append(o)
         return kept
 
     def mark(self, t: int, last_close: list[float]) -> None:
@@ -923,42 +923,6 @@ def unadjust(prices: pl.DataFrame, actions: list[CorporateAction]) -> pl.DataFra
         *[(pl.col(c) * pl.col("_f")).alias(c) for c in ("open", "high", "low", "close")],
         (pl.col("volume") / pl.col("_f")).alias("volume"),
     ).drop("_ts", "_f")
-
-
-def marked_prices(prices: pl.DataFrame, actions: list[CorporateAction]) -> pl.DataFrame:
-    """`prices` plus, for an asset split on a bar where it has no bar, a row on each bar until
-    its next one at the close the equity marks it at (its last close / ratio; open, high and
-    low the same, volume 0). For checks that carry an asset's close forward over missing bars
-    and do not know that a split divides it (tests/invariants.py, `_closes_carried`)."""
-    bars = _bars(prices)
-    n_bars = len(bars.ts_us)
-    placed = {
-        (t, bars.assets.index(act.asset)): act.split_ratio
-        for t, acts in actions_by_bar(bars, actions).items()
-        for _, act in acts
-        if act.split_ratio != 1.0
-    }
-    rows = []
-    for a, asset in enumerate(bars.assets):
-        close, divided = math.nan, False
-        for t in range(n_bars):
-            if bars.has_bar(t, a):
-                close, divided = float(bars.close[t, a]), False
-                continue
-            if (t, a) in placed:
-                close, divided = close / placed[(t, a)], True
-            if divided and not math.isnan(close):
-                rows.append((bars.ts_us[t], asset, close))
-    if not rows:
-        return prices
-    extra = pl.DataFrame(
-        {
-            "timestamp": pl.Series([r[0] for r in rows]).cast(pl.Datetime("us")),
-            "asset_id": [r[1] for r in rows],
-            "close": [r[2] for r in rows],
-        }
-    ).with_columns(open=pl.col("close"), high=pl.col("close"), low=pl.col("close"), volume=0.0)
-    return pl.concat([prices, extra.select(prices.columns)], how="vertical_relaxed")
 
 
 def actions_frame(actions: list[CorporateAction]) -> pl.DataFrame:

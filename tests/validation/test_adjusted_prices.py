@@ -149,6 +149,7 @@ def test_backtest_runs_on_adjusted_bars(
     assert code == 0, captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
     assert summary["fills"] > 0
+    assert summary["ohlc_widened_bars"] > 0  # said in the summary, with or without validation
     # the fills are checked against the bars as written in the file
     assert_backtest_invariants(out, prices=inputs["prices"])
 

@@ -218,31 +218,34 @@ class Broker:
         self._execute([(o, close.item(o.asset)) for o in exits], context, volume_bound=False)
 
     def split(self, a: int, ratio: float) -> None:
-        """0. A split of `a` before the open: each working order for it is replaced (ended
-        `split`) by one for the new shares: qty x ratio in whole shares (`whole_shares`, sign
-        kept), limit, stop and trailing reference / ratio. An order left without a whole share
-        only ends."""
-        old = [o for o in self.working if o.asset == a]
-        if not old:
+        """0. A split of `a` before the open: its working orders are amended in place (same
+        id, same place in the book, so the same priority as on split-adjusted prices): qty x
+        ratio in whole shares (`whole_shares`, sign kept), limit, stop and trailing reference
+        / ratio; the order log shows the amended order. One left without a whole share ends
+        (`split`)."""
+        if not any(o.asset == a for o in self.working):
             return
-        self.working = [o for o in self.working if o.asset != a]
-        self._reject(old, RejectReason.SPLIT)
-        replaced = []
-        for o in old:
-            shares = whole_shares(abs(o.qty) * ratio)
-            if shares == 0:
-                continue
-            replaced.append(
-                o._replace(
-                    order_id=self.desk.take_ids(1),
-                    qty=shares if o.qty > 0 else -shares,
-                    limit_price=o.limit_price / ratio,
-                    stop_price=o.stop_price / ratio,
-                    trail_ref=o.trail_ref / ratio,
-                )
-            )
-        self.order_log += replaced
-        self.working += replaced
+        amended: dict[int, Order] = {}
+        ended: list[Order] = []
+        working = []
+        for o in self.working:
+            if o.asset == a:
+                shares = whole_shares(abs(o.qty) * ratio)
+                if shares == 0:
+                    ended.append(o)
+                    continue
+                o = _in_new_shares(o, shares, ratio)
+                amended[o.order_id] = o
+            working.append(o)
+        self.working = working
+        self._reject(ended, RejectReason.SPLIT)
+        # the logged order (of this run) in the new shares too: qty x ratio of what it asked
+        self.order_log = [
+            _in_new_shares(o, whole_shares(abs(o.qty) * ratio), ratio)
+            if o.order_id in amended
+            else o
+            for o in self.order_log
+        ]
 
     # -- the parts ------------------------------------------------------------------------------
     def _priced(self, orders: list[Order], prices: np.ndarray, i: int) -> list[tuple[Order, float]]:
@@ -472,6 +475,17 @@ class Broker:
             o = orders[k]
             accepted.append(o if q == o.qty else o._replace(qty=q))
         return accepted
+
+
+def _in_new_shares(order: Order, shares: int, ratio: float) -> Order:
+    """`order` after a split of `ratio`: `shares` whole shares (its side kept), its prices in
+    the new shares."""
+    return order._replace(
+        qty=shares if order.qty > 0 else -shares,
+        limit_price=order.limit_price / ratio,
+        stop_price=order.stop_price / ratio,
+        trail_ref=order.trail_ref / ratio,
+    )
 
 
 def _order_id(order: Order) -> int:

@@ -148,6 +148,7 @@ class MarketData:
         del stamps, assets
         self.n_rows = int(np.count_nonzero(self._price_coords.bar >= 0))
         self._chunks = plan_chunks(calendar_ts, self.calendar.n_assets, max_chunk_cells)
+        self.widened_bars = 0  # bars whose high/low the tolerance widened (`check_bars`)
         self._ready: Panel | None = None
         self._context_full: dict[str, np.ndarray] | None = None
         if self._eager:
@@ -222,7 +223,7 @@ class MarketData:
         dense, has_bar = scatter(
             prices, self._price_coords, self._price_columns, self.calendar, lo, hi
         )
-        check_bars(dense, has_bar, self.calendar, lo, prices.name)
+        self.widened_bars += check_bars(dense, has_bar, self.calendar, lo, prices.name)
         if self._eager:
             prices.release()
         volume = dense.pop(VOLUME, None)
