@@ -1,10 +1,40 @@
 """`backtest`: one month of one universe, continuing from the previous month's engine state.
 
-A graph of two ops: `chain_start` finds where the month starts (fresh from the configured cash
-in the first month, else the state saved by the previous month of the same universe, which
-must exist), and `run_engine` makes the one engine call. Because the state carries the global
-bar index, positions, pending orders, stops and strategy state, months run one by one give the
-same result, bit for bit, as one run over the whole period.
+DESIGN (issue 16, the month chain in the asset graph)
+
+- One asset, no op graph and no in-memory IO: re-execution from failure reloads every input
+  from storage. `backtest` depends on ITSELF, the previous month of the same universe
+  (`AssetDep("backtest", MultiPartitionMapping(month: TimeWindowPartitionMapping(-1, -1),
+  universe: identity))`); the first configured month has no parent and starts from
+  `execution.initial_cash`. The dependency is not loaded through the IO manager: the body
+  reads the state of the month before its range from storage (one resolved version of that
+  month: tables, state and digest together) after verifying the chain's lineage.
+- `BackfillPolicy.single_run()`: a backfill of months x universes becomes one run per range
+  Dagster groups (for a multi-partition subset it holds one dimension fixed: typically one run
+  per universe over all its months, or one run per month when there are fewer months than
+  universes). The body groups the run's partition keys by universe and chains each universe's
+  months in month order in memory, writing one TableSet per month (the IO manager writes
+  and reads several partitions as {partition key: value}). Universes run in parallel as
+  separate runs (several concurrent runs allowed; `dagster/concurrency_key` tag per universe
+  is set by the jobs, see dagster.yaml).
+- Deterministic errors (data, state, config, storage; a gap: the month before the range not
+  stored) are `dg.Failure(allow_retries=False)` naming the month to run; run retries are
+  instance-level with `retry_on_asset_or_op_failure: false`, so only runs that die for other
+  reasons (worker crash, detected by run monitoring) are retried.
+- Lineage (`pipeline/chain.py`): a fingerprint of the run config (execution, strategy, risk,
+  the universe's definition, the start month, whether corporate actions are present) is
+  stored in each month's partition.json and summary; the config part is the asset's
+  `code_version`, so Dagster shows every month stale after a config change. Continuing from
+  month m-1 verifies the whole chain before it: every stored month's state matches its
+  recorded sha256, was built under the same fingerprint, started from the state its
+  predecessor has now, and has no failed blocking check on its latest materialization; the
+  first broken month is named as the one to re-run. Within a run, each month passes the
+  bookkeeping checks (the same functions the blocking checks call) before the next month
+  starts from it.
+- Point-in-time universes: `top_n_dollar_volume` members of month m are ranked on the
+  `formation_bars` bars before m; the month's feature table holds the members plus the
+  members of earlier months (their positions and orders need bars), with signals only for
+  the members; both lists are in the month's metadata.
 
 With a corporate-actions file in the data directory, every month hands the engine all of its
 rows (`validated_corporate_actions`); the engine applies each action once, in the month whose
