@@ -64,6 +64,7 @@ from ml4t_pipeline.pipeline.assets.features import (
     CONTEXT,
     SIGNALS,
     SIGNALS_AS_OF,
+    TRANSIENT_RETRY,
     chain_beta_apis,
     deterministic,
     partition_keys,
@@ -410,6 +411,7 @@ def backtest_asset(
             kinds={"polars"},
             code_version=code_version,
             backfill_policy=dg.BackfillPolicy.single_run(),
+            retry_policy=TRANSIENT_RETRY,
             automation_condition=dg.AutomationCondition.eager(),
             deps=[dg.AssetDep(BACKTEST, partition_mapping=previous_month_mapping())],
             ins={

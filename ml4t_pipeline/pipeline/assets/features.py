@@ -46,6 +46,9 @@ SIGNALS = "signals"
 SIGNALS_AS_OF = "signals_as_of"
 CONTEXT = "context"
 _TIMING = ("timestamp", "asset_id", "available_at", "event_time")
+TRANSIENT_RETRY = dg.RetryPolicy(max_retries=1, delay=5)
+"""A step that fails on something transient (an OSError from shared storage) runs once more;
+data, state and config errors are `dg.Failure(allow_retries=False)` and fail at once."""
 
 
 def _current(frame: pl.LazyFrame, calendar: pl.Series, *, end: dt.datetime) -> pl.DataFrame:
@@ -242,6 +245,7 @@ def feature_table_asset(
             group_name=BACKTEST_GROUP,
             kinds={"polars"},
             backfill_policy=dg.BackfillPolicy.single_run(),
+            retry_policy=TRANSIENT_RETRY,
             code_version=code_version,
             automation_condition=dg.AutomationCondition.eager(),
             ins={
