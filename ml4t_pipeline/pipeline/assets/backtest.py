@@ -67,6 +67,7 @@ from ml4t_pipeline.pipeline.assets.features import (
     TRANSIENT_RETRY,
     chain_beta_apis,
     deterministic,
+    new_month_condition,
     partition_keys,
 )
 from ml4t_pipeline.pipeline.io_manager import TableSet
@@ -412,7 +413,7 @@ def backtest_asset(
             code_version=code_version,
             backfill_policy=dg.BackfillPolicy.single_run(),
             retry_policy=TRANSIENT_RETRY,
-            automation_condition=dg.AutomationCondition.eager(),
+            automation_condition=new_month_condition(),
             deps=[dg.AssetDep(BACKTEST, partition_mapping=previous_month_mapping())],
             ins={
                 "feature_table": dg.AssetIn("feature_table"),

@@ -187,6 +187,21 @@ def chain_beta_apis() -> Iterator[None]:
         yield
 
 
+def new_month_condition() -> dg.AutomationCondition[Any]:
+    """Materialize the latest month once it is missing with every dependency stored (its
+    inputs; for `backtest` also its previous month), when nothing it needs is running. Fires
+    once per time it becomes ready: a failed run is not relaunched tick after tick."""
+    ready = (
+        dg.AutomationCondition.missing() & ~dg.AutomationCondition.any_deps_missing()
+    ).with_label("missing, dependencies stored")
+    return (
+        dg.AutomationCondition.in_latest_time_window()
+        & ready.newly_true().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label("new month ready")
+
+
 def deterministic(exc: Ml4tError) -> dg.Failure:
     """A data, state, config or storage error as a failure no retry can fix."""
     return dg.Failure(description=str(exc), allow_retries=False)
@@ -247,7 +262,7 @@ def feature_table_asset(
             backfill_policy=dg.BackfillPolicy.single_run(),
             retry_policy=TRANSIENT_RETRY,
             code_version=code_version,
-            automation_condition=dg.AutomationCondition.eager(),
+            automation_condition=new_month_condition(),
             ins={
                 "prices": dg.AssetIn("validated_prices"),
                 "signals": dg.AssetIn("validated_signals"),
