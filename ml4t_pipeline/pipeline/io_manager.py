@@ -5,11 +5,11 @@ A frame is written to a temporary file beside its target, flushed to disk and re
 A `TableSet` is written to a fresh version directory under ``.versions/`` and published by
 renaming a symlink over the old one, so readers see the complete old set or the complete new
 set, never a mix; a crash at any point leaves the previous good version in place (at worst an
-unreferenced directory under ``.versions/`` or a temporary link beside the target). Each
-TableSet write first removes such debris of its asset when it is older than `DEBRIS_AGE_S`
-(younger ones may belong to a write in progress). A reader resolves the link ONCE and reads
-every member from that version; if a concurrent writer retires the version meanwhile, the
-whole set is read again from the new one. No pickle: only Parquet and UTF-8 text are written.
+unreferenced directory under ``.versions/`` or a temporary link beside the target). A write
+does not delete the version it replaces: each TableSet write first removes the asset's
+unreferenced versions and temporary files older than `DEBRIS_AGE_S` (retired versions and
+crash debris alike). A reader resolves the link ONCE and reads every member from that
+version; should the version vanish meanwhile, the whole set is read again from the new one. No pickle: only Parquet and UTF-8 text are written.
 
 A step that materializes several partitions (a single-run backfill) hands the IO manager a
 mapping {partition key: value} and gets one back for an input over several partitions.
@@ -34,8 +34,10 @@ from ml4t_pipeline.errors import Ml4tError
 from ml4t_pipeline.pipeline.layout import Partition, StorageLayout
 
 STORAGE_ENV = "ML4T_STORAGE_DIR"
-DEBRIS_AGE_S = 3600.0
-"""Unreferenced version directories and temporary files older than this are crash debris."""
+DEBRIS_AGE_S = 600.0
+"""Unreferenced version directories (retired by a newer write, or left by a crash) and
+temporary files older than this are removed by the next write of the asset; younger ones may
+be a write in progress or a version a reader is still reading."""
 READ_ATTEMPTS = 5
 """How often a reader re-reads a set whose version a concurrent writer retired mid-read."""
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -130,15 +132,12 @@ def write_table_set_atomic(value: TableSet, path: Path, *, versions: Path) -> No
         for name, text in value.texts.items():
             (version / name).write_text(text, encoding="utf-8")
             _fsync_file(version / name)
-        old = path.resolve() if path.is_symlink() else None
         os.symlink(os.path.relpath(version, path.parent), link)
         os.replace(link, path)
     except BaseException:
         link.unlink(missing_ok=True)
         shutil.rmtree(version, ignore_errors=True)
         raise
-    if old is not None and old != version:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def remove_debris(
