@@ -248,6 +248,7 @@ def test_the_month_axis_ends_with_the_data_or_end_month(sample_dir: Path, tmp_pa
     bounded = defs.resolve_assets_def("backtest").partitions_def
     assert bounded is not None
     assert bounded.get_partition_keys() == ["2024-01-01|solo", "2024-02-01|solo"]
+    assert defs.resources is not None
     resource = defs.resources["backtest_config"]
     assert isinstance(resource, BacktestConfigResource)
     assert resource.universes_file() == configs / "universes.yaml"
@@ -320,7 +321,7 @@ def test_a_new_month_materializes_once_its_data_and_the_previous_month_are_store
             defs=defs, instance=ready.instance, cursor=cursor
         )
         keys = {
-            (key.to_user_string(), partition)
+            (key.to_user_string(), str(partition))
             for key in (dg.AssetKey("feature_table"), dg.AssetKey("backtest"))
             for partition in result.get_requested_partitions(key)
         }
