@@ -14,8 +14,9 @@ partitioned assets carry the partitions, so `build_partitioned_checks` makes the
 import contextlib
 import json
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -420,15 +421,64 @@ def breach_result(
 BACKTEST_CHECKS = ("ledger_reconciles", "no_nan_equity", "fills_inside_bars")
 
 
-def backtest_bookkeeping(
-    backtest: TableSet, feature_table: pl.DataFrame
-) -> Iterable[dg.AssetCheckResult]:
-    """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks)."""
-    equity = backtest.tables["equity"]
-    fills = backtest.tables["fills"]
-    yield breach_result("ledger_reconciles", ledger_breaches(backtest), equity.height)
-    yield breach_result("no_nan_equity", nan_equity_breaches(equity), equity.height)
-    yield breach_result("fills_inside_bars", fill_breaches(fills, feature_table), fills.height)
+def bookkeeping_breaches(backtest: TableSet, feature_table: pl.DataFrame) -> list[Breach]:
+    """Every bookkeeping breach of one month (what the three checks report, in one list):
+    the gate a run applies before the next month of its range starts from this one."""
+    return [
+        *ledger_breaches(backtest),
+        *nan_equity_breaches(backtest.tables["equity"]),
+        *fill_breaches(backtest.tables["fills"], feature_table),
+    ]
+
+
+def _months(value: TableSet | pl.DataFrame | Mapping[str, Any]) -> dict[str, Any]:
+    """An input of a partitioned check as {partition key: value}; a one-partition run hands
+    over the bare value (key "")."""
+    return dict(value) if isinstance(value, Mapping) else {"": value}
+
+
+def _in_months(
+    per_month: Mapping[str, Sequence[Breach]], rule_rows: Mapping[str, int]
+) -> tuple[list[Breach], int]:
+    """Breaches of several months, each rule prefixed with its month (one month: as is)."""
+    breaches = [
+        Breach(
+            rule=b.rule,
+            n_rows=b.n_rows,
+            detail=f"{key}: {b.detail}" if key else b.detail,
+            examples=b.examples,
+        )
+        for key, found in sorted(per_month.items())
+        for b in found
+    ]
+    return breaches, sum(rule_rows.values())
+
+
+def backtest_bookkeeping(backtest: Any, feature_table: Any) -> Iterable[dg.AssetCheckResult]:
+    """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks).
+    A run over several months (a single-run backfill) checks each; a failure names its month.
+    The inputs are a `TableSet` and a frame, or {partition key: value} for a range run."""
+    sets, features = _months(backtest), _months(feature_table)
+    equity_rows = {k: t.tables["equity"].height for k, t in sets.items()}
+    fill_rows = {k: t.tables["fills"].height for k, t in sets.items()}
+    ledger = _in_months({k: ledger_breaches(t) for k, t in sets.items()}, equity_rows)
+    nan = _in_months(
+        {k: nan_equity_breaches(t.tables["equity"]) for k, t in sets.items()}, equity_rows
+    )
+    fills = _in_months(
+        {k: fill_breaches(t.tables["fills"], features[k]) for k, t in sets.items()}, fill_rows
+    )
+    yield breach_result("ledger_reconciles", *ledger)
+    yield breach_result("no_nan_equity", *nan)
+    yield breach_result("fills_inside_bars", *fills)
+
+
+def no_look_ahead_months(feature_table: Any) -> dg.AssetCheckResult:
+    """`no_look_ahead` over one month, or every month of a range run (merged)."""
+    tables = _months(feature_table)
+    if len(tables) == 1:
+        return no_look_ahead(next(iter(tables.values())))
+    return no_look_ahead(pl.concat(list(tables.values()), how="vertical_relaxed"))
 
 
 @contextlib.contextmanager
@@ -452,8 +502,15 @@ def build_partitioned_checks(
     """`no_look_ahead` on feature_table and the three bookkeeping checks on backtest."""
     with _partitioned_check_preview():
         look_ahead = dg.asset_check(
-            asset="feature_table", name="no_look_ahead", blocking=True, partitions_def=partitions
-        )(no_look_ahead)
+            asset="feature_table",
+            name="no_look_ahead",
+            blocking=True,
+            partitions_def=partitions,
+            description=(
+                "Every signal and context value in the table was known at its bar "
+                "(available_at <= timestamp), row by row."
+            ),
+        )(no_look_ahead_months)
         bookkeeping = dg.multi_asset_check(
             name="backtest_bookkeeping",
             specs=[
