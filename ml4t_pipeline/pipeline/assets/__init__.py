@@ -20,6 +20,7 @@ from ml4t_pipeline.pipeline.assets.inputs import (
     validated_signals,
 )
 from ml4t_pipeline.pipeline.assets.summary import PERFORMANCE_SUMMARY, performance_summary_asset
+from ml4t_pipeline.pipeline.catalog import catalogued
 from ml4t_pipeline.pipeline.partitions import PipelinePartitions
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
@@ -39,14 +40,17 @@ SUMMARY_ASSET_KEY = dg.AssetKey(PERFORMANCE_SUMMARY)
 
 
 def build_assets(partitions: PipelinePartitions) -> list[dg.AssetsDefinition]:
-    """The input assets, the (month, universe) chain, and the per-universe summary."""
-    return [
-        *INPUT_ASSETS,
-        feature_table_asset(partitions.backtest),
-        backtest_asset(partitions.backtest),
-        trade_attribution_asset(partitions.backtest),
-        performance_summary_asset(partitions.universes),
-    ]
+    """The input assets, the (month, universe) chain, and the per-universe summary, with the
+    catalog's owners, kinds and code versions."""
+    return catalogued(
+        [
+            *INPUT_ASSETS,
+            feature_table_asset(partitions.backtest),
+            backtest_asset(partitions.backtest),
+            trade_attribution_asset(partitions.backtest),
+            performance_summary_asset(partitions.universes),
+        ]
+    )
 
 
 __all__ = [
