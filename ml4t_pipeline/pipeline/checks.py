@@ -530,7 +530,11 @@ def build_partitioned_checks(
     """`no_look_ahead` on feature_table and the three bookkeeping checks on backtest."""
     with _partitioned_check_preview():
         look_ahead = dg.asset_check(
-            asset="feature_table", name="no_look_ahead", blocking=True, partitions_def=partitions
+            asset="feature_table",
+            name="no_look_ahead",
+            blocking=True,
+            partitions_def=partitions,
+            description=NO_LOOK_AHEAD,
         )(no_look_ahead)
         bookkeeping = dg.multi_asset_check(
             name="backtest_bookkeeping",
@@ -541,8 +545,9 @@ def build_partitioned_checks(
                     blocking=True,
                     additional_deps=["feature_table"],
                     partitions_def=partitions,
+                    description=description,
                 )
-                for name in BACKTEST_CHECKS
+                for name, description in BACKTEST_CHECKS.items()
             ],
             ins={"backtest": dg.AssetIn("backtest"), "feature_table": dg.AssetIn("feature_table")},
         )(backtest_bookkeeping)
