@@ -63,19 +63,24 @@ _FAILURE_SCHEMA = dg.TableSchema(
 )
 
 
-SUMMARY_ITEMS = 3
-"""How many broken rules a check's one-line description names before '+N more'."""
 SUMMARY_CHARS = 200
-"""A check's description is cut to about this many characters; the table has every detail."""
+"""A check's description stays within about this many characters; the table has every detail."""
+_MORE_CHARS = len("; +999 more")
 
 
 def one_line(headline: str, items: Sequence[str]) -> str:
-    """`headline: a; b; c; +2 more`, cut to `SUMMARY_CHARS`: what a failed check says at a
-    glance in the UI (its description); the metadata table has one row per item."""
-    shown = "; ".join(items[:SUMMARY_ITEMS])
-    more = f"; +{len(items) - SUMMARY_ITEMS} more" if len(items) > SUMMARY_ITEMS else ""
-    text = f"{headline}: {shown}{more}" if items else headline
-    return clipped(" ".join(text.split()), SUMMARY_CHARS)
+    """`headline: a; b; +2 more`: what a check says at a glance in the UI (its description),
+    naming as many items as fit in `SUMMARY_CHARS`; the metadata table has one row per item.
+    Only a first item that does not fit on its own is cut (`clipped`)."""
+    items = [" ".join(item.split()) for item in items]
+    text = " ".join(headline.split())
+    for shown, item in enumerate(items):
+        candidate = f"{text}{'; ' if shown else ': '}{item}"
+        room = SUMMARY_CHARS - (_MORE_CHARS if shown + 1 < len(items) else 0)
+        if shown and len(candidate) > room:
+            return f"{text}; +{len(items) - shown} more"
+        text = candidate
+    return clipped(text, SUMMARY_CHARS)
 
 
 def _failure_item(failure: Failure) -> str:
@@ -198,7 +203,7 @@ def corporate_actions_result(frame: pl.DataFrame, *, file: str) -> dg.AssetCheck
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="no corporate actions: none are applied",
+            description="passed: no corporate actions, none are applied",
             metadata={"rows_checked": 0, "errors": 0, "splits": 0, "dividends": 0, "assets": 0},
         )
     try:
