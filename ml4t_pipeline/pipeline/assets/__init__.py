@@ -37,6 +37,7 @@ from ml4t_pipeline.pipeline.assets.inputs import (
     validated_signals,
 )
 from ml4t_pipeline.pipeline.assets.summary import PERFORMANCE_SUMMARY, performance_summary_asset
+from ml4t_pipeline.pipeline.catalog import catalogued
 from ml4t_pipeline.pipeline.partitions import PipelinePartitions
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
@@ -85,29 +86,27 @@ def range_attribution(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinitio
         )(trade_attribution)
 
 
-def _eager(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
-    condition = dg.AutomationCondition.eager()
-    return asset.map_asset_specs(
-        lambda spec: spec.replace_attributes(automation_condition=condition)
-    )
-
-
 def build_assets(
     partitions: PipelinePartitions,
     *,
     code_version: str | None = None,
     universes_version: str | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """The input assets, the (month, universe) chain, and the per-universe summary.
-    `code_version`: the run config's fingerprint (`chain.config_code_version`), the
-    version of `backtest`; `universes_version` that of `feature_table`."""
-    return [
-        *INPUT_ASSETS,
-        feature_table_asset(partitions.backtest, code_version=universes_version),
-        backtest_asset(partitions.backtest, code_version=code_version),
-        range_attribution(partitions.backtest),
-        _eager(performance_summary_asset(partitions.universes)),
-    ]
+    """The input assets, the (month, universe) chain, and the per-universe summary, with the
+    catalog's owners, kinds and code versions. `code_version`: the run config's fingerprint
+    (`chain.config_code_version`), the version of `backtest`; `universes_version` that of
+    `feature_table` (a version an asset declares wins over the catalog's)."""
+    return catalogued(
+        [
+            *INPUT_ASSETS,
+            feature_table_asset(partitions.backtest, code_version=universes_version),
+            backtest_asset(partitions.backtest, code_version=code_version),
+            range_attribution(partitions.backtest),
+            performance_summary_asset(
+                partitions.universes, automation_condition=dg.AutomationCondition.eager()
+            ),
+        ]
+    )
 
 
 __all__ = [

@@ -334,7 +334,7 @@ def chain_start(
         start_month=start_month,
         fingerprint=fingerprint,
         instance=instance,
-        checks=checks.BACKTEST_CHECKS,
+        checks=tuple(checks.BACKTEST_CHECKS),
     )
     return ChainStart(key, EngineState.from_json(previous.state_json), previous.state_digest)
 
