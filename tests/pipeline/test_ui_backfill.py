@@ -116,26 +116,57 @@ def repo_dagster_yaml() -> str:
     return (REPO / "dagster.yaml").read_text(encoding="utf-8")
 
 
-def with_max_concurrent_runs(text: str, runs: int) -> str:
-    """A dagster.yaml with its run queue limit set to `runs`, under whichever section the file
-    uses (`concurrency.runs` or the older `run_queue`); every other setting kept."""
+QUEUED_RUN_COORDINATOR = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+
+
+def concurrent_dagster_yaml(text: str, runs: int) -> str:
+    """A dagster.yaml that lets `runs` runs run at once and launches them at once: the run
+    queue limit set to `runs` (under `concurrency.runs` when the file uses it), and the
+    daemon's dequeue in `runs` threads (`run_coordinator` config, which then also holds what
+    `run_queue` held: the two sections exclude each other). Every other setting is kept.
+
+    Without threads the daemon launches queued runs one after the other, each launch waiting
+    for its run worker to start (~1.5 s here), which spaces runs out by luck."""
     raw: dict[str, Any] = yaml.safe_load(text) or {}
+    coordinator = raw.pop("run_coordinator", None) or dict(QUEUED_RUN_COORDINATOR)
+    if coordinator.get("class") != QUEUED_RUN_COORDINATOR["class"]:
+        msg = f"dagster.yaml: run_coordinator {coordinator.get('class')!r} is not queued"
+        raise AssertionError(msg)
+    config = {**coordinator.get("config", {}), **raw.pop("run_queue", {})}
     concurrency = raw.get("concurrency")
-    if isinstance(concurrency, dict) and ("runs" in concurrency or "run_queue" not in raw):
-        concurrency.setdefault("runs", {})["max_concurrent_runs"] = runs
+    if isinstance(concurrency, dict) and "runs" in concurrency:
+        concurrency["runs"]["max_concurrent_runs"] = runs
     else:
-        raw.setdefault("run_queue", {})["max_concurrent_runs"] = runs
+        config["max_concurrent_runs"] = runs
+    config.update(dequeue_use_threads=True, dequeue_num_workers=runs)
+    raw["run_coordinator"] = {**coordinator, "config": config}
     return yaml.safe_dump(raw, sort_keys=False)
 
 
-def max_concurrent_runs(home: Path) -> int:
-    """The run queue limit of the instance in `home`, as Dagster reads it (-1: no limit)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunQueue:
+    """What an instance's run queue does, as Dagster reads it."""
+
+    max_concurrent_runs: int  # -1: no limit
+    tag_limits: list[Any]
+    dequeue_threads: int  # 0: runs are launched one after the other
+
+
+def run_queue(home: Path) -> RunQueue:
     with dg.DagsterInstance.from_config(str(home)) as instance:
         queue = instance.get_concurrency_config().run_queue_config
         if queue is None:
             msg = f"{home}: the instance has no run queue"
             raise AssertionError(msg)
-        return queue.max_concurrent_runs
+        coordinator = instance.run_coordinator
+        threads = 0
+        if isinstance(coordinator, dg.QueuedRunCoordinator) and coordinator.dequeue_use_threads:
+            threads = coordinator.dequeue_num_workers or -1
+        return RunQueue(
+            max_concurrent_runs=queue.max_concurrent_runs,
+            tag_limits=list(queue.tag_concurrency_limits),
+            dequeue_threads=threads,
+        )
 
 
 CONCURRENCY_XFAIL = pytest.mark.xfail(
@@ -155,7 +186,7 @@ INSTANCE_SETUPS = [
     pytest.param(
         InstanceSetup(
             name="concurrent",
-            dagster_yaml=with_max_concurrent_runs(repo_dagster_yaml(), CONCURRENT_RUNS),
+            dagster_yaml=concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS),
             concurrent=True,
         ),
         id="concurrent",
@@ -215,9 +246,10 @@ def _check_runs(ui: UiServer, run_ids: set[str]) -> dict[str, dict[str, str]]:
 def run_ui_backfill(setup: InstanceSetup, data_dir: Path, home: Path) -> BackfillOutcome:
     """Start the UI over `setup`, validate the inputs, backfill PARTITIONS of ASSETS, wait."""
     with running_ui(home, data_dir, dagster_yaml=setup.dagster_yaml) as ui:
-        limit = max_concurrent_runs(home)
         if setup.concurrent:
-            assert limit == -1 or limit > 1, f"{setup.name}: max_concurrent_runs is {limit}"
+            queue = run_queue(home)
+            assert queue.max_concurrent_runs == -1 or queue.max_concurrent_runs > 1, queue
+            assert queue.dequeue_threads != 0, queue
         inputs = wait_run(ui, launch_run(ui, "inputs_job"), timeout=INPUTS_TIMEOUT_S)
         assert inputs.status == "SUCCESS", run_errors(ui, inputs.run_id)
         launched = time.time()
@@ -343,12 +375,22 @@ def test_a_ui_backfill_of_months_x_universes_equals_one_engine_run(
     assert_results_equal_one_engine_run(outcome, sample_dir)
 
 
-def test_the_concurrent_setup_only_opens_the_run_queue() -> None:
-    repo = yaml.safe_load(repo_dagster_yaml())
-    opened = yaml.safe_load(with_max_concurrent_runs(repo_dagster_yaml(), CONCURRENT_RUNS))
-    section = "concurrency" if "concurrency" in opened else "run_queue"
-    runs = opened[section]["runs"] if section == "concurrency" else opened[section]
-    assert runs["max_concurrent_runs"] == CONCURRENT_RUNS
-    for key in set(repo) | set(opened):
-        if key != section:
-            assert opened.get(key) == repo.get(key), key
+def test_the_concurrent_setup_only_opens_the_run_queue(tmp_path: Path) -> None:
+    repo_home, opened_home = tmp_path / "repo", tmp_path / "opened"
+    for home, text in (
+        (repo_home, repo_dagster_yaml()),
+        (opened_home, concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS)),
+    ):
+        home.mkdir()
+        (home / "dagster.yaml").write_text(text, encoding="utf-8")
+    repo, opened = run_queue(repo_home), run_queue(opened_home)
+    assert opened == RunQueue(
+        max_concurrent_runs=CONCURRENT_RUNS,
+        tag_limits=repo.tag_limits,
+        dequeue_threads=CONCURRENT_RUNS,
+    )
+    kept = yaml.safe_load(repo_dagster_yaml())
+    changed = yaml.safe_load(concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS))
+    queue_sections = {"run_queue", "run_coordinator", "concurrency"}
+    for key in (set(kept) | set(changed)) - queue_sections:
+        assert changed.get(key) == kept.get(key), key
