@@ -42,7 +42,7 @@ from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.results import BacktestResult, RunRecord, build_result
 from ml4t_pipeline.engine.risk.context import RiskContext, RiskRule
 from ml4t_pipeline.engine.risk.manager import RiskManager
-from ml4t_pipeline.engine.state import EngineState, RunStart
+from ml4t_pipeline.engine.state import NO_TIME, EngineState, RunStart
 from ml4t_pipeline.engine.strategy.base import Strategy
 from ml4t_pipeline.engine.strategy.history import History, check_history_bars, history_store
 from ml4t_pipeline.engine.strategy.views import (
@@ -106,6 +106,7 @@ class Engine:
             else RunStart.fresh(n, ex.initial_cash, signals)
         )
         self.first_bar = start.first_bar
+        self.carried_entry_us = start.entry_time_us  # of positions carried in (None: none saved)
         self.clock = Clock(bar=start.first_bar)
         if start.decision_signals:  # what the last close's decisions saw ((1, N) arrays)
             self.clock.decision = ({k: v[np.newaxis] for k, v in start.decision_signals.items()}, 0)
@@ -365,11 +366,26 @@ class Engine:
             strategy_state=self.strategy.get_state(),
             rule_state=rule_state,
             history=self.history.tail() if self.history is not None else None,
+            entry_time_us=self._entry_times(),
             # where the next run's actions start (written only by runs that read actions)
             last_timestamp_us=int(self.data.calendar.timestamps[-1])
             if self.actions is not None
             else None,
         )
+
+    def _entry_times(self) -> np.ndarray:
+        """Per asset, the time (us UTC) the open trade entered: a bar of this run, or the
+        time saved with a position carried in (NO_TIME where flat or not known)."""
+        entry_bar = self.ledger.entry_bar
+        calendar = self.data.calendar.timestamps
+        local = entry_bar - self.first_bar
+        inside = (entry_bar >= 0) & (local >= 0) & (local < calendar.shape[0])
+        carried = (
+            self.carried_entry_us
+            if self.carried_entry_us is not None
+            else np.full(entry_bar.shape[0], NO_TIME, dtype=np.int64)
+        )
+        return np.where(inside, calendar[np.clip(local, 0, calendar.shape[0] - 1)], carried)
 
     def record(self) -> RunRecord:
         portfolio, ledger = self.portfolio, self.ledger
@@ -394,4 +410,5 @@ class Engine:
             final_cash=ledger.cash,
             final_equity=ledger.cash + ledger.positions_value(portfolio.last_close),
             final_state=self.final_state(),
+            carried_entry_us=self.carried_entry_us,
         )

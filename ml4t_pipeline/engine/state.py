@@ -37,6 +37,7 @@ _RISK_ARRAYS = (
     "low_water",
 )
 FORMAT_VERSION = 1
+NO_TIME = np.iinfo(np.int64).min  # an entry time not known (an asset not held)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +56,8 @@ class RunStart:
     rule_state: dict[str, np.ndarray]  # rule name -> (N,) values (NaN where not saved)
     strategy_state: dict[str, Any] | None  # None: a fresh start (nothing to restore)
     history: HistoryTail | None  # the saved last bars History shows
+    #: the entry time (int64 us UTC) of each position held at the start (NO_TIME: not known)
+    entry_time_us: np.ndarray | None = None
 
     @classmethod
     def fresh(cls, n_assets: int, cash: float, signal_names: list[str]) -> RunStart:
@@ -112,6 +115,7 @@ class EngineState:
         last_signals: dict[str, np.ndarray],
         last_timestamp_us: int | None = None,
         history: HistoryTail | None = None,
+        entry_time_us: np.ndarray | None = None,
     ) -> EngineState:
         ids = asset_list(assets)
         held = (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
@@ -120,6 +124,8 @@ class EngineState:
         trades = ledger.trade_state()
         for name in _LEDGER_ARRAYS:
             per_asset[f"ledger.{name}"] = getattr(ledger, name)[keep].tolist()
+        if entry_time_us is not None and bool(ledger.qty.any()):  # (flat: as before it existed)
+            per_asset["ledger.entry_time_us"] = entry_time_us[keep].tolist()
         for name in TRADE_STATE:
             if name in ACTION_SUMS and not trades[name][keep].any():
                 continue  # no corporate action in an open trade: written as before they existed
@@ -213,6 +219,9 @@ class EngineState:
             rule_state=rule_state,
             strategy_state=self.strategy_state,
             history=self._history_on(pos, n),
+            entry_time_us=per_asset(self.per_asset["ledger.entry_time_us"], NO_TIME, np.int64)
+            if "ledger.entry_time_us" in self.per_asset
+            else None,
         )
 
     def _history_on(self, pos: np.ndarray, n: int) -> HistoryTail | None:

@@ -41,10 +41,8 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
-import os
 import pathlib
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import polars as pl
@@ -52,7 +50,7 @@ import polars as pl
 from ml4t_pipeline.engine.tolerances import ADJUSTMENT_FACTOR_RTOL
 from ml4t_pipeline.errors import ConfigError, DataError
 from ml4t_pipeline.keys import ASSET_ID, PRICE_FILE_COLUMNS, TIMESTAMP
-from ml4t_pipeline.sample_data.write import PARQUET_COMPRESSION, PARQUET_ROW_GROUP_SIZE
+from ml4t_pipeline.sample_data.write import Writer, parquet_writer, publish_files, text_writer
 
 TICKERS: Final = ("AAPL", "FB", "GOOG", "IBM", "MSFT")
 """Every series of the source."""
@@ -351,53 +349,9 @@ def write_real_inputs(
     """
     tables = real_inputs(tickers=tickers, start=start, end=end, dividends=dividends)
     provenance = _provenance(tables, tickers=tickers, start=start, end=end, dividends=dividends)
-    writers: dict[str, Callable[[pathlib.Path], None]] = {
-        key: _parquet_writer(frame) for key, frame in tables.items()
-    }
-    writers["provenance"] = _text_writer(provenance)
-    return _publish(out_dir, writers)
-
-
-def _parquet_writer(frame: pl.DataFrame) -> Callable[[pathlib.Path], None]:
-    def write(path: pathlib.Path) -> None:
-        frame.write_parquet(
-            path,
-            compression=PARQUET_COMPRESSION,
-            statistics=True,
-            row_group_size=PARQUET_ROW_GROUP_SIZE,
-        )
-
-    return write
-
-
-def _text_writer(text: str) -> Callable[[pathlib.Path], None]:
-    def write(path: pathlib.Path) -> None:
-        path.write_text(text, encoding="utf-8")
-
-    return write
-
-
-def _publish(
-    out_dir: pathlib.Path, writers: Mapping[str, Callable[[pathlib.Path], None]]
-) -> dict[str, pathlib.Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, pathlib.Path] = {}
-    try:
-        for key, write in writers.items():
-            handle, name = tempfile.mkstemp(
-                dir=out_dir, prefix=f".{FILE_NAMES[key]}.", suffix=".tmp"
-            )
-            os.close(handle)
-            staged[key] = pathlib.Path(name)
-            write(staged[key])
-    except BaseException:
-        for path in staged.values():
-            path.unlink(missing_ok=True)
-        raise
-    written = {key: out_dir / FILE_NAMES[key] for key in staged}
-    for key, path in staged.items():
-        os.replace(path, written[key])
-    return written
+    writers: dict[str, Writer] = {key: parquet_writer(frame) for key, frame in tables.items()}
+    writers["provenance"] = text_writer(provenance)
+    return publish_files(out_dir, writers, FILE_NAMES)
 
 
 __all__ = [

@@ -6,7 +6,10 @@ import json
 import os
 import pathlib
 import tempfile
+from collections.abc import Callable, Mapping
 from typing import Final
+
+import polars as pl
 
 from ml4t_pipeline.sample_data.model import SampleData, generate
 from ml4t_pipeline.sample_data.spec import SampleSpec
@@ -32,34 +35,62 @@ def write_sample_data(spec: SampleSpec, out_dir: pathlib.Path) -> dict[str, path
     An identical spec gives byte-identical files. Returns the paths by key of `FILE_NAMES`.
     """
     data = generate(spec)
+    writers = {
+        "prices": parquet_writer(data.prices),
+        "signals": parquet_writer(data.signals),
+        "context": parquet_writer(data.context),
+        "spec": text_writer(_summary_json(spec, data)),
+    }
+    return publish_files(out_dir, writers, FILE_NAMES)
+
+
+Writer = Callable[[pathlib.Path], None]
+"""Writes one file at the path it is given."""
+
+
+def parquet_writer(frame: pl.DataFrame) -> Writer:
+    """`frame` as the sample files are written: lz4, statistics, 1 Mi-row row groups."""
+
+    def write(path: pathlib.Path) -> None:
+        frame.write_parquet(
+            path,
+            compression=PARQUET_COMPRESSION,
+            statistics=True,
+            row_group_size=PARQUET_ROW_GROUP_SIZE,
+        )
+
+    return write
+
+
+def text_writer(text: str) -> Writer:
+    def write(path: pathlib.Path) -> None:
+        path.write_text(text, encoding="utf-8")
+
+    return write
+
+
+def publish_files(
+    out_dir: pathlib.Path, writers: Mapping[str, Writer], names: Mapping[str, str]
+) -> dict[str, pathlib.Path]:
+    """Write each file (`writers[key]` as `out_dir / names[key]`) to a temporary file in
+    `out_dir`, then rename them all into place once every one is complete: a failure leaves
+    the earlier files untouched. Returns the paths by key."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {"prices": data.prices, "signals": data.signals, "context": data.context}
     staged: dict[str, pathlib.Path] = {}
     try:
-        for key, frame in tables.items():
-            staged[key] = _temp_path(out_dir, FILE_NAMES[key])
-            frame.write_parquet(
-                staged[key],
-                compression=PARQUET_COMPRESSION,
-                statistics=True,
-                row_group_size=PARQUET_ROW_GROUP_SIZE,
-            )
-        staged["spec"] = _temp_path(out_dir, FILE_NAMES["spec"])
-        staged["spec"].write_text(_summary_json(spec, data), encoding="utf-8")
+        for key, write in writers.items():
+            handle, name = tempfile.mkstemp(dir=out_dir, prefix=f".{names[key]}.", suffix=".tmp")
+            os.close(handle)
+            staged[key] = pathlib.Path(name)
+            write(staged[key])
     except BaseException:
         for path in staged.values():
             path.unlink(missing_ok=True)
         raise
-    written = {key: out_dir / FILE_NAMES[key] for key in staged}
+    written = {key: out_dir / names[key] for key in staged}
     for key, path in staged.items():
         os.replace(path, written[key])
     return written
-
-
-def _temp_path(out_dir: pathlib.Path, name: str) -> pathlib.Path:
-    handle, path = tempfile.mkstemp(dir=out_dir, prefix=f".{name}.", suffix=".tmp")
-    os.close(handle)
-    return pathlib.Path(path)
 
 
 def _summary_json(spec: SampleSpec, data: SampleData) -> str:

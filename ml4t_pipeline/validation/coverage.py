@@ -14,7 +14,12 @@ import polars as pl
 
 from ml4t_pipeline.keys import ASSET_ID, AVAILABLE_AT, KEY_COLUMNS, TIMESTAMP, duplicate_key_detail
 from ml4t_pipeline.validation.grid import Bools, Ints, KeyPanel, in_sorted, key_panel
-from ml4t_pipeline.validation.policy import DEFAULT_POLICY, CoveragePolicy, common_asset_id_dtype
+from ml4t_pipeline.validation.policy import (
+    DEFAULT_POLICY,
+    CoveragePolicy,
+    asset_id_mismatch,
+    common_asset_id_dtype,
+)
 from ml4t_pipeline.validation.report import (
     MAX_EXAMPLES,
     Failure,
@@ -204,18 +209,7 @@ def signal_failures(
     if prices is None:
         return failures
     if common_asset_id_dtype(signals.schema[ASSET_ID], prices.schema[ASSET_ID]) is None:
-        failure = Failure(
-            file=file,
-            column=ASSET_ID,
-            rule=Rule.WRONG_DTYPE,
-            severity=Severity.ERROR,
-            n_rows=signals.height,
-            examples=describe_rows(signals.head(3), [TIMESTAMP, ASSET_ID]),
-            detail=(
-                f"asset_id is {signals.schema[ASSET_ID]} here but "
-                f"{prices.schema[ASSET_ID]} in the prices, so no id can match"
-            ),
-        )
+        failure = asset_id_mismatch(signals, file=file, prices_dtype=prices.schema[ASSET_ID])
         return [*failures, failure]
     priced_panel = key_panel(prices, max_grid_cells=max_grid_cells)
     if priced_panel is None:

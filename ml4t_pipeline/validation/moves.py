@@ -31,7 +31,7 @@ import polars as pl
 from ml4t_pipeline.engine.tolerances import SPLIT_RTOL
 from ml4t_pipeline.keys import ASSET_ID, CLOSE, OPEN, TIMESTAMP, VOLUME
 from ml4t_pipeline.validation.grid import Bools, Ints, KeyPanel
-from ml4t_pipeline.validation.policy import CoveragePolicy, common_asset_id_dtype
+from ml4t_pipeline.validation.policy import CoveragePolicy, asset_id_mismatch, common_asset_id_dtype
 from ml4t_pipeline.validation.report import (
     MAX_EXAMPLES,
     Failure,
@@ -152,7 +152,8 @@ def move_failures(
     if actions is not None:
         common = common_asset_id_dtype(actions.schema[ASSET_ID], panel.assets.ids.dtype)
         if common is None:
-            failures.append(_id_mismatch(actions, panel, actions_file))
+            ids = panel.assets.ids.dtype
+            failures.append(asset_id_mismatch(actions, file=actions_file, prices_dtype=ids))
         else:
             at_rows = _split_actions(actions, panel, valid, previous >= 0)
             row = at_rows.get_column("__row").to_numpy()
@@ -323,18 +324,3 @@ def _report(
             detail=f"{detail} ({plural(n_assets, 'asset')})",
         )
     ]
-
-
-def _id_mismatch(actions: pl.DataFrame, panel: KeyPanel, actions_file: str) -> Failure:
-    return Failure(
-        file=actions_file,
-        column=ASSET_ID,
-        rule=Rule.WRONG_DTYPE,
-        severity=Severity.ERROR,
-        n_rows=actions.height,
-        examples=describe_rows(actions.head(3), [TIMESTAMP, ASSET_ID]),
-        detail=(
-            f"asset_id is {actions.schema[ASSET_ID]} here but {panel.assets.ids.dtype} in "
-            "the prices, so no action can match a price bar"
-        ),
-    )

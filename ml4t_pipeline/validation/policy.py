@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from ml4t_pipeline.errors import ConfigError
-from ml4t_pipeline.validation.report import Severity
+from ml4t_pipeline.keys import ASSET_ID, TIMESTAMP
+from ml4t_pipeline.validation.report import Failure, Rule, Severity, describe_rows
 
 _SEVERITIES = (
     "signal_without_price",
@@ -98,3 +99,20 @@ def common_asset_id_dtype(left: pl.DataType, right: pl.DataType) -> pl.DataType 
     if isinstance(left, text) and isinstance(right, text):
         return pl.String()
     return None
+
+
+def asset_id_mismatch(frame: pl.DataFrame, *, file: str, prices_dtype: pl.DataType) -> Failure:
+    """WRONG_DTYPE on `frame`'s asset_id: its ids can never match the prices' ids
+    (`common_asset_id_dtype` is None), so no row of it would ever meet a price bar."""
+    return Failure(
+        file=file,
+        column=ASSET_ID,
+        rule=Rule.WRONG_DTYPE,
+        severity=Severity.ERROR,
+        n_rows=frame.height,
+        examples=describe_rows(frame.head(3), [TIMESTAMP, ASSET_ID]),
+        detail=(
+            f"asset_id is {frame.schema[ASSET_ID]} here but {prices_dtype} in the prices, so "
+            "no id can match"
+        ),
+    )

@@ -68,8 +68,15 @@ def test_monthly_chain_equals_full_run(market: dict[str, Path], risk: list[dict[
     assert pl.concat(equity).equals(full.equity)
     assert pl.concat(fills).equals(full.fills)
     closed = full.trades.filter(pl.col("exit_reason") != "open")
-    chained = pl.concat(trades).drop("entry_time")
-    assert chained.sort(["exit_bar", "asset_id"]).equals(closed.drop("entry_time"))
+    chained = pl.concat(trades)
+    # with their entry time, also for trades that entered in an earlier month
+    assert chained.sort(["exit_bar", "asset_id"]).equals(closed)
+    assert chained["entry_time"].null_count() == 0
+    # a position still open at a month's end shows the time it entered
+    first_bar = month.final_state.bars_done - month.equity.height
+    carried = month.trades.filter(pl.col("entry_bar") < first_bar)
+    assert carried.height > 0
+    assert carried["entry_time"].null_count() == 0
     assert full.fills.height > 50
     if risk:
         assert set(closed["exit_reason"]) >= {"signal", "trailing_stop", "time_exit"}

@@ -205,7 +205,7 @@ def test_a_failed_write_leaves_the_earlier_files(
 
         return write
 
-    monkeypatch.setattr(real_stocks, "_text_writer", broken)
+    monkeypatch.setattr(real_stocks, "text_writer", broken)
     with pytest.raises(OSError, match="disk full"):
         write_real_inputs(out, tickers=["AAPL"])
     assert {key: path.read_bytes() for key, path in paths.items()} == before

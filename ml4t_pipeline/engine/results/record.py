@@ -43,6 +43,8 @@ class RunRecord:
     final_cash: float
     final_equity: float
     final_state: EngineState
+    #: per asset, the entry time (us UTC) of a trade carried in from an earlier run (NO_TIME: none)
+    carried_entry_us: np.ndarray | None = None
 
     @property
     def last_bar(self) -> int:

@@ -19,6 +19,7 @@ from ml4t_pipeline.engine.execution.orders import Orders
 from ml4t_pipeline.engine.results.metrics import compute_metrics
 from ml4t_pipeline.engine.results.output import BacktestResult
 from ml4t_pipeline.engine.results.record import RunRecord
+from ml4t_pipeline.engine.state import NO_TIME
 
 UTC_US = pl.Datetime("us", "UTC")
 
@@ -202,6 +203,13 @@ def _trades(record: RunRecord, asset_col: Any, rule_col: Any) -> pl.DataFrame:
     entry_us = (
         calendar[np.where(in_window, entry_bar - first_bar, 0)] if calendar.size else entry_bar
     )
+    # a trade carried from an earlier run: its entry time as that run saved it
+    carried = record.carried_entry_us
+    if carried is not None and t.asset.shape[0]:
+        saved = carried[t.asset]
+        known = ~in_window & (saved != NO_TIME)
+        entry_us = np.where(known, saved, entry_us)
+        in_window = in_window | known
     frame = pl.DataFrame(
         [
             asset_col(t.asset),
