@@ -1,4 +1,5 @@
-"""Wall time of one backtest partition through the Dagster CLI. Prints numbers; asserts nothing.
+"""Wall time of one backtest partition through the Dagster CLI and of a UI backfill through the
+daemon. Prints numbers; asserts nothing.
 
     .venv/bin/python benchmarks/bench_dagster.py [--repeat 3] [--partition "2024-01-01|core"]
         [--skip-backfill] [--months 12] [--backfill-repeat 1] [--max-concurrent-runs N]
