@@ -27,7 +27,7 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@echo "Open the UI with: make ui   (http://127.0.0.1:3000)"
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	ML4T_DATA_DIR=$(abspath $(DEMO_DATA)) $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	ML4T_DATA_DIR=$(abspath $(DEMO_DATA)) $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -14,20 +14,24 @@ partitioned assets carry the partitions, so `build_partitioned_checks` makes the
 import contextlib
 import json
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.engine import OrderReason, read_corporate_actions
 from ml4t_pipeline.engine.tolerances import FILL_BAR_RTOL, MONEY_ATOL, MONEY_RTOL
-from ml4t_pipeline.errors import DataError
+from ml4t_pipeline.errors import DataError, clipped
+from ml4t_pipeline.keys import plural
 from ml4t_pipeline.pipeline.io_manager import TableSet
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE
 from ml4t_pipeline.pipeline.resources import DataDirResource
 from ml4t_pipeline.validation import (
     MAX_EXAMPLES,
+    Failure,
     ValidationReport,
     check_point_in_time,
     describe_rows,
@@ -60,9 +64,47 @@ _FAILURE_SCHEMA = dg.TableSchema(
 )
 
 
+SUMMARY_CHARS = 200
+"""A check's description stays within about this many characters; the table has every detail."""
+_MORE_CHARS = len("; +999 more")
+
+
+def one_line(headline: str, items: Sequence[str]) -> str:
+    """`headline: a; b; +2 more`: what a check says at a glance in the UI (its description),
+    naming as many items as fit in `SUMMARY_CHARS`; the metadata table has one row per item.
+    Only a first item that does not fit on its own is cut (`clipped`)."""
+    items = [" ".join(item.split()) for item in items]
+    text = " ".join(headline.split())
+    for shown, item in enumerate(items):
+        candidate = f"{text}{'; ' if shown else ': '}{item}"
+        room = SUMMARY_CHARS - (_MORE_CHARS if shown + 1 < len(items) else 0)
+        if shown and len(candidate) > room:
+            return f"{text}; +{len(items) - shown} more"
+        text = candidate
+    return clipped(text, SUMMARY_CHARS)
+
+
+def _failure_item(failure: Failure) -> str:
+    where = Path(failure.file).name + (f" column '{failure.column}'" if failure.column else "")
+    rows = f", {plural(failure.n_rows, 'row')}" if failure.n_rows else ""
+    return f"{failure.rule} ({where}{rows})"
+
+
+def report_description(report: ValidationReport) -> str:
+    """One line: how many errors and warnings, then the first rules broken (errors first),
+    each with its file, column and row count."""
+    checked = plural(sum(report.rows_checked.values()), "row")
+    if not report.failures:
+        return f"passed: {checked} checked, no rule broken"
+    counts = f"{plural(len(report.errors), 'error')}, {plural(len(report.warnings), 'warning')}"
+    headline = f"{counts}, {checked} checked" if report.errors else f"passed with {counts}"
+    return one_line(headline, [_failure_item(f) for f in (*report.errors, *report.warnings)])
+
+
 def report_result(report: ValidationReport) -> dg.AssetCheckResult:
-    """Pass unless the report holds an ERROR; every failure (warnings too) and every
-    tolerated entry (severity info) is one table row."""
+    """Pass unless the report holds an ERROR. The description is one line
+    (`report_description`); every failure (warnings too) and every tolerated entry (severity
+    info) is one row of the `failures` table."""
     records = [
         dg.TableRecord(
             {
@@ -80,7 +122,7 @@ def report_result(report: ValidationReport) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=report.ok,
         severity=dg.AssetCheckSeverity.ERROR,
-        description=None if report.ok else report.summary(),
+        description=report_description(report),
         metadata={
             "rows_checked": sum(report.rows_checked.values()),
             "errors": len(report.errors),
@@ -162,7 +204,7 @@ def corporate_actions_result(frame: pl.DataFrame, *, file: str) -> dg.AssetCheck
         return dg.AssetCheckResult(
             passed=True,
             severity=dg.AssetCheckSeverity.ERROR,
-            description="no corporate actions: none are applied",
+            description="passed: no corporate actions, none are applied",
             metadata={"rows_checked": 0, "errors": 0, "splits": 0, "dividends": 0, "assets": 0},
         )
     try:
@@ -182,7 +224,7 @@ def corporate_actions_result(frame: pl.DataFrame, *, file: str) -> dg.AssetCheck
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=str(exc),
+            description=one_line(str(exc).splitlines()[0], []),
             metadata={
                 "rows_checked": frame.height,
                 "errors": 1,
@@ -192,6 +234,7 @@ def corporate_actions_result(frame: pl.DataFrame, *, file: str) -> dg.AssetCheck
     return dg.AssetCheckResult(
         passed=True,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=f"passed: {plural(frame.height, 'row')} read as the engine reads them",
         metadata={
             "rows_checked": frame.height,
             "errors": 0,
@@ -230,6 +273,12 @@ def require_passed_input_checks(instance: dg.DagsterInstance) -> None:
             + ". Run inputs_job (raw files -> frames -> contract checks) and fix what it reports."
         )
         raise DataError(msg)
+
+
+NO_LOOK_AHEAD = (
+    "Point in time: every signal and context value in the feature table was known at its bar "
+    "(available_at <= timestamp), row by row."
+)
 
 
 def no_look_ahead(feature_table: pl.DataFrame) -> dg.AssetCheckResult:
@@ -391,44 +440,128 @@ def fill_breaches(fills: pl.DataFrame, bars: pl.DataFrame) -> list[Breach]:
     return breaches
 
 
+_BREACH_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("rule", "string"),
+        dg.TableColumn("n_rows", "int"),
+        dg.TableColumn("detail", "string"),
+        dg.TableColumn("examples", "string"),
+    ]
+)
+
+
 def breach_result(
     check_name: str, breaches: Sequence[Breach], rows_checked: int
 ) -> dg.AssetCheckResult:
+    """One line naming the rules broken (with their row counts and details) as the
+    description; one row per broken rule in the `breaches` table, with examples."""
+    checked = plural(rows_checked, "row")
+    description = (
+        one_line(
+            f"{plural(len(breaches), 'rule')} broken, {checked} checked",
+            [f"{b.rule} ({plural(b.n_rows, 'row')}): {b.detail}" for b in breaches],
+        )
+        if breaches
+        else f"passed: {checked} checked, every rule holds"
+    )
     return dg.AssetCheckResult(
         asset_key="backtest",
         check_name=check_name,
         passed=not breaches,
         severity=dg.AssetCheckSeverity.ERROR,
-        description="; ".join(f"{b.rule}: {b.n_rows} row(s), {b.detail}" for b in breaches) or None,
+        description=description,
         metadata={
             "rows_checked": rows_checked,
-            "breaches": dg.MetadataValue.json(
+            "breaches": dg.MetadataValue.table(
                 [
-                    {
-                        "rule": b.rule,
-                        "n_rows": b.n_rows,
-                        "detail": b.detail,
-                        "examples": list(b.examples),
-                    }
+                    dg.TableRecord(
+                        {
+                            "rule": b.rule,
+                            "n_rows": b.n_rows,
+                            "detail": b.detail,
+                            "examples": "; ".join(b.examples),
+                        }
+                    )
                     for b in breaches
-                ]
+                ],
+                schema=_BREACH_SCHEMA,
             ),
         },
     )
 
 
-BACKTEST_CHECKS = ("ledger_reconciles", "no_nan_equity", "fills_inside_bars")
+BACKTEST_CHECKS: Mapping[str, str] = {
+    "ledger_reconciles": (
+        "Bookkeeping: equity = cash + positions value on every bar, and start cash - signed "
+        "fill notional - commissions (+ corporate actions' cash) = final cash."
+    ),
+    "no_nan_equity": "Equity, cash and positions value are never NaN or null.",
+    "fills_inside_bars": (
+        "Every fill has a bar and its price before slippage lies in [low, high]; protective "
+        "stops never fill beyond the open."
+    ),
+}
+"""The three bookkeeping checks on `backtest` (one pass, `backtest_bookkeeping`), described."""
 
 
-def backtest_bookkeeping(
-    backtest: TableSet, feature_table: pl.DataFrame
-) -> Iterable[dg.AssetCheckResult]:
-    """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks)."""
-    equity = backtest.tables["equity"]
-    fills = backtest.tables["fills"]
-    yield breach_result("ledger_reconciles", ledger_breaches(backtest), equity.height)
-    yield breach_result("no_nan_equity", nan_equity_breaches(equity), equity.height)
-    yield breach_result("fills_inside_bars", fill_breaches(fills, feature_table), fills.height)
+def bookkeeping_breaches(backtest: TableSet, feature_table: pl.DataFrame) -> list[Breach]:
+    """Every bookkeeping breach of one month (what the three checks report, in one list):
+    the gate a run applies before the next month of its range starts from this one."""
+    return [
+        *ledger_breaches(backtest),
+        *nan_equity_breaches(backtest.tables["equity"]),
+        *fill_breaches(backtest.tables["fills"], feature_table),
+    ]
+
+
+def _months(value: TableSet | pl.DataFrame | Mapping[str, Any]) -> dict[str, Any]:
+    """An input of a partitioned check as {partition key: value}; a one-partition run hands
+    over the bare value (key "")."""
+    return dict(value) if isinstance(value, Mapping) else {"": value}
+
+
+def _in_months(
+    per_month: Mapping[str, Sequence[Breach]], rule_rows: Mapping[str, int]
+) -> tuple[list[Breach], int]:
+    """Breaches of several months, each rule prefixed with its month (one month: as is)."""
+    breaches = [
+        Breach(
+            rule=b.rule,
+            n_rows=b.n_rows,
+            detail=f"{key}: {b.detail}" if key else b.detail,
+            examples=b.examples,
+        )
+        for key, found in sorted(per_month.items())
+        for b in found
+    ]
+    return breaches, sum(rule_rows.values())
+
+
+def backtest_bookkeeping(backtest: Any, feature_table: Any) -> Iterable[dg.AssetCheckResult]:
+    """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks).
+    A run over several months (a single-run backfill) checks each; a failure names its month.
+    The inputs are a `TableSet` and a frame, or {partition key: value} for a range run."""
+    sets, features = _months(backtest), _months(feature_table)
+    equity_rows = {k: t.tables["equity"].height for k, t in sets.items()}
+    fill_rows = {k: t.tables["fills"].height for k, t in sets.items()}
+    ledger = _in_months({k: ledger_breaches(t) for k, t in sets.items()}, equity_rows)
+    nan = _in_months(
+        {k: nan_equity_breaches(t.tables["equity"]) for k, t in sets.items()}, equity_rows
+    )
+    fills = _in_months(
+        {k: fill_breaches(t.tables["fills"], features[k]) for k, t in sets.items()}, fill_rows
+    )
+    yield breach_result("ledger_reconciles", *ledger)
+    yield breach_result("no_nan_equity", *nan)
+    yield breach_result("fills_inside_bars", *fills)
+
+
+def no_look_ahead_months(feature_table: Any) -> dg.AssetCheckResult:
+    """`no_look_ahead` over one month, or every month of a range run (merged)."""
+    tables = _months(feature_table)
+    if len(tables) == 1:
+        return no_look_ahead(next(iter(tables.values())))
+    return no_look_ahead(pl.concat(list(tables.values()), how="vertical_relaxed"))
 
 
 @contextlib.contextmanager
@@ -452,8 +585,12 @@ def build_partitioned_checks(
     """`no_look_ahead` on feature_table and the three bookkeeping checks on backtest."""
     with _partitioned_check_preview():
         look_ahead = dg.asset_check(
-            asset="feature_table", name="no_look_ahead", blocking=True, partitions_def=partitions
-        )(no_look_ahead)
+            asset="feature_table",
+            name="no_look_ahead",
+            blocking=True,
+            partitions_def=partitions,
+            description=NO_LOOK_AHEAD,
+        )(no_look_ahead_months)
         bookkeeping = dg.multi_asset_check(
             name="backtest_bookkeeping",
             specs=[
@@ -463,8 +600,9 @@ def build_partitioned_checks(
                     blocking=True,
                     additional_deps=["feature_table"],
                     partitions_def=partitions,
+                    description=description,
                 )
-                for name in BACKTEST_CHECKS
+                for name, description in BACKTEST_CHECKS.items()
             ],
             ins={"backtest": dg.AssetIn("backtest"), "feature_table": dg.AssetIn("feature_table")},
         )(backtest_bookkeeping)

@@ -6,32 +6,33 @@ Asset graph::
     raw_signals -> validated_signals --[signals_contract]-+-> feature_table --[no_look_ahead]-->
     raw_context -> validated_context --[context_contract]-+
     raw_corporate_actions -> validated_corporate_actions --[corporate_actions_contract]--+
-      feature_table + validated_corporate_actions -> backtest (chain_start -> run_engine)
+      feature_table + validated_corporate_actions + backtest (previous month) -> backtest
       --[ledger_reconciles, no_nan_equity, fills_inside_bars]--> trade_attribution
     backtest (all months of a universe) -> performance_summary
 
 Every check is blocking. Storage defaults to <DAGSTER_HOME>/storage/ml4t (or
 $ML4T_STORAGE_DIR); inputs come from $ML4T_DATA_DIR (default data/sample); both are read when
-a run sets its resources up.
+a run sets its resources up. Configs come from `config_dir` / $ML4T_CONFIG_DIR / configs/.
 
 Importing this module reads no file and changes nothing: `defs` is a `@dg.definitions`
 loader, which Dagster calls when it loads the code location (CLI, run worker, code server).
-Only then are configs/universes.yaml read, the partitions built and the garbage collector
-tuned (`keep_loaded_objects_out_of_gc`). Tests and the demo call `build_defs` directly.
+Only then are universes.yaml and pipeline.yaml read (the partitions, and the run config's
+fingerprint as `backtest`'s code version), the price file's last timestamp read (the end of
+the month axis), and the garbage collector tuned (`keep_loaded_objects_out_of_gc`). Tests and the demo call `build_defs` directly.
 """
 
 import atexit
 import functools
 import gc
-from pathlib import Path
 
 import dagster as dg
 
 from ml4t_pipeline.pipeline.assets import build_assets
+from ml4t_pipeline.pipeline.chain import config_code_version, universes_code_version
 from ml4t_pipeline.pipeline.checks import INPUT_CONTRACTS, build_partitioned_checks
 from ml4t_pipeline.pipeline.io_manager import ParquetIOManager
 from ml4t_pipeline.pipeline.jobs import JOBS, build_monthly_schedule
-from ml4t_pipeline.pipeline.partitions import UNIVERSES_FILE, build_partitions, load_partition_spec
+from ml4t_pipeline.pipeline.partitions import build_partitions, last_data_month
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, DataDirResource, ResultStore
 
 
@@ -41,27 +42,37 @@ def build_defs(
     storage_dir: str | None = None,
     run_config_path: str | None = None,
     universes_path: str | None = None,
+    config_dir: str | None = None,
 ) -> dg.Definitions:
     """The definitions; arguments override the defaults (used by tests and the demo).
 
-    Reads the universes config (default configs/universes.yaml) to build the partitions; the
-    run's resources read the same file again when a run asks for a universe.
+    Reads the universes config and the run config (in `config_dir`, default
+    $ML4T_CONFIG_DIR, else configs/) and the price file's last month to build the partitions;
+    the run's resources read the same files again (by their resolved paths).
     """
-    universes = Path(universes_path) if universes_path else UNIVERSES_FILE
-    spec = load_partition_spec(universes)
-    partitions = build_partitions(spec)
+    configs = BacktestConfigResource(
+        config_dir=config_dir, run_config_path=run_config_path, universes_path=universes_path
+    )
+    spec = configs.partition_spec()
+    data = DataDirResource(path=data_dir)
+    data_month = last_data_month(data.file("prices"))
+    partitions = build_partitions(spec, data_month=data_month)
     return dg.Definitions(
-        assets=build_assets(partitions),
+        assets=build_assets(
+            partitions,
+            code_version=config_code_version(configs.run_config(), spec),
+            universes_version=universes_code_version(spec),
+        ),
         asset_checks=[*INPUT_CONTRACTS, *build_partitioned_checks(partitions.backtest)],
         jobs=JOBS,
-        schedules=[build_monthly_schedule(spec)],
+        schedules=[build_monthly_schedule(spec, data_month=data_month)],
         resources={
             "io_manager": ParquetIOManager(base_dir=storage_dir),
-            "mem_io_manager": dg.mem_io_manager,
             "store": ResultStore(base_dir=storage_dir),
-            "data_dir": DataDirResource(path=data_dir),
+            "data_dir": data,
             "backtest_config": BacktestConfigResource(
-                run_config_path=run_config_path, universes_path=str(universes)
+                run_config_path=str(configs.run_config_file()),
+                universes_path=str(configs.universes_file()),
             ),
         },
         executor=dg.in_process_executor,

@@ -3,27 +3,25 @@
 - `inputs_job`: register the raw files (and the optional corporate_actions.parquet, or its
   absence), read them, run the blocking contract checks. Run it whenever the data directory
   changes; backtest runs refuse inputs whose checks did not pass.
-- `backtest_job`: one (month, universe) partition of feature_table -> backtest ->
-  trade_attribution, with their blocking checks, in one process. Months of a universe must
-  run in order (each continues from the previous month's saved state).
+- `backtest_job`: feature_table -> backtest -> trade_attribution with their blocking checks,
+  in one process, for one (month, universe) partition or a range of months (each month
+  continues from the one before; the month before the range must be stored).
 - `summary_job`: performance_summary of one universe over its stored months.
 - `monthly_backtest_schedule`: on the 1st of each month, one `backtest_job` run per universe
-  for the month that just closed (made by `build_monthly_schedule` from the universes config).
+  for the month that just closed (made by `build_monthly_schedule` from the universes config),
+  skipped while that month is beyond the data (the code location's month axis).
 
-Backfill, months in order (each run waits for the previous one to finish)::
+Backfill: in the UI (select the three assets, Materialize, pick months x universes) or on
+the command line, one run per universe chaining its months in order::
 
-    for month in 2024-01-01 2024-02-01 2024-03-01; do
-      for universe in core liquid; do
-        dagster job execute -m ml4t_pipeline.pipeline.definitions -j backtest_job \\
-          --tags "{\\"dagster/partition\\": \\"$month|$universe\\"}" || exit 1
-      done
-    done
+    dagster asset materialize -m ml4t_pipeline.pipeline.definitions \\
+      --select feature_table,backtest,trade_attribution \\
+      --partition-range "2024-01-01|core...2024-03-01|core"
 
-One partition the asset way (same assets and checks):
-``dagster asset materialize -m ml4t_pipeline.pipeline.definitions --partition "2024-02-01|core"
---select feature_table,backtest,trade_attribution``. A single run over a month range
-(``--partition-range``) is not offered: each month must start from the state the previous
-month saved, and a missing month must fail rather than start fresh.
+One partition: ``dagster job execute -m ml4t_pipeline.pipeline.definitions -j backtest_job
+--tags '{"dagster/partition": "2024-02-01|core"}'``. Runs are retried by the instance
+(`run_retries` in dagster.yaml) only when they die for reasons other than an asset failure;
+data, state and config errors fail once (`dg.Failure(allow_retries=False)`).
 """
 
 import datetime as dt
@@ -31,11 +29,11 @@ import datetime as dt
 import dagster as dg
 
 from ml4t_pipeline.pipeline.assets import BACKTEST_ASSET_KEYS, INPUT_ASSET_KEYS, SUMMARY_ASSET_KEY
-from ml4t_pipeline.pipeline.partitions import MonthKey, PartitionSpec
+from ml4t_pipeline.pipeline.partitions import MonthKey, PartitionSpec, last_month
 
-# Run retries need the daemon (dagster dev / dagster-daemon); a retried run starts over, since
-# the op passing the chain state between the backtest's two ops keeps it in memory.
-RUN_RETRY_TAGS = {"dagster/max_retries": "1", "dagster/retry_strategy": "ALL_STEPS"}
+# A retried run (the daemon's run retries) re-executes from failure: every step's inputs are
+# stored, none is kept in memory.
+RUN_RETRY_TAGS = {"dagster/retry_strategy": "FROM_FAILURE"}
 
 inputs_job = dg.define_asset_job(
     "inputs_job",
@@ -66,8 +64,12 @@ def closed_month(now: dt.datetime) -> dt.date:
     return last_day_before.replace(day=1)
 
 
-def build_monthly_schedule(spec: PartitionSpec) -> dg.ScheduleDefinition:
-    """`monthly_backtest_schedule` for the first month and the universes of `spec`."""
+def build_monthly_schedule(
+    spec: PartitionSpec, *, data_month: dt.date | None = None
+) -> dg.ScheduleDefinition:
+    """`monthly_backtest_schedule` for the months (from `spec`'s first month to
+    `partitions.last_month(spec, data_month)`) and the universes of `spec`."""
+    last = last_month(spec, data_month)
 
     @dg.schedule(
         name="monthly_backtest_schedule",
@@ -85,6 +87,11 @@ def build_monthly_schedule(spec: PartitionSpec) -> dg.ScheduleDefinition:
         month = closed_month(context.scheduled_execution_time)
         if month < spec.start_month:
             return dg.SkipReason(f"{month} is before the first configured month {spec.start_month}")
+        if last is not None and month > last:
+            return dg.SkipReason(
+                f"{month:%Y-%m} is after the last month with data ({last:%Y-%m}); reload the "
+                "code location once its prices have arrived"
+            )
         keys = [MonthKey(month, universe).key for universe in spec.universes]
         return [dg.RunRequest(run_key=key, partition_key=key) for key in keys]
 

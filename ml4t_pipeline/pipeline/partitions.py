@@ -1,8 +1,15 @@
-"""Backtest partitions: one per (month, universe), both read from configs/universes.yaml.
+"""Backtest partitions: one per (month, universe), both read from <config dir>/universes.yaml.
+
+The config directory is `config_dir()`: a resource setting (`build_defs(config_dir=...)`),
+else $ML4T_CONFIG_DIR, else the repository's configs/. The month axis runs from `start_month`
+to the last month of the data (the price file's latest bar), or to `end_month` when
+universes.yaml sets one (the earlier of the two when both are known); without a price file at
+load (no data yet) and no `end_month` it runs to the current month.
 
 The partition key string of a run is ``"<month>|<universe>"`` (Dagster orders the dimensions
 by name), e.g. ``"2024-02-01|core"``. Universes are data, not code: a name maps to explicit
-asset ids or to a rule (`top_n_dollar_volume`), resolved against the price file at run time.
+asset ids or to a rule (`top_n_dollar_volume`), resolved against the price file at run time, point in time: a month's members are ranked on the
+`formation_bars` bars before the month (`Universe.formation`).
 
 Nothing is read at import time: `load_partition_spec` reads the file when called (by
 `build_defs` when Dagster loads the code location, and by `BacktestConfigResource` in a run),
@@ -12,6 +19,7 @@ and `build_partitions` turns the spec into Dagster's partitions definitions.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,9 +32,17 @@ import yaml
 
 from ml4t_pipeline.errors import ConfigError, DataError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-UNIVERSES_FILE = CONFIG_DIR / "universes.yaml"
-"""The default universes config (`build_defs(universes_path=...)` takes another)."""
+CONFIG_DIR_ENV = "ML4T_CONFIG_DIR"
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+UNIVERSES_NAME = "universes.yaml"
+PIPELINE_NAME = "pipeline.yaml"
+
+
+def config_dir(configured: str | None = None) -> Path:
+    """`configured`, else $ML4T_CONFIG_DIR, else the repository's configs/ (read when called)."""
+    return Path(configured or os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR).absolute()
+
+
 MONTH = "month"
 UNIVERSE = "universe"
 DEFAULT_FORMATION_BARS = 20
@@ -78,13 +94,27 @@ class Universe:
                 )
                 raise DataError(msg)
             return sorted(found.to_list())
-        first_bars = (
-            prices.select(pl.col("timestamp").unique().sort().head(self.formation_bars))
-            .collect()
-            .to_series()
+        return list(self.formation(prices, before=None).members)
+
+    def formation(self, prices: pl.LazyFrame, *, before: dt.datetime | None) -> Formation:
+        """The members for a month starting at `before`: explicit ids as they are; a rule ranks
+        the assets on the `formation_bars` bars before it (None: the first bars of the file).
+
+        Near the start of the data, with fewer than `formation_bars` bars before the month,
+        the window is the file's first `formation_bars` bars (it reaches into the month:
+        `Formation.reaches_into_month`, shown in the month's metadata)."""
+        if self.top_n_dollar_volume is None:
+            return Formation(members=tuple(self.select(prices)), window=None)
+        stamps = pl.col("timestamp").unique().sort()
+        earlier = (
+            prices.filter(pl.col("timestamp") < before) if before is not None else prices.head(0)
         )
+        window = earlier.select(stamps.tail(self.formation_bars)).collect().to_series()
+        reaches = window.len() < self.formation_bars
+        if reaches:
+            window = prices.select(stamps.head(self.formation_bars)).collect().to_series()
         ranked = (
-            prices.filter(pl.col("timestamp").is_in(first_bars.implode()))
+            prices.filter(pl.col("timestamp").is_in(window.implode()))
             .group_by("asset_id")
             .agg((pl.col("close") * pl.col("volume")).sum().alias("dollar_volume"))
             .sort(["dollar_volume", "asset_id"], descending=[True, False])
@@ -94,16 +124,39 @@ class Universe:
         if ranked.is_empty():
             msg = f"universe {self.name!r}: the price file has no rows to rank"
             raise DataError(msg)
-        return sorted(ranked["asset_id"].to_list())
+        return Formation(
+            members=tuple(sorted(ranked["asset_id"].to_list())),
+            window=(window.min(), window.max()),
+            reaches_into_month=reaches and before is not None,
+        )
+
+    def definition(self) -> dict[str, Any]:
+        """The universe as configured (what the run's config fingerprint covers)."""
+        if self.top_n_dollar_volume is None:
+            return {"asset_ids": sorted(self.asset_ids)}
+        return {
+            "top_n_dollar_volume": self.top_n_dollar_volume,
+            "formation_bars": self.formation_bars,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Formation:
+    """A universe's members for one month and, for a rule, the bars they were ranked on."""
+
+    members: tuple[Any, ...]
+    window: tuple[Any, Any] | None  # first and last timestamp ranked on (None: explicit ids)
+    reaches_into_month: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PartitionSpec:
-    """The first month and the universes, as read from `source`."""
+    """The first month, the optional last month and the universes, as read from `source`."""
 
     source: Path
     start_month: dt.date
     universes: Mapping[str, Universe]
+    end_month: dt.date | None = None
 
     def universe(self, name: str) -> Universe:
         try:
@@ -131,23 +184,40 @@ def _universe(name: str, raw: Any) -> Universe:
     )
 
 
-def load_partition_spec(path: Path = UNIVERSES_FILE) -> PartitionSpec:
-    """Read and parse universes.yaml; every mistake is a `ConfigError` naming the file and key."""
+def _month(path: Path, name: str, value: Any) -> dt.date:
+    try:
+        month = dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        msg = f"{path}: {name} must be a date YYYY-MM-01, got {value!r}"
+        raise ConfigError(msg) from exc
+    if month.day != 1:
+        msg = f"{path}: {name} must be the first day of a month, got {month}"
+        raise ConfigError(msg)
+    return month
+
+
+def load_partition_spec(path: Path | None = None) -> PartitionSpec:
+    """Read and parse universes.yaml (default: in `config_dir()`); every mistake is a
+    `ConfigError` naming the file and key."""
+    path = path if path is not None else config_dir() / UNIVERSES_NAME
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         msg = f"{path}: cannot read the universes config: {exc}"
         raise ConfigError(msg) from exc
-    if not isinstance(raw, dict) or set(raw) != {"start_month", "universes"}:
-        msg = f"{path}: expected exactly the keys 'start_month' and 'universes'"
+    if (
+        not isinstance(raw, dict)
+        or not {"start_month", "universes"} <= set(raw)
+        or not set(raw) <= {"start_month", "end_month", "universes"}
+    ):
+        msg = (
+            f"{path}: expected the keys 'start_month' and 'universes' (and optionally 'end_month')"
+        )
         raise ConfigError(msg)
-    try:
-        start = dt.date.fromisoformat(str(raw["start_month"]))
-    except ValueError as exc:
-        msg = f"{path}: start_month must be a date YYYY-MM-01, got {raw['start_month']!r}"
-        raise ConfigError(msg) from exc
-    if start.day != 1:
-        msg = f"{path}: start_month must be the first day of a month, got {start}"
+    start = _month(path, "start_month", raw["start_month"])
+    end = _month(path, "end_month", raw["end_month"]) if "end_month" in raw else None
+    if end is not None and end < start:
+        msg = f"{path}: end_month {end} is before start_month {start}"
         raise ConfigError(msg)
     universes = raw["universes"]
     if not isinstance(universes, dict) or not universes:
@@ -158,7 +228,30 @@ def load_partition_spec(path: Path = UNIVERSES_FILE) -> PartitionSpec:
     except ConfigError as exc:
         msg = f"{path}: {exc}"
         raise ConfigError(msg) from exc
-    return PartitionSpec(source=path, start_month=start, universes=parsed)
+    return PartitionSpec(source=path, start_month=start, universes=parsed, end_month=end)
+
+
+def last_data_month(prices_file: Path) -> dt.date | None:
+    """The month of the price file's latest bar (naive timestamps are UTC), None without a
+    file or rows. Only the timestamp column is read."""
+    if not prices_file.is_file():
+        return None
+    try:
+        latest = pl.scan_parquet(prices_file).select(pl.col("timestamp").max()).collect().item()
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        msg = f"{prices_file}: cannot read the timestamp column to bound the months: {exc}"
+        raise DataError(msg) from exc
+    if isinstance(latest, dt.datetime) and latest.tzinfo is not None:
+        latest = latest.astimezone(dt.UTC)
+    if not isinstance(latest, dt.date):
+        return None
+    return dt.date(latest.year, latest.month, 1)
+
+
+def last_month(spec: PartitionSpec, data_month: dt.date | None) -> dt.date | None:
+    """The last month of the axis: the earlier of `end_month` and the data's last month."""
+    known = [m for m in (spec.end_month, data_month) if m is not None]
+    return min(known) if known else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,8 +263,19 @@ class PipelinePartitions:
     backtest: dg.MultiPartitionsDefinition
 
 
-def build_partitions(spec: PartitionSpec) -> PipelinePartitions:
-    months = dg.MonthlyPartitionsDefinition(start_date=spec.start_month.isoformat())
+def build_partitions(
+    spec: PartitionSpec, *, data_month: dt.date | None = None
+) -> PipelinePartitions:
+    """The partitions; the month axis ends at `last_month(spec, data_month)` (a data month
+    before start_month is a `DataError`: the chain would have no month at all)."""
+    last = last_month(spec, data_month)
+    if last is not None and last < spec.start_month:
+        msg = f"{spec.source}: the data ends in {last:%Y-%m}, before start_month {spec.start_month}"
+        raise DataError(msg)
+    months = dg.MonthlyPartitionsDefinition(
+        start_date=spec.start_month.isoformat(),
+        end_date=MonthKey(last, "_").end.date().isoformat() if last is not None else None,
+    )
     universes = dg.StaticPartitionsDefinition(list(spec.universes))
     return PipelinePartitions(
         months=months,

@@ -15,6 +15,7 @@ import yaml
 
 from ml4t_pipeline.engine import ATTRIBUTION_DIMENSIONS, EngineState, run_backtest
 from ml4t_pipeline.errors import StateError
+from ml4t_pipeline.pipeline.assets.features import MonthAssets, month_assets
 from ml4t_pipeline.pipeline.assets.summary import contiguous_months
 from ml4t_pipeline.pipeline.definitions import build_defs
 from ml4t_pipeline.pipeline.demo import failure_lines
@@ -64,9 +65,15 @@ def chain(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield Chain(pipeline, inputs, runs, summaries)
 
 
-def _assets(universe: str, data_dir: Path) -> list[str]:
+def _month_assets(universe: str, data_dir: Path) -> dict[MonthKey, MonthAssets]:
     prices = pl.scan_parquet(data_dir / "prices.parquet")
-    return SPEC.universes[universe].select(prices)
+    keys = [MonthKey(m, universe) for m in MONTHS]
+    return month_assets(SPEC.universes[universe], prices, keys, SPEC.start_month)
+
+
+def _assets(universe: str, data_dir: Path) -> list[str]:
+    """Every asset the universe's months hold bars for (members and carried ones)."""
+    return sorted({a for m in _month_assets(universe, data_dir).values() for a in m.assets})
 
 
 def _chained(chain: Chain, universe: str, table: str) -> pl.DataFrame:
@@ -92,8 +99,10 @@ def test_one_partition_runs_the_whole_chain_with_every_check_passing(chain: Chai
         "fills_inside_bars": True,
     }
     meta = run.asset_materializations_for_node("backtest")[0].metadata
-    for name in ("final_equity", "return", "sharpe", "max_drawdown", "trades_closed", "bars_per_s"):
+    for name in ("final_equity", "return_pct", "sharpe", "max_drawdown_pct", "trades_closed"):
         assert name in meta
+    assert meta["final_equity"].value == round(meta["final_equity"].value, 2)  # type: ignore[arg-type]
+    assert "| return |" in str(meta["headline"].value)
     assert "data:image/png;base64," in str(meta["equity_curve"].value)
     assert isinstance(meta["top_trades"], dg.TableMetadataValue)
     tables = chain.pipeline.backtest(first)
@@ -165,10 +174,26 @@ def test_chained_months_equal_one_run_over_the_whole_period(chain: Chain, univer
             frame.filter(pl.col("asset_id").is_in(assets)) if "asset_id" in frame.columns else frame
         )
 
+    # a point-in-time universe: signals only for the month's members (as the feature table)
+    members = pl.DataFrame(
+        [
+            (key.month, asset)
+            for key, chosen in _month_assets(universe, data).items()
+            for asset in chosen.members
+        ],
+        schema={"month": pl.Date, "asset_id": pl.String},
+        orient="row",
+    )
+    signals = load("signals").join(
+        members,
+        left_on=[pl.col("timestamp").dt.truncate("1mo").dt.date(), "asset_id"],
+        right_on=["month", "asset_id"],
+        how="semi",
+    )
     full = run_backtest(
         BacktestConfigResource().run_config(),
         prices=load("prices"),
-        signals=load("signals"),
+        signals=signals,
         context=load("context"),
         end=end,
     )
@@ -200,8 +225,11 @@ def test_a_missing_previous_month_is_a_clear_error(pipeline: Pipeline) -> None:
     result = pipeline.run("backtest_job", march.key, raise_on_error=False)
     assert not result.success
     message = "\n".join(failure_lines(result))
-    assert "no saved engine state for backtest partition 2024-02-01|core" in message
+    assert "month 2024-02-01|core (the month before it, universe 'core') is not stored" in message
     assert materialized(result).isdisjoint({"backtest", "trade_attribution"})
+    # backtest retries transient errors once (its RetryPolicy); a gap is not retried
+    assert [e.step_key for e in result.all_events if e.is_step_failure] == ["backtest"]
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
 
 
 def test_backtests_need_materialized_inputs(pipeline: Pipeline) -> None:
@@ -212,26 +240,22 @@ def test_backtests_need_materialized_inputs(pipeline: Pipeline) -> None:
     assert result.get_asset_materialization_events() == []
 
 
-def _stale_note(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.get_asset_materialization_events():
-        materialization = event.materialization
-        if materialization.asset_key == dg.AssetKey("backtest"):
-            return str(materialization.metadata["stale_later_months"].value)
-    msg = "no backtest materialization"
-    raise AssertionError(msg)
-
-
-def test_rematerializing_a_month_marks_later_months_stale(
+def test_rematerializing_a_month_makes_later_months_stale_and_refused(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
     pipeline.run("inputs_job")
     jan, feb, mar = (MonthKey(m, "core") for m in (JAN, FEB, MAR))
     for key in (jan, feb, mar):
         pipeline.run("backtest_job", key.key)
+    store = ResultStore(base_dir=str(pipeline.storage))
+    config = BacktestConfigResource()
+    fingerprint = config.fingerprint("core", corporate_actions=False)
+    assert store.stale_months("core", start_month=JAN, fingerprint=fingerprint) == []
     # identical inputs give an identical state: nothing later becomes stale
-    assert _stale_note(pipeline.run("backtest_job", jan.key)) == "none"
+    assert pipeline.run("backtest_job", jan.key).success
+    assert store.stale_months("core", start_month=JAN, fingerprint=fingerprint) == []
 
-    # a different run config changes January's end state: February and March are stale
+    # a different run config: every stored month was built under another fingerprint
     raw = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
     raw["execution"]["initial_cash"] = 2_000_000
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw))
@@ -245,13 +269,24 @@ def test_rematerializing_a_month_marks_later_months_stale(
         storage=pipeline.storage,
         data_dir=pipeline.data_dir,
     )
-    assert _stale_note(changed.run("backtest_job", jan.key)) == f"{feb}, {mar}"
-
-    # continuing from a stale month is refused, naming the month to re-run
     result = changed.run("backtest_job", mar.key, raise_on_error=False)
     assert not result.success
-    assert f"backtest partition {feb} is stale" in "\n".join(failure_lines(result))
+    message = "\n".join(failure_lines(result))
+    assert f"month {jan} it was built under another run config" in message
+    assert f"re-materialize backtest from {jan}" in message
 
+    # January re-run under the new config: February and March are stale (transitively)
+    assert changed.run("backtest_job", jan.key).success
+    new = BacktestConfigResource(run_config_path=str(tmp_path / "pipeline.yaml"))
+    new_fingerprint = new.fingerprint("core", corporate_actions=False)
+    assert new_fingerprint != fingerprint
+    assert store.stale_months("core", start_month=JAN, fingerprint=new_fingerprint) == [feb, mar]
+    result = changed.run(
+        "backtest_job", MonthKey(dt.date(2024, 4, 1), "core").key, raise_on_error=False
+    )
+    assert not result.success
+    assert f"month {feb} it was built under another run config" in "\n".join(failure_lines(result))
     # re-running in order clears it
-    changed.run("backtest_job", feb.key)
+    assert changed.run("backtest_job", feb.key).success
     assert changed.run("backtest_job", mar.key).success
+    assert store.stale_months("core", start_month=JAN, fingerprint=new_fingerprint) == []

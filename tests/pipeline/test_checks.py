@@ -280,7 +280,7 @@ def test_slipped_fills_with_a_raw_price_outside_their_bar_are_breaches(
         )
     }
     assert not evaluations["fills_inside_bars"].passed
-    assert "fill_inside_bar: 2 row(s)" in str(evaluations["fills_inside_bars"].description)
+    assert "fill_inside_bar (2 rows)" in str(evaluations["fills_inside_bars"].description)
 
 
 def test_a_stop_filled_above_the_open_is_a_breach(january: tuple[TableSet, pl.DataFrame]) -> None:

@@ -13,6 +13,7 @@ from ml4t_pipeline.pipeline.io_manager import (
     StorageError,
     TableSet,
     read_table_set,
+    remove_debris,
     write_frame_atomic,
     write_table_set_atomic,
 )
@@ -77,7 +78,10 @@ def test_a_failed_table_set_write_leaves_the_previous_set(
 
     write_table_set_atomic(second, target, versions=versions)
     assert read_table_set(target).texts == {"state.json": '{"v": 2}'}
-    assert len(list(versions.iterdir())) == 1
+    # the replaced version stays for readers until it is older than DEBRIS_AGE_S
+    assert len(list(versions.iterdir())) == 2
+    remove_debris(layout.location(("backtest",)), versions, min_age_s=-1.0)
+    assert [p.resolve() for p in versions.iterdir()] == [target.resolve()]
     assert layout.stored_partitions(("backtest",), ("month", "universe"), {"universe": "core"}) == [
         {"month": "2024-01-01", "universe": "core"}
     ]

@@ -48,7 +48,7 @@ DEPENDENCIES = {
     "validated_context": {"raw_context"},
     "validated_corporate_actions": {"raw_corporate_actions"},
     "feature_table": {"validated_prices", "validated_signals", "validated_context"},
-    "backtest": {"feature_table", "validated_corporate_actions"},
+    "backtest": {"feature_table", "validated_corporate_actions", "backtest"},  # previous month
     "trade_attribution": {"backtest"},
     "performance_summary": {"backtest"},
 }

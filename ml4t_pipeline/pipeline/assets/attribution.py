@@ -11,6 +11,7 @@ import polars as pl
 
 from ml4t_pipeline.engine import attribution
 from ml4t_pipeline.pipeline.assets.features import BACKTEST_GROUP
+from ml4t_pipeline.pipeline.display import money, money_text, percent_text
 from ml4t_pipeline.pipeline.io_manager import TableSet
 
 TRADE_ATTRIBUTION = "trade_attribution"
@@ -22,8 +23,8 @@ def _markdown(table: pl.DataFrame) -> str:
         "dimension", "pnl", descending=[False, True]
     )
     lines += [
-        f"| {row['dimension']} | {row['key']} | {row['trades']} | {row['win_rate']:.0%}"
-        f" | {row['pnl']:,.2f} |"
+        f"| {row['dimension']} | {row['key']} | {row['trades']} | {percent_text(row['win_rate'])}"
+        f" | {money_text(row['pnl'])} |"
         for row in shown.iter_rows(named=True)
     ]
     return "\n".join(lines)
@@ -36,9 +37,9 @@ def attribute_trades(backtest: TableSet) -> dg.Output[pl.DataFrame]:
     return dg.Output(
         table,
         metadata={
-            "realised_pnl": float(table.filter(pl.col("dimension") == "month")["pnl"].sum()),
-            "unrealised_pnl_open": float(open_trades["pnl"].sum()),
-            "open_positions": open_trades.height,
+            "realised_pnl": money(float(table.filter(pl.col("dimension") == "month")["pnl"].sum())),
+            "unrealised_pnl_open": money(float(open_trades["pnl"].sum())),
+            "open_positions": dg.MetadataValue.int(open_trades.height),
             "attribution": dg.MetadataValue.md(_markdown(table)),
         },
     )
@@ -50,7 +51,6 @@ def trade_attribution_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDef
         name=TRADE_ATTRIBUTION,
         partitions_def=partitions,
         group_name=BACKTEST_GROUP,
-        kinds={"polars"},
         ins={"backtest": dg.AssetIn("backtest")},
         description=__doc__,
     )(attribute_trades)

@@ -1,16 +1,25 @@
-"""`performance_summary`: every stored month of one universe, chained into one track record."""
+"""`performance_summary`: every stored month of one universe, chained into one track record.
+
+One row per month (start and end equity, return, fills, closed trades, realised P&L); the
+metadata give the headline of the whole record (final equity, return and max drawdown in per
+cent, Sharpe, trades) and its equity + drawdown chart. It depends on every month of its
+universe's `backtest`, so a month materialized again marks it stale.
+"""
 
 import datetime as dt
 import json
+import warnings
+from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from ml4t_pipeline.engine import compute_metrics
 from ml4t_pipeline.errors import StateError
+from ml4t_pipeline.pipeline.display import money, money_text, percent_text, performance_metadata
 from ml4t_pipeline.pipeline.io_manager import TableSet
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE
-from ml4t_pipeline.pipeline.partitions import MonthKey
+from ml4t_pipeline.pipeline.partitions import UNIVERSE, MonthKey
 from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
@@ -57,6 +66,20 @@ def monthly_rows(months: list[dt.date], sets: list[TableSet]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def _by_month_markdown(table: pl.DataFrame) -> str:
+    lines = [
+        "| month | start equity | end equity | return | fills | closed trades | realised P&L |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['month']:%Y-%m} | {money_text(r['start_equity'])} | {money_text(r['end_equity'])} "
+        f"| {percent_text(r['return'])} | {r['fills']} | {r['closed_trades']} "
+        f"| {money_text(r['realised_pnl'])} |"
+        for r in table.iter_rows(named=True)
+    ]
+    return "\n".join(lines)
+
+
 def summarize_performance(
     context: dg.AssetExecutionContext, store: ResultStore, backtest_config: BacktestConfigResource
 ) -> dg.Output[pl.DataFrame]:
@@ -78,31 +101,42 @@ def summarize_performance(
         table,
         metadata={
             "months": f"{months[0]:%Y-%m} .. {months[-1]:%Y-%m} ({len(months)})",
-            "final_equity": float(equity["equity"][-1]),
-            **{
-                name: metrics[name]
-                for name in ("total_return", "sharpe", "max_drawdown", "n_trades")
-            },
+            "initial_cash": money(initial_cash),
+            **performance_metadata(final_equity=float(equity["equity"][-1]), metrics=metrics),
             "equity_curve": dg.MetadataValue.md(png_markdown(chart, f"equity {universe}")),
-            "by_month": dg.MetadataValue.md(
-                "| month | return | closed trades | realised P&L |\n|---|---:|---:|---:|\n"
-                + "\n".join(
-                    f"| {r['month']:%Y-%m} | {r['return']:.2%} | {r['closed_trades']} | "
-                    f"{r['realised_pnl']:,.2f} |"
-                    for r in table.iter_rows(named=True)
-                )
-            ),
+            "by_month": dg.MetadataValue.md(_by_month_markdown(table)),
         },
     )
 
 
-def performance_summary_asset(universes: dg.PartitionsDefinition) -> dg.AssetsDefinition:
-    """`performance_summary`, one partition per universe."""
+def performance_summary_deps() -> list[dg.AssetDep]:
+    """A universe's summary depends on every month of that universe's `backtest` (the month x
+    universe partitions whose universe is its partition key), so Dagster marks the summary
+    stale when any of those months is materialized again, and an automation condition can
+    react to it. Dagster 1.13 flags the mapping as beta; that one notice is silenced here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Class `MultiToSingleDimensionPartitionMapping` is currently in beta",
+            category=dg.BetaWarning,
+        )
+        mapping = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=UNIVERSE)
+    return [dg.AssetDep(BACKTEST, partition_mapping=mapping)]
+
+
+def performance_summary_asset(
+    universes: dg.PartitionsDefinition,
+    *,
+    automation_condition: dg.AutomationCondition[Any] | None = None,
+) -> dg.AssetsDefinition:
+    """`performance_summary`, one partition per universe, depending on
+    `performance_summary_deps()`;
+    `automation_condition` (none by default) decides when Dagster refreshes it by itself."""
     return dg.asset(
         name=PERFORMANCE_SUMMARY,
         partitions_def=universes,
         group_name=REPORTS_GROUP,
-        deps=[BACKTEST],
-        kinds={"polars"},
+        deps=performance_summary_deps(),
+        automation_condition=automation_condition,
         description=__doc__,
     )(summarize_performance)

@@ -1,4 +1,6 @@
-"""The run config every backtest partition uses (configs/pipeline.yaml) and the universes."""
+"""The run config every backtest partition uses (<config dir>/pipeline.yaml) and the universes
+(<config dir>/universes.yaml). The config directory is the resource's `config_dir`, else
+$ML4T_CONFIG_DIR, else the repository's configs/ (`partitions.config_dir`), read when used."""
 
 from pathlib import Path
 
@@ -8,15 +10,16 @@ from pydantic import PrivateAttr
 
 from ml4t_pipeline.engine import RunConfig, run_config_from_dict
 from ml4t_pipeline.errors import ConfigError
+from ml4t_pipeline.pipeline.chain import chain_fingerprint
 from ml4t_pipeline.pipeline.partitions import (
-    CONFIG_DIR,
-    UNIVERSES_FILE,
+    PIPELINE_NAME,
+    UNIVERSES_NAME,
     PartitionSpec,
     Universe,
+    config_dir,
     load_partition_spec,
 )
 
-PIPELINE_FILE = CONFIG_DIR / "pipeline.yaml"
 _FRAMES = "<frames supplied by the pipeline>"
 
 
@@ -39,22 +42,34 @@ def load_pipeline_config(path: Path) -> RunConfig:
 
 
 class BacktestConfigResource(dg.ConfigurableResource["BacktestConfigResource"]):
-    """The run config (default configs/pipeline.yaml) and the universes (default
-    configs/universes.yaml, the file the partitions were built from); each file is read when
-    first asked for, the universes once per resource instance."""
+    """The run config and the universes; explicit paths win over `config_dir`. Each file is
+    read when first asked for, the universes once per resource instance."""
 
+    config_dir: str | None = None
     run_config_path: str | None = None
     universes_path: str | None = None
 
     _spec: PartitionSpec | None = PrivateAttr(default=None)
 
+    def run_config_file(self) -> Path:
+        return Path(self.run_config_path or config_dir(self.config_dir) / PIPELINE_NAME)
+
+    def universes_file(self) -> Path:
+        return Path(self.universes_path or config_dir(self.config_dir) / UNIVERSES_NAME)
+
     def run_config(self) -> RunConfig:
-        return load_pipeline_config(Path(self.run_config_path or PIPELINE_FILE))
+        return load_pipeline_config(self.run_config_file())
 
     def partition_spec(self) -> PartitionSpec:
         if self._spec is None:
-            self._spec = load_partition_spec(Path(self.universes_path or UNIVERSES_FILE))
+            self._spec = load_partition_spec(self.universes_file())
         return self._spec
 
     def universe(self, name: str) -> Universe:
         return self.partition_spec().universe(name)
+
+    def fingerprint(self, universe: str, *, corporate_actions: bool) -> str:
+        """The config fingerprint of `universe`'s chain (`chain.chain_fingerprint`)."""
+        return chain_fingerprint(
+            self.run_config(), self.partition_spec(), universe, corporate_actions=corporate_actions
+        )

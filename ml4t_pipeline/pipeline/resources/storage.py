@@ -1,21 +1,21 @@
 """Read access to stored backtest months: the chained engine state and the result tables.
 
-The `ParquetIOManager` writes; this resource reads the same `StorageLayout` for the two things
-an IO manager input cannot express: "the previous month of this universe" and "every stored
-month of this universe, in order".
+The `ParquetIOManager` writes; this resource reads the same `StorageLayout` for what an IO
+manager input does not express: "the month before this run's range, read as one version and
+verified with its whole chain" and "every stored month of this universe, in order".
 """
 
 import datetime as dt
-import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from ml4t_pipeline.engine import EngineState
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.pipeline.io_manager import StorageRoot, TableSet, read_table_set
+from ml4t_pipeline.pipeline.chain import StoredMonth, stale_months, verify_chain
+from ml4t_pipeline.pipeline.io_manager import StorageError, StorageRoot, TableSet, read_table_set
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE, STATE_FILE
 from ml4t_pipeline.pipeline.partitions import MONTH, UNIVERSE, MonthKey
 
@@ -33,62 +33,63 @@ class ResultStore(StorageRoot, dg.ConfigurableResource["ResultStore"]):
     def backtest_dir(self, key: MonthKey) -> Path:
         return self.layout.location(BACKTEST.path, key.dimensions)
 
-    def state_digest(self, key: MonthKey) -> str | None:
-        """sha256 of the state saved by partition `key` (None when it has none)."""
-        path = self.backtest_dir(key) / STATE_FILE
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-
-    def continued_from_digest(self, key: MonthKey) -> str | None:
-        """The digest of the previous month's state that partition `key` started from."""
-        path = self.backtest_dir(key) / PARTITION_FILE
-        if not path.is_file():
+    def read_month(self, key: MonthKey) -> StoredMonth | None:
+        """The state and partition record of month `key`, both from the one version its link
+        resolves to; None when the month is not stored."""
+        path = self.backtest_dir(key)
+        if not path.exists():
             return None
-        value = json.loads(path.read_text(encoding="utf-8")).get("previous_state_sha256")
-        return str(value) if value is not None else None
+        try:
+            texts = read_table_set(path, texts_only=(STATE_FILE, PARTITION_FILE)).texts
+        except StorageError as exc:
+            msg = f"backtest partition {key}: {exc}; re-materialize it"
+            raise StateError(msg) from exc
+        try:
+            partition = json.loads(texts[PARTITION_FILE])
+        except json.JSONDecodeError as exc:
+            msg = f"backtest partition {key}: {PARTITION_FILE} is not JSON ({exc}); re-run it"
+            raise StateError(msg) from exc
+        return StoredMonth(key=key, state_json=texts[STATE_FILE], partition=partition)
 
-    def is_stale(self, key: MonthKey) -> bool:
-        """True when the month before `key` was re-materialized after `key` ran from it."""
-        started_from = self.continued_from_digest(key)
-        if started_from is None:
-            return False
-        return started_from != self.state_digest(key.previous())
-
-    def stale_after(self, key: MonthKey, new_state_digest: str) -> list[str]:
-        """Stored later months of `key`'s universe that a new state for `key` makes stale.
-
-        The month right after `key` is stale when it started from a different state; every
-        stored month after a stale one is stale too (its inputs are no longer current).
-        """
-        later = [
-            MonthKey(m, key.universe) for m in self.stored_months(key.universe) if m > key.month
-        ]
-        if not later or later[0] != key.next():
-            return []
-        if self.continued_from_digest(later[0]) == new_state_digest:
-            return []
-        return [str(k) for k in later]
-
-    def read_state(self, key: MonthKey) -> EngineState:
-        """The engine state saved at the end of backtest partition `key`.
-
-        A month whose own predecessor was re-materialized after it ran is stale: continuing
-        from it would silently mix two histories, so it is an error naming the month to re-run.
-        """
-        if self.is_stale(key):
+    def continue_from(
+        self,
+        key: MonthKey,
+        *,
+        start_month: dt.date,
+        fingerprint: str,
+        instance: dg.DagsterInstance | None = None,
+        checks: Sequence[str] = (),
+    ) -> StoredMonth:
+        """Month `key` to continue from, after `verify_chain` over every month up to it (with
+        `instance`: none of the blocking `checks` of backtest failed on a month's latest
+        materialization)."""
+        if self.read_month(key) is None:
             msg = (
-                f"backtest partition {key} is stale: month {key.previous()} was re-materialized "
-                f"after it ran; re-materialize {key} (and the months after it) in order"
+                f"backtest partition {key.next()} cannot start: month {key} (the month before "
+                f"it, universe {key.universe!r}) is not stored; materialize backtest {key} "
+                f"first, or backfill the range from {key.month:%Y-%m} (months of a universe "
+                f"chain in order; looked in {self.backtest_dir(key)})"
             )
             raise StateError(msg)
-        path = self.backtest_dir(key) / STATE_FILE
-        if not path.is_file():
-            msg = (
-                f"no saved engine state for backtest partition {key} (month {key.month}, "
-                f"universe {key.universe!r}); materialize that month first: months of a "
-                f"universe run in order (looked for {path})"
-            )
-            raise StateError(msg)
-        return EngineState.from_json(path.read_text(encoding="utf-8"))
+        return verify_chain(
+            key,
+            start_month=start_month,
+            fingerprint=fingerprint,
+            read=self.read_month,
+            failed_checks=lambda k: failed_blocking_checks(instance, k, checks) if instance else (),
+        )
+
+    def stale_months(
+        self, universe: str, *, start_month: dt.date, fingerprint: str
+    ) -> list[MonthKey]:
+        """Stored months of `universe` that must be re-run (see `chain.stale_months`)."""
+        return stale_months(
+            universe,
+            self.stored_months(universe),
+            start_month=start_month,
+            fingerprint=fingerprint,
+            read=self.read_month,
+        )
 
     def read_backtest(self, key: MonthKey) -> TableSet:
         return read_table_set(self.backtest_dir(key))
@@ -100,3 +101,37 @@ class ResultStore(StorageRoot, dg.ConfigurableResource["ResultStore"]):
         )
         months = [MonthKey(dt.date.fromisoformat(dims[MONTH]), universe) for dims in stored]
         return sorted(k.month for k in months if (self.backtest_dir(k) / STATE_FILE).is_file())
+
+
+def failed_blocking_checks(
+    instance: dg.DagsterInstance, key: MonthKey, checks: Sequence[str]
+) -> list[str]:
+    """Those of `checks` (blocking checks of `backtest`) whose latest evaluation of partition
+    `key` failed and is not older than the partition's latest materialization."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    latest = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BACKTEST, asset_partitions=[key.key]), limit=1
+    ).records
+    if not latest:
+        return []
+    materialized_at = latest[0].timestamp
+    failed = []
+    for name in checks:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(BACKTEST, name),
+            limit=1,
+            partition_filter=PartitionKeyFilter(key=key.key),
+        )
+        record = history[0] if history else None
+        if (
+            record is not None
+            and record.status is AssetCheckExecutionRecordStatus.FAILED
+            and record.event is not None
+            and record.event.timestamp >= materialized_at
+        ):
+            failed.append(name)
+    return failed
