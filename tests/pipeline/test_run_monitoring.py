@@ -138,8 +138,9 @@ def test_a_run_whose_worker_is_killed_is_marked_failed(sample_dir: Path, tmp_pat
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "issue 16: a run whose worker died with its code server stays STARTED; the default "
-        "run launcher has no worker health check, so run monitoring only has timeouts"
+        "issue 16: a run whose worker died with its code server stays STARTED, also with "
+        "run_monitoring enabled: the default run launcher has no worker health check "
+        "(supports_check_run_worker_health is False), so run monitoring only has timeouts"
     ),
 )
 def test_a_run_killed_with_its_code_server_is_marked_failed(
