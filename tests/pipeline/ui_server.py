@@ -264,14 +264,22 @@ def ui_env(home: Path, data_dir: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_ui(
-    home: Path, data_dir: Path, *, daemon: bool = True, timeout: float = START_TIMEOUT_S
+    home: Path,
+    data_dir: Path,
+    *,
+    daemon: bool = True,
+    timeout: float = START_TIMEOUT_S,
+    dagster_yaml: str | None = None,
 ) -> Iterator[UiServer]:
-    """Start the webserver (and the daemon) over a fresh instance in `home` holding a copy of
-    the repo's dagster.yaml; yield once the code location has loaded; stop every process on
-    exit, also when starting or the body fails."""
+    """Start the webserver (and the daemon) over a fresh instance in `home` whose dagster.yaml
+    is `dagster_yaml` (default: a copy of the repo's); yield once the code location has
+    loaded; stop every process on exit, also when starting or the body fails."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    # Create the SQLite storages here, once: the webserver, the daemon and their code servers
+    if dagster_yaml is None:
+        shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    else:
+        (home / "dagster.yaml").write_text(dagster_yaml, encoding="utf-8")
+    # Create the storages here, once: the webserver, the daemon and their code servers
     # opening a fresh instance at the same moment race on the schema migrations.
     with dg.DagsterInstance.from_config(str(home)):
         pass
@@ -308,3 +316,285 @@ def running_ui(
                 errors.append(str(exc))
         if errors:
             raise UiError("; ".join(errors))
+
+
+# --- runs and backfills through GraphQL, as the UI launches and watches them ---------------
+
+TERMINAL_RUN_STATUSES = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
+TERMINAL_BACKFILL_STATUSES = frozenset(
+    {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+)
+POLL_S = 0.5
+BACKFILL_TAG = "dagster/backfill"
+
+RUN_FIELDS = "runId status jobName startTime endTime tags { key value }"
+
+LAUNCH_RUN = """
+mutation LaunchRun($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on Error { message }
+  }
+}
+"""
+
+RUN = f"""
+query Run($runId: ID!) {{
+  runOrError(runId: $runId) {{
+    __typename
+    ... on Run {{ {RUN_FIELDS} }}
+    ... on Error {{ message }}
+  }}
+}}
+"""
+
+RUNS = f"""
+query Runs($filter: RunsFilter!) {{
+  runsOrError(filter: $filter) {{
+    __typename
+    ... on Runs {{ results {{ {RUN_FIELDS} }} }}
+    ... on Error {{ message }}
+  }}
+}}
+"""
+
+RUN_EVENTS = """
+query RunEvents($runId: ID!) {
+  logsForRun(runId: $runId, limit: 5000) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message level stepKey }
+        ... on ErrorEvent { error { message errorChain { error { message } } } }
+      }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+# The mutation of the UI's "Materialize selected" / "Launch backfill" dialog for an asset
+# selection (no job selector): assetSelection plus partitionNames, or allPartitions.
+LAUNCH_BACKFILL = """
+mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $backfillParams) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PartitionKeysNotFoundError { message }
+    ... on Error { message }
+  }
+}
+"""
+
+BACKFILL = """
+query Backfill($backfillId: String!) {
+  partitionBackfillOrError(backfillId: $backfillId) {
+    __typename
+    ... on PartitionBackfill {
+      id
+      status
+      error { message }
+      assetBackfillData {
+        assetBackfillStatuses {
+          __typename
+          ... on AssetPartitionsStatusCounts {
+            assetKey { path }
+            numPartitionsTargeted
+            numPartitionsInProgress
+            numPartitionsMaterialized
+            numPartitionsFailed
+          }
+        }
+      }
+    }
+    ... on Error { message }
+  }
+}
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInfo:
+    """One run as the UI shows it (times in seconds since the epoch, None until known)."""
+
+    run_id: str
+    status: str
+    job_name: str
+    start_time: float | None
+    end_time: float | None
+    tags: Mapping[str, str]
+
+    @classmethod
+    def from_graphql(cls, run: Mapping[str, Any]) -> RunInfo:
+        return cls(
+            run_id=run["runId"],
+            status=run["status"],
+            job_name=run["jobName"],
+            start_time=run["startTime"],
+            end_time=run["endTime"],
+            tags={t["key"]: t["value"] for t in run["tags"]},
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssetBackfillCounts:
+    """A partitioned asset's partitions in a backfill, by status."""
+
+    targeted: int
+    in_progress: int
+    materialized: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillInfo:
+    backfill_id: str
+    status: str
+    error: str | None
+    assets: Mapping[str, AssetBackfillCounts]
+
+
+def _expect(answer: Mapping[str, Any], typename: str, what: str) -> Mapping[str, Any]:
+    if answer["__typename"] != typename:
+        msg = f"{what}: {answer['__typename']}: {answer.get('message') or answer.get('errors')}"
+        raise UiError(msg)
+    return answer
+
+
+def launch_run(ui: UiServer, job: str, partition: str | None = None) -> str:
+    """Launch `job` (for one partition) through GraphQL as the launchpad does; its run id."""
+    params: dict[str, Any] = {
+        "selector": {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "jobName": job,
+        },
+        "runConfigData": {},
+    }
+    if partition is not None:
+        params["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": partition}]}
+    answer = ui.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    launched = _expect(answer, "LaunchRunSuccess", f"launching {job} {partition or ''}")
+    run_id: str = launched["run"]["runId"]
+    return run_id
+
+
+def get_run(ui: UiServer, run_id: str) -> RunInfo:
+    answer = _expect(ui.graphql(RUN, {"runId": run_id})["runOrError"], "Run", f"run {run_id}")
+    return RunInfo.from_graphql(answer)
+
+
+def runs_tagged(ui: UiServer, key: str, value: str) -> list[RunInfo]:
+    """Every run with tag `key` = `value` (e.g. the runs of one backfill), newest first."""
+    filters = {"tags": [{"key": key, "value": value}]}
+    answer = _expect(ui.graphql(RUNS, {"filter": filters})["runsOrError"], "Runs", "runs")
+    return [RunInfo.from_graphql(run) for run in answer["results"]]
+
+
+def run_messages(ui: UiServer, run_id: str) -> list[str]:
+    """The messages of a run's event log, in order."""
+    logs = _expect(
+        ui.graphql(RUN_EVENTS, {"runId": run_id})["logsForRun"], "EventConnection", "run logs"
+    )
+    return [str(e["message"]) for e in logs["events"] if e.get("message")]
+
+
+def run_errors(ui: UiServer, run_id: str) -> str:
+    """The error events of a run, one line each: step, message, root cause."""
+    logs = _expect(
+        ui.graphql(RUN_EVENTS, {"runId": run_id})["logsForRun"], "EventConnection", "run logs"
+    )
+    lines = []
+    for event in logs["events"]:
+        if event.get("level") in ("ERROR", "CRITICAL") or event.get("error"):
+            error = event.get("error") or {}
+            chain = [link["error"]["message"] for link in error.get("errorChain", [])]
+            cause = (chain[-1] if chain else error.get("message", "")).strip()
+            lines.append(f"{event.get('stepKey') or '-'}: {event.get('message')} {cause}".strip())
+    return "\n".join(lines) or "no error events"
+
+
+def wait_run(
+    ui: UiServer,
+    run_id: str,
+    *,
+    until: frozenset[str] = TERMINAL_RUN_STATUSES,
+    timeout: float = 120.0,
+) -> RunInfo:
+    """Poll a run until its status is in `until`; `UiError` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ui.check_alive()
+        run = get_run(ui, run_id)
+        if run.status in until:
+            return run
+        if time.monotonic() > deadline:
+            msg = (
+                f"run {run_id} ({run.job_name}) still {run.status} after {timeout:.0f} s\n"
+                f"{ui.logs()}"
+            )
+            raise UiError(msg)
+        time.sleep(POLL_S)
+
+
+def launch_backfill(ui: UiServer, assets: list[str], partitions: list[str] | None = None) -> str:
+    """Launch an asset backfill as the UI's backfill dialog does: `assets` over the given
+    partition keys, or over all partitions when `partitions` is None; the backfill id."""
+    params: dict[str, Any] = {
+        "assetSelection": [{"path": [name]} for name in assets],
+        "tags": [],
+    }
+    if partitions is None:
+        params["allPartitions"] = True
+    else:
+        params["partitionNames"] = partitions
+        params["fromFailure"] = False
+    answer = ui.graphql(LAUNCH_BACKFILL, {"backfillParams": params})["launchPartitionBackfill"]
+    launched = _expect(answer, "LaunchBackfillSuccess", "launching the backfill")
+    backfill_id: str = launched["backfillId"]
+    return backfill_id
+
+
+def get_backfill(ui: UiServer, backfill_id: str) -> BackfillInfo:
+    answer = _expect(
+        ui.graphql(BACKFILL, {"backfillId": backfill_id})["partitionBackfillOrError"],
+        "PartitionBackfill",
+        f"backfill {backfill_id}",
+    )
+    assets = {}
+    for status in (answer["assetBackfillData"] or {}).get("assetBackfillStatuses", []):
+        if status["__typename"] == "AssetPartitionsStatusCounts":
+            assets["/".join(status["assetKey"]["path"])] = AssetBackfillCounts(
+                targeted=status["numPartitionsTargeted"],
+                in_progress=status["numPartitionsInProgress"],
+                materialized=status["numPartitionsMaterialized"],
+                failed=status["numPartitionsFailed"],
+            )
+    error = answer["error"]["message"] if answer["error"] else None
+    return BackfillInfo(
+        backfill_id=backfill_id, status=answer["status"], error=error, assets=assets
+    )
+
+
+def wait_backfill(ui: UiServer, backfill_id: str, *, timeout: float) -> BackfillInfo:
+    """Poll a backfill until it is finished and none of its runs is still queued or running
+    (a run retry can start after the backfill is marked finished); `UiError` after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ui.check_alive()
+        backfill = get_backfill(ui, backfill_id)
+        if backfill.status in TERMINAL_BACKFILL_STATUSES:
+            runs = runs_tagged(ui, BACKFILL_TAG, backfill_id)
+            if all(run.status in TERMINAL_RUN_STATUSES for run in runs):
+                return backfill
+        if time.monotonic() > deadline:
+            msg = (
+                f"backfill {backfill_id} still {backfill.status} after {timeout:.0f} s: "
+                f"{backfill.assets}\n{ui.logs()}"
+            )
+            raise UiError(msg)
+        time.sleep(POLL_S)

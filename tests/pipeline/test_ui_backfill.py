@@ -1,0 +1,451 @@
+"""A UI backfill of months x universes: dagster-webserver + dagster-daemon on 127.0.0.1 over a
+temporary instance and the sample data, `inputs_job` launched through GraphQL, then one
+backfill of the backtest assets over 4 months x every universe launched with the UI's own
+`launchPartitionBackfill` mutation (an asset selection and partition names) and executed by
+the daemon.
+
+What must hold whatever the design of the chain: the backfill ends COMPLETED_SUCCESS, every
+targeted partition of every selected asset is materialized by a run of that backfill, no run
+on the instance failed (a failure that a run retry papered over counts), per universe the
+months' equity and fills are bit-identical to one `run_backtest` over the whole period (for a
+point-in-time universe: signals of each month's members only), and every month shows its
+blocking checks passed.
+
+The instance is a parameter (`INSTANCE_SETUPS`, one backfill per setup shared by the tests):
+the dagster.yaml text the webserver and daemon run over. `concurrent` (default run) is the
+repository's dagster.yaml with the run queue at `CONCURRENT_RUNS` runs launched at once
+(dequeue threads), and its runs must overlap; `repo` (slow) is the file as it is. Another
+instance configuration (issue 19: Postgres) is one more `InstanceSetup` in that list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pytest
+import yaml
+
+from ml4t_pipeline.engine import BacktestResult, run_backtest
+from ml4t_pipeline.pipeline.assets import BACKTEST_ASSET_KEYS
+from ml4t_pipeline.pipeline.assets.features import MonthAssets, month_assets
+from ml4t_pipeline.pipeline.partitions import MonthKey, load_partition_spec
+from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
+from tests.invariants import check_backtest_tables
+from tests.pipeline.conftest import FEB, JAN, MAR, universe_prices
+from tests.pipeline.ui_server import (
+    BACKFILL_TAG,
+    REPO,
+    BackfillInfo,
+    RunInfo,
+    UiServer,
+    launch_backfill,
+    launch_run,
+    run_errors,
+    running_ui,
+    runs_tagged,
+    wait_backfill,
+    wait_run,
+)
+
+APR = dt.date(2024, 4, 1)
+MONTHS = (JAN, FEB, MAR, APR)  # the sample data (90 business days from 2024-01-01) covers them
+PERIOD_END = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+SPEC = load_partition_spec()
+UNIVERSES = tuple(SPEC.universes)
+PARTITIONS = [MonthKey(m, u).key for u in UNIVERSES for m in MONTHS]
+ASSETS = [key.to_user_string() for key in BACKTEST_ASSET_KEYS]
+CONCURRENT_RUNS = 4
+INPUTS_TIMEOUT_S = 120.0
+# The asset backfill daemon ticks every 30 s; this bounds a hang, it is not a speed target.
+BACKFILL_TIMEOUT_S = 240.0
+
+MATERIALIZATIONS = """
+query Materializations($assetKeys: [AssetKeyInput!], $partitions: [String!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    latestMaterializationByPartition(partitions: $partitions) { runId partition }
+  }
+}
+"""
+
+FAILED_RUNS = """
+query FailedRuns {
+  runsOrError(filter: {statuses: [FAILURE, CANCELED]}) {
+    __typename
+    ... on Runs { results { runId jobName status tags { key value } } }
+    ... on Error { message }
+  }
+}
+"""
+
+CHECK_EXECUTIONS = """
+query CheckExecutions($assetKey: AssetKeyInput!, $checkName: String!) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, limit: 1000) {
+    runId status partition
+  }
+}
+"""
+
+CHECKS = """
+query Checks($assetKeys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $assetKeys) {
+    assetKey { path }
+    assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
+  }
+}
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceSetup:
+    """One instance configuration to run the backfill over: its dagster.yaml text, and
+    whether it is meant to run several runs at once (then runs must have overlapped)."""
+
+    name: str
+    dagster_yaml: str
+    concurrent: bool
+
+
+def repo_dagster_yaml() -> str:
+    return (REPO / "dagster.yaml").read_text(encoding="utf-8")
+
+
+QUEUED_RUN_COORDINATOR = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+
+
+def concurrent_dagster_yaml(text: str, runs: int) -> str:
+    """A dagster.yaml that lets `runs` runs run at once and launches them at once: the run
+    queue limit set to `runs` (under `concurrency.runs` when the file uses it), and the
+    daemon's dequeue in `runs` threads (`run_coordinator` config, which then also holds what
+    `run_queue` held: the two sections exclude each other). Every other setting is kept.
+
+    Without threads the daemon launches queued runs one after the other, each launch waiting
+    for its run worker to start (~1.5 s here), which spaces runs out by luck."""
+    raw: dict[str, Any] = yaml.safe_load(text) or {}
+    coordinator = raw.pop("run_coordinator", None) or dict(QUEUED_RUN_COORDINATOR)
+    if coordinator.get("class") != QUEUED_RUN_COORDINATOR["class"]:
+        msg = f"dagster.yaml: run_coordinator {coordinator.get('class')!r} is not queued"
+        raise AssertionError(msg)
+    config = {**coordinator.get("config", {}), **raw.pop("run_queue", {})}
+    concurrency = raw.get("concurrency")
+    if isinstance(concurrency, dict) and "runs" in concurrency:
+        concurrency["runs"]["max_concurrent_runs"] = runs
+    else:
+        config["max_concurrent_runs"] = runs
+    config.update(dequeue_use_threads=True, dequeue_num_workers=runs)
+    raw["run_coordinator"] = {**coordinator, "config": config}
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunQueue:
+    """What an instance's run queue does, as Dagster reads it."""
+
+    max_concurrent_runs: int  # -1: no limit
+    tag_limits: list[Any]
+    dequeue_threads: int  # 0: runs are launched one after the other
+
+
+def run_queue(home: Path) -> RunQueue:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        queue = instance.get_concurrency_config().run_queue_config
+        if queue is None:
+            msg = f"{home}: the instance has no run queue"
+            raise AssertionError(msg)
+        coordinator = instance.run_coordinator
+        threads = 0
+        if isinstance(coordinator, dg.QueuedRunCoordinator) and coordinator.dequeue_use_threads:
+            threads = coordinator.dequeue_num_workers or -1
+        return RunQueue(
+            max_concurrent_runs=queue.max_concurrent_runs,
+            tag_limits=list(queue.tag_concurrency_limits),
+            dequeue_threads=threads,
+        )
+
+
+INSTANCE_SETUPS = [
+    pytest.param(
+        InstanceSetup(name="repo", dagster_yaml=repo_dagster_yaml(), concurrent=False),
+        id="repo",
+        # the same file but for the dequeue threads is the default run's `concurrent` setup
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        InstanceSetup(
+            name="concurrent",
+            dagster_yaml=concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS),
+            concurrent=True,
+        ),
+        id="concurrent",
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillOutcome:
+    backfill: BackfillInfo
+    runs: list[RunInfo]
+    failed_runs: list[dict[str, Any]]
+    latest: dict[str, dict[str, str | None]]  # asset -> partition -> run id
+    check_runs: dict[str, dict[str, str]]  # "asset:check" -> partition -> status of the run
+    storage: Path
+    wall_s: float
+
+
+def _failed_runs(ui: UiServer) -> list[dict[str, Any]]:
+    answer = ui.graphql(FAILED_RUNS)["runsOrError"]
+    assert answer["__typename"] == "Runs", answer
+    runs: list[dict[str, Any]] = answer["results"]
+    return runs
+
+
+def _latest(ui: UiServer) -> dict[str, dict[str, str | None]]:
+    variables = {"assetKeys": [{"path": [a]} for a in ASSETS], "partitions": PARTITIONS}
+    nodes = ui.graphql(MATERIALIZATIONS, variables)["assetNodes"]
+    latest: dict[str, dict[str, str | None]] = {}
+    for node in nodes:
+        found = {m["partition"]: m["runId"] for m in node["latestMaterializationByPartition"] if m}
+        latest["/".join(node["assetKey"]["path"])] = {p: found.get(p) for p in PARTITIONS}
+    return latest
+
+
+def _check_runs(ui: UiServer, run_ids: set[str]) -> dict[str, dict[str, str]]:
+    """For every blocking check of the selected assets: partition -> status of its execution
+    by a run of the backfill."""
+    nodes = ui.graphql(CHECKS, {"assetKeys": [{"path": [a]} for a in ASSETS]})["assetNodes"]
+    statuses: dict[str, dict[str, str]] = {}
+    for node in nodes:
+        asset = "/".join(node["assetKey"]["path"])
+        for check in node["assetChecksOrError"].get("checks", []):
+            if not check["blocking"]:
+                continue
+            executions = ui.graphql(
+                CHECK_EXECUTIONS,
+                {"assetKey": {"path": [asset]}, "checkName": check["name"]},
+            )["assetCheckExecutions"]
+            statuses[f"{asset}:{check['name']}"] = {
+                e["partition"]: e["status"] for e in executions if e["runId"] in run_ids
+            }
+    return statuses
+
+
+def run_ui_backfill(setup: InstanceSetup, data_dir: Path, home: Path) -> BackfillOutcome:
+    """Start the UI over `setup`, validate the inputs, backfill PARTITIONS of ASSETS, wait."""
+    with running_ui(home, data_dir, dagster_yaml=setup.dagster_yaml) as ui:
+        if setup.concurrent:
+            queue = run_queue(home)
+            assert queue.max_concurrent_runs == -1 or queue.max_concurrent_runs > 1, queue
+            assert queue.dequeue_threads != 0, queue
+        inputs = wait_run(ui, launch_run(ui, "inputs_job"), timeout=INPUTS_TIMEOUT_S)
+        assert inputs.status == "SUCCESS", run_errors(ui, inputs.run_id)
+        launched = time.time()
+        backfill_id = launch_backfill(ui, ASSETS, PARTITIONS)
+        backfill = wait_backfill(ui, backfill_id, timeout=BACKFILL_TIMEOUT_S)
+        runs = runs_tagged(ui, BACKFILL_TAG, backfill_id)
+        wall_s = max((r.end_time or 0.0) for r in runs) - launched if runs else 0.0
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            storage = Path(instance.storage_directory()) / "ml4t"
+        return BackfillOutcome(
+            backfill=backfill,
+            runs=runs,
+            failed_runs=_failed_runs(ui),
+            latest=_latest(ui),
+            check_runs=_check_runs(ui, {r.run_id for r in runs}),
+            storage=storage,
+            wall_s=wall_s,
+        )
+
+
+def _failures(ui_runs: list[RunInfo], outcome: BackfillOutcome) -> str:
+    return ", ".join(f"{r.run_id[:8]} {r.status}" for r in ui_runs) + f" | {outcome.failed_runs}"
+
+
+def _month_assets(universe: str, data_dir: Path) -> dict[MonthKey, MonthAssets]:
+    prices = pl.scan_parquet(data_dir / "prices.parquet")
+    keys = [MonthKey(m, universe) for m in MONTHS]
+    return month_assets(SPEC.universes[universe], prices, keys, SPEC.start_month)
+
+
+def _universe_assets(universe: str, data_dir: Path) -> list[str]:
+    """Every asset the universe's months hold bars for (members and carried positions)."""
+    return sorted({a for m in _month_assets(universe, data_dir).values() for a in m.assets})
+
+
+def _one_engine_run(universe: str, data_dir: Path) -> BacktestResult:
+    """One `run_backtest` over the whole period: the bars of every asset the months hold,
+    signals only for each month's members (a point-in-time universe changes them monthly)."""
+    assets = _universe_assets(universe, data_dir)
+
+    def load(name: str) -> pl.DataFrame:
+        frame = pl.read_parquet(data_dir / f"{name}.parquet")
+        return (
+            frame.filter(pl.col("asset_id").is_in(assets)) if "asset_id" in frame.columns else frame
+        )
+
+    members = pl.DataFrame(
+        [
+            (key.month, asset)
+            for key, chosen in _month_assets(universe, data_dir).items()
+            for asset in chosen.members
+        ],
+        schema={"month": pl.Date, "asset_id": pl.String},
+        orient="row",
+    )
+    signals = load("signals").join(
+        members,
+        left_on=[pl.col("timestamp").dt.truncate("1mo").dt.date(), "asset_id"],
+        right_on=["month", "asset_id"],
+        how="semi",
+    )
+    return run_backtest(
+        BacktestConfigResource().run_config(),
+        prices=load("prices"),
+        signals=signals,
+        context=load("context"),
+        end=PERIOD_END,
+    )
+
+
+def _overlapping(runs: list[RunInfo]) -> bool:
+    spans = sorted((r.start_time, r.end_time) for r in runs if r.start_time and r.end_time)
+    return any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+
+
+def describe(outcome: BackfillOutcome) -> str:
+    """The backfill's runs, one line each: partition (range), status, seconds from the first
+    run's start to its start and end."""
+    first = min((r.start_time for r in outcome.runs if r.start_time), default=0.0)
+    lines = [f"{len(outcome.runs)} runs, launch to last run done {outcome.wall_s:.1f} s"]
+    for run in sorted(outcome.runs, key=lambda r: r.start_time or 0.0):
+        tags = run.tags
+        partition = tags.get("dagster/partition") or (
+            f"{tags.get('dagster/asset_partition_range_start')}.."
+            f"{tags.get('dagster/asset_partition_range_end')}"
+        )
+        start = (run.start_time or first) - first
+        end = (run.end_time or first) - first
+        lines.append(f"  {partition} {run.status} {start:6.1f} -> {end:6.1f} s")
+    return "\n".join(lines)
+
+
+def assert_backfill_succeeded(outcome: BackfillOutcome) -> None:
+    backfill = outcome.backfill
+    assert backfill.status == "COMPLETED_SUCCESS", (
+        f"backfill {backfill.backfill_id}: {backfill.status} {backfill.error or ''} "
+        f"{backfill.assets}; runs: {_failures(outcome.runs, outcome)}"
+    )
+    assert outcome.failed_runs == [], f"failed runs on the instance: {outcome.failed_runs}"
+    assert outcome.runs, "the backfill launched no run"
+    assert {r.status for r in outcome.runs} == {"SUCCESS"}, _failures(outcome.runs, outcome)
+    for asset in ASSETS:
+        counts = backfill.assets[asset]
+        assert (counts.targeted, counts.materialized, counts.failed, counts.in_progress) == (
+            len(PARTITIONS),
+            len(PARTITIONS),
+            0,
+            0,
+        ), f"{asset}: {counts}"
+    run_ids = {r.run_id for r in outcome.runs}
+    for asset, by_partition in outcome.latest.items():
+        stray = {p: run for p, run in by_partition.items() if run not in run_ids}
+        assert not stray, f"{asset}: partitions not materialized by the backfill: {stray}"
+
+
+def assert_results_equal_one_engine_run(outcome: BackfillOutcome, data_dir: Path) -> None:
+    store = ResultStore(base_dir=str(outcome.storage))
+    initial_cash = BacktestConfigResource().run_config().execution.initial_cash
+    for universe in UNIVERSES:
+        months = [store.read_backtest(MonthKey(m, universe)) for m in MONTHS]
+        equity = pl.concat([m.tables["equity"] for m in months])
+        fills = pl.concat([m.tables["fills"] for m in months])
+        full = _one_engine_run(universe, data_dir)
+        assert equity.equals(full.equity), f"{universe}: equity differs from one engine run"
+        assert fills.equals(full.fills), f"{universe}: fills differ from one engine run"
+        last = json.loads(months[-1].texts["summary.json"])
+        assert float(last["final_equity"]) == full.final_equity, universe
+        check_backtest_tables(
+            fills=fills,
+            equity=equity,
+            prices=universe_prices(data_dir, _universe_assets(universe, data_dir)),
+            initial_cash=initial_cash,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backfilled:
+    setup: InstanceSetup
+    outcome: BackfillOutcome
+
+
+@pytest.fixture(scope="module", params=INSTANCE_SETUPS)
+def backfilled(
+    request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Backfilled:
+    """One UI backfill per instance setup, shared by the tests below."""
+    setup: InstanceSetup = request.param
+    home = tmp_path_factory.mktemp(f"backfill-{setup.name}") / "dagster_home"
+    outcome = run_ui_backfill(setup, sample_dir, home)
+    print(f"{setup.name}: {describe(outcome)}")  # shown with -s: what the daemon did
+    return Backfilled(setup=setup, outcome=outcome)
+
+
+def test_a_ui_backfill_materializes_every_partition_without_a_failed_run(
+    backfilled: Backfilled,
+) -> None:
+    assert_backfill_succeeded(backfilled.outcome)
+
+
+def test_the_backfilled_months_equal_one_engine_run(
+    backfilled: Backfilled, sample_dir: Path
+) -> None:
+    assert_results_equal_one_engine_run(backfilled.outcome, sample_dir)
+
+
+def test_runs_of_a_concurrent_setup_overlap(backfilled: Backfilled) -> None:
+    if not backfilled.setup.concurrent:
+        pytest.skip(f"{backfilled.setup.name} is not meant to run runs at once")
+    assert _overlapping(backfilled.outcome.runs), describe(backfilled.outcome)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "issue 16: a single-run backfill over a month range records each backtest check "
+        "once without a partition (SUCCEEDED) and every month's planned check as SKIPPED, "
+        "so the UI shows no check result per month"
+    ),
+)
+def test_every_backfilled_partition_has_its_blocking_checks_passed(
+    backfilled: Backfilled,
+) -> None:
+    for check, statuses in backfilled.outcome.check_runs.items():
+        assert statuses == dict.fromkeys(PARTITIONS, "SUCCEEDED"), check
+
+
+def test_the_concurrent_setup_only_opens_the_run_queue(tmp_path: Path) -> None:
+    repo_home, opened_home = tmp_path / "repo", tmp_path / "opened"
+    for home, text in (
+        (repo_home, repo_dagster_yaml()),
+        (opened_home, concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS)),
+    ):
+        home.mkdir()
+        (home / "dagster.yaml").write_text(text, encoding="utf-8")
+    repo, opened = run_queue(repo_home), run_queue(opened_home)
+    assert opened == RunQueue(
+        max_concurrent_runs=CONCURRENT_RUNS,
+        tag_limits=repo.tag_limits,
+        dequeue_threads=CONCURRENT_RUNS,
+    )
+    kept = yaml.safe_load(repo_dagster_yaml())
+    changed = yaml.safe_load(concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS))
+    queue_sections = {"run_queue", "run_coordinator", "concurrency"}
+    for key in (set(kept) | set(changed)) - queue_sections:
+        assert changed.get(key) == kept.get(key), key
