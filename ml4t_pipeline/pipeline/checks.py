@@ -537,11 +537,31 @@ def _in_months(
     return breaches, sum(rule_rows.values())
 
 
-def backtest_bookkeeping(backtest: Any, feature_table: Any) -> Iterable[dg.AssetCheckResult]:
+def backtest_bookkeeping(
+    backtest: Any, feature_table: Any, context: dg.AssetCheckExecutionContext | None = None
+) -> Iterable[dg.AssetCheckResult]:
     """Ledger reconciles, no NaN equity, fills inside their bars (one pass, three checks).
     A run over several months (a single-run backfill) checks each; a failure names its month.
-    The inputs are a `TableSet` and a frame, or {partition key: value} for a range run."""
+    The inputs are a `TableSet` and a frame, or {partition key: value} for a range run.
+
+    Dagster 1.13 records a check result of a step over a range of partitions without a
+    partition (and each month's planned check as skipped), so a range run also logs each
+    month's own evaluation, with its partition: the UI shows every month's result."""
     sets, features = _months(backtest), _months(feature_table)
+    if context is not None and len(sets) > 1:
+        for key, tables in sorted(sets.items()):
+            equity, fills_table = tables.tables["equity"], tables.tables["fills"]
+            for name, per_month, rows in (
+                ("ledger_reconciles", ledger_breaches(tables), equity.height),
+                ("no_nan_equity", nan_equity_breaches(equity), equity.height),
+                (
+                    "fills_inside_bars",
+                    fill_breaches(fills_table, features[key]),
+                    fills_table.height,
+                ),
+            ):
+                check = dg.AssetCheckKey(dg.AssetKey("backtest"), name)
+                _log_month(context, check, key, breach_result(name, list(per_month), rows))
     equity_rows = {k: t.tables["equity"].height for k, t in sets.items()}
     fill_rows = {k: t.tables["fills"].height for k, t in sets.items()}
     ledger = _in_months({k: ledger_breaches(t) for k, t in sets.items()}, equity_rows)
@@ -556,12 +576,56 @@ def backtest_bookkeeping(backtest: Any, feature_table: Any) -> Iterable[dg.Asset
     yield breach_result("fills_inside_bars", *fills)
 
 
-def no_look_ahead_months(feature_table: Any) -> dg.AssetCheckResult:
-    """`no_look_ahead` over one month, or every month of a range run (merged)."""
+def _backtest_bookkeeping_check(
+    context: dg.AssetCheckExecutionContext, backtest: Any, feature_table: Any
+) -> Iterable[dg.AssetCheckResult]:
+    yield from backtest_bookkeeping(backtest, feature_table, context)
+
+
+def no_look_ahead_months(
+    feature_table: Any, context: dg.AssetCheckExecutionContext | None = None
+) -> dg.AssetCheckResult:
+    """`no_look_ahead` over one month, or every month of a range run (merged; with `context`,
+    each month's own evaluation is logged with its partition, as `backtest_bookkeeping`)."""
     tables = _months(feature_table)
     if len(tables) == 1:
         return no_look_ahead(next(iter(tables.values())))
+    if context is not None:
+        for key, month in sorted(tables.items()):
+            _log_month(context, _NO_LOOK_AHEAD_KEY, key, no_look_ahead(month))
     return no_look_ahead(pl.concat(list(tables.values()), how="vertical_relaxed"))
+
+
+_NO_LOOK_AHEAD_KEY = dg.AssetCheckKey(dg.AssetKey("feature_table"), "no_look_ahead")
+
+
+def _no_look_ahead_check(
+    context: dg.AssetCheckExecutionContext, feature_table: Any
+) -> dg.AssetCheckResult:
+    return no_look_ahead_months(feature_table, context)
+
+
+def _log_month(
+    context: dg.AssetCheckExecutionContext,
+    check: dg.AssetCheckKey,
+    partition: str,
+    result: dg.AssetCheckResult,
+) -> None:
+    """Record `result` as the check's evaluation of one month (`partition`) of a range run.
+    Dagster 1.13 gives the result of a step over a range no partition and marks each month's
+    planned evaluation skipped; an evaluation logged with its partition is the month's own."""
+    evaluation = dg.AssetCheckEvaluation(
+        asset_key=check.asset_key,
+        check_name=check.name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+        blocking=True,
+        partition=partition,
+    )
+    # (log_event takes check evaluations, though it is typed for materializations only)
+    context.op_execution_context.log_event(evaluation)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager
@@ -590,7 +654,7 @@ def build_partitioned_checks(
             blocking=True,
             partitions_def=partitions,
             description=NO_LOOK_AHEAD,
-        )(no_look_ahead_months)
+        )(_no_look_ahead_check)
         bookkeeping = dg.multi_asset_check(
             name="backtest_bookkeeping",
             specs=[
@@ -605,5 +669,5 @@ def build_partitioned_checks(
                 for name, description in BACKTEST_CHECKS.items()
             ],
             ins={"backtest": dg.AssetIn("backtest"), "feature_table": dg.AssetIn("feature_table")},
-        )(backtest_bookkeeping)
+        )(_backtest_bookkeeping_check)
     return [look_ahead, bookkeeping]
