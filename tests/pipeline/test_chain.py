@@ -13,9 +13,8 @@ import polars as pl
 import pytest
 import yaml
 
-from ml4t_pipeline.engine import ATTRIBUTION_DIMENSIONS, EngineState, run_backtest
+from ml4t_pipeline.engine import ATTRIBUTION_DIMENSIONS, EngineState
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.pipeline.assets.features import MonthAssets, month_assets
 from ml4t_pipeline.pipeline.assets.summary import contiguous_months
 from ml4t_pipeline.pipeline.definitions import build_defs
 from ml4t_pipeline.pipeline.demo import failure_lines
@@ -32,6 +31,7 @@ from tests.pipeline.conftest import (
     temp_instance,
     universe_prices,
 )
+from tests.pipeline.one_run import one_engine_run, universe_assets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,15 +65,8 @@ def chain(sample_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield Chain(pipeline, inputs, runs, summaries)
 
 
-def _month_assets(universe: str, data_dir: Path) -> dict[MonthKey, MonthAssets]:
-    prices = pl.scan_parquet(data_dir / "prices.parquet")
-    keys = [MonthKey(m, universe) for m in MONTHS]
-    return month_assets(SPEC.universes[universe], prices, keys, SPEC.start_month)
-
-
 def _assets(universe: str, data_dir: Path) -> list[str]:
-    """Every asset the universe's months hold bars for (members and carried ones)."""
-    return sorted({a for m in _month_assets(universe, data_dir).values() for a in m.assets})
+    return universe_assets(SPEC, universe, MONTHS, data_dir)
 
 
 def _chained(chain: Chain, universe: str, table: str) -> pl.DataFrame:
@@ -165,38 +158,7 @@ def test_three_months_of_two_universes_chain_month_to_month(chain: Chain) -> Non
 @pytest.mark.parametrize("universe", UNIVERSES)
 def test_chained_months_equal_one_run_over_the_whole_period(chain: Chain, universe: str) -> None:
     data = chain.pipeline.data_dir
-    assets = _assets(universe, data)
-    end = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
-
-    def load(name: str) -> pl.DataFrame:
-        frame = pl.read_parquet(data / f"{name}.parquet")
-        return (
-            frame.filter(pl.col("asset_id").is_in(assets)) if "asset_id" in frame.columns else frame
-        )
-
-    # a point-in-time universe: signals only for the month's members (as the feature table)
-    members = pl.DataFrame(
-        [
-            (key.month, asset)
-            for key, chosen in _month_assets(universe, data).items()
-            for asset in chosen.members
-        ],
-        schema={"month": pl.Date, "asset_id": pl.String},
-        orient="row",
-    )
-    signals = load("signals").join(
-        members,
-        left_on=[pl.col("timestamp").dt.truncate("1mo").dt.date(), "asset_id"],
-        right_on=["month", "asset_id"],
-        how="semi",
-    )
-    full = run_backtest(
-        BacktestConfigResource().run_config(),
-        prices=load("prices"),
-        signals=signals,
-        context=load("context"),
-        end=end,
-    )
+    full = one_engine_run(SPEC, universe, MONTHS, data, end=dt.datetime(2024, 4, 1, tzinfo=dt.UTC))
     equity = _chained(chain, universe, "equity")
     fills = _chained(chain, universe, "fills")
     assert equity.equals(full.equity)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ from tests.pipeline.ui_server import (
     REPOSITORY,
     Service,
     UiServer,
+    launch_run,
     running_ui,
     stop,
+    wait_run,
 )
 
 SPEC = load_partition_spec()
@@ -99,18 +100,6 @@ query AssetGraph {
 }
 """
 
-LAUNCH_RUN = """
-mutation LaunchRun($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId status } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on Error { message }
-  }
-}
-"""
-
 RUN_STATUS = """
 query RunStatus($runId: ID!) {
   runOrError(runId: $runId) {
@@ -172,37 +161,12 @@ def _run_errors(ui: UiServer, run_id: str) -> str:
 
 def launch_and_wait(ui: UiServer, job: str, partition: str | None = None) -> str:
     """Launch `job` (for one partition) through GraphQL; the run id once the run succeeded."""
-    params: dict[str, Any] = {
-        "selector": {
-            "repositoryLocationName": LOCATION,
-            "repositoryName": REPOSITORY,
-            "jobName": job,
-        },
-        "runConfigData": {},
-    }
-    if partition is not None:
-        params["executionMetadata"] = {"tags": [{"key": "dagster/partition", "value": partition}]}
-    launched = ui.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id: str = launched["run"]["runId"]
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    status = launched["run"]["status"]
-    while time.monotonic() < deadline:
-        ui.check_alive()
-        run = ui.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]
-        assert run["__typename"] == "Run", run
-        status = run["status"]
-        if status == "SUCCESS":
-            return run_id
-        if status in ("FAILURE", "CANCELED"):
-            pytest.fail(
-                f"{job} {partition or ''} run {run_id}: {status}\n{_run_errors(ui, run_id)}"
-            )
-        time.sleep(0.5)
-    pytest.fail(
-        f"{job} {partition or ''} run {run_id} still {status} after {RUN_TIMEOUT_S:.0f} s\n"
-        f"{ui.logs()}"
-    )
+    run = wait_run(ui, launch_run(ui, job, partition), timeout=RUN_TIMEOUT_S)
+    if run.status != "SUCCESS":
+        pytest.fail(
+            f"{job} {partition or ''} run {run.run_id}: {run.status}\n{_run_errors(ui, run.run_id)}"
+        )
+    return run.run_id
 
 
 @pytest.fixture(scope="module")

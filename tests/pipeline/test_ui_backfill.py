@@ -33,13 +33,12 @@ import polars as pl
 import pytest
 import yaml
 
-from ml4t_pipeline.engine import BacktestResult, run_backtest
 from ml4t_pipeline.pipeline.assets import BACKTEST_ASSET_KEYS
-from ml4t_pipeline.pipeline.assets.features import MonthAssets, month_assets
 from ml4t_pipeline.pipeline.partitions import MonthKey, load_partition_spec
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from tests.invariants import check_backtest_tables
 from tests.pipeline.conftest import FEB, JAN, MAR, universe_prices
+from tests.pipeline.one_run import one_engine_run, universe_assets
 from tests.pipeline.ui_server import (
     BACKFILL_TAG,
     REPO,
@@ -269,50 +268,8 @@ def _failures(ui_runs: list[RunInfo], outcome: BackfillOutcome) -> str:
     return ", ".join(f"{r.run_id[:8]} {r.status}" for r in ui_runs) + f" | {outcome.failed_runs}"
 
 
-def _month_assets(universe: str, data_dir: Path) -> dict[MonthKey, MonthAssets]:
-    prices = pl.scan_parquet(data_dir / "prices.parquet")
-    keys = [MonthKey(m, universe) for m in MONTHS]
-    return month_assets(SPEC.universes[universe], prices, keys, SPEC.start_month)
-
-
 def _universe_assets(universe: str, data_dir: Path) -> list[str]:
-    """Every asset the universe's months hold bars for (members and carried positions)."""
-    return sorted({a for m in _month_assets(universe, data_dir).values() for a in m.assets})
-
-
-def _one_engine_run(universe: str, data_dir: Path) -> BacktestResult:
-    """One `run_backtest` over the whole period: the bars of every asset the months hold,
-    signals only for each month's members (a point-in-time universe changes them monthly)."""
-    assets = _universe_assets(universe, data_dir)
-
-    def load(name: str) -> pl.DataFrame:
-        frame = pl.read_parquet(data_dir / f"{name}.parquet")
-        return (
-            frame.filter(pl.col("asset_id").is_in(assets)) if "asset_id" in frame.columns else frame
-        )
-
-    members = pl.DataFrame(
-        [
-            (key.month, asset)
-            for key, chosen in _month_assets(universe, data_dir).items()
-            for asset in chosen.members
-        ],
-        schema={"month": pl.Date, "asset_id": pl.String},
-        orient="row",
-    )
-    signals = load("signals").join(
-        members,
-        left_on=[pl.col("timestamp").dt.truncate("1mo").dt.date(), "asset_id"],
-        right_on=["month", "asset_id"],
-        how="semi",
-    )
-    return run_backtest(
-        BacktestConfigResource().run_config(),
-        prices=load("prices"),
-        signals=signals,
-        context=load("context"),
-        end=PERIOD_END,
-    )
+    return universe_assets(SPEC, universe, MONTHS, data_dir)
 
 
 def _overlapping(runs: list[RunInfo]) -> bool:
@@ -367,7 +324,7 @@ def assert_results_equal_one_engine_run(outcome: BackfillOutcome, data_dir: Path
         months = [store.read_backtest(MonthKey(m, universe)) for m in MONTHS]
         equity = pl.concat([m.tables["equity"] for m in months])
         fills = pl.concat([m.tables["fills"] for m in months])
-        full = _one_engine_run(universe, data_dir)
+        full = one_engine_run(SPEC, universe, MONTHS, data_dir, end=PERIOD_END)
         assert equity.equals(full.equity), f"{universe}: equity differs from one engine run"
         assert fills.equals(full.fills), f"{universe}: fills differ from one engine run"
         last = json.loads(months[-1].texts["summary.json"])
