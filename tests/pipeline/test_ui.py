@@ -26,6 +26,7 @@ from tests.pipeline.ui_server import (
     Service,
     UiServer,
     launch_run,
+    run_errors,
     running_ui,
     stop,
     wait_run,
@@ -110,21 +111,6 @@ query RunStatus($runId: ID!) {
 }
 """
 
-RUN_ERRORS = """
-query RunErrors($runId: ID!) {
-  logsForRun(runId: $runId, limit: 1000) {
-    __typename
-    ... on EventConnection {
-      events {
-        __typename
-        ... on MessageEvent { message level stepKey }
-        ... on ErrorEvent { error { message errorChain { error { message } } } }
-      }
-    }
-  }
-}
-"""
-
 MATERIALIZED = """
 query Materialized($partition: String!) {
   assetNodes(assetKeys: [{path: ["feature_table"]}, {path: ["backtest"]},
@@ -147,24 +133,13 @@ def _name(key: dict[str, Any]) -> str:
     return "/".join(key["path"])
 
 
-def _run_errors(ui: UiServer, run_id: str) -> str:
-    logs = ui.graphql(RUN_ERRORS, {"runId": run_id})["logsForRun"]
-    lines = []
-    for event in logs.get("events", []):
-        if event.get("level") in ("ERROR", "CRITICAL") or event.get("error"):
-            error = event.get("error") or {}
-            chain = [link["error"]["message"] for link in error.get("errorChain", [])]
-            cause = (chain[-1] if chain else error.get("message", "")).strip()
-            lines.append(f"{event.get('stepKey') or '-'}: {event.get('message')} {cause}".strip())
-    return "\n".join(lines) or f"no error events; the processes' logs:\n{ui.logs()}"
-
-
 def launch_and_wait(ui: UiServer, job: str, partition: str | None = None) -> str:
     """Launch `job` (for one partition) through GraphQL; the run id once the run succeeded."""
     run = wait_run(ui, launch_run(ui, job, partition), timeout=RUN_TIMEOUT_S)
     if run.status != "SUCCESS":
         pytest.fail(
-            f"{job} {partition or ''} run {run.run_id}: {run.status}\n{_run_errors(ui, run.run_id)}"
+            f"{job} {partition or ''} run {run.run_id}: {run.status}\n"
+            f"{run_errors(ui, run.run_id)}\nthe processes' logs:\n{ui.logs()}"
         )
     return run.run_id
 
