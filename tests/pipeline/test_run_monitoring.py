@@ -135,26 +135,19 @@ def test_a_run_whose_worker_is_killed_is_marked_failed(sample_dir: Path, tmp_pat
         assert any("SIGKILL" in m for m in run_messages(ui, killed.run_id))
 
 
-@pytest.mark.slow  # ~50 s waiting for a status that, today, never comes (the known gap)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "issue 16: a run whose worker died with its code server stays STARTED, also with "
-        "run_monitoring enabled: the default run launcher has no worker health check "
-        "(supports_check_run_worker_health is False), so run monitoring only has timeouts"
-    ),
-)
 def test_a_run_killed_with_its_code_server_is_marked_failed(
     sample_dir: Path, tmp_path: Path
 ) -> None:
     """The run worker and the code server that launched it die together (an OOM kill of the
-    whole group, a lost machine): nothing in that process group is left to report the run,
-    so only run monitoring (in the daemon, which lives on) can mark it failed."""
+    whole group): nothing in that process group is left to report the run, so run monitoring
+    (in the daemon, which lives on) marks it failed through the launcher's worker health
+    check (pipeline/launcher.py), naming the dead worker."""
     with running_ui(
         tmp_path / "dagster_home", sample_dir, dagster_yaml=monitored_dagster_yaml()
     ) as ui:
         inputs = wait_run(ui, launch_run(ui, "inputs_job"))
         assert inputs.status == "SUCCESS", run_errors(ui, inputs.run_id)
-        killed, _ = kill_a_running_run(ui, FIRST.key, also_parent=True)
+        killed, pid = kill_a_running_run(ui, FIRST.key, also_parent=True)
         run = wait_run(ui, killed.run_id, timeout=MONITORING_TIMEOUT_S)
         assert run.status == "FAILURE", (run, run_messages(ui, killed.run_id)[-5:])
+        assert any(f"run worker (pid {pid}) is gone" in m for m in run_messages(ui, run.run_id))
