@@ -178,11 +178,28 @@ def _build_schema(df: pl.DataFrame, contract: Contract, usable: set[str]) -> pa.
 
 
 def run_contract(df: pl.DataFrame, contract: Contract, *, file: str) -> list[Failure]:
-    """Run one contract over every row of `df` with pandera and explain what broke."""
+    """Run one contract over every row of `df` with pandera and explain what broke.
+
+    A frame that breaks nothing is recognized first by one polars query of the same
+    predicates (`_passes_everything`), without importing pandera: importing it costs ~0.4-1 s
+    (it imports pandas when pandas is installed), which was a fifth of a one-partition Dagster
+    run whose only contract is the feature table's point-in-time check. Pandera still runs,
+    and reports, whenever anything could fail; tests/validation/test_contract_fast_path.py
+    checks that both answer alike.
+    """
+    usable = usable_columns(df, contract.columns)
+    if _passes_everything(df, contract, usable):
+        return []
+    return pandera_failures(df, contract, usable, file=file)
+
+
+def pandera_failures(
+    df: pl.DataFrame, contract: Contract, usable: set[str], *, file: str
+) -> list[Failure]:
+    """Every failure pandera finds in `df` under `contract`, explained."""
     from pandera.config import ValidationDepth, config_context
     from pandera.errors import SchemaErrors
 
-    usable = usable_columns(df, contract.columns)
     schema = _build_schema(df, contract, usable)
     with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
         try:
@@ -194,6 +211,38 @@ def run_contract(df: pl.DataFrame, contract: Contract, *, file: str) -> list[Fai
     rules = {(rule.column, rule.rule.value): rule for rule in contract.rules}
     kinds = {spec.name: spec.kind for spec in contract.columns}
     return [_explain(df, error, file=file, rules=rules, kinds=kinds) for error in errors]
+
+
+def _passes_everything(df: pl.DataFrame, contract: Contract, usable: set[str]) -> bool:
+    """Whether the schema `_build_schema` makes would find nothing wrong in `df`, decided with
+    polars alone, mirroring pandera's polars backend: every contract column present is of an
+    accepted kind and every required one is present; key columns hold no null (nor NaN in a
+    float column); each attached rule's `passes` holds on every row, a null result passing
+    only with `ignore_na`. False means "let pandera look", never "failed"."""
+    for spec in contract.columns:
+        if (spec.name in df.schema and spec.name not in usable) or (
+            spec.required and spec.name not in df.schema
+        ):
+            return False
+    tests: list[pl.Expr] = []
+    for spec in contract.columns:
+        if spec.key and spec.name in usable:
+            present = pl.col(spec.name).is_not_null()
+            if df.schema[spec.name].is_float():
+                present = present & pl.col(spec.name).is_not_nan()
+            tests.append(present.all())
+    tests.extend(
+        rule.passes.fill_null(rule.ignore_na).all()
+        for rule in contract.rules
+        if rule.column in usable and usable.issuperset(rule.columns)
+    )
+    if not tests:
+        return True
+    try:
+        verdict = df.select(pl.all_horizontal(tests)).item()
+    except pl.exceptions.PolarsError:
+        return False  # pandera will say what is wrong
+    return verdict is True
 
 
 def key_columns(df: pl.DataFrame) -> list[str]:
