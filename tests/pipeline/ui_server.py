@@ -327,7 +327,7 @@ TERMINAL_BACKFILL_STATUSES = frozenset(
 POLL_S = 0.5
 BACKFILL_TAG = "dagster/backfill"
 
-RUN_FIELDS = "runId status jobName startTime endTime tags { key value }"
+RUN_FIELDS = "runId status jobName creationTime startTime endTime tags { key value }"
 
 LAUNCH_RUN = """
 mutation LaunchRun($params: ExecutionParams!) {
@@ -423,6 +423,7 @@ class RunInfo:
     run_id: str
     status: str
     job_name: str
+    creation_time: float  # when the run was created (queued), before it was launched
     start_time: float | None
     end_time: float | None
     tags: Mapping[str, str]
@@ -433,6 +434,7 @@ class RunInfo:
             run_id=run["runId"],
             status=run["status"],
             job_name=run["jobName"],
+            creation_time=run["creationTime"],
             start_time=run["startTime"],
             end_time=run["endTime"],
             tags={t["key"]: t["value"] for t in run["tags"]},

@@ -86,7 +86,7 @@ def _damage(df: pl.DataFrame, column: str, row: int, how: str) -> pl.DataFrame:
     if not values.dtype.is_float():
         return df
     if how == "to_int":
-        return df.with_columns(values.cast(pl.Int64))
+        return df.with_columns(values.cast(pl.Int64, strict=False))
     bad = {"nan": float("nan"), "inf": float("inf"), "negative": -1.0, "zero": 0.0}[how]
     return df.with_columns(values.scatter(row, bad))
 
