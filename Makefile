@@ -8,11 +8,11 @@ export DAGSTER_DISABLE_TELEMETRY := 1
 DEMO_DATA := data/sample
 DEMO_MONTHS := 2024-01-01 2024-02-01 2024-03-01
 
-.PHONY: demo test lint typecheck pytest golden ui bench venv clean
+.PHONY: demo test lint typecheck pytest golden ui ui-postgres bench venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,postgres]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -28,6 +28,13 @@ demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 ui: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	ML4T_DATA_DIR=$(abspath $(DEMO_DATA)) $(BIN)/dg dev -h 127.0.0.1 -p 3000
+
+# The team setup on one machine: a throwaway PostgreSQL (initdb + pg_ctl in a temporary
+# folder, 127.0.0.1 only) and `dg dev` over deploy/dagster.postgres.yaml; Ctrl-C stops both
+# and removes the database. Needs Debian's `postgresql` package (apt-get install postgresql).
+ui-postgres: $(STAMP)
+	ML4T_DATA_DIR=$(abspath $(DEMO_DATA)) $(BIN)/python -m ml4t_pipeline.pipeline.local_postgres \
+		-- $(BIN)/dg dev -h 127.0.0.1 -p 3000
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

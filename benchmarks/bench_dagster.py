@@ -3,6 +3,7 @@ daemon. Prints numbers; asserts nothing.
 
     .venv/bin/python benchmarks/bench_dagster.py [--repeat 3] [--partition "2024-01-01|core"]
         [--skip-backfill] [--months 12] [--backfill-repeat 1] [--max-concurrent-runs N]
+        [--backend sqlite|postgres]
 
 In a temporary directory: writes the `make demo` sample data (60 assets x 90 business days),
 makes a fresh DAGSTER_HOME from the repository's dagster.yaml, runs `inputs_job` once (not
@@ -100,9 +101,16 @@ def time_job_execute(repeat: int, partition: str) -> dict[str, Any]:
     }
 
 
-def _instance_yaml(max_concurrent_runs: int | None) -> str:
-    """The repository's dagster.yaml, with the run queue limit replaced when one is given."""
-    text = (REPO / "dagster.yaml").read_text(encoding="utf-8")
+INSTANCE_FILES = {
+    "sqlite": REPO / "dagster.yaml",
+    "postgres": REPO / "deploy/dagster.postgres.yaml",
+}
+
+
+def _instance_yaml(max_concurrent_runs: int | None, backend: str = "sqlite") -> str:
+    """The backend's instance file (dagster.yaml, or the team file on PostgreSQL), with the run
+    queue limit replaced when one is given."""
+    text = INSTANCE_FILES[backend].read_text(encoding="utf-8")
     if max_concurrent_runs is None:
         return text
     raw: dict[str, Any] = yaml.safe_load(text) or {}
@@ -161,11 +169,20 @@ query FailedRuns {
 """
 
 
-def time_backfill(months: int, repeat: int, max_concurrent_runs: int | None) -> dict[str, Any]:
-    dagster_yaml = _instance_yaml(max_concurrent_runs)
+def time_backfill(
+    months: int, repeat: int, max_concurrent_runs: int | None, backend: str = "sqlite"
+) -> dict[str, Any]:
+    dagster_yaml = _instance_yaml(max_concurrent_runs, backend)
     outcomes = []
     for k in range(1, repeat + 1):
-        outcome = one_backfill(months, dagster_yaml)
+        if backend == "postgres":  # a fresh throwaway server per backfill, like a fresh home
+            from ml4t_pipeline.pipeline.local_postgres import local_postgres
+
+            with local_postgres() as connection:
+                os.environ.update(connection.env())
+                outcome = one_backfill(months, dagster_yaml)
+        else:
+            outcome = one_backfill(months, dagster_yaml)
         outcomes.append(outcome)
         print(
             f"backfill {k}: {outcome['partitions']} partitions, {outcome['status']}, "
@@ -179,10 +196,11 @@ def time_backfill(months: int, repeat: int, max_concurrent_runs: int | None) -> 
     queue = "repo dagster.yaml" if max_concurrent_runs is None else f"{max_concurrent_runs} runs"
     print(
         f"UI backfill {months} months x {outcomes[0]['partitions'] // months} universes "
-        f"({queue}): median {median_done} s to runs done, {median_completed:.2f} s to finished"
+        f"({backend}, {queue}): median {median_done} s to runs done, {median_completed:.2f} s to finished"
     )
     return {
         "months": months,
+        "backend": backend,
         "max_concurrent_runs": max_concurrent_runs,
         "outcomes": outcomes,
         "median_runs_done_s": median_done,
@@ -203,12 +221,19 @@ def main() -> None:
         default=None,
         help="replace the run queue limit of the repo's dagster.yaml (default: keep it)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=sorted(INSTANCE_FILES),
+        default="sqlite",
+        help="instance storage of the backfill: the embedded SQLite, or a throwaway local "
+        "PostgreSQL with deploy/dagster.postgres.yaml",
+    )
     args = parser.parse_args()
 
     report: dict[str, Any] = {"job_execute": time_job_execute(args.repeat, args.partition)}
     if not args.skip_backfill:
         report["backfill"] = time_backfill(
-            args.months, args.backfill_repeat, args.max_concurrent_runs
+            args.months, args.backfill_repeat, args.max_concurrent_runs, args.backend
         )
     report["cpus"] = os.cpu_count()
     print(json.dumps(report))

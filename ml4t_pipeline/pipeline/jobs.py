@@ -7,7 +7,7 @@
   in one process, for one (month, universe) partition or a range of months (each month
   continues from the one before; the month before the range must be stored).
 - `summary_job`: performance_summary of one universe over its stored months.
-- `monthly_backtest_schedule`: on the 1st of each month, one `backtest_job` run per universe
+- `monthly_backtest_schedule`: on the 1st of each month (or at $ML4T_SCHEDULE_CRON), one `backtest_job` run per universe
   for the month that just closed (made by `build_monthly_schedule` from the universes config),
   skipped while that month is beyond the data (the code location's month axis).
 
@@ -25,9 +25,11 @@ data, state and config errors fail once (`dg.Failure(allow_retries=False)`).
 """
 
 import datetime as dt
+import os
 
 import dagster as dg
 
+from ml4t_pipeline.errors import ConfigError
 from ml4t_pipeline.pipeline.assets import BACKTEST_ASSET_KEYS, INPUT_ASSET_KEYS, SUMMARY_ASSET_KEY
 from ml4t_pipeline.pipeline.partitions import MonthKey, PartitionSpec, last_month
 
@@ -64,23 +66,24 @@ def closed_month(now: dt.datetime) -> dt.date:
     return last_day_before.replace(day=1)
 
 
+SCHEDULE_CRON_ENV = "ML4T_SCHEDULE_CRON"
+DEFAULT_CRON = "0 6 1 * *"
+
+
+def schedule_cron() -> str:
+    """The schedule's cron string: $ML4T_SCHEDULE_CRON (a team's own hour), else the 1st at
+    06:00 UTC."""
+    return os.environ.get(SCHEDULE_CRON_ENV, "").strip() or DEFAULT_CRON
+
+
 def build_monthly_schedule(
     spec: PartitionSpec, *, data_month: dt.date | None = None
 ) -> dg.ScheduleDefinition:
     """`monthly_backtest_schedule` for the months (from `spec`'s first month to
     `partitions.last_month(spec, data_month)`) and the universes of `spec`."""
     last = last_month(spec, data_month)
+    cron = schedule_cron()
 
-    @dg.schedule(
-        name="monthly_backtest_schedule",
-        job=backtest_job,
-        cron_schedule="0 6 1 * *",
-        execution_timezone="UTC",
-        description=(
-            "On the 1st at 06:00 UTC: backtest the month that just closed, every universe "
-            "(the inputs must have passed inputs_job's checks; feature_table refuses otherwise)."
-        ),
-    )
     def monthly_backtest_schedule(
         context: dg.ScheduleEvaluationContext,
     ) -> list[dg.RunRequest] | dg.SkipReason:
@@ -95,7 +98,22 @@ def build_monthly_schedule(
         keys = [MonthKey(month, universe).key for universe in spec.universes]
         return [dg.RunRequest(run_key=key, partition_key=key) for key in keys]
 
-    return monthly_backtest_schedule
+    schedule = dg.schedule(
+        name="monthly_backtest_schedule",
+        job=backtest_job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        description=(
+            f"At {cron!r} (UTC; {SCHEDULE_CRON_ENV} sets it, default {DEFAULT_CRON!r}: the 1st at "
+            "06:00): backtest the month that just closed, every universe (the inputs must have "
+            "passed inputs_job's checks; feature_table refuses otherwise)."
+        ),
+    )
+    try:
+        return schedule(monthly_backtest_schedule)
+    except dg.DagsterInvalidDefinitionError as exc:  # Dagster's cron check names no variable
+        msg = f"${SCHEDULE_CRON_ENV}={cron!r}: {exc}"
+        raise ConfigError(msg) from None
 
 
 JOBS = [inputs_job, backtest_job, summary_job]

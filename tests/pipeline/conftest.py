@@ -16,6 +16,12 @@ import pytest
 
 from ml4t_pipeline.pipeline.definitions import build_defs
 from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.local_postgres import (
+    Connection,
+    PostgresUnavailableError,
+    local_postgres,
+    server_programs,
+)
 from ml4t_pipeline.pipeline.partitions import MonthKey
 from ml4t_pipeline.pipeline.resources import ResultStore
 from ml4t_pipeline.sample_data import SampleSpec, write_sample_data
@@ -61,6 +67,27 @@ def make_pipeline(data_dir: Path, home: Path, instance: dg.DagsterInstance) -> P
     storage = home / "storage"
     defs = build_defs(data_dir=str(data_dir), storage_dir=str(storage))
     return Pipeline(defs=defs, instance=instance, storage=storage, data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def needs_postgres() -> None:
+    """Skip, saying why, where the PostgreSQL server programs or dagster-postgres are not
+    installed (.ci/run installs them when it can)."""
+    try:
+        server_programs()
+    except PostgresUnavailableError as exc:
+        pytest.skip(f"no PostgreSQL here ({exc}); .ci/run installs it when it can")
+    try:
+        import dagster_postgres  # noqa: F401
+    except ImportError:
+        pytest.skip("dagster-postgres is not installed: pip install -e '.[postgres]'")
+
+
+@pytest.fixture(scope="session")
+def local_pg(needs_postgres: None) -> Iterator[Connection]:
+    """A throwaway PostgreSQL on 127.0.0.1 for the session; a failure to start is an error."""
+    with local_postgres() as connection:
+        yield connection
 
 
 @pytest.fixture(scope="session")

@@ -600,3 +600,74 @@ def wait_backfill(ui: UiServer, backfill_id: str, *, timeout: float) -> Backfill
             )
             raise UiError(msg)
         time.sleep(POLL_S)
+
+
+# --- schedules: started from the UI, ticked by the daemon ------------------------------------
+
+START_SCHEDULE = """
+mutation StartSchedule($selector: ScheduleSelector!) {
+  startSchedule(scheduleSelector: $selector) {
+    __typename
+    ... on ScheduleStateResult { scheduleState { id status } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+SCHEDULE_TICKS = """
+query ScheduleTicks($selector: ScheduleSelector!, $after: Float) {
+  scheduleOrError(scheduleSelector: $selector) {
+    __typename
+    ... on Schedule {
+      scheduleState {
+        ticks(afterTimestamp: $after, limit: 100) {
+          tickId status timestamp skipReason runIds error { message }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TickInfo:
+    tick_id: str
+    status: str  # STARTED, SKIPPED, SUCCESS, FAILURE
+    timestamp: float
+    skip_reason: str | None
+    run_ids: tuple[str, ...]
+    error: str | None
+
+
+def _schedule_selector(name: str) -> dict[str, str]:
+    return {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "scheduleName": name}
+
+
+def start_schedule(ui: UiServer, name: str) -> None:
+    """Turn a schedule on, as its toggle in the UI does; the daemon ticks it from then on."""
+    answer = ui.graphql(START_SCHEDULE, {"selector": _schedule_selector(name)})["startSchedule"]
+    state = _expect(answer, "ScheduleStateResult", f"starting {name}")["scheduleState"]
+    if state["status"] != "RUNNING":
+        msg = f"schedule {name} is {state['status']} after starting it"
+        raise UiError(msg)
+
+
+def schedule_ticks(ui: UiServer, name: str, *, after: float) -> list[TickInfo]:
+    """The daemon's ticks of a schedule since `after` (epoch seconds)."""
+    variables = {"selector": _schedule_selector(name), "after": after}
+    answer = _expect(
+        ui.graphql(SCHEDULE_TICKS, variables)["scheduleOrError"], "Schedule", f"schedule {name}"
+    )
+    return [
+        TickInfo(
+            tick_id=t["tickId"],
+            status=t["status"],
+            timestamp=t["timestamp"],
+            skip_reason=t["skipReason"],
+            run_ids=tuple(t["runIds"]),
+            error=(t["error"] or {}).get("message"),
+        )
+        for t in answer["scheduleState"]["ticks"]
+    ]
