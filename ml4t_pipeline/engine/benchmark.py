@@ -231,21 +231,29 @@ class Benchmark:
                 held.price[k] /= action.split_ratio
 
     def _mark_rows(self, panel: Panel, lo: int, hi: int) -> np.ndarray:
-        """cash + sum over holdings of shares x last close, for rows [lo, hi)."""
+        """cash + sum over holdings of shares x last close, for rows [lo, hi), in blocks of
+        rows small enough to stay in cache (a bar's value depends on its row alone)."""
         held = self._holdings
         assert held is not None
         cols = self._cols
+        every = cols.shape[0] == len(self.ids) and bool(np.all(cols == np.arange(cols.shape[0])))
         inside = cols >= 0
         safe = np.where(inside, cols, 0)
-        if cols.shape[0] == len(self.ids) and bool(np.all(cols == np.arange(cols.shape[0]))):
-            close, has_bar = panel.close[lo:hi], panel.has_bar[lo:hi]  # (views: every asset)
-        else:
-            close, has_bar = panel.close[lo:hi, safe], panel.has_bar[lo:hi, safe] & inside
-        if not bool(has_bar.all()):
-            close = _carried(close, has_bar, held.price)
-        if close.shape[0]:
+        out = np.empty(hi - lo)
+        step = max(1, _BLOCK_CELLS // max(cols.shape[0], 1))
+        for b in range(lo, hi, step):
+            e = min(b + step, hi)
+            if every:  # (views of the panel's rows)
+                close, has_bar = panel.close[b:e], panel.has_bar[b:e]
+            else:
+                close, has_bar = panel.close[b:e, safe], panel.has_bar[b:e, safe] & inside
+            gaps = ~has_bar.all(axis=0)
+            if bool(gaps.any()):  # carry the last close into the cells without a bar
+                close = close.copy() if every else close
+                close[:, gaps] = _carried(close[:, gaps], has_bar[:, gaps], held.price[gaps])
             held.price = close[-1].copy()
-        return (close * held.units).sum(axis=1) + held.cash
+            out[b - lo : e - lo] = (close * held.units).sum(axis=1)
+        return out + held.cash
 
     def _mark_level(self, panel: Panel) -> np.ndarray:
         level, column = self._level, self.spec.column
@@ -276,6 +284,10 @@ class Benchmark:
             else to_datetime(self.inception_us).isoformat(),
             "inception_value": self.inception_value,
         }
+
+
+#: rows x holdings marked at once: a block's temporaries stay in the CPU cache
+_BLOCK_CELLS = 1 << 16
 
 
 def _carried(values: np.ndarray, known: np.ndarray, before: np.ndarray) -> np.ndarray:
