@@ -162,11 +162,30 @@ def test_edge_curves_match_empyrical(name: str) -> None:
         assert math.isnan(ours["volatility"])
 
 
-@pytest.mark.parametrize("name", sorted(EDGE_CURVES))
+@pytest.mark.parametrize("n", [3, 7, 50])
+def test_identical_returns_have_no_dispersion(n: int) -> None:
+    # the sample deviation of n equal returns can be a residue of ~1e-17: empyrical takes it
+    # for 0 (an infinite Sharpe ratio), and so does the engine
+    returns, zero = np.full(n, 0.1), np.zeros(n)
+    assert np.std(returns, ddof=1) != 0.0  # (the residue)
+    same(m.sharpe_ratio(returns, 252.0), empyrical.sharpe_ratio(returns, annualization=252))
+    same(
+        m.annual_volatility(returns, 252.0), empyrical.annual_volatility(returns, annualization=252)
+    )
+    same(
+        m.information_ratio(returns, zero, 252.0),
+        empyrical.excess_sharpe(returns, zero) * math.sqrt(252.0),
+    )
+    assert math.isinf(m.sharpe_ratio(returns, 252.0))
+
+
+#: the edge curves a benchmark can have (it holds no short: it never ends at or below zero)
+BENCHMARK_EDGES = sorted(name for name, values in EDGE_CURVES.items() if values[-1] > 0)
+
+
+@pytest.mark.parametrize("name", BENCHMARK_EDGES)
 def test_edge_relative_figures_match_empyrical(name: str) -> None:
     values = EDGE_CURVES[name]
-    if values[-1] <= 0:
-        pytest.skip("a benchmark never ends at or below zero (it holds no short)")
     check_relative(_walk(9, values.shape[0]), 1e6, values, 1e6, 252.0)
     check_relative(values, 1e6, values, 1e6, 252.0)  # itself: beta 1, no tracking error
 
@@ -238,7 +257,7 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_sample_data(spec, tmp_path_factory.mktemp("metrics"))
 
 
-ROTATION = {
+ROTATION: dict[str, Any] = {
     "name": "top_k_rotation",
     "params": {"top_k": 4, "weight": 0.2, "rebalance_every": 5, "warmup_bars": 5, "max_vix": 40},
 }
