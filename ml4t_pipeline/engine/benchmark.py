@@ -252,7 +252,9 @@ class Benchmark:
                 close = close.copy() if every else close
                 close[:, gaps] = _carried(close[:, gaps], has_bar[:, gaps], held.price[gaps])
             held.price = close[-1].copy()
-            out[b - lo : e - lo] = (close * held.units).sum(axis=1)
+            # row-major products, so each row is summed on its own in one order whatever the
+            # layout of `close` (a gather of columns is column-major) and the rows around it
+            out[b - lo : e - lo] = np.multiply(close, held.units, order="C").sum(axis=1)
         return out + held.cash
 
     def _mark_level(self, panel: Panel) -> np.ndarray:

@@ -225,6 +225,22 @@ def test_runs_chained_bar_by_bar_give_the_same_benchmark_bit_for_bit(
     assert state.benchmark == full.final_state.benchmark
 
 
+def test_the_other_assets_of_the_universe_change_no_bit(tmp_path: Path) -> None:
+    # the basket's columns are gathered out of a wider universe, or read as the panel itself
+    rng = np.random.default_rng(5)
+    basket = {
+        f"A{k:02d}": _closes(*(20.0 * np.cumprod(1.0 + rng.normal(0, 0.02, 30))).tolist())
+        for k in range(0, 40, 2)
+    }
+    later = {f"A{k:02d}": _closes(None, *[7.0] * 29) for k in range(1, 40, 2)}  # list at bar 1
+    alone = _run(_config(tmp_path), panel(**basket))
+    wider = _run(_config(tmp_path), panel(**basket, **later))
+    assert wider.final_state.benchmark["assets"] == sorted(basket)
+    assert alone.equity["benchmark"].to_numpy().tobytes() == (
+        wider.equity["benchmark"].to_numpy().tobytes()
+    )
+
+
 def test_a_state_saved_before_benchmarks_starts_one_at_the_next_runs_first_bar(
     tmp_path: Path,
 ) -> None:
