@@ -78,6 +78,34 @@ def test_backtest_writes_tables_and_prints_summary_last(
     assert_backtest_invariants(tmp_path / "res", prices=market["prices"])
 
 
+def _strict_json(text: str) -> Any:
+    def refuse(token: str) -> None:
+        msg = f"not JSON: {token}"
+        raise AssertionError(msg)
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_undefined_metrics_are_null_on_stdout_and_in_summary_json(
+    tmp_path: Path, market: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the VIX filter never lets it trade: a flat curve, whose Sharpe ratio is undefined
+    never = {"name": "top_k_rotation", "params": {"score": "ml_score", "max_vix": 0.001}}
+    config = _write_config(tmp_path / "run.yaml", market, strategy=never)
+    code, out, _ = _run(capsys, "backtest", "--config", str(config), "--out", str(tmp_path / "res"))
+    assert code == 0
+    line = _strict_json(out.strip().splitlines()[-1])
+    written = _strict_json((tmp_path / "res" / "summary.json").read_text())
+    for summary in (line, written):
+        assert summary["fills"] == 0
+        assert summary["sharpe"] is None
+        assert summary["sortino"] is None
+        assert summary["benchmark"]["kind"] == "equal_weight"
+        assert isinstance(summary["benchmark"]["total_return"], float)
+    equity = pl.read_parquet(tmp_path / "res" / "equity.parquet")
+    assert equity.columns == ["timestamp", "cash", "positions_value", "equity", "benchmark"]
+
+
 def test_same_inputs_give_byte_identical_outputs(
     tmp_path: Path, market: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -119,6 +147,10 @@ def test_user_strategy_by_import_path(
         ({"strategy": {"class": "no.such.module:Strategy"}}, "no.such.module"),
         ({"strategy": {"name": "buy_the_dip"}}, "buy_the_dip"),
         ({"unexpected": 1}, "unexpected"),
+        ({"benchmark": "none"}, "benchmark must be {kind: equal_weight}"),
+        ({"benchmark": {"asset": "NOPE"}}, "benchmark.asset 'NOPE' is not an asset of the prices"),
+        ({"benchmark": {"context": "spx"}}, "benchmark.context 'spx' is not a column"),
+        ({"metrics": {"periods_per_year": -1}}, "metrics.periods_per_year"),
     ],
 )
 def test_config_mistakes_are_clear_errors(

@@ -65,7 +65,9 @@ def run_backtest(
         providers.insert(0, PrecomputedFeatures(config.data.features))
     in_signals = _columns(signals)
     _check_named_columns(strategy, rules, _per_asset_columns(in_signals, providers))
-    _check_context_columns(strategy, rules, _market_columns(_columns(context), providers))
+    in_context = _columns(context)
+    _check_context_columns(strategy, rules, _market_columns(in_context, providers))
+    _check_benchmark_column(config, in_context)
     if signal_columns is None:
         wanted = strategy.required_signals()
         if wanted is not None:
@@ -179,6 +181,20 @@ def _check_context_columns(
                 f"available: {shown(sorted(market)) if market else 'none (no context file)'}"
             )
             raise ConfigError(msg)
+
+
+def _check_benchmark_column(config: RunConfig, in_context: set[str] | None) -> None:
+    """A context benchmark's column is a column of the context file (not a key)."""
+    column = config.benchmark.column
+    if column is None or in_context is None:
+        return
+    if column not in in_context - _KEYS:
+        available = sorted(in_context - _KEYS)
+        msg = (
+            f"benchmark.context {column!r} is not a column of the context; available: "
+            f"{shown(available) if available else 'none (no context file)'}"
+        )
+        raise ConfigError(msg)
 
 
 def _named(

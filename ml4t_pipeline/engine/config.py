@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy, VolumePolicy
+from ml4t_pipeline.engine.enums import (
+    BenchmarkKind,
+    CashPolicy,
+    DelistPolicy,
+    FillAt,
+    NoBarPolicy,
+    VolumePolicy,
+)
 from ml4t_pipeline.engine.execution.costs import (
     CommissionModel,
     NoSlippage,
@@ -24,6 +31,7 @@ from ml4t_pipeline.engine.execution.costs import (
 )
 from ml4t_pipeline.engine.params import (
     FLAG,
+    NAME,
     RATE,
     Check,
     Choice,
@@ -170,6 +178,84 @@ class StrategyConfig:
             raise ConfigError(msg) from exc
 
 
+#: every metrics key, with its check (the defaults are the fields of `MetricsConfig`)
+_METRICS: dict[str, Check] = {
+    "periods_per_year": Number(
+        low=0,
+        low_open=True,
+        noun="bars per year",
+        meaning="252 for daily bars; leave it out to infer it from the bar spacing",
+        optional=True,
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsConfig:
+    """`metrics:` how the summary annualizes (docs/METRICS.md)."""
+
+    periods_per_year: float | None = None  # None: from the median bar spacing
+
+    def __post_init__(self) -> None:
+        check_fields(self, "metrics", _METRICS)
+
+
+_BENCHMARK_SPELLINGS = (
+    "{kind: equal_weight} (the default), {asset: <asset_id>}, {context: <column>} or {kind: none}"
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BenchmarkConfig:
+    """`benchmark:` what the run is compared with (`engine.benchmark` builds it): an
+    equal-weight basket (the default), one asset, a context price level, or none."""
+
+    kind: BenchmarkKind = BenchmarkKind.EQUAL_WEIGHT
+    asset: str | int | None = None  # the asset id of kind asset
+    column: str | None = None  # the context column of kind context
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Choice(BenchmarkKind).check("benchmark.kind", self.kind))
+        if self.kind is BenchmarkKind.ASSET:
+            if isinstance(self.asset, bool) or not (
+                isinstance(self.asset, int) or (isinstance(self.asset, str) and self.asset.strip())
+            ):
+                fail("benchmark.asset", "an asset id (text or a whole number)", self.asset)
+        elif self.asset is not None:
+            fail("benchmark.asset", f"left out for kind {self.kind}", self.asset)
+        if self.kind is BenchmarkKind.CONTEXT:
+            NAME.check("benchmark.context", self.column)
+        elif self.column is not None:
+            fail("benchmark.context", f"left out for kind {self.kind}", self.column)
+
+    @property
+    def named(self) -> dict[str, Any]:
+        """What the benchmark follows, as summary.json shows it (`asset` or `column`)."""
+        if self.kind is BenchmarkKind.ASSET:
+            return {"asset": self.asset}
+        if self.kind is BenchmarkKind.CONTEXT:
+            return {"column": self.column}
+        return {}
+
+
+def benchmark_from_yaml(value: Any) -> BenchmarkConfig:
+    """The `benchmark:` section: a mapping with exactly one of `kind` (equal_weight or none),
+    `asset` or `context`; anything else is a ConfigError listing the spellings allowed."""
+    if not isinstance(value, dict) or len(value) != 1:
+        fail("benchmark", _BENCHMARK_SPELLINGS, value)
+    unknown_keys("benchmark", value, {"kind", "asset", "context"})
+    ((key, given),) = value.items()
+    if key == "asset":
+        return BenchmarkConfig(kind=BenchmarkKind.ASSET, asset=given)
+    if key == "context":
+        return BenchmarkConfig(kind=BenchmarkKind.CONTEXT, column=given)
+    if given not in (BenchmarkKind.EQUAL_WEIGHT, BenchmarkKind.NONE):
+        fail(
+            "benchmark.kind", "equal_weight or none (or give {asset: ...} / {context: ...})", given
+        )
+    return BenchmarkConfig(kind=BenchmarkKind(given))
+
+
 #: "package.module:ClassName": dotted identifiers, no relative import
 _CLASS_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
@@ -182,6 +268,8 @@ class RunConfig:
     risk: tuple[dict[str, Any], ...] = ()
     #: the data contract's policy (`validation.CoveragePolicy` fields), e.g. strict splits
     validation: dict[str, Any] = field(default_factory=dict)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def validation_policy(self) -> Any:
         """The `CoveragePolicy` of `validation` (imported here only: the engine runs without
@@ -213,7 +301,7 @@ class RunConfig:
         return rules
 
 
-_TOP_KEYS = {"data", "execution", "strategy", "risk", "validation"}
+_TOP_KEYS = {"data", "execution", "strategy", "risk", "validation", "benchmark", "metrics"}
 _OPTIONAL_FILES = ("signals", "context", "features", "corporate_actions")
 _DATA_KEYS = {"prices", *_OPTIONAL_FILES}
 _STRATEGY_KEYS = {"name", "class", "params"}
@@ -277,12 +365,18 @@ def run_config_from_dict(
         fail("risk", "a list of rules, e.g. [{rule: stop_loss, pct: 0.05}]", risk_raw)
     risk = tuple(_mapping(r, f"risk[{k}]") for k, r in enumerate(risk_raw))
     validation = _mapping(top.get("validation", {}) or {}, "validation")
+    metrics = _mapping(top.get("metrics", {}) or {}, "metrics")
+    unknown_keys("metrics", metrics, _METRICS)
     cfg = RunConfig(
         data=data_cfg,
         execution=exec_cfg,
         strategy=strategy_cfg,
         risk=risk,
         validation=dict(validation),
+        benchmark=benchmark_from_yaml(top["benchmark"])
+        if "benchmark" in top
+        else BenchmarkConfig(),
+        metrics=MetricsConfig(**metrics),
     )
     cfg.strategy.build()
     cfg.build_rules()

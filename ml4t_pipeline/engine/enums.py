@@ -69,6 +69,15 @@ class VolumePolicy(StrEnum):
     REJECT = "reject"  # the rest is refused (`volume_limit`)
 
 
+class BenchmarkKind(StrEnum):
+    """`benchmark:` what the run is compared with (`engine.benchmark`)."""
+
+    EQUAL_WEIGHT = "equal_weight"  # the cash split equally over the first bar's assets, held
+    ASSET = "asset"  # one asset bought and held
+    CONTEXT = "context"  # a price level column of the context
+    NONE = "none"  # no benchmark
+
+
 class RejectReason(StrEnum):
     NO_BAR = "no_bar"  # market order for an asset with no bar at the fill time
     INSUFFICIENT_CASH = "insufficient_cash"

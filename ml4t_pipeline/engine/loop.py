@@ -15,6 +15,9 @@ At each bar t, in the order the market imposes:
 7. queue for t+1 (or fill at close[t] with fill_at: same_close)
 8. mark equity at close[t]
 
+The benchmark (`engine.benchmark`) trades nothing and reads no account state: it is marked
+once per chunk, vectorized over the chunk's closes, before the bars are stepped through.
+
 Who owns what: the clock (where the run is) belongs to this loop; the broker owns the orders,
 the ledger cash and positions, the portfolio the last closes and the equity curve, the risk
 manager the protective levels, and each rule and the strategy their own state.
@@ -28,9 +31,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml4t_pipeline.engine.benchmark import Benchmark
 from ml4t_pipeline.engine.clock import Clock
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.enums import CashPolicy, DelistPolicy, FillAt, NoBarPolicy, VolumePolicy
+from ml4t_pipeline.engine.enums import (
+    BenchmarkKind,
+    CashPolicy,
+    DelistPolicy,
+    FillAt,
+    NoBarPolicy,
+    VolumePolicy,
+)
 from ml4t_pipeline.engine.execution.account import AccountView, AssetIndex, Portfolio
 from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
@@ -106,6 +117,16 @@ class Engine:
             else RunStart.fresh(n, ex.initial_cash, signals)
         )
         self.first_bar = start.first_bar
+        self.benchmark = (
+            Benchmark(
+                config.benchmark,
+                assets=self.assets,
+                start_value=start.start_equity,
+                saved=start.benchmark,
+            )
+            if config.benchmark.kind is not BenchmarkKind.NONE
+            else None
+        )
         self.carried_entry_us = start.entry_time_us  # of positions carried in (None: none saved)
         self.clock = Clock(bar=start.first_bar)
         if start.decision_signals:  # what the last close's decisions saw ((1, N) arrays)
@@ -203,6 +224,8 @@ class Engine:
             self.data.delistings.in_rows(lo, lo + panel.n_bars) if self.closes_delisted else {}
         )
         actions = self.actions.in_rows(lo, lo + panel.n_bars) if self.actions is not None else {}
+        if self.benchmark is not None:  # the benchmark at every close of the chunk
+            self.benchmark.mark(panel, actions)
         for row, whole, close in zip(range(panel.n_bars), complete, panel.close, strict=True):
             clock.row = row
             if actions and row in actions:  # 0. the ex-date's corporate actions, before the open
@@ -367,6 +390,7 @@ class Engine:
             rule_state=rule_state,
             history=self.history.tail() if self.history is not None else None,
             entry_time_us=self._entry_times(),
+            benchmark=self.benchmark.saved() if self.benchmark is not None else None,
             # where the next run's actions start (written only by runs that read actions)
             last_timestamp_us=int(self.data.calendar.timestamps[-1])
             if self.actions is not None
@@ -411,4 +435,10 @@ class Engine:
             final_equity=ledger.cash + ledger.positions_value(portfolio.last_close),
             final_state=self.final_state(),
             carried_entry_us=self.carried_entry_us,
+            benchmark=self.benchmark.values() if self.benchmark is not None else None,
+            benchmark_start=self.benchmark.start_value if self.benchmark is not None else None,
+            benchmark_info=self.benchmark.describe()
+            if self.benchmark is not None
+            else {"kind": str(BenchmarkKind.NONE)},
+            periods_per_year=self.config.metrics.periods_per_year,
         )

@@ -58,6 +58,8 @@ class RunStart:
     history: HistoryTail | None  # the saved last bars History shows
     #: the entry time (int64 us UTC) of each position held at the start (NO_TIME: not known)
     entry_time_us: np.ndarray | None = None
+    #: the benchmark's holdings (`Benchmark.saved`); empty: form it at this run's first bar
+    benchmark: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def fresh(cls, n_assets: int, cash: float, signal_names: list[str]) -> RunStart:
@@ -96,6 +98,9 @@ class EngineState:
     day_marks: dict[str, float] = field(default_factory=dict)
     history_first_bar: int | None = None  # global bar of the first saved History row
     history: dict[str, list[Any]] = field(default_factory=dict)  # key -> rows, per `assets`
+    #: the benchmark's holdings or level (`Benchmark.saved`); empty without a benchmark, and
+    #: in states written before benchmarks existed (the next run then starts one afresh)
+    benchmark: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def capture(
@@ -116,6 +121,7 @@ class EngineState:
         last_timestamp_us: int | None = None,
         history: HistoryTail | None = None,
         entry_time_us: np.ndarray | None = None,
+        benchmark: dict[str, Any] | None = None,
     ) -> EngineState:
         ids = asset_list(assets)
         held = (ledger.qty != 0) | (last_close != 0) | np.isin(np.arange(len(ids)), pending.asset)
@@ -153,6 +159,7 @@ class EngineState:
             day_marks=risk.day.saved(),
             history_first_bar=None if history is None else history.first_bar,
             history={} if history is None else _saved_history(history, keep),
+            benchmark=benchmark or {},
         )
 
     def restore(self, assets: np.ndarray, signal_names: list[str]) -> RunStart:
@@ -222,6 +229,7 @@ class EngineState:
             entry_time_us=per_asset(self.per_asset["ledger.entry_time_us"], NO_TIME, np.int64)
             if "ledger.entry_time_us" in self.per_asset
             else None,
+            benchmark=self.benchmark,
         )
 
     def _history_on(self, pos: np.ndarray, n: int) -> HistoryTail | None:
@@ -248,6 +256,8 @@ class EngineState:
             fields.remove("day_marks")
         if self.history_first_bar is None:
             fields = [f for f in fields if f not in ("history_first_bar", "history")]
+        if not self.benchmark:
+            fields.remove("benchmark")
         payload = {"format": FORMAT_VERSION} | {name: getattr(self, name) for name in fields}
         return json.dumps(payload, sort_keys=True, allow_nan=True)
 

@@ -59,7 +59,12 @@ ASSET_CATALOG: Mapping[str, CatalogEntry] = {
     ),
     "backtest": CatalogEntry(
         kinds=frozenset({"numpy", "polars", "parquet"}),
-        modules=("ml4t_pipeline.pipeline.assets.backtest",),
+        # (and the summary's metrics and benchmark each month stores)
+        modules=(
+            "ml4t_pipeline.pipeline.assets.backtest",
+            "ml4t_pipeline.engine.benchmark",
+            "ml4t_pipeline.engine.results.metrics",
+        ),
     ),
     "trade_attribution": CatalogEntry(
         kinds=frozenset({"polars", "parquet"}),

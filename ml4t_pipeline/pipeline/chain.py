@@ -75,7 +75,7 @@ def chain_fingerprint(
     config: RunConfig, spec: PartitionSpec, universe: str, *, corporate_actions: bool
 ) -> str:
     """The fingerprint of one universe's chain: run config (execution, strategy, risk,
-    validation), first month, the universe's definition, corporate actions present or not."""
+    validation, benchmark, metrics), first month, the universe's definition, corporate actions present or not."""
     return sha256_text(
         _canonical(
             {

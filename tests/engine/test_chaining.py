@@ -29,8 +29,10 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return write_sample_data(spec, out)
 
 
-def _config(market: dict[str, Path], risk: list[dict[str, Any]]) -> Any:
-    raw = {
+def _config(
+    market: dict[str, Path], risk: list[dict[str, Any]], benchmark: dict[str, Any] | None = None
+) -> Any:
+    raw: dict[str, Any] = {
         "data": {k: str(market[k]) for k in ("prices", "signals", "context")},
         "execution": {"commission_rate": 0.001, "allow_negative_cash": True},
         "strategy": {
@@ -45,6 +47,8 @@ def _config(market: dict[str, Path], risk: list[dict[str, Any]]) -> Any:
         },
         "risk": risk,
     }
+    if benchmark is not None:
+        raw["benchmark"] = benchmark
     return run_config_from_dict(raw)
 
 
@@ -65,6 +69,7 @@ def test_monthly_chain_equals_full_run(market: dict[str, Path], risk: list[dict[
         fills.append(month.fills)
         trades.append(month.trades.filter(pl.col("exit_reason") != "open"))
     assert month.final_equity == full.final_equity
+    assert "benchmark" in full.equity.columns  # (the default: equal weight, carried in state)
     assert pl.concat(equity).equals(full.equity)
     assert pl.concat(fills).equals(full.fills)
     closed = full.trades.filter(pl.col("exit_reason") != "open")
@@ -80,6 +85,32 @@ def test_monthly_chain_equals_full_run(market: dict[str, Path], risk: list[dict[
     assert full.fills.height > 50
     if risk:
         assert set(closed["exit_reason"]) >= {"signal", "trailing_stop", "time_exit"}
+
+
+@pytest.mark.parametrize(
+    "benchmark",
+    [{"asset": "A0007"}, {"context": "vix"}, {"kind": "none"}],
+    ids=["asset", "context", "none"],
+)
+def test_monthly_chain_gives_the_full_runs_benchmark(
+    market: dict[str, Path], benchmark: dict[str, Any]
+) -> None:
+    config = _config(market, [], benchmark)
+    full = run_backtest(config)
+    state: EngineState | None = None
+    equity = []
+    for start, end in itertools.pairwise(MONTHS):
+        month = run_backtest(config, start=start, end=end, initial_state=state)
+        state = EngineState.from_json(month.final_state.to_json())
+        equity.append(month.equity)
+    assert pl.concat(equity).equals(full.equity)
+    assert ("benchmark" in full.equity.columns) == (benchmark != {"kind": "none"})
+    # the last month's benchmark figures are over its own bars, from the value it started at
+    section = month.summary()["benchmark"]
+    if "total_return" in section:
+        bench = full.equity["benchmark"]
+        start_value = bench[full.equity.height - month.equity.height - 1]
+        assert section["total_return"] == bench[-1] / start_value - 1.0
 
 
 def test_state_naming_an_asset_absent_from_the_data_is_an_error(market: dict[str, Path]) -> None:

@@ -45,8 +45,10 @@ def one_engine_run(
     *,
     end: dt.datetime,
 ) -> BacktestResult:
-    """One `run_backtest` until `end`: the bars of every asset the months hold, signals only
-    for each month's members."""
+    """One `run_backtest` until `end`: each month's bars of the assets that month holds (as
+    the feature table gives them: an asset's bars start with the first month that holds it,
+    so the equal-weight benchmark buys what the first month holds), signals only for each
+    month's members."""
     chosen = months_of(spec, universe, months, data_dir)
     assets = sorted({a for m in chosen.values() for a in m.assets})
 
@@ -61,15 +63,28 @@ def one_engine_run(
         schema={"month": pl.Date, "asset_id": pl.String},
         orient="row",
     )
+    month_of = pl.col("timestamp").dt.truncate("1mo").dt.date()
     signals = load("signals").join(
-        members,
-        left_on=[pl.col("timestamp").dt.truncate("1mo").dt.date(), "asset_id"],
-        right_on=["month", "asset_id"],
-        how="semi",
+        members, left_on=[month_of, "asset_id"], right_on=["month", "asset_id"], how="semi"
+    )
+    held = pl.DataFrame(
+        [(key.month, asset) for key, month in chosen.items() for asset in month.assets],
+        schema={"month": pl.Date, "asset_id": pl.String},
+        orient="row",
+    )
+    prices = load("prices")
+    in_months = month_of.is_in(held["month"].unique().implode())
+    prices = pl.concat(
+        [
+            prices.filter(~in_months),  # (bars outside the months: as they are)
+            prices.filter(in_months).join(
+                held, left_on=[month_of, "asset_id"], right_on=["month", "asset_id"], how="semi"
+            ),
+        ]
     )
     return run_backtest(
         BacktestConfigResource().run_config(),
-        prices=load("prices"),
+        prices=prices,
         signals=signals,
         context=load("context"),
         end=end,

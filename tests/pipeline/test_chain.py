@@ -16,6 +16,7 @@ import yaml
 from ml4t_pipeline.engine import ATTRIBUTION_DIMENSIONS, EngineState
 from ml4t_pipeline.errors import StateError
 from ml4t_pipeline.pipeline.assets.summary import contiguous_months
+from ml4t_pipeline.pipeline.chain import config_code_version
 from ml4t_pipeline.pipeline.definitions import build_defs
 from ml4t_pipeline.pipeline.demo import failure_lines
 from ml4t_pipeline.pipeline.partitions import MonthKey, load_partition_spec
@@ -252,3 +253,28 @@ def test_rematerializing_a_month_makes_later_months_stale_and_refused(
     assert changed.run("backtest_job", feb.key).success
     assert changed.run("backtest_job", mar.key).success
     assert store.stale_months("core", start_month=JAN, fingerprint=new_fingerprint) == []
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"benchmark": {"asset": "A0003"}},
+        {"benchmark": {"kind": "none"}},
+        {"benchmark": {"context": "vix"}},
+        {"metrics": {"periods_per_year": 365}},
+    ],
+)
+def test_a_changed_benchmark_or_annualization_changes_the_fingerprint(
+    tmp_path: Path, change: dict[str, object]
+) -> None:
+    # (a stored month built under the old one is then stale: the rule above)
+    raw = yaml.safe_load((REPO / "configs" / "pipeline.yaml").read_text())
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(raw | change))
+    before = BacktestConfigResource()
+    after = BacktestConfigResource(run_config_path=str(tmp_path / "pipeline.yaml"))
+    assert after.fingerprint("core", corporate_actions=False) != before.fingerprint(
+        "core", corporate_actions=False
+    )
+    assert config_code_version(after.run_config(), SPEC) != config_code_version(
+        before.run_config(), SPEC
+    )

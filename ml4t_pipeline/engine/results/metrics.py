@@ -7,6 +7,10 @@ Sortino over empyrical's downside risk (the root mean square of the returns clip
 over all bars); drawdowns against the running peak, the starting equity included. The
 primitives below take a returns array and the periods per year, so the summary, the tear
 sheet's rolling windows and the benchmark's figures share one definition.
+
+A value the data do not define (a ratio over one bar, a Sharpe ratio of a flat curve) is
+NaN; a ratio over a dispersion of exactly zero is +-inf, as in empyrical. Both are written
+as JSON null (`output.json_ready`).
 """
 
 from __future__ import annotations
@@ -45,21 +49,37 @@ def periods_per_year(timestamps_us: np.ndarray) -> float:
     return DAYS_PER_YEAR / max(spacing_days, 1e-9)
 
 
+def _sample_std(returns: np.ndarray) -> float:
+    """Sample standard deviation (ddof 1), exactly 0 when every value is equal (the mean of
+    identical values can differ from them in the last bit; empyrical's rule too)."""
+    if float(returns.max()) == float(returns.min()):
+        return 0.0
+    return float(np.std(returns, ddof=1))
+
+
 def annual_volatility(returns: np.ndarray, periods: float) -> float:
     """Sample standard deviation (ddof 1) of the returns, annualized; NaN under two bars."""
     if returns.shape[0] < 2:
         return math.nan
-    return float(np.std(returns, ddof=1) * math.sqrt(periods))
+    return _sample_std(returns) * math.sqrt(periods)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator with IEEE semantics: +-inf over 0, NaN for 0 / 0."""
+    if denominator == 0.0:
+        return (
+            math.nan
+            if numerator == 0.0 or math.isnan(numerator)
+            else math.copysign(math.inf, numerator)
+        )
+    return numerator / denominator
 
 
 def sharpe_ratio(returns: np.ndarray, periods: float) -> float:
-    """mean / std (ddof 1) x sqrt(periods per year); NaN under two bars or without dispersion."""
+    """mean / std (ddof 1) x sqrt(periods per year); NaN under two bars or for a flat curve."""
     if returns.shape[0] < 2:
         return math.nan
-    std = float(np.std(returns, ddof=1))
-    if std == 0.0:
-        return math.nan
-    return float(np.mean(returns)) / std * math.sqrt(periods)
+    return _ratio(float(np.mean(returns)), _sample_std(returns)) * math.sqrt(periods)
 
 
 def downside_risk(returns: np.ndarray, periods: float) -> float:
@@ -74,11 +94,7 @@ def sortino_ratio(returns: np.ndarray, periods: float) -> float:
     """Annualized mean return over the downside risk; NaN under two bars, inf without a loss."""
     if returns.shape[0] < 2:
         return math.nan
-    risk = downside_risk(returns, periods)
-    mean = float(np.mean(returns)) * periods
-    if risk == 0.0:
-        return math.inf if mean > 0 else math.nan
-    return mean / risk
+    return _ratio(float(np.mean(returns)) * periods, downside_risk(returns, periods))
 
 
 def drawdowns(values: np.ndarray, start: float) -> np.ndarray:
@@ -88,54 +104,95 @@ def drawdowns(values: np.ndarray, start: float) -> np.ndarray:
         return values / peak - 1.0
 
 
+def max_drawdown(values: np.ndarray, start: float) -> float:
+    """The deepest drawdown of the curve (a fraction <= 0); NaN without bars."""
+    if values.shape[0] == 0:
+        return math.nan
+    return float(drawdowns(values, start).min())
+
+
 def cagr(values: np.ndarray, start: float, periods: float) -> float:
-    """Compound annual growth: (end / start) ** (periods per year / bars) - 1."""
-    if values.shape[0] == 0 or start <= 0:
+    """Compound annual growth: (end / start) ** (periods per year / bars) - 1; -1 for a curve
+    that ends at 0, NaN for one that ends below 0 (no real root) or without bars."""
+    if values.shape[0] == 0 or not start > 0:
         return math.nan
     growth = float(values[-1]) / start
-    if growth <= 0:
-        return -1.0
+    if growth < 0 or math.isnan(growth):
+        return math.nan
     return float(growth ** (periods / values.shape[0]) - 1.0)
 
 
+def beta(returns: np.ndarray, factor: np.ndarray) -> float:
+    """Cov(returns, factor) / Var(factor), both with the population mean (empyrical's beta);
+    NaN under two bars or when the factor does not vary (variance below 1e-30)."""
+    if returns.shape[0] < 2:
+        return math.nan
+    residual = factor - float(np.mean(factor))
+    variance = float(np.mean(residual * residual))
+    if variance < 1e-30:
+        return math.nan
+    return float(np.mean(residual * returns)) / variance
+
+
+def alpha(returns: np.ndarray, factor: np.ndarray, periods: float) -> float:
+    """Annualized alpha (risk free 0): (1 + mean(returns - beta x factor)) ** periods - 1."""
+    if returns.shape[0] < 2:
+        return math.nan
+    b = beta(returns, factor)
+    return float((float(np.mean(returns - b * factor)) + 1.0) ** periods - 1.0)
+
+
+def tracking_error(returns: np.ndarray, factor: np.ndarray, periods: float) -> float:
+    """The annualized sample deviation (ddof 1) of the active returns (returns - factor)."""
+    return annual_volatility(returns - factor, periods)
+
+
+def information_ratio(returns: np.ndarray, factor: np.ndarray, periods: float) -> float:
+    """Annualized mean active return over the tracking error: empyrical's excess_sharpe
+    x sqrt(periods per year); NaN under two bars."""
+    if returns.shape[0] < 2:
+        return math.nan
+    active = returns - factor
+    return _ratio(float(np.mean(active)) * periods, tracking_error(returns, factor, periods))
+
+
+def correlation(returns: np.ndarray, factor: np.ndarray) -> float:
+    """Pearson correlation of the two return series; NaN under two bars or if one is flat."""
+    if returns.shape[0] < 2:
+        return math.nan
+    a, b = returns - float(np.mean(returns)), factor - float(np.mean(factor))
+    scale = math.sqrt(float(np.dot(a, a)) * float(np.dot(b, b)))
+    return float(np.dot(a, b)) / scale if scale > 0 else math.nan
+
+
 def compute_metrics(
-    equity: pl.DataFrame, trades: pl.DataFrame, fills: pl.DataFrame, *, start_equity: float
+    equity: pl.DataFrame,
+    trades: pl.DataFrame,
+    fills: pl.DataFrame,
+    *,
+    start_equity: float,
+    periods: float | None = None,
 ) -> dict[str, float]:
-    """Summary statistics of an equity curve (per-bar returns, annualised by bar spacing)."""
+    """Summary statistics of an equity curve that starts at `start_equity`. `periods`: bars
+    per year (default: from the bar spacing, `periods_per_year`)."""
     values = equity["equity"].to_numpy()
     out: dict[str, float] = {}
     if values.shape[0] == 0:
         return out
-    prev = np.r_[start_equity, values[:-1]]
-    returns = values / prev - 1.0
-    stamps = equity["timestamp"].dt.epoch("us").to_numpy()
-    spacing_days = float(np.median(np.diff(stamps))) / 86_400e6 if stamps.shape[0] > 1 else 1.0
-    periods = 252.0 if spacing_days >= 0.5 else 252.0 / max(spacing_days, 1e-9)
+    if periods is None:
+        periods = periods_per_year(equity["timestamp"].dt.epoch("us").to_numpy())
+    returns = bar_returns(values, start_equity)
     years = values.shape[0] / periods
-    total = float(values[-1] / start_equity - 1.0)
-    vol = float(returns.std(ddof=1) * math.sqrt(periods)) if returns.shape[0] > 1 else 0.0
-    mean = float(returns.mean() * periods)
-    downside = returns[returns < 0]
-    down_vol = (
-        float(math.sqrt(float(np.mean(downside**2))) * math.sqrt(periods))
-        if downside.shape[0]
-        else 0.0
-    )
-    peak = np.maximum.accumulate(np.r_[start_equity, values])[1:]
-    drawdown = values / peak - 1.0
     exposure = equity["positions_value"].to_numpy()
     closed_pnl = trades["pnl"].to_numpy()[(trades["exit_reason"] != "open").to_numpy()]
     traded = float((fills["qty"].cast(pl.Float64) * fills["price"]).sum()) if fills.height else 0.0
-    out["total_return"] = total
-    out["cagr"] = (
-        float((values[-1] / start_equity) ** (1.0 / years) - 1.0)
-        if years > 0 and values[-1] > 0
-        else -1.0
-    )
-    out["volatility"] = vol
-    out["sharpe"] = mean / vol if vol > 0 else 0.0
-    out["sortino"] = mean / down_vol if down_vol > 0 else 0.0
-    out["max_drawdown"] = float(drawdown.min())
+    out["total_return"] = float(values[-1] / start_equity - 1.0)
+    out["cagr"] = cagr(values, start_equity, periods)
+    out["volatility"] = annual_volatility(returns, periods)
+    out["sharpe"] = sharpe_ratio(returns, periods)
+    out["sortino"] = sortino_ratio(returns, periods)
+    out["max_drawdown"] = max_drawdown(values, start_equity)
+    out["periods_per_year"] = periods
     out["turnover"] = traded / float(np.mean(values)) / max(years, 1e-12)
     out["exposure"] = float(
         np.mean(np.abs(exposure) / np.where(values != 0, np.abs(values), np.nan))
@@ -145,3 +202,30 @@ def compute_metrics(
     out["win_rate"] = wins / n_closed if n_closed else 0.0
     out["n_trades"] = float(n_closed)
     return out
+
+
+def relative_metrics(
+    values: np.ndarray,
+    start: float,
+    benchmark: np.ndarray,
+    benchmark_start: float,
+    periods: float,
+) -> dict[str, float]:
+    """The benchmark's own figures and the strategy's against it (summary.json `benchmark`):
+    both curves as per-bar simple returns from their values before the first bar."""
+    returns = bar_returns(values, start)
+    factor = bar_returns(benchmark, benchmark_start)
+    total = float(benchmark[-1] / benchmark_start - 1.0)
+    return {
+        "total_return": total,
+        "cagr": cagr(benchmark, benchmark_start, periods),
+        "volatility": annual_volatility(factor, periods),
+        "sharpe": sharpe_ratio(factor, periods),
+        "max_drawdown": max_drawdown(benchmark, benchmark_start),
+        "excess_return": float(values[-1] / start - 1.0) - total,
+        "beta": beta(returns, factor),
+        "alpha": alpha(returns, factor, periods),
+        "tracking_error": tracking_error(returns, factor, periods),
+        "information_ratio": information_ratio(returns, factor, periods),
+        "correlation": correlation(returns, factor),
+    }

@@ -48,8 +48,9 @@ class BacktestResult:
         return attribution(self.trades)
 
     def summary(self) -> dict[str, Any]:
-        """The JSON summary line of the CLI (wall_s covers the engine; the CLI may override)."""
-        return {
+        """The JSON summary line of the CLI (wall_s covers the engine; the CLI may override).
+        A value the run does not define (NaN, +-inf: `results.metrics`) is None (JSON null)."""
+        summary = {
             "final_equity": self.final_equity,
             "final_cash": self.final_cash,
             "initial_cash": self.start_equity,  # the CLI's JSON key, kept for its readers
@@ -63,6 +64,7 @@ class BacktestResult:
             **self.metrics,
             **self.extra,
         }
+        return json_ready(summary)
 
     def write(self, out_dir: str | Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Path:
         """Write every table + summary.json + state.json and publish them together as `out_dir`.
@@ -76,11 +78,25 @@ class BacktestResult:
             f"{name}.parquet": functools.partial(_write_table, getattr(self, name))
             for name in TABLES
         }
-        summary = json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True)
+        summary = json.dumps(
+            _deterministic(self.summary()), indent=2, sort_keys=True, allow_nan=False
+        )
         members["summary.json"] = functools.partial(_write_text, summary)
         members["state.json"] = functools.partial(_write_text, self.final_state.to_json())
         publish_dir(out_dir, members, lock_timeout_s=lock_timeout_s)
         return Path(out_dir)
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every float that is not finite (NaN, +-inf) replaced by None, in nested
+    dicts and lists too: JSON has no such numbers (`NaN` / `Infinity` tokens are not JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
 
 
 def _write_table(frame: pl.DataFrame, path: Path) -> None:

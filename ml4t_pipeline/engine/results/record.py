@@ -6,7 +6,7 @@ engine's own fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -45,6 +45,10 @@ class RunRecord:
     final_state: EngineState
     #: per asset, the entry time (us UTC) of a trade carried in from an earlier run (NO_TIME: none)
     carried_entry_us: np.ndarray | None = None
+    benchmark: np.ndarray | None = None  # the benchmark's value per bar (None: kind none)
+    benchmark_start: float | None = None  # its value before the first bar
+    benchmark_info: dict[str, Any] = field(default_factory=dict)  # `Benchmark.describe`
+    periods_per_year: float | None = None  # `metrics.periods_per_year` (None: from spacing)
 
     @property
     def last_bar(self) -> int:

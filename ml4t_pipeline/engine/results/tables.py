@@ -16,7 +16,11 @@ from ml4t_pipeline.engine.enums import (
 )
 from ml4t_pipeline.engine.execution.fills import REJECT_REASONS, REJECTION_DTYPE, columns
 from ml4t_pipeline.engine.execution.orders import Orders
-from ml4t_pipeline.engine.results.metrics import compute_metrics
+from ml4t_pipeline.engine.results.metrics import (
+    compute_metrics,
+    periods_per_year,
+    relative_metrics,
+)
 from ml4t_pipeline.engine.results.output import BacktestResult
 from ml4t_pipeline.engine.results.record import RunRecord
 from ml4t_pipeline.engine.state import NO_TIME
@@ -91,6 +95,8 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
             "cash": cash,
             "positions_value": positions,
             "equity": cash + positions,
+            # the benchmark's value (`engine.benchmark`); no column without a benchmark
+            **({} if record.benchmark is None else {"benchmark": record.benchmark}),
         }
     )
 
@@ -151,7 +157,15 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
     )
     trades = _trades(record, asset_col, rule_col)
     actions = _actions(record, asset_col)
-    metrics = compute_metrics(equity, trades, fills, start_equity=record.start_equity)
+    periods = record.periods_per_year
+    if periods is None:
+        periods = periods_per_year(calendar)
+    metrics = compute_metrics(
+        equity, trades, fills, start_equity=record.start_equity, periods=periods
+    )
+    extra: dict[str, Any] = {"benchmark": _benchmark_section(record, equity, periods)}
+    if record.actions is not None:
+        extra["corporate_actions"] = _action_counts(actions)
     return BacktestResult(
         equity=equity,
         fills=fills,
@@ -167,8 +181,21 @@ def build_result(record: RunRecord, *, wall_s: float) -> BacktestResult:
         wall_s=wall_s,
         final_state=record.final_state,
         negative_cash_fills=record.negative_cash_fills,
-        extra={} if record.actions is None else {"corporate_actions": _action_counts(actions)},
+        extra=extra,
     )
+
+
+def _benchmark_section(record: RunRecord, equity: pl.DataFrame, periods: float) -> dict[str, Any]:
+    """summary.json's `benchmark`: what it is, its own figures and the strategy's against it."""
+    section = dict(record.benchmark_info)
+    values = record.benchmark
+    if values is None or record.benchmark_start is None or values.shape[0] == 0:
+        return section
+    section["final_value"] = float(values[-1])
+    section |= relative_metrics(
+        equity["equity"].to_numpy(), record.start_equity, values, record.benchmark_start, periods
+    )
+    return section
 
 
 def _trades(record: RunRecord, asset_col: Any, rule_col: Any) -> pl.DataFrame:

@@ -22,10 +22,10 @@ DESIGN (issue 16, the month chain in the asset graph)
   instance-level with `retry_on_asset_or_op_failure: false`, so only runs that die for other
   reasons (worker crash, detected by run monitoring) are retried.
 - Lineage (`pipeline/chain.py`): a fingerprint of the run config (execution, strategy, risk,
-  the universe's definition, the start month, whether corporate actions are present) is
-  stored in each month's partition.json and summary; the config part is the asset's
-  `code_version`, so Dagster shows every month stale after a config change. Continuing from
-  month m-1 verifies the whole chain before it: every stored month's state matches its
+  benchmark, metrics; the universe's definition, the start month, whether corporate actions
+  are present) is stored in each month's partition.json and summary; the config part is the
+  asset's `code_version`, so Dagster shows every month stale after a config change. Continuing
+  from month m-1 verifies the whole chain before it: every stored month's state matches its
   recorded sha256, was built under the same fingerprint, started from the state its
   predecessor has now, and has no failed blocking check on its latest materialization; the
   first broken month is named as the one to re-run. Within a run, each month passes the

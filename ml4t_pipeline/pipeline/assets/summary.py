@@ -87,13 +87,15 @@ def summarize_performance(
     start_month = backtest_config.partition_spec().start_month
     months = contiguous_months(store.stored_months(universe), universe, start_month)
     sets = [store.read_backtest(MonthKey(m, universe)) for m in months]
-    initial_cash = backtest_config.run_config().execution.initial_cash
+    run_config = backtest_config.run_config()
+    initial_cash = run_config.execution.initial_cash
     equity = pl.concat([s.tables["equity"] for s in sets], how="vertical_relaxed")
     metrics = compute_metrics(
         equity,
         pl.concat([s.tables["trades"] for s in sets], how="vertical_relaxed"),
         pl.concat([s.tables["fills"] for s in sets], how="vertical_relaxed"),
         start_equity=initial_cash,
+        periods=run_config.metrics.periods_per_year,
     )
     table = monthly_rows(months, sets)
     chart = equity_drawdown_png(equity, start_equity=initial_cash, title=f"{universe}, all months")
