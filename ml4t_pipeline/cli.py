@@ -1,4 +1,4 @@
-"""`ml4t-pipeline` command line: backtest, validate, sample-data, demo.
+"""`ml4t-pipeline` command line: backtest, report, validate, sample-data, demo.
 
 User mistakes (a bad config, bad data, an unusable `--out`) print one `error:` line on stderr
 (values cut to ~200 characters) and exit with status 2, before anything is written; a
@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +80,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     out = output_folder(args.out)
     config = load_run_config(args.config)
+    warm = None if args.no_report else _import_in_background()
     validate_s = 0.0
     data_warnings: list[str] | str
     if config.execution.validate and not args.no_validate:
@@ -95,17 +97,44 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         skipped_by = "--no-validate" if args.no_validate else "execution.validate: false"
         data_warnings = f"not checked: validation skipped ({skipped_by})"
     result = run_backtest(config, progress=_progress_printer())
+    if warm is not None:
+        warm.join()
     result.extra["engine_wall_s"] = result.wall_s
     result.extra["validate_wall_s"] = validate_s
     result.extra["data_warnings"] = data_warnings
     try:
-        result.write(out)
+        result.write(out, report=not args.no_report)
     except OSError as exc:
         msg = f"cannot write the results to {clipped(str(out))}: {exc.strerror or exc}"
         raise UsageError(msg) from exc
     result.wall_s = time.perf_counter() - args.started  # the whole command, results written
     print(json.dumps(result.summary()))
     return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.report import write_report
+
+    started = time.perf_counter()
+    try:
+        path = write_report(args.results)
+    except OSError as exc:
+        msg = f"cannot write the report into {clipped(args.results)}: {exc.strerror or exc}"
+        raise UsageError(msg) from exc
+    print(json.dumps({"report": str(path), "wall_s": time.perf_counter() - started}))
+    return 0
+
+
+def _import_in_background() -> threading.Thread:
+    """Import the report's plotting code (matplotlib: most of a second) in a thread while the
+    engine runs, so the charts do not wait for it. The engine's own work is numpy, polars and
+    pyarrow calls that release the GIL for most of their time; joined before the report is
+    drawn. Measured in README ("Research report")."""
+    from ml4t_pipeline.report import charts
+
+    thread = threading.Thread(target=charts.warm_up, name="import-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def _validate_files(
@@ -201,7 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--config", required=True, help="run YAML (data, execution, strategy, risk)")
     bt.add_argument("--out", required=True, help="output folder for the result tables")
     bt.add_argument("--no-validate", action="store_true", help="skip the input validation pass")
+    bt.add_argument(
+        "--no-report", action="store_true", help="do not write report.html (saves the charts)"
+    )
     bt.set_defaults(func=_cmd_backtest)
+
+    rp = sub.add_parser("report", help="(re)write report.html of a backtest's results folder")
+    rp.add_argument("--results", required=True, help="a backtest's --out folder")
+    rp.set_defaults(func=_cmd_report)
 
     va = sub.add_parser("validate", help="validate the inputs named by a run config")
     va.add_argument("--config", required=True)
