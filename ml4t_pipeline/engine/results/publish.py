@@ -113,10 +113,9 @@ def replace_member(
     known = frozenset(names) | {name}
     with _locked(target, lock_timeout_s):
         _clean_debris(target, known)
-        if not target.is_dir():
-            msg = f"{target} is not a directory"
+        if not target.is_dir() or not _holds_only(target, known):
+            msg = f"{target} is not a backtest result (a result holds only {', '.join(sorted(known))})"
             raise OutputError(msg)
-        _check_replaceable(target, known)
         staging = _sibling(target, "pub")
         os.mkdir(staging)
         try:
