@@ -2,11 +2,10 @@
 
     .venv/bin/python benchmarks/bench_report.py [--repeat 5] [--workloads w3 w4]
 
-Per workload, fresh processes in turn (interleaved, so a noisy spell hits every variant):
-`--no-report`, the default (report.html, matplotlib imported in a background thread while the
-engine runs), and the default with the background import turned off (the import then happens
-when the first chart is drawn). Prints the median and fastest wall seconds of each and the
-median extra over `--no-report`, as one JSON line per workload; asserts nothing.
+Per workload, fresh `ml4t-pipeline backtest` processes in turn, `--no-report` then the
+default (report.html), interleaved so a noisy spell hits both. Prints the median and fastest
+wall seconds of each and the median extra of the report, as one JSON line per workload;
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -24,24 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # benchmarks/run.py: the W3/W4 datasets and configs
 
-CHILD = (
-    "import sys\n"
-    "import ml4t_pipeline.cli as cli\n"
-    "if sys.argv[1] == 'foreground':\n"
-    "    cli._import_in_background = lambda: None\n"
-    "raise SystemExit(cli.main(sys.argv[2:]))\n"
-)
-VARIANTS = {
-    "no_report": ("background", ["--no-report"]),
-    "report": ("background", []),
-    "report_foreground_import": ("foreground", []),
-}
+CLI = Path(sys.executable).with_name("ml4t-pipeline")
+VARIANTS = {"no_report": ["--no-report"], "report": []}
 
 
-def _one(cfg: Path, out: Path, mode: str, extra: list[str]) -> float:
-    argv = [sys.executable, "-c", CHILD, mode, "backtest", "--config", str(cfg), "--out", str(out)]
+def _one(cfg: Path, out: Path, extra: list[str]) -> float:
+    argv = [str(CLI), "backtest", "--config", str(cfg), "--out", str(out), *extra]
     started = time.perf_counter()
-    subprocess.run([*argv, *extra], check=True, capture_output=True)
+    subprocess.run(argv, check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -55,9 +44,9 @@ def main() -> None:
         walls: dict[str, list[float]] = {v: [] for v in VARIANTS}
         with tempfile.TemporaryDirectory(prefix="ml4t-bench-report-") as tmp:
             for k in range(args.repeat):
-                for variant, (mode, extra) in VARIANTS.items():
+                for variant, extra in VARIANTS.items():
                     out = Path(tmp) / f"{variant}-{k}"
-                    walls[variant].append(_one(cfg, out, mode, extra))
+                    walls[variant].append(_one(cfg, out, extra))
         base = statistics.median(walls["no_report"])
         print(
             json.dumps(

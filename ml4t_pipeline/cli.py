@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +79,6 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     out = output_folder(args.out)
     config = load_run_config(args.config)
-    warm = None if args.no_report else _import_in_background()
     validate_s = 0.0
     data_warnings: list[str] | str
     if config.execution.validate and not args.no_validate:
@@ -97,8 +95,6 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         skipped_by = "--no-validate" if args.no_validate else "execution.validate: false"
         data_warnings = f"not checked: validation skipped ({skipped_by})"
     result = run_backtest(config, progress=_progress_printer())
-    if warm is not None:
-        warm.join()
     result.extra["engine_wall_s"] = result.wall_s
     result.extra["validate_wall_s"] = validate_s
     result.extra["data_warnings"] = data_warnings
@@ -123,18 +119,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(msg) from exc
     print(json.dumps({"report": str(path), "wall_s": time.perf_counter() - started}))
     return 0
-
-
-def _import_in_background() -> threading.Thread:
-    """Import the report's plotting code (matplotlib: most of a second) in a thread while the
-    engine runs, so the charts do not wait for it. The engine's own work is numpy, polars and
-    pyarrow calls that release the GIL for most of their time; joined before the report is
-    drawn. Measured in README ("Research report")."""
-    from ml4t_pipeline.report import charts
-
-    thread = threading.Thread(target=charts.warm_up, name="import-matplotlib", daemon=True)
-    thread.start()
-    return thread
 
 
 def _validate_files(

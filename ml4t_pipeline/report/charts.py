@@ -198,6 +198,7 @@ def rolling_chart(
     times_us: np.ndarray,
     *,
     window: int,
+    rolling_us: np.ndarray,
     sharpe: np.ndarray,
     volatility: np.ndarray,
     exposure: np.ndarray,
@@ -205,19 +206,20 @@ def rolling_chart(
     turnover: np.ndarray,
     benchmark_volatility: np.ndarray | None = None,
 ) -> bytes:
-    """Rolling Sharpe and volatility over `window` bars, exposure per bar and turnover per
-    month, on one time axis, as a PNG."""
+    """Rolling Sharpe and volatility over `window` bars (at the times `rolling_us`), exposure
+    per bar (at `times_us`) and turnover per month, on one time axis, as a PNG."""
     x = _days(times_us)
+    at = _days(rolling_us)
     with _figure(6.4, [1.0, 1.0, 1.0, 1.0]) as (fig, axes):
         ax = axes[0]
         ax.axhline(0.0, color="#999999", linewidth=0.7)
-        ax.plot(x, sharpe, color=STRATEGY_COLOUR)
+        ax.plot(at, sharpe, color=STRATEGY_COLOUR)
         ax.set_title(f"Rolling Sharpe ratio ({window} bars)")
         _y_format(ax, "ratio")
         ax = axes[1]
         if benchmark_volatility is not None:
-            ax.plot(x, benchmark_volatility, color=BENCHMARK_COLOUR, label="benchmark")
-        ax.plot(x, volatility, color=STRATEGY_COLOUR, label="strategy")
+            ax.plot(at, benchmark_volatility, color=BENCHMARK_COLOUR, label="benchmark")
+        ax.plot(at, volatility, color=STRATEGY_COLOUR, label="strategy")
         if benchmark_volatility is not None:
             ax.legend(loc="upper left")
         ax.set_title(f"Rolling volatility, annualised ({window} bars)")
@@ -228,7 +230,9 @@ def rolling_chart(
         _y_format(ax, "percent")
         ax = axes[3]
         months = _days(month_starts_us)
-        ax.bar(months, turnover, width=25.0, align="edge", color=BAR_COLOUR, linewidth=0)
+        if months.shape[0]:  # one filled step per month (one artist, not a bar per month)
+            edges = np.r_[months, max(float(x[-1]), float(months[-1])) + 1.0]
+            ax.stairs(turnover, edges, fill=True, color=BAR_COLOUR, linewidth=0)
         ax.set_title("Turnover per month: notional traded / mean equity")
         _y_format(ax, "percent")
         if x.shape[0]:

@@ -22,6 +22,7 @@ from ml4t_pipeline.report.inputs import ReportInputs
 
 NONE = "—"
 TOP_ASSETS = 10  # attribution by asset: the best and the worst this many
+ROLLING_POINTS = 800  # the rolling windows drawn: about one per pixel of the chart
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 #: the headline rows: label, key of the headline figures, format
 HEADLINE_ROWS = (
@@ -248,19 +249,22 @@ def _charts(run: _Run) -> tuple[str, str]:
         bench = charts.Curve(times_us=run.times_us, values=run.benchmark, label="benchmark")
     strategy = charts.Curve(times_us=run.times_us, values=run.values, label="strategy")
     equity_png = charts.equity_chart(strategy, run.drawdown, benchmark=bench)
-    window, sharpe, vol = stats.rolling(run.returns, run.periods)
+    every = max(1, run.values.shape[0] // ROLLING_POINTS)
+    mine = stats.rolling(run.returns, run.periods, every=every)
     bench_vol = None
     if run.benchmark is not None:
-        _, _, bench_vol = stats.rolling(bar_returns(run.benchmark, run.start), run.periods)
+        bench_returns = bar_returns(run.benchmark, run.start)
+        bench_vol = stats.rolling(bench_returns, run.periods, every=every).volatility
     turnover = stats.monthly_turnover(run.equity, run.inputs.fills)
     month_starts = (
         turnover["period"].str.to_datetime("%Y-%m", time_zone="UTC").dt.epoch("us").to_numpy()
     )
     rolling_png = charts.rolling_chart(
         run.times_us,
-        window=window,
-        sharpe=sharpe,
-        volatility=vol,
+        window=mine.window,
+        rolling_us=run.times_us[mine.bars],
+        sharpe=mine.sharpe,
+        volatility=mine.volatility,
         exposure=stats.exposure(run.equity),
         month_starts_us=month_starts,
         turnover=turnover["turnover"].to_numpy(),

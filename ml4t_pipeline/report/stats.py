@@ -118,18 +118,33 @@ def period_returns(
     ).select("period", "return")
 
 
-def rolling(returns: np.ndarray, periods: float) -> tuple[int, np.ndarray, np.ndarray]:
-    """The rolling window (half a year of bars) and, per bar, the Sharpe ratio and annualised
-    volatility of the window ending there (NaN until a window is full)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rolling:
+    """Rolling figures over `window` bars, for the windows ending at `bars`."""
+
+    window: int
+    bars: np.ndarray  # the bar each window ends at (ascending)
+    sharpe: np.ndarray
+    volatility: np.ndarray  # annualised
+
+
+def rolling(returns: np.ndarray, periods: float, *, every: int = 1) -> Rolling:
+    """Sharpe ratio and annualised volatility of the last half year of bars (126 for daily
+    bars), for the windows ending at every `every`-th bar from the first full one, and at the
+    last bar. A chart of a long run samples it (`every` > 1): a pixel holds several bars."""
     window = max(round(ROLLING_YEARS * periods), 2)
     n = returns.shape[0]
-    sharpe = np.full(n, np.nan)
-    vol = np.full(n, np.nan)
-    for end in range(window, n + 1):
-        chunk = returns[end - window : end]
-        sharpe[end - 1] = sharpe_ratio(chunk, periods)
-        vol[end - 1] = annual_volatility(chunk, periods)
-    return window, sharpe, vol
+    ends = list(range(window - 1, n, max(every, 1)))
+    if n >= window and ends[-1] != n - 1:
+        ends.append(n - 1)
+    sharpe = np.array([sharpe_ratio(returns[e + 1 - window : e + 1], periods) for e in ends])
+    vol = np.array([annual_volatility(returns[e + 1 - window : e + 1], periods) for e in ends])
+    return Rolling(
+        window=window,
+        bars=np.array(ends, dtype=np.int64),
+        sharpe=sharpe.astype(np.float64),
+        volatility=vol.astype(np.float64),
+    )
 
 
 def annualization(timestamps: pl.Series) -> float:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 import re
@@ -15,7 +16,8 @@ import polars as pl
 import pytest
 
 from ml4t_pipeline.cli import main
-from ml4t_pipeline.report import read_results_dir, render_report
+from ml4t_pipeline.engine.results.attribution import SCHEMA as ATTRIBUTION_SCHEMA
+from ml4t_pipeline.report import ReportInputs, read_results_dir, render_report
 from tests.report.conftest import add_benchmark, copy_results
 
 SECTIONS = ("headline", "equity", "returns", "rolling", "trades", "attribution", "rejections")
@@ -203,12 +205,14 @@ def test_a_benchmark_is_drawn_and_tabled_when_present(results: Path, tmp_path: P
     assert page == render_report(read_results_dir(folder))
 
 
-def test_neither_the_engine_nor_a_backtest_without_report_imports_matplotlib(
+def test_neither_the_engine_the_definitions_nor_a_backtest_without_report_import_matplotlib(
     report_config: Path, tmp_path: Path
 ) -> None:
     code = (
         "import sys\n"
         "import ml4t_pipeline.engine, ml4t_pipeline.cli, ml4t_pipeline.report\n"
+        "from ml4t_pipeline.pipeline.definitions import defs\n"
+        "defs()  # the code location every Dagster run loads\n"
         "from ml4t_pipeline.cli import main\n"
         "argv = ['backtest', '--config', sys.argv[1], '--out', sys.argv[2], '--no-validate']\n"
         "assert main([*argv, '--no-report']) == 0\n"
@@ -222,3 +226,33 @@ def test_neither_the_engine_nor_a_backtest_without_report_imports_matplotlib(
         timeout=300,
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("bars", [0, 1, 3])
+def test_a_run_of_few_bars_and_no_trades_still_reports(bars: int) -> None:
+    utc = pl.Datetime("us", "UTC")
+    stamps = [dt.datetime(2024, 1, 2, tzinfo=dt.UTC) + dt.timedelta(days=k) for k in range(bars)]
+    inputs = ReportInputs(
+        equity=pl.DataFrame(
+            {"timestamp": stamps, "equity": [100.0 + k for k in range(bars)]},
+            schema={"timestamp": utc, "equity": pl.Float64},
+        ).with_columns(positions_value=pl.lit(0.0)),
+        trades=pl.DataFrame(
+            schema={
+                "asset_id": pl.String,
+                "exit_time": utc,
+                "bars_held": pl.Int64,
+                "pnl": pl.Float64,
+                "exit_reason": pl.String,
+            }
+        ),
+        fills=pl.DataFrame(schema={"timestamp": utc, "qty": pl.Int64, "price": pl.Float64}),
+        rejections=pl.DataFrame(schema={"reason": pl.String, "qty": pl.Int64}),
+        attribution=pl.DataFrame(schema=ATTRIBUTION_SCHEMA),
+        summary={"initial_cash": 100.0},
+    )
+    page = render_report(inputs)
+    assert page.count("data:image/png;base64,") == (2 if bars else 0)
+    assert "No order was rejected." in page
+    assert _row(page, "Closed trades") == ["0"]
+    assert _row(page, "Win rate") == ["—"]

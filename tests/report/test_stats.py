@@ -94,12 +94,16 @@ def test_trade_statistics_without_trades_are_undefined() -> None:
 def test_the_rolling_window_is_half_a_year_of_bars_and_uses_the_primitives() -> None:
     rng = np.random.default_rng(3)
     returns = rng.normal(0.0005, 0.01, 400)
-    window, sharpe, vol = stats.rolling(returns, 252.0)
-    assert window == 126
-    assert np.isnan(sharpe[:125]).all()
-    assert sharpe[-1] == sharpe_ratio(returns[-126:], 252.0)
-    assert vol[200] == annual_volatility(returns[75:201], 252.0)
-    assert stats.rolling(returns, 52.0)[0] == 26
+    every_bar = stats.rolling(returns, 252.0)
+    assert every_bar.window == 126
+    assert every_bar.bars.tolist() == list(range(125, 400))
+    assert every_bar.sharpe[-1] == sharpe_ratio(returns[-126:], 252.0)
+    assert every_bar.volatility[75] == annual_volatility(returns[75:201], 252.0)
+    sampled = stats.rolling(returns, 252.0, every=100)
+    assert sampled.bars.tolist() == [125, 225, 325, 399]  # and the last bar
+    assert sampled.sharpe.tolist() == every_bar.sharpe[[0, 100, 200, 274]].tolist()
+    assert stats.rolling(returns, 52.0).window == 26
+    assert stats.rolling(returns[:100], 252.0).bars.tolist() == []
 
 
 def test_headline_figures_are_those_of_the_primitives() -> None:
