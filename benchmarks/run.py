@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/run.py [--repeat 3] [--only w1,w3,w4,risk]
 
 - W4 (3,000 assets x 2,520 bars) end to end: a fresh `ml4t-pipeline backtest` process per run
-  (interpreter start, imports, Parquet load, validation off/on, result writing), wall seconds
-  and the child's peak RSS.
+  (interpreter start, imports, Parquet load, validation off/on, result writing; `--no-report`,
+  as before the report existed: `bench_report.py` measures what it adds), wall seconds and the
+  child's peak RSS.
 - W3 (500 x 252) and W1 (1 x 10,000, per-event callback): engine time in-process, split into
   data load and the loop, interpreter start and imports excluded; medians, and the rate of the
   fastest run.
@@ -102,7 +103,7 @@ def _one_process(cfg: Path, out: Path) -> tuple[float, float, dict[str, Any]]:
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         started = time.perf_counter()
         child = subprocess.Popen(
-            [str(CLI), "backtest", "--config", str(cfg), "--out", str(out)],
+            [str(CLI), "backtest", "--config", str(cfg), "--out", str(out), "--no-report"],
             stdout=stdout,
             stderr=stderr,
             env=env,

@@ -1,4 +1,4 @@
-"""`ml4t-pipeline` command line: backtest, validate, sample-data, demo.
+"""`ml4t-pipeline` command line: backtest, report, validate, sample-data, demo.
 
 User mistakes (a bad config, bad data, an unusable `--out`) print one `error:` line on stderr
 (values cut to ~200 characters) and exit with status 2, before anything is written; a
@@ -99,12 +99,25 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     result.extra["validate_wall_s"] = validate_s
     result.extra["data_warnings"] = data_warnings
     try:
-        result.write(out)
+        result.write(out, report=not args.no_report)
     except OSError as exc:
         msg = f"cannot write the results to {clipped(str(out))}: {exc.strerror or exc}"
         raise UsageError(msg) from exc
     result.wall_s = time.perf_counter() - args.started  # the whole command, results written
     print(json.dumps(result.summary()))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.report import write_report
+
+    started = time.perf_counter()
+    try:
+        path = write_report(args.results)
+    except OSError as exc:
+        msg = f"cannot write the report into {clipped(args.results)}: {exc.strerror or exc}"
+        raise UsageError(msg) from exc
+    print(json.dumps({"report": str(path), "wall_s": time.perf_counter() - started}))
     return 0
 
 
@@ -201,7 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--config", required=True, help="run YAML (data, execution, strategy, risk)")
     bt.add_argument("--out", required=True, help="output folder for the result tables")
     bt.add_argument("--no-validate", action="store_true", help="skip the input validation pass")
+    bt.add_argument(
+        "--no-report", action="store_true", help="do not write report.html (saves the charts)"
+    )
     bt.set_defaults(func=_cmd_backtest)
+
+    rp = sub.add_parser("report", help="(re)write report.html of a backtest's results folder")
+    rp.add_argument("--results", required=True, help="a backtest's --out folder")
+    rp.set_defaults(func=_cmd_report)
 
     va = sub.add_parser("validate", help="validate the inputs named by a run config")
     va.add_argument("--config", required=True)

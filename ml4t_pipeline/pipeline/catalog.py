@@ -75,7 +75,14 @@ ASSET_CATALOG: Mapping[str, CatalogEntry] = {
     ),
     "performance_summary": CatalogEntry(
         kinds=frozenset({"polars", "parquet"}),
-        modules=("ml4t_pipeline.pipeline.assets.summary", "ml4t_pipeline.engine.results.metrics"),
+        modules=(
+            "ml4t_pipeline.pipeline.assets.summary",
+            "ml4t_pipeline.engine.results.metrics",
+            # its report.html, written beside it
+            "ml4t_pipeline.report.stats",
+            "ml4t_pipeline.report.html",
+            "ml4t_pipeline.report.charts",
+        ),
     ),
 }
 """Every asset of the graph by name; an asset missing here is an error when assets are built."""

@@ -9,6 +9,7 @@ as text (`-5.88 %`, `941,174.40`). Only what is shown is rounded: the stored tab
 of a flat curve, a return over no bars) is shown as null, never as a made-up number.
 """
 
+import base64
 import math
 
 import dagster as dg
@@ -77,3 +78,9 @@ def performance_metadata(
         "trades_closed": dg.MetadataValue.int(int(metrics.get("n_trades", 0.0))),
         "win_rate_pct": percent(metrics.get("win_rate")),
     }
+
+
+def png_markdown(png: bytes, alt: str) -> str:
+    """Markdown showing `png` inline (Dagster renders it in the asset's metadata)."""
+    encoded = base64.b64encode(png).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{encoded})"

@@ -115,6 +115,20 @@ def write_frame_atomic(frame: pl.DataFrame, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_text_atomic(text: str, path: Path) -> None:
+    """Write `text` (UTF-8) to `path` via a temporary sibling and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_table_set_atomic(value: TableSet, path: Path, *, versions: Path) -> None:
     """Write every member into a new version directory under `versions`, then swap the `path`
     symlink to it."""

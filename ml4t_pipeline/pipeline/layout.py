@@ -7,6 +7,7 @@ reads every month of every universe::
     validated_prices.parquet                              unpartitioned frame
     feature_table/month=2024-01-01/universe=core.parquet  frame of a multi-dimension partition
     performance_summary/core.parquet                      frame of a one-dimension partition
+    performance_summary/core.report.html                  its research report
     backtest/month=2024-01-01/universe=core/              a TableSet: equity.parquet, ...,
                                                           state.json (symlink to a version dir)
     .versions/backtest/universe=core.<random>/            the version directories behind links
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FRAME_SUFFIX = ".parquet"
+REPORT_SUFFIX = ".report.html"
 VERSIONS = ".versions"
 # Members of a backtest month's TableSet besides its tables.
 STATE_FILE = "state.json"  # the engine state at the month's end (the next month starts from it)
@@ -54,6 +56,11 @@ class StorageLayout:
         """The Parquet file of a frame-valued asset (partition)."""
         path = self.location(asset, partition)
         return path.with_name(path.name + FRAME_SUFFIX)
+
+    def report_file(self, asset: Sequence[str], partition: Partition = None) -> Path:
+        """The research report written beside a frame-valued asset (partition)."""
+        path = self.location(asset, partition)
+        return path.with_name(path.name + REPORT_SUFFIX)
 
     def versions_dir(self, asset: Sequence[str]) -> Path:
         """Where the version directories behind an asset's TableSet links are kept."""

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from ml4t_pipeline.pipeline.partitions import MonthKey, load_partition_spec
+from tests.browser import SKIP_REASON, find_chromium, headless_argv
 from tests.pipeline.ui_server import (
     LOCATION,
     REPOSITORY,
@@ -210,29 +211,11 @@ def test_a_run_launched_through_graphql_materializes_a_partition(
             assert execution["runId"] == runs["backtest_job"], check
 
 
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
-
-
 def headless_capture(chromium: str, url: str, png: Path, profile: Path, budget_ms: int) -> str:
     """Screenshot `url` into `png`; the rendered DOM. The UI is a JavaScript app: the virtual
     time budget lets it fetch its data and render before the capture."""
     argv = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        *headless_argv(chromium, profile, WINDOW),
         f"--virtual-time-budget={budget_ms}",
         f"--screenshot={png}",
         "--dump-dom",
@@ -259,7 +242,7 @@ def headless_capture(chromium: str, url: str, png: Path, profile: Path, budget_m
 def test_a_screenshot_of_the_asset_page(ui: UiServer, runs: dict[str, str], tmp_path: Path) -> None:
     chromium = find_chromium()
     if chromium is None:
-        pytest.skip("no Chromium on this machine (chromium / chromium-browser on PATH)")
+        pytest.skip(SKIP_REASON)
     assert ui.graphql(DISMISS_WELCOME)["setNuxSeen"]  # the one-time welcome dialog
     png = tmp_path / SCREENSHOT_NAME
     expected = ("backtest", "Latest materialization", FIRST.key, "final_equity", "backtest_job")

@@ -85,6 +85,13 @@ def test_summary_and_attribution_headlines_are_rounded_from_the_stored_months(
         end = float(tables.tables["equity"]["equity"][-1])
         assert f"| {100.0 * (end / start - 1.0):.2f} % |" in by_month
         assert f"| {end:,.2f} |" in by_month
+    assert "](data:image/png;base64," in str(_value(meta, "equity_curve"))
+    report = Path(str(_value(meta, "report")))
+    assert report == pipeline.storage / "performance_summary" / "core.report.html"
+    page = report.read_text(encoding="utf-8")
+    assert "<h1>core, all months</h1>" in page
+    assert f"final equity {curve[-1]:,.2f}" in page
+    assert _value(meta, "report_url") == report.as_uri()
 
     trades = pipeline.backtest(MonthKey(FEB, "core")).tables["trades"]
     closed = trades.filter(pl.col("exit_reason") != "open")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import math
 from collections.abc import Callable
@@ -17,6 +18,10 @@ from ml4t_pipeline.engine.results.publish import LOCK_TIMEOUT_S, publish_dir
 from ml4t_pipeline.engine.state import EngineState
 
 TABLES = ("equity", "fills", "orders", "trades", "rejections", "actions", "attribution")
+REPORT_FILE = "report.html"  # the tear sheet (`ml4t_pipeline.report`), written on request
+RESULT_FILES = frozenset(
+    {*(f"{name}.parquet" for name in TABLES), "summary.json", "state.json", REPORT_FILE}
+)
 
 
 @dataclass(slots=True)
@@ -66,25 +71,68 @@ class BacktestResult:
         }
         return json_ready(summary)
 
-    def write(self, out_dir: str | Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S) -> Path:
-        """Write every table + summary.json + state.json and publish them together as `out_dir`.
+    def write(
+        self, out_dir: str | Path, *, report: bool = False, lock_timeout_s: float = LOCK_TIMEOUT_S
+    ) -> Path:
+        """Write every table + summary.json + state.json (+ report.html with `report`) and
+        publish them together as `out_dir`.
 
         `publish.publish_dir` states the guarantees: the directory is swapped as a whole (a
         crash or a reader sees the complete old or the complete new set), data is fsynced
         first, concurrent writers of one `out_dir` wait for each other, leftovers of a killed
-        run are removed, a directory holding anything but result files is refused.
+        run are removed, a directory holding anything but result files is refused. A report
+        of an earlier run in `out_dir` goes with the old set.
         """
         members: dict[str, Callable[[Path], None]] = {
             f"{name}.parquet": functools.partial(_write_table, getattr(self, name))
             for name in TABLES
         }
-        summary = json.dumps(
-            _deterministic(self.summary()), indent=2, sort_keys=True, allow_nan=False
-        )
+        summary = self._summary_json()
         members["summary.json"] = functools.partial(_write_text, summary)
         members["state.json"] = functools.partial(_write_text, self.final_state.to_json())
-        publish_dir(out_dir, members, lock_timeout_s=lock_timeout_s)
+        if report:
+            members[REPORT_FILE] = lambda path: _write_text(self.report(), path)
+        publish_dir(out_dir, members, optional=RESULT_FILES, lock_timeout_s=lock_timeout_s)
         return Path(out_dir)
+
+    def _summary_json(self) -> str:
+        return json.dumps(_deterministic(self.summary()), indent=2, sort_keys=True, allow_nan=False)
+
+    def _report_inputs(self) -> Any:
+        from ml4t_pipeline.report import ReportInputs
+
+        return ReportInputs(
+            equity=self.equity,
+            trades=self.trades,
+            fills=self.fills,
+            rejections=self.rejections,
+            attribution=self.attribution,
+            summary=json.loads(self._summary_json()),  # what summary.json holds
+        )
+
+    def report(self, path: str | Path | None = None) -> str:
+        """The tear sheet (`ml4t_pipeline.report`) as an HTML string; also written to `path`."""
+        from ml4t_pipeline.report import render_report
+
+        page: str = render_report(self._report_inputs())
+        if path is not None:
+            Path(path).write_text(page, encoding="utf-8")
+        return page
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the headline table and a small equity + drawdown chart."""
+        from ml4t_pipeline.report import render_summary
+
+        summary: str = render_summary(self._report_inputs())
+        return summary
+
+    def to_pandas(self) -> dict[str, Any]:
+        """Every table (and the attribution) as a pandas DataFrame, by name; needs the
+        `pandas` extra."""
+        if importlib.util.find_spec("pandas") is None:
+            msg = "to_pandas() needs pandas: pip install 'ml4t-pipeline[pandas]'"
+            raise ModuleNotFoundError(msg, name="pandas")
+        return {name: getattr(self, name).to_pandas() for name in TABLES}
 
 
 def json_ready(value: Any) -> Any:

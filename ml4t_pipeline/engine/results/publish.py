@@ -37,7 +37,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,11 +60,15 @@ def publish_dir(
     out: str | Path,
     members: Mapping[str, Callable[[Path], None]],
     *,
+    optional: Iterable[str] = (),
     lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> Path:
-    """Write each member (file name -> writer of that path) and publish them as `out`."""
+    """Write each member (file name -> writer of that path) and publish them as `out`.
+
+    `optional` names result files this publish does not write but an earlier one may have
+    (a report): an `out` holding them is still a result, and they go with the old set."""
     target = Path(os.path.realpath(out))
-    names = frozenset(members)
+    names = frozenset(members) | frozenset(optional)
     for name in names:
         if not name or name.startswith(".") or os.sep in name:
             msg = f"member name {name!r} is not a plain file name"
@@ -91,6 +95,37 @@ def publish_dir(
         if old is not None:
             shutil.rmtree(old)
     return target
+
+
+def replace_member(
+    out: str | Path,
+    name: str,
+    write: Callable[[Path], None],
+    *,
+    names: Iterable[str],
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+) -> Path:
+    """Write one file of an existing result directory `out` and rename it into place, under
+    the writers' lock; the other files stay as they are. `names` are the files a result may
+    hold (`out` must hold nothing else). The file is written in a staging folder beside
+    `out`, so a crash leaves the old file and debris the next publish removes."""
+    target = Path(os.path.realpath(out))
+    known = frozenset(names) | {name}
+    with _locked(target, lock_timeout_s):
+        _clean_debris(target, known)
+        if not target.is_dir() or not _holds_only(target, known):
+            msg = f"{target} is not a backtest result (a result holds only {', '.join(sorted(known))})"
+            raise OutputError(msg)
+        staging = _sibling(target, "pub")
+        os.mkdir(staging)
+        try:
+            write(staging / name)
+            _fsync(staging / name)
+            os.replace(staging / name, target / name)
+            _fsync(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / name
 
 
 def _swap(staging: Path, target: Path) -> Path | None:

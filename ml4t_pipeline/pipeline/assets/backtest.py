@@ -73,7 +73,6 @@ from ml4t_pipeline.pipeline.assets.features import (
 from ml4t_pipeline.pipeline.io_manager import TableSet
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE, STATE_FILE, SUMMARY_FILE
 from ml4t_pipeline.pipeline.partitions import MONTH, UNIVERSE, MonthKey
-from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
 
@@ -230,13 +229,6 @@ def backtest_metadata(
     result: BacktestResult, start: ChainStart, fingerprint: str
 ) -> dict[str, Any]:
     key = start.key
-    peak_before = start.state.peak_equity if start.state is not None else None
-    chart = equity_drawdown_png(
-        result.equity,
-        start_equity=result.start_equity,
-        title=f"{key.universe} {key.month:%Y-%m}",
-        peak_before=peak_before,
-    )
     numbers = headline(result)
     return {
         **numbers,
@@ -245,7 +237,6 @@ def backtest_metadata(
         "bars_per_s": round(result.bars_per_s) if math.isfinite(result.bars_per_s) else None,
         "continued_from": str(key.previous()) if start.state is not None else "fresh start",
         "config_fingerprint": dg.MetadataValue.text(fingerprint[:16]),
-        "equity_curve": dg.MetadataValue.md(png_markdown(chart, f"equity {key}")),
         "top_trades": _top_trades(result.trades),
     }
 

@@ -2,8 +2,11 @@
 
 One row per month (start and end equity, return, fills, closed trades, realised P&L); the
 metadata give the headline of the whole record (final equity, return and max drawdown in per
-cent, Sharpe, trades) and its equity + drawdown chart. It depends on every month of its
-universe's `backtest`, so a month materialized again marks it stale.
+cent, Sharpe, trades), its equity + drawdown chart and a link to the record's research report
+(`ml4t_pipeline.report`), written next to the asset's Parquet file in storage
+(``performance_summary/<universe>.report.html``). It depends on every month of its universe's
+`backtest`, so a month materialized again marks it stale. The per-month `backtest` asset
+draws no chart: matplotlib's import alone is a good part of a one-month run.
 """
 
 import datetime as dt
@@ -14,15 +17,21 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.engine import compute_metrics
+from ml4t_pipeline.engine import attribution, compute_metrics
 from ml4t_pipeline.errors import StateError
-from ml4t_pipeline.pipeline.display import money, money_text, percent_text, performance_metadata
-from ml4t_pipeline.pipeline.io_manager import TableSet
+from ml4t_pipeline.pipeline.display import (
+    money,
+    money_text,
+    percent_text,
+    performance_metadata,
+    png_markdown,
+)
+from ml4t_pipeline.pipeline.io_manager import TableSet, write_text_atomic
 from ml4t_pipeline.pipeline.layout import PARTITION_FILE
 from ml4t_pipeline.pipeline.partitions import UNIVERSE, MonthKey
-from ml4t_pipeline.pipeline.plots import equity_drawdown_png, png_markdown
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
+from ml4t_pipeline.report import ReportInputs, equity_png, render_report
 
 PERFORMANCE_SUMMARY = "performance_summary"
 REPORTS_GROUP = "reports"
@@ -80,6 +89,28 @@ def _by_month_markdown(table: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def record_report_inputs(
+    sets: list[TableSet], equity: pl.DataFrame, *, initial_cash: float, title: str
+) -> ReportInputs:
+    """The report's inputs of chained months: their equity, fills and rejections one after the
+    other, every closed trade and the trades still open after the last month."""
+    trades = pl.concat(
+        [s.tables["trades"].filter(pl.col("exit_reason") != "open") for s in sets]
+        + [sets[-1].tables["trades"].filter(pl.col("exit_reason") == "open")],
+        how="vertical_relaxed",
+    )
+    fills = pl.concat([s.tables["fills"] for s in sets], how="vertical_relaxed")
+    return ReportInputs(
+        equity=equity,
+        trades=trades,
+        fills=fills,
+        rejections=pl.concat([s.tables["rejections"] for s in sets], how="vertical_relaxed"),
+        attribution=attribution(trades),
+        summary={"initial_cash": initial_cash, "fills": fills.height},
+        title=title,
+    )
+
+
 def summarize_performance(
     context: dg.AssetExecutionContext, store: ResultStore, backtest_config: BacktestConfigResource
 ) -> dg.Output[pl.DataFrame]:
@@ -98,7 +129,11 @@ def summarize_performance(
         periods=run_config.metrics.periods_per_year,
     )
     table = monthly_rows(months, sets)
-    chart = equity_drawdown_png(equity, start_equity=initial_cash, title=f"{universe}, all months")
+    title = f"{universe}, all months"
+    inputs = record_report_inputs(sets, equity, initial_cash=initial_cash, title=title)
+    chart = equity_png(inputs, title=title)
+    report = store.layout.report_file([PERFORMANCE_SUMMARY], universe)
+    write_text_atomic(render_report(inputs), report)
     return dg.Output(
         table,
         metadata={
@@ -107,6 +142,8 @@ def summarize_performance(
             **performance_metadata(final_equity=float(equity["equity"][-1]), metrics=metrics),
             "equity_curve": dg.MetadataValue.md(png_markdown(chart, f"equity {universe}")),
             "by_month": dg.MetadataValue.md(_by_month_markdown(table)),
+            "report": dg.MetadataValue.path(str(report)),
+            "report_url": dg.MetadataValue.url(report.as_uri()),
         },
     )
 
