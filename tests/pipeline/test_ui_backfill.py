@@ -30,6 +30,8 @@ import datetime as dt
 import itertools
 import json
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -495,20 +497,70 @@ class Backfilled:
 STORED: dict[str, Path] = {}
 
 
+def _setup(param: Any) -> InstanceSetup:
+    setup = param.values[0]
+    assert isinstance(setup, InstanceSetup), setup
+    return setup
+
+
+@dataclass
+class SideBySide:
+    """The setups of the default run, in UI sessions of their own at the same time: each is
+    mostly waiting for the daemons' 30 s ticks, so together they take the wall of one."""
+
+    futures: dict[str, Future[BackfillOutcome]]
+    skipped: dict[str, str]  # setup name -> why it cannot run here
+
+
+@pytest.fixture(scope="module")
+def side_by_side(
+    request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SideBySide]:
+    setups = [_setup(p) for p in INSTANCE_SETUPS if not p.marks]
+    skipped: dict[str, str] = {}
+    with pytest.MonkeyPatch.context() as env:  # what the UI processes (and we) read
+        env.setenv(SCHEDULE_CRON_ENV, EVERY_MINUTE)
+        runnable = []
+        for setup in setups:
+            if setup.postgres:
+                try:
+                    connection: Connection = request.getfixturevalue("local_pg")
+                except pytest.skip.Exception as exc:
+                    skipped[setup.name] = str(exc)
+                    continue
+                for name, value in connection.env().items():
+                    env.setenv(name, value)
+            runnable.append(setup)
+        with ThreadPoolExecutor(max_workers=len(runnable) or 1) as pool:
+            futures = {
+                setup.name: pool.submit(
+                    run_ui_backfill,
+                    setup,
+                    sample_dir,
+                    tmp_path_factory.mktemp(f"backfill-{setup.name}") / "dagster_home",
+                )
+                for setup in runnable
+            }
+            yield SideBySide(futures=futures, skipped=skipped)
+
+
 @pytest.fixture(scope="module", params=INSTANCE_SETUPS)
 def backfilled(
     request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Backfilled:
-    """One UI backfill per instance setup, shared by the tests below."""
+    """One UI session per instance setup, shared by the tests below; the default run's
+    setups run side by side (`side_by_side`), a slow one alone."""
     setup: InstanceSetup = request.param
-    home = tmp_path_factory.mktemp(f"backfill-{setup.name}") / "dagster_home"
-    with pytest.MonkeyPatch.context() as env:  # what the UI processes (and we) read
-        env.setenv(SCHEDULE_CRON_ENV, EVERY_MINUTE)
-        if setup.postgres:
-            connection: Connection = request.getfixturevalue("local_pg")
-            for name, value in connection.env().items():
-                env.setenv(name, value)
-        outcome = run_ui_backfill(setup, sample_dir, home)
+    if any(_setup(p) is setup and not p.marks for p in INSTANCE_SETUPS):
+        batch: SideBySide = request.getfixturevalue("side_by_side")
+        if setup.name in batch.skipped:
+            pytest.skip(batch.skipped[setup.name])
+        outcome = batch.futures[setup.name].result()
+    else:
+        home = tmp_path_factory.mktemp(f"backfill-{setup.name}") / "dagster_home"
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(SCHEDULE_CRON_ENV, EVERY_MINUTE)
+            outcome = run_ui_backfill(setup, sample_dir, home)
     print(f"{setup.name}: {describe(outcome)}")  # shown with -s: what the daemon did
     STORED[setup.name] = outcome.storage
     return Backfilled(setup=setup, outcome=outcome)

@@ -82,10 +82,11 @@ def test_the_headline_reads_in_per_cent_and_two_decimals(results: Path) -> None:
     summary = json.loads((results / "summary.json").read_text())
     total, bench = _row(page, "Total return")
     assert total == f"{100 * summary['total_return']:,.2f}%"
-    assert bench == "—"  # no benchmark in this run
+    benchmark = summary["benchmark"]  # the default: equal weight
+    assert bench == f"{100 * benchmark['total_return']:,.2f}%"
     assert _row(page, "Max drawdown")[0] == f"{100 * summary['max_drawdown']:,.2f}%"
     assert _row(page, "Sharpe ratio")[0] == f"{summary['sharpe']:.2f}"
-    assert _row(page, "Beta") == ["—", "—"]
+    assert _row(page, "Beta") == ["—", f"{benchmark['beta']:.2f}"]
     win_rate = _row(page, "Win rate")[0]
     assert win_rate == f"{100 * summary['win_rate']:.2f}%"
 
