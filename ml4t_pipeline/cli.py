@@ -94,7 +94,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     else:
         skipped_by = "--no-validate" if args.no_validate else "execution.validate: false"
         data_warnings = f"not checked: validation skipped ({skipped_by})"
-    result = run_backtest(config, progress=_progress_printer())
+    result = run_backtest(config, progress=_progress_printer(), panel_cache=not args.no_cache)
     result.extra["engine_wall_s"] = result.wall_s
     result.extra["validate_wall_s"] = validate_s
     result.extra["data_warnings"] = data_warnings
@@ -216,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--no-validate", action="store_true", help="skip the input validation pass")
     bt.add_argument(
         "--no-report", action="store_true", help="do not write report.html (saves the charts)"
+    )
+    bt.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="decode the inputs afresh; neither read nor keep the prepared panel "
+        "($ML4T_PANEL_CACHE, default ~/.cache/ml4t-pipeline/panels)",
     )
     bt.set_defaults(func=_cmd_backtest)
 

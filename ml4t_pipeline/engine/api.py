@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -11,12 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml4t_pipeline.engine.config import RunConfig
-from ml4t_pipeline.engine.feed import DEFAULT_MAX_CHUNK_CELLS, MarketData, Source
+from ml4t_pipeline.engine.feed import DEFAULT_MAX_CHUNK_CELLS, Feed, MarketData, Source
 from ml4t_pipeline.engine.feed.features import (
     CallableFeatures,
     FeatureProvider,
     PrecomputedFeatures,
 )
+from ml4t_pipeline.engine.feed.prepared import Inputs, prepared_data
 from ml4t_pipeline.engine.loop import Engine, ProgressFn
 from ml4t_pipeline.engine.results import BacktestResult
 from ml4t_pipeline.engine.risk.context import RiskRule
@@ -43,6 +46,7 @@ def run_backtest(
     max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
     progress: ProgressFn | None = None,
     features: Sequence[FeatureProvider] = (),
+    panel_cache: Path | bool = False,
 ) -> BacktestResult:
     """Run one backtest. Frames given here replace the files named in `config.data`.
 
@@ -50,16 +54,74 @@ def run_backtest(
     ex-dates. `features` adds feature providers (precomputed tables, callables) whose values the
     strategy and the risk rules read like signals. `start`/`end` restrict the run to bars in
     [start, end); `initial_state` continues from the end of an earlier run (see `EngineState`).
+    `panel_cache` (True: the default folder, or a folder) keeps the decoded inputs of a run on
+    files for the next run on the same unchanged files (`feed.prepared`); runs on frames or
+    continuing a saved state always decode.
 
     Every column the strategy or a risk rule names (`required_signals`) must be a column of
     the signals or of the features: a `ConfigError` lists those available.
     """
-    strategy = strategy if strategy is not None else config.strategy.build()
-    rules = config.build_rules()
     signals = config.data.signals if signals is _UNSET else signals
     context = config.data.context if context is _UNSET else context
     if corporate_actions is _UNSET:
         corporate_actions = config.data.corporate_actions
+    prices = prices if prices is not None else config.data.prices
+    plan = plan_run(
+        config,
+        signals=signals,
+        context=context,
+        strategy=strategy,
+        signal_columns=signal_columns,
+        features=features,
+    )
+    data: Feed
+    inputs = _file_inputs(plan, prices, signals, context, corporate_actions, start, end)
+    if panel_cache is not False and inputs is not None and initial_state is None:
+        cache = None if panel_cache is True else Path(panel_cache)
+        data = prepared_data(inputs, cache=cache, max_chunk_cells=max_chunk_cells)
+    else:
+        data = MarketData(
+            prices,
+            signals,
+            context,
+            signal_columns=plan.signal_columns,
+            start=start,
+            end=end,
+            max_chunk_cells=max_chunk_cells,
+            extra_assets=initial_state.assets if initial_state is not None else (),
+            load_volume=plan.load_volume,
+            corporate_actions=corporate_actions,
+        )
+    return run_on(config, data, plan, initial_state=initial_state, progress=progress)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunPlan:
+    """What a run builds from its config before any data is read: the strategy, the risk rules
+    and the feature providers, and what the feed must load for them. The strategy and the rules
+    keep the state of a run: a plan serves one run."""
+
+    strategy: Strategy
+    rules: tuple[RiskRule, ...]
+    providers: tuple[FeatureProvider, ...]
+    signal_columns: tuple[str, ...] | None  # None: every numeric column of the signals
+    load_volume: bool
+
+
+def plan_run(
+    config: RunConfig,
+    *,
+    signals: Source | None = _UNSET,
+    context: Source | None = _UNSET,
+    strategy: Strategy | None = None,
+    signal_columns: Sequence[str] | None = None,
+    features: Sequence[FeatureProvider] = (),
+) -> RunPlan:
+    """Build the run's parts and check every column they name against the inputs."""
+    signals = config.data.signals if signals is _UNSET else signals
+    context = config.data.context if context is _UNSET else context
+    strategy = strategy if strategy is not None else config.strategy.build()
+    rules = config.build_rules()
     providers = list(features)
     if config.data.features is not None:
         providers.insert(0, PrecomputedFeatures(config.data.features))
@@ -78,29 +140,76 @@ def run_backtest(
                 else [c for c in dict.fromkeys([*wanted, *rule_signals]) if c in in_signals]
             )
     slippage = config.execution.slippage or {}
-    data = MarketData(
-        prices if prices is not None else config.data.prices,
-        signals,
-        context,
-        signal_columns=signal_columns,
-        start=start,
-        end=end,
-        max_chunk_cells=max_chunk_cells,
-        extra_assets=initial_state.assets if initial_state is not None else (),
+    return RunPlan(
+        strategy=strategy,
+        rules=tuple(rules),
+        providers=tuple(providers),
+        signal_columns=tuple(signal_columns) if signal_columns is not None else None,
         load_volume=strategy.uses_volume
         or slippage.get("model") == "volume_share"
         or config.execution.max_participation is not None,
-        corporate_actions=corporate_actions,
     )
+
+
+def run_on(
+    config: RunConfig,
+    data: Feed,
+    plan: RunPlan,
+    *,
+    initial_state: EngineState | None = None,
+    progress: ProgressFn | None = None,
+) -> BacktestResult:
+    """Run the planned backtest on data already read (a sweep's variants share one `data`)."""
     engine = Engine(
         config,
         data,
-        strategy=strategy,
+        strategy=plan.strategy,
         initial_state=initial_state,
-        features=providers,
-        rules=rules,
+        features=plan.providers,
+        rules=plan.rules,
     )
     return engine.run(progress)
+
+
+def feed_inputs(
+    config: RunConfig,
+    plan: RunPlan,
+    *,
+    start: dt.datetime | dt.date | str | None = None,
+    end: dt.datetime | dt.date | str | None = None,
+) -> Inputs:
+    """The files and options the feed of a run on `config`'s files reads (`feed.prepared`)."""
+    data = config.data
+    found = _file_inputs(
+        plan, data.prices, data.signals, data.context, data.corporate_actions, start, end
+    )
+    assert found is not None  # a config names files
+    return found
+
+
+def _file_inputs(
+    plan: RunPlan,
+    prices: Source,
+    signals: Source | None,
+    context: Source | None,
+    corporate_actions: Source | None,
+    start: dt.datetime | dt.date | str | None,
+    end: dt.datetime | dt.date | str | None,
+) -> Inputs | None:
+    """The feed's inputs when every source is a file (frames cannot be fingerprinted)."""
+    sources = (prices, signals, context, corporate_actions)
+    if not all(s is None or isinstance(s, str | Path) for s in sources):
+        return None
+    return Inputs(
+        prices=Path(str(prices)),
+        signals=Path(str(signals)) if signals is not None else None,
+        context=Path(str(context)) if context is not None else None,
+        corporate_actions=Path(str(corporate_actions)) if corporate_actions is not None else None,
+        signal_columns=plan.signal_columns,
+        load_volume=plan.load_volume,
+        start=start,
+        end=end,
+    )
 
 
 _KEYS = {TIMESTAMP, ASSET_ID, AVAILABLE_AT}

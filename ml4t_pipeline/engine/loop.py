@@ -47,7 +47,7 @@ from ml4t_pipeline.engine.execution.broker import Broker
 from ml4t_pipeline.engine.execution.fills import FillRules
 from ml4t_pipeline.engine.execution.order_desk import OrderDesk
 from ml4t_pipeline.engine.execution.orders import SIGNAL, Orders
-from ml4t_pipeline.engine.feed import MarketData, Panel, asset_list
+from ml4t_pipeline.engine.feed import Feed, Panel, asset_list
 from ml4t_pipeline.engine.feed.actions import Action, ActionBars
 from ml4t_pipeline.engine.feed.features import CallableFeatures, FeatureProvider
 from ml4t_pipeline.engine.results import BacktestResult, RunRecord, build_result
@@ -84,7 +84,7 @@ class Engine:
     def __init__(
         self,
         config: RunConfig,
-        data: MarketData,
+        data: Feed,
         *,
         strategy: Strategy | None = None,
         initial_state: EngineState | None = None,

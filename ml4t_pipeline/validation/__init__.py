@@ -11,7 +11,7 @@ numpy and pandera, never dagster::
     report.raise_if_failed()
 """
 
-from ml4t_pipeline.validation.cache import FileFingerprint, fingerprint_file
+from ml4t_pipeline.fingerprint import FileFingerprint, fingerprint_file
 from ml4t_pipeline.validation.coverage import CoveragePolicy
 from ml4t_pipeline.validation.io import read_corporate_actions, read_input, validate_inputs
 from ml4t_pipeline.validation.report import (

@@ -36,61 +36,14 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+# re-exported for callers of the first cache (and looked up here, so a test can count hashes)
+from ml4t_pipeline.fingerprint import FileFingerprint as FileFingerprint
+from ml4t_pipeline.fingerprint import fingerprint_file as fingerprint_file
+
 VALIDATOR_VERSION = "3"  # 3: OHLC tolerance, split/jump/data-ends rules, kept warnings
-SETTLE_NS = 3_000_000_000  # > the coarsest common timestamp granularity (FAT: 2 s)
-_STAT_FIELDS = ("device", "inode", "size", "mtime_ns", "ctime_ns")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FileFingerprint:
-    """A file's content hash and the stat record it was taken under."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    sha256: str
-    settled: bool  # mtime and ctime were SETTLE_NS or more before the hash was taken
-
-    def same_stat(self, stat: os.stat_result) -> bool:
-        return _stat_record(stat) == tuple(getattr(self, f) for f in _STAT_FIELDS)
-
-
-def _stat_record(stat: os.stat_result) -> tuple[int, ...]:
-    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-
-
-def fingerprint_file(path: Path) -> FileFingerprint:
-    """Hash the file's bytes (SHA-256) and record the stat it had; reads the whole file.
-
-    The record is the stat taken before hashing. A file whose stat changed while it was hashed
-    is hashed again (up to three times); if it never holds still, its `sha256` is empty, which
-    matches no entry and `Lookup.remember` does not store. Raises `OSError` if unreadable.
-    """
-    for _ in range(3):
-        started_ns = time.time_ns()
-        before = path.stat()
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        if _stat_record(path.stat()) == _stat_record(before):
-            break
-    else:
-        digest = ""
-    last_change = max(before.st_mtime_ns, before.st_ctime_ns)
-    return FileFingerprint(
-        device=before.st_dev,
-        inode=before.st_ino,
-        size=before.st_size,
-        mtime_ns=before.st_mtime_ns,
-        ctime_ns=before.st_ctime_ns,
-        sha256=digest,
-        settled=bool(digest) and started_ns - last_change >= SETTLE_NS,
-    )
 
 
 def cache_dir() -> Path:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import ml4t_pipeline.validation
+from ml4t_pipeline import fingerprint
 from ml4t_pipeline.cli import _validate_files
 from ml4t_pipeline.errors import DataError
 from ml4t_pipeline.validation import cache, validate_inputs
@@ -146,11 +147,11 @@ def test_file_changed_during_validation_is_not_stored_under_its_new_content(
 @pytest.fixture
 def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     """Treat every file as settled (old enough to trust its stat), and count the hashing."""
-    monkeypatch.setattr(cache, "SETTLE_NS", 0)
+    monkeypatch.setattr(fingerprint, "SETTLE_NS", 0)
     hashed: list[Path] = []
     real = cache.fingerprint_file
 
-    def counting(path: Path) -> cache.FileFingerprint:
+    def counting(path: Path) -> fingerprint.FileFingerprint:
         hashed.append(path)
         return real(path)
 

@@ -19,14 +19,16 @@ How a prices file becomes the arrays the loop reads, one module per step:
 5. `market_data`: `MarketData` runs these steps and yields `Panel` chunks: one chunk when the
    run fits in `DEFAULT_MAX_CHUNK_CELLS` cells, else runs of whole months, so memory stays
    bounded on long histories while the engine state carries over.
-6. `features`: providers attach extra per-asset and market-wide arrays to each chunk.
+6. `prepared`: a one-chunk run's arrays kept on disk (`prepared_data`), memory-mapped by the
+   next run or sweep variant on the same unchanged files instead of decoding them again.
+7. `features`: providers attach extra per-asset and market-wide arrays to each chunk.
 
 Rows may arrive in any order. Every array of a `Panel` is read-only: strategies, rules and
 result tables receive views of them. Column names, time conversion, key counting and the rules'
 names and conditions are shared with `ml4t_pipeline.validation` through `ml4t_pipeline.keys`.
 """
 
-from ml4t_pipeline.engine.feed.market_data import DEFAULT_MAX_CHUNK_CELLS, MarketData
+from ml4t_pipeline.engine.feed.market_data import DEFAULT_MAX_CHUNK_CELLS, Feed, MarketData
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel, asset_list
 from ml4t_pipeline.engine.feed.tables import Source
 from ml4t_pipeline.keys import KEY_COLUMNS, to_datetime, to_micros
@@ -35,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_CELLS",
     "KEY_COLUMNS",
     "Calendar",
+    "Feed",
     "MarketData",
     "Panel",
     "Source",

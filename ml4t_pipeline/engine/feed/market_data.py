@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ml4t_pipeline.engine.feed.actions import load_actions
+from ml4t_pipeline.engine.feed.actions import ActionRows, load_actions
 from ml4t_pipeline.engine.feed.columns import same_id_kind
 from ml4t_pipeline.engine.feed.context import context_as_of
 from ml4t_pipeline.engine.feed.coords import (
@@ -65,6 +65,27 @@ def plan_chunks(
             lo = bounds[i - 1]
     chunks.append((lo, n_bars))
     return chunks
+
+
+class Feed(Protocol):
+    """What the loop reads of a run's data: `MarketData`, or a `prepared.PreparedData` (the
+    same arrays, kept from an earlier decode)."""
+
+    @property
+    def calendar(self) -> Calendar: ...
+    @property
+    def actions(self) -> ActionRows | None: ...
+    @property
+    def delistings(self) -> Delistings: ...
+    @property
+    def signal_columns(self) -> Sequence[str]: ...
+    @property
+    def has_volume(self) -> bool: ...
+    @property
+    def widened_bars(self) -> int: ...
+    @property
+    def n_rows(self) -> int: ...
+    def chunks(self) -> Iterator[Panel]: ...
 
 
 class MarketData:

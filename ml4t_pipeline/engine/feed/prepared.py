@@ -1,0 +1,362 @@
+"""Prepared panels: a run's inputs decoded and scattered once, kept on disk, memory-mapped after.
+
+Decoding the Parquet inputs and scattering them into dense (bars x assets) arrays is most of a
+single run's feed cost; a sweep of variants, or the same backtest run again, reads the same
+arrays. `prepared_data` keeps them in a cache entry (one `.npy` file per array and a manifest)
+and hands out `PreparedData`, which the loop reads like a `MarketData`: one chunk whose arrays
+are read-only memory maps, so worker processes on one machine share the pages of one copy.
+
+An entry is keyed by what decides the arrays: the input files' absolute paths, the columns
+read, the run window, whether volume is loaded, and the source code of the feed (a change to
+how the feed builds arrays is a new key, never a stale panel). It is valid only while every
+input file has the content it was built from: the manifest keeps each file's fingerprint
+(`ml4t_pipeline.fingerprint`), checked on every use (a stat comparison for settled files, a
+re-hash otherwise); a changed file means the entry is rebuilt. The fingerprints are taken
+before the build and stored only when no file changed during it. Entries are published whole
+(`results.publish.publish_dir`), so a crash or a concurrent run never leaves a half-written
+panel, and at most `MAX_ENTRIES` are kept (the least recently used go first).
+
+Runs too long for one chunk (`DEFAULT_MAX_CHUNK_CELLS`) are not cached: they stream month by
+month to keep memory bounded, and `prepared_data` returns their `MarketData` as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import ml4t_pipeline
+from ml4t_pipeline.engine.feed.actions import ActionRows, load_actions
+from ml4t_pipeline.engine.feed.listings import Delistings
+from ml4t_pipeline.engine.feed.market_data import DEFAULT_MAX_CHUNK_CELLS, MarketData
+from ml4t_pipeline.engine.feed.panel import Calendar, Panel
+from ml4t_pipeline.engine.results.publish import publish_dir
+from ml4t_pipeline.fingerprint import FileFingerprint, fingerprint_file, still_valid
+from ml4t_pipeline.keys import to_micros
+
+PANEL_FORMAT = "1"
+MAX_ENTRIES = 16
+_MANIFEST = "manifest.json"
+_BARS = ("open", "high", "low", "close")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreparedData:
+    """A run's data in one read-only chunk, as the loop reads a `MarketData`."""
+
+    calendar: Calendar
+    panel: Panel
+    signal_columns: tuple[str, ...]
+    context_columns: tuple[str, ...]
+    has_volume: bool
+    delistings: Delistings
+    actions: ActionRows | None
+    widened_bars: int
+    n_rows: int
+
+    @property
+    def n_chunks(self) -> int:
+        return 1
+
+    def chunks(self) -> Iterator[Panel]:
+        """The one chunk, in a shell of its own: feature providers add their arrays to the
+        shell's dicts, so runs sharing this data never see each other's features."""
+        yield dataclasses.replace(
+            self.panel, signals=dict(self.panel.signals), context=dict(self.panel.context)
+        )
+
+    @classmethod
+    def from_market_data(cls, data: MarketData) -> PreparedData:
+        """The single chunk of an eager `MarketData` (consumed: its chunks are not read again)."""
+        if data.n_chunks != 1:
+            msg = f"a prepared panel holds one chunk; this data has {data.n_chunks}"
+            raise ValueError(msg)
+        (panel,) = data.chunks()
+        return cls(
+            calendar=data.calendar,
+            panel=panel,
+            signal_columns=tuple(data.signal_columns),
+            context_columns=tuple(data.context_columns),
+            has_volume=data.has_volume,
+            delistings=data.delistings,
+            actions=data.actions,
+            widened_bars=data.widened_bars,
+            n_rows=data.n_rows,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inputs:
+    """The files and options a run's feed reads: what decides a prepared panel."""
+
+    prices: Path
+    signals: Path | None = None
+    context: Path | None = None
+    corporate_actions: Path | None = None
+    signal_columns: tuple[str, ...] | None = None  # None: every numeric column
+    load_volume: bool = True
+    start: dt.datetime | dt.date | str | None = None  # the run window [start, end)
+    end: dt.datetime | dt.date | str | None = None
+
+    def files(self) -> dict[str, Path]:
+        named = {
+            "prices": self.prices,
+            "signals": self.signals,
+            "context": self.context,
+            "corporate_actions": self.corporate_actions,
+        }
+        return {role: path.resolve() for role, path in named.items() if path is not None}
+
+    def key(self) -> str:
+        """The entry name: a hash of everything but the files' content (checked per use)."""
+        described = {
+            "format": PANEL_FORMAT,
+            "version": ml4t_pipeline.__version__,
+            "code": _feed_code_hash(),
+            "files": {role: str(path) for role, path in self.files().items()},
+            "signal_columns": list(self.signal_columns)
+            if self.signal_columns is not None
+            else None,
+            "load_volume": self.load_volume,
+            "start": to_micros(self.start) if self.start is not None else None,
+            "end": to_micros(self.end) if self.end is not None else None,
+        }
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+    def market_data(self, max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS) -> MarketData:
+        return MarketData(
+            self.prices,
+            self.signals,
+            self.context,
+            signal_columns=self.signal_columns,
+            start=self.start,
+            end=self.end,
+            max_chunk_cells=max_chunk_cells,
+            load_volume=self.load_volume,
+            corporate_actions=self.corporate_actions,
+        )
+
+
+def panel_cache_dir() -> Path:
+    """Where prepared panels live: $ML4T_PANEL_CACHE, else $XDG_CACHE_HOME/ml4t-pipeline/panels
+    (default ~/.cache/ml4t-pipeline/panels), never next to the raw inputs."""
+    explicit = os.environ.get("ML4T_PANEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ml4t-pipeline" / "panels"
+
+
+def prepared_data(
+    inputs: Inputs,
+    *,
+    cache: Path | None = None,
+    max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
+) -> PreparedData | MarketData:
+    """The run's data from the cache entry of `inputs`, built (and stored) when missing or
+    stale. A run longer than one chunk gets its streaming `MarketData`, not cached."""
+    root = cache if cache is not None else panel_cache_dir()
+    entry = root / inputs.key()
+    files = inputs.files()
+    manifest = _manifest(entry)
+    if manifest is not None:
+        found = _load(entry, manifest, files, inputs)
+        if found is not None:
+            _touch(entry)
+            return found
+    before = {role: fingerprint_file(path) for role, path in files.items()}
+    data = inputs.market_data(max_chunk_cells)
+    if data.n_chunks != 1:
+        return data
+    prepared = PreparedData.from_market_data(data)
+    if all(f.sha256 and f.same_stat(files[r].stat()) for r, f in before.items()):
+        _store(entry, prepared, before)
+        _evict(root, keep=entry)
+    return prepared
+
+
+# -- the entry on disk ---------------------------------------------------------------------------
+def _store(entry: Path, data: PreparedData, fingerprints: dict[str, FileFingerprint]) -> None:
+    """Publish the entry as a whole; a cache that cannot be written only costs a rebuild."""
+    panel, calendar = data.panel, data.calendar
+    arrays: dict[str, np.ndarray] = {
+        "timestamps": calendar.timestamps,
+        "assets": _saveable_ids(calendar.assets),
+        "has_bar": panel.has_bar,
+        **{name: getattr(panel, name) for name in _BARS},
+    }
+    if data.has_volume:
+        arrays["volume"] = panel.volume
+    arrays |= {f"signal-{i}": panel.signals[c] for i, c in enumerate(data.signal_columns)}
+    arrays |= {f"context-{i}": panel.context[c] for i, c in enumerate(data.context_columns)}
+    bars = sorted(data.delistings.at_bar)
+    arrays["delisted-bars"] = np.array(
+        [b for b in bars for _ in data.delistings.at_bar[b]], dtype=np.int64
+    )
+    arrays["delisted-assets"] = (
+        np.concatenate([data.delistings.at_bar[b] for b in bars]).astype(np.int64)
+        if bars
+        else np.empty(0, np.int64)
+    )
+    arrays["delisted-before"] = data.delistings.before.astype(np.int64)
+    manifest = {
+        "format": PANEL_FORMAT,
+        "files": {role: dataclasses.asdict(f) for role, f in fingerprints.items()},
+        "text_ids": calendar.assets.dtype.kind == "O",
+        "prices_name": calendar.prices,
+        "signal_columns": list(data.signal_columns),
+        "context_columns": list(data.context_columns),
+        "has_volume": data.has_volume,
+        "widened_bars": data.widened_bars,
+        "n_rows": data.n_rows,
+        "arrays": sorted(arrays),
+    }
+    members: dict[str, Any] = {
+        f"{name}.npy": functools.partial(_save_array, array) for name, array in arrays.items()
+    }
+    members[_MANIFEST] = functools.partial(_save_text, json.dumps(manifest, sort_keys=True))
+    try:
+        publish_dir(entry, members, optional=_old_members(entry))
+    except (OSError, ValueError):
+        return
+
+
+def _load(
+    entry: Path, manifest: dict[str, Any], files: dict[str, Path], inputs: Inputs
+) -> PreparedData | None:
+    """The entry's data if every input file still has the content it was built from."""
+    try:
+        saved = {role: FileFingerprint(**f) for role, f in manifest["files"].items()}
+        if set(saved) != set(files):
+            return None
+        for role, path in files.items():
+            now = still_valid(path, saved[role])
+            if not now.sha256 or now.sha256 != saved[role].sha256:
+                return None
+        arrays = {
+            name: np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            for name in manifest["arrays"]
+        }
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    assets = arrays["assets"]
+    calendar = Calendar(
+        timestamps=arrays["timestamps"],
+        assets=assets.astype(object) if manifest["text_ids"] else assets,
+        prices=manifest["prices_name"],
+    )
+    has_bar = arrays["has_bar"]
+    signal_columns = tuple(manifest["signal_columns"])
+    context_columns = tuple(manifest["context_columns"])
+    panel = Panel(
+        timestamps=calendar.timestamps,
+        volume=arrays["volume"]
+        if manifest["has_volume"]
+        else np.broadcast_to(np.float64(np.inf), has_bar.shape),
+        has_bar=has_bar,
+        signals={c: arrays[f"signal-{i}"] for i, c in enumerate(signal_columns)},
+        context={c: arrays[f"context-{i}"] for i, c in enumerate(context_columns)},
+        **{name: arrays[name] for name in _BARS},
+    )
+    panel.freeze()
+    at_bar: dict[int, list[int]] = {}
+    for bar, asset in zip(
+        arrays["delisted-bars"].tolist(), arrays["delisted-assets"].tolist(), strict=True
+    ):
+        at_bar.setdefault(bar, []).append(asset)
+    delistings = Delistings(
+        at_bar={b: np.array(a, dtype=np.int64) for b, a in at_bar.items()},
+        before=np.array(arrays["delisted-before"]),
+    )
+    actions = (
+        load_actions(inputs.corporate_actions) if inputs.corporate_actions is not None else None
+    )
+    return PreparedData(
+        calendar=calendar,
+        panel=panel,
+        signal_columns=signal_columns,
+        context_columns=context_columns,
+        has_volume=bool(manifest["has_volume"]),
+        delistings=delistings,
+        actions=actions,
+        widened_bars=int(manifest["widened_bars"]),
+        n_rows=int(manifest["n_rows"]),
+    )
+
+
+def _manifest(entry: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((entry / _MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("format") != PANEL_FORMAT:
+        return None
+    return manifest
+
+
+def _old_members(entry: Path) -> list[str]:
+    """The files an existing entry holds (a stale entry is replaced as a whole)."""
+    try:
+        return [p.name for p in entry.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return []
+
+
+def _saveable_ids(assets: np.ndarray) -> np.ndarray:
+    """Asset ids as a numpy array `np.load` reads without pickle (text as fixed-width str)."""
+    if assets.dtype.kind == "O":
+        return np.array(assets.tolist(), dtype=str) if assets.shape[0] else np.empty(0, "U1")
+    return assets
+
+
+def _save_array(array: np.ndarray, path: Path) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def _save_text(text: str, path: Path) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _touch(entry: Path) -> None:
+    """Mark the entry used (its folder's mtime orders the eviction)."""
+    try:
+        os.utime(entry)
+    except OSError:
+        return
+
+
+def _evict(root: Path, *, keep: Path) -> None:
+    """Remove the least recently used entries beyond `MAX_ENTRIES` (never `keep`)."""
+    try:
+        entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        entries.sort(key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for old in entries[MAX_ENTRIES:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+@functools.cache
+def _feed_code_hash() -> str:
+    """A hash of the source of every module that decides a panel's arrays."""
+    here = Path(__file__).parent
+    package = Path(ml4t_pipeline.__file__).parent
+    sources = [*sorted(here.glob("*.py")), here.parent / "tolerances.py", package / "keys.py"]
+    digest = hashlib.sha256()
+    for source in sources:
+        digest.update(source.name.encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
