@@ -1,4 +1,4 @@
-"""`ml4t-pipeline` command line: backtest, report, validate, sample-data, demo.
+"""`ml4t-pipeline` command line: backtest, sweep, report, validate, sample-data, demo.
 
 User mistakes (a bad config, bad data, an unusable `--out`) print one `error:` line on stderr
 (values cut to ~200 characters) and exit with status 2, before anything is written; a
@@ -55,7 +55,7 @@ def output_folder(value: str, flag: str = "--out") -> Path:
     return out
 
 
-def _progress_printer() -> Any:
+def _progress_printer(unit: str = "bars") -> Any:
     """A progress bar on stderr for runs longer than ~2 s; silent when stderr is not a TTY."""
     if not sys.stderr.isatty():
         return None
@@ -66,7 +66,7 @@ def _progress_printer() -> Any:
             return
         width = 30
         filled = int(width * done / max(total, 1))
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} bars")
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {unit}")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -105,6 +105,46 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         raise UsageError(msg) from exc
     result.wall_s = time.perf_counter() - args.started  # the whole command, results written
     print(json.dumps(result.summary()))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.engine import load_run_config
+    from ml4t_pipeline.engine.feed.prepared import panel_cache_dir
+    from ml4t_pipeline.engine.yaml_load import load_yaml
+    from ml4t_pipeline.sweep.grid import load_grid
+    from ml4t_pipeline.sweep.run import run_sweep
+    from ml4t_pipeline.sweep.write import write_sweep
+
+    out = output_folder(args.out)
+    config = load_run_config(args.config)
+    grid = load_grid(Path(args.grid))
+    variants = grid.variants(load_yaml(Path(args.config)), base_dir=Path(args.config).parent)
+    if config.execution.validate and not args.no_validate:  # one input set for every variant
+        _validate_files(
+            config.data.prices,
+            config.data.signals,
+            config.data.context,
+            corporate_actions=config.data.corporate_actions,
+            policy=config.validation_policy(),
+        )
+    with tempfile.TemporaryDirectory(prefix="ml4t-sweep-panel-") as scratch:
+        cache = Path(scratch) if args.no_cache else panel_cache_dir()
+        sweep = run_sweep(
+            grid,
+            variants,
+            workers=args.workers,
+            n_blocks=args.blocks,
+            cache=cache,
+            progress=_progress_printer("variants"),
+        )
+    try:
+        write_sweep(out, sweep, page=not args.no_report)
+    except OSError as exc:
+        msg = f"cannot write the sweep to {clipped(str(out))}: {exc.strerror or exc}"
+        raise UsageError(msg) from exc
+    line = sweep.line() | {"wall_s": time.perf_counter() - args.started}
+    print(json.dumps(line))
     return 0
 
 
@@ -224,6 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
         "($ML4T_PANEL_CACHE, default ~/.cache/ml4t-pipeline/panels)",
     )
     bt.set_defaults(func=_cmd_backtest)
+
+    sw = sub.add_parser("sweep", help="run a grid of config variants on one loaded panel")
+    sw.add_argument("--config", required=True, help="the base run YAML")
+    sw.add_argument("--grid", required=True, help="YAML: dotted config paths -> lists of values")
+    sw.add_argument("--out", required=True, help="output folder of the sweep")
+    sw.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: the core count)"
+    )
+    sw.add_argument(
+        "--blocks", type=int, default=10, help="CSCV blocks for the PBO (even, default 10)"
+    )
+    sw.add_argument("--no-validate", action="store_true", help="skip the input validation pass")
+    sw.add_argument(
+        "--no-report", action="store_true", help="no sweep page and no tear sheet of the best"
+    )
+    sw.add_argument(
+        "--no-cache", action="store_true", help="keep the prepared panel for this sweep only"
+    )
+    sw.set_defaults(func=_cmd_sweep)
 
     rp = sub.add_parser("report", help="(re)write report.html of a backtest's results folder")
     rp.add_argument("--results", required=True, help="a backtest's --out folder")

@@ -241,6 +241,66 @@ def rolling_chart(
         return _png(fig)
 
 
+def overfitting_chart(
+    is_rank: np.ndarray,
+    oos_rank: np.ndarray,
+    is_pick: np.ndarray,
+    oos_pick: np.ndarray,
+    logits: np.ndarray,
+) -> bytes:
+    """Three panels of a sweep's CSCV splits, as a PNG: every variant's relative rank in and
+    out of sample (counts per cell of a grid over (0, 1]), the in-sample pick's Sharpe in and
+    out of sample per split, and the pick's out-of-sample logits (<= 0: overfit)."""
+    import matplotlib as mpl
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with mpl.rc_context({**RC, "axes.grid": False}):
+        fig = Figure(figsize=(WIDTH_IN, 2.9), dpi=DPI)
+        FigureCanvasAgg(fig)
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.17, wspace=0.38)
+        ranks, picks, spread = fig.subplots(1, 3)
+        cells = int(min(20, max(2, round(math.sqrt(is_rank.size / 4)))))
+        counts, _, _ = np.histogram2d(
+            is_rank.ravel(), oos_rank.ravel(), bins=cells, range=[[0.0, 1.0], [0.0, 1.0]]
+        )
+        ranks.imshow(
+            counts.T,
+            origin="lower",
+            extent=(0.0, 1.0, 0.0, 1.0),
+            cmap="Blues",
+            aspect="auto",
+            interpolation="nearest",
+        )
+        ranks.plot([0, 1], [0, 1], color="#999999", linewidth=0.7)
+        ranks.set_title("Rank in vs out of sample")
+        ranks.set_xlabel("in-sample rank (1 = best)")
+        ranks.set_ylabel("out-of-sample rank")
+        picks.axhline(0.0, color="#999999", linewidth=0.7)
+        picks.scatter(is_pick, oos_pick, s=6, color=STRATEGY_COLOUR, alpha=0.5, linewidths=0)
+        picks.set_title("The pick's Sharpe, per split")
+        picks.set_xlabel("in sample (annualised)")
+        picks.set_ylabel("out of sample")
+        finite = logits[np.isfinite(logits)]
+        lo = float(min(finite.min(), -1.0)) if finite.shape[0] else -1.0
+        hi = float(max(finite.max(), 1.0)) if finite.shape[0] else 1.0
+        bins = np.linspace(lo, hi, 21)
+        spread.axvspan(lo, 0.0, color=DRAWDOWN_COLOUR, alpha=0.12, linewidth=0)
+        spread.hist(finite, bins=bins, color=BAR_COLOUR)
+        spread.set_title("The pick's logit out of sample")
+        spread.set_xlabel("logit (<= 0: below the median)")
+        for ax in (ranks, picks, spread):
+            ax.xaxis.set_major_locator(_max_ticks())
+            ax.yaxis.set_major_locator(_max_ticks())
+        return _png(fig)
+
+
+def _max_ticks() -> Any:
+    from matplotlib import ticker
+
+    return ticker.MaxNLocator(MAX_TICKS)
+
+
 def warm_up() -> Any:
     """Import what drawing needs (for a background thread started before the chart is due)."""
     import matplotlib.backends.backend_agg

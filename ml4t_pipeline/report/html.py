@@ -99,7 +99,7 @@ FORMATS: Mapping[str, Callable[[Any], str]] = {
 }
 
 
-def _table(
+def table(
     header: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "", raw: bool = False
 ) -> str:
     """An HTML table of text cells (escaped unless `raw`: then each cell is (attrs, html))."""
@@ -112,7 +112,7 @@ def _table(
     return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _image(png: bytes, alt: str) -> str:
+def image(png: bytes, alt: str) -> str:
     data = base64.b64encode(png).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
@@ -163,7 +163,7 @@ def _headline_table(run: _Run) -> str:
     header = ["", "Strategy", "Benchmark"]
     if isinstance(section.get("kind"), str):
         header[2] = f"Benchmark ({section['kind']})"
-    return _table(header, rows)
+    return table(header, rows)
 
 
 def _overview(run: _Run) -> str:
@@ -196,10 +196,10 @@ def _drawdown_table(run: _Run) -> str:
         for k, p in enumerate(periods, start=1)
     ]
     header = ["#", "Peak", "Trough", "Recovery", "Depth", "Length (bars)"]
-    return _table(header, rows)
+    return table(header, rows)
 
 
-def _heat_colour(value: float, scale: float) -> str:
+def heat_colour(value: float, scale: float) -> str:
     """White at 0, green for gains and red for losses, saturating at `scale`."""
     share = min(abs(value) / scale, 1.0) if scale > 0 else 0.0
     target = (26, 152, 80) if value >= 0 else (215, 48, 39)
@@ -223,11 +223,11 @@ def _returns_section(run: _Run) -> str:
             if value is None:
                 cells.append("<td></td>")
             else:
-                colour = _heat_colour(value, scale) if math.isfinite(value) else "#ffffff"
+                colour = heat_colour(value, scale) if math.isfinite(value) else "#ffffff"
                 cells.append(f'<td style="background:{colour}">{percent(value)}</td>')
         cells.append(f"<td><b>{percent(yearly[year])}</b></td>")
         rows.append(cells)
-    heat = _table(["Year", *MONTHS, "Year"], rows, cls="heat", raw=True)
+    heat = table(["Year", *MONTHS, "Year"], rows, cls="heat", raw=True)
     header = ["Year", "Strategy"]
     bench_yearly: dict[str, float] = {}
     if run.benchmark is not None:
@@ -239,7 +239,7 @@ def _returns_section(run: _Run) -> str:
         for year in years
     ]
     return (
-        "<h3>Monthly returns</h3>" + heat + "<h3>Annual returns</h3>" + _table(header, annual_rows)
+        "<h3>Monthly returns</h3>" + heat + "<h3>Annual returns</h3>" + table(header, annual_rows)
     )
 
 
@@ -270,7 +270,7 @@ def _charts(run: _Run) -> tuple[str, str]:
         turnover=turnover["turnover"].to_numpy(),
         benchmark_volatility=bench_vol,
     )
-    return _image(equity_png, "equity, log equity and drawdown"), _image(
+    return image(equity_png, "equity, log equity and drawdown"), image(
         rolling_png, "rolling Sharpe, volatility, exposure and turnover"
     )
 
@@ -288,7 +288,7 @@ def _trade_table(trades: pl.DataFrame) -> str:
         ("Best trade", f"{money(s.best_pnl)} ({s.best_asset})" if s.best_asset else NONE),
         ("Worst trade", f"{money(s.worst_pnl)} ({s.worst_asset})" if s.worst_asset else NONE),
     ]
-    return _table(["", "Closed trades"], rows)
+    return table(["", "Closed trades"], rows)
 
 
 ATTRIBUTION_HEADER = ("Trades", "Win rate", "P&L", "Costs", "Mean return")
@@ -317,7 +317,7 @@ def _attribution_section(attribution: pl.DataFrame) -> str:
     for dim, title in titles:
         part = attribution.filter(pl.col("dimension") == dim)
         parts.append(f"<h3>By {title.lower()}</h3>")
-        parts.append(_table([title, *ATTRIBUTION_HEADER], _attribution_rows(part)))
+        parts.append(table([title, *ATTRIBUTION_HEADER], _attribution_rows(part)))
     assets = attribution.filter(pl.col("dimension") == "asset_id").sort(
         ["pnl", "key"], descending=[True, False]
     )
@@ -325,25 +325,25 @@ def _attribution_section(attribution: pl.DataFrame) -> str:
         best, worst = assets.head(TOP_ASSETS), assets.tail(TOP_ASSETS)
         parts.append(f"<h3>By asset: the {TOP_ASSETS} best and the {TOP_ASSETS} worst</h3>")
         rows = [*_attribution_rows(best), ["…"] * 6, *_attribution_rows(worst)]
-        parts.append(_table(["Asset", *ATTRIBUTION_HEADER], rows))
+        parts.append(table(["Asset", *ATTRIBUTION_HEADER], rows))
     else:
         parts.append("<h3>By asset</h3>")
-        parts.append(_table(["Asset", *ATTRIBUTION_HEADER], _attribution_rows(assets)))
+        parts.append(table(["Asset", *ATTRIBUTION_HEADER], _attribution_rows(assets)))
     return "".join(parts)
 
 
 def _rejections_section(rejections: pl.DataFrame) -> str:
     if rejections.height == 0:
         return '<p class="note">No order was rejected.</p>'
-    table = stats.rejections_by_reason(rejections)
+    by_reason = stats.rejections_by_reason(rejections)
     rows = [
         (str(r["reason"]), count(r["rows"]), count(r["shares"]))
-        for r in table.iter_rows(named=True)
+        for r in by_reason.iter_rows(named=True)
     ]
-    return _table(["Reason", "Rejections", "Shares refused"], rows)
+    return table(["Reason", "Rejections", "Shares refused"], rows)
 
 
-def _page(title: str, body: str) -> str:
+def page(title: str, body: str) -> str:
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -385,7 +385,7 @@ def render_report(inputs: ReportInputs) -> str:
         "</section>",
         '<p class="note">Written by ml4t-pipeline from the run\'s tables and summary.json.</p>',
     ]
-    return _page(inputs.title, "\n".join(sections))
+    return page(inputs.title, "\n".join(sections))
 
 
 def render_summary(inputs: ReportInputs) -> str:
@@ -410,4 +410,4 @@ def equity_png(inputs: ReportInputs, *, height_in: float = 3.6, title: str = "")
 
 
 def equity_image(inputs: ReportInputs, *, height_in: float = 3.6) -> str:
-    return _image(equity_png(inputs, height_in=height_in), "equity and drawdown")
+    return image(equity_png(inputs, height_in=height_in), "equity and drawdown")

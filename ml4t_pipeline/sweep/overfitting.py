@@ -138,6 +138,10 @@ class PboResult:
     oos_sharpe_best: FloatArray  # n*'s out-of-sample Sharpe (per bar) per split
     oos_rank_best: FloatArray  # omega = rank / (N + 1) of n* out of sample per split
     prob_oos_loss: float  # fraction of splits where n*'s out-of-sample Sharpe is < 0
+    #: every variant's in- and out-of-sample Sharpe per split, (n_splits, N): the rank scatter
+    #: of the sweep page (left out of `to_dict`, which stays small)
+    is_sharpe: FloatArray
+    oos_sharpe: FloatArray
 
     def to_dict(self) -> dict[str, object]:
         """Plain floats, ints and lists, for JSON: the summary figures and the per-split lists."""
@@ -202,6 +206,8 @@ def pbo(returns: npt.ArrayLike, *, n_blocks: int = 10) -> PboResult:
         oos_sharpe_best=_frozen(oos_best),
         oos_rank_best=_frozen(omega),
         prob_oos_loss=float(np.mean(oos_best < 0.0)),
+        is_sharpe=_frozen(is_sharpe),
+        oos_sharpe=_frozen(oos_sharpe),
     )
 
 

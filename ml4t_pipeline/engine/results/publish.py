@@ -61,23 +61,27 @@ def publish_dir(
     members: Mapping[str, Callable[[Path], None]],
     *,
     optional: Iterable[str] = (),
+    folders: Iterable[str] = (),
     lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> Path:
     """Write each member (file name -> writer of that path) and publish them as `out`.
 
     `optional` names result files this publish does not write but an earlier one may have
-    (a report): an `out` holding them is still a result, and they go with the old set."""
+    (a report): an `out` holding them is still a result, and they go with the old set.
+    `folders` names the members (written or optional) that are folders, not files: their
+    writer creates the folder (e.g. a nested result); an `out` may hold them as folders."""
     target = Path(os.path.realpath(out))
     names = frozenset(members) | frozenset(optional)
-    for name in names:
+    dirs = frozenset(folders)
+    for name in names | dirs:
         if not name or name.startswith(".") or os.sep in name:
             msg = f"member name {name!r} is not a plain file name"
             raise ValueError(msg)
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
     with _locked(target, lock_timeout_s):
-        _clean_debris(target, names)
-        _check_replaceable(target, names)
+        _clean_debris(target, names, dirs)
+        _check_replaceable(target, names, dirs)
         staging = _sibling(target, "pub")
         os.mkdir(staging)
         published = False
@@ -149,11 +153,16 @@ def _debris_pattern(target: Path) -> re.Pattern[str]:
     return re.compile(rf"^\.{re.escape(target.name)}\.(pub|old)-[0-9a-f]{{16}}$")
 
 
-def _holds_only(folder: Path, names: frozenset[str], *, legacy: bool = True) -> bool:
-    """Whether `folder` holds nothing but member files (and legacy ``.tmp-*`` folders of them)."""
+def _holds_only(
+    folder: Path, names: frozenset[str], dirs: frozenset[str] = frozenset(), *, legacy: bool = True
+) -> bool:
+    """Whether `folder` holds nothing but member files, member folders (`dirs`) and legacy
+    ``.tmp-*`` folders of member files."""
     with os.scandir(folder) as entries:
         for entry in entries:
             if entry.is_file(follow_symlinks=False) and entry.name in names:
+                continue
+            if entry.is_dir(follow_symlinks=False) and entry.name in dirs:
                 continue
             if (
                 legacy
@@ -166,7 +175,7 @@ def _holds_only(folder: Path, names: frozenset[str], *, legacy: bool = True) -> 
     return True
 
 
-def _clean_debris(target: Path, names: frozenset[str]) -> None:
+def _clean_debris(target: Path, names: frozenset[str], dirs: frozenset[str] = frozenset()) -> None:
     """Put back an old set a killed two-rename swap left aside; remove other leftovers of ours."""
     pattern = _debris_pattern(target)
     ours: list[tuple[Path, str]] = []
@@ -176,7 +185,7 @@ def _clean_debris(target: Path, names: frozenset[str]) -> None:
             if (
                 found
                 and entry.is_dir(follow_symlinks=False)
-                and _holds_only(Path(entry.path), names)
+                and _holds_only(Path(entry.path), names, dirs)
             ):
                 ours.append((Path(entry.path), found.group(1)))
     olds = sorted((p for p, kind in ours if kind == "old"), key=lambda p: p.stat().st_mtime_ns)
@@ -188,14 +197,16 @@ def _clean_debris(target: Path, names: frozenset[str]) -> None:
         shutil.rmtree(path)
 
 
-def _check_replaceable(target: Path, names: frozenset[str]) -> None:
+def _check_replaceable(
+    target: Path, names: frozenset[str], dirs: frozenset[str] = frozenset()
+) -> None:
     if not os.path.lexists(target):
         return
     if not target.is_dir():
         msg = f"--out {target} exists and is not a directory; give a directory path"
         raise OutputError(msg)
-    if not _holds_only(target, names):
-        expected = ", ".join(sorted(names))
+    if not _holds_only(target, names, dirs):
+        expected = ", ".join(sorted(names | dirs))
         msg = (
             f"--out {target} is a non-empty directory that is not a backtest result "
             f"(a result holds only {expected}); give an empty or new directory, "
