@@ -113,13 +113,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from ml4t_pipeline.engine.feed.prepared import panel_cache_dir
     from ml4t_pipeline.engine.yaml_load import load_yaml
     from ml4t_pipeline.sweep.grid import load_grid
-    from ml4t_pipeline.sweep.run import run_sweep
+    from ml4t_pipeline.sweep.run import plan_variants, run_sweep
     from ml4t_pipeline.sweep.write import write_sweep
 
     out = output_folder(args.out)
     config = load_run_config(args.config)
     grid = load_grid(Path(args.grid))
     variants = grid.variants(load_yaml(Path(args.config)), base_dir=Path(args.config).parent)
+    plan_variants(variants)  # the columns each variant names, before the inputs are validated
     if config.execution.validate and not args.no_validate:  # one input set for every variant
         _validate_files(
             config.data.prices,

@@ -1,11 +1,16 @@
-"""A file's identity for caches: its content hash and the stat record it was hashed under.
+"""A file's identity for caches: its stat record, and its content hash taken under it.
 
-Two caches trust files by it: validations (`validation.cache`) and prepared panels
-(`engine.feed.prepared`). `fingerprint_file` hashes the bytes (SHA-256) and records the stat
-taken before hashing; `still_valid` accepts an earlier fingerprint of a file without reading the
-file when its whole stat record is unchanged and the record was taken while the file was
-"settled" (its mtime and ctime more than `SETTLE_NS` before the hash), and otherwise hashes the
-file again and compares. `validation.cache` states the guarantee and what could slip through.
+`file_stat` records a file's device, inode, size, mtime and ctime, and whether the record was
+taken while the file was "settled" (its mtime and ctime more than `SETTLE_NS` before). A later
+stat equal to a settled record means the file has not changed since: every way to change a
+file from user space sets its ctime to the current time, and ctime cannot be set back
+(`validation.cache` states the guarantee and what could slip through). A record taken sooner
+after a change proves nothing: a change within the same timestamp tick leaves it equal.
+
+`fingerprint_file` adds the SHA-256 of the bytes, so a file whose stat changed but whose bytes
+did not (`cp -a`, a restore) is still recognized (`validation.cache`, where re-validating costs
+far more than hashing). Prepared panels (`engine.feed.prepared`) keep stat records only: a
+rebuild costs about what hashing the inputs would.
 
 Standard library only, so the engine may import it.
 """
@@ -38,6 +43,42 @@ class FileFingerprint:
         return _stat_record(stat) == tuple(getattr(self, f) for f in _STAT_FIELDS)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileStat:
+    """A file's stat record, and whether it was taken while the file was settled."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    settled: bool
+
+    def same_stat(self, stat: os.stat_result) -> bool:
+        return _stat_record(stat) == tuple(getattr(self, f) for f in _STAT_FIELDS)
+
+    def unchanged(self, path: Path) -> bool:
+        """The file is the one recorded: settled then, the same stat now."""
+        try:
+            return self.settled and self.same_stat(path.stat())
+        except OSError:
+            return False
+
+
+def file_stat(path: Path) -> FileStat:
+    """The stat record of `path` now (raises `OSError` if it cannot be read)."""
+    now_ns = time.time_ns()
+    stat = path.stat()
+    return FileStat(
+        device=stat.st_dev,
+        inode=stat.st_ino,
+        size=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,
+        ctime_ns=stat.st_ctime_ns,
+        settled=now_ns - max(stat.st_mtime_ns, stat.st_ctime_ns) >= SETTLE_NS,
+    )
+
+
 def _stat_record(stat: os.stat_result) -> tuple[int, ...]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
@@ -68,12 +109,3 @@ def fingerprint_file(path: Path) -> FileFingerprint:
         sha256=digest,
         settled=bool(digest) and started_ns - last_change >= SETTLE_NS,
     )
-
-
-def still_valid(path: Path, known: FileFingerprint | None) -> FileFingerprint:
-    """The fingerprint of `path` now: `known` itself when the file's stat record equals its
-    settled record (nothing read), else a new hash. Compare `sha256` with `known`'s to know
-    whether the bytes are the same. Raises `OSError` if the file is unreadable."""
-    if known is not None and known.settled and known.same_stat(path.stat()):
-        return known
-    return fingerprint_file(path)

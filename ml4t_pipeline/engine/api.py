@@ -78,7 +78,7 @@ def run_backtest(
     inputs = _file_inputs(plan, prices, signals, context, corporate_actions, start, end)
     if panel_cache is not False and inputs is not None and initial_state is None:
         cache = None if panel_cache is True else Path(panel_cache)
-        data = prepared_data(inputs, cache=cache, max_chunk_cells=max_chunk_cells)
+        data = prepared_data(inputs, cache=cache, max_chunk_cells=max_chunk_cells, background=True)
     else:
         data = MarketData(
             prices,

@@ -4,8 +4,8 @@
    is planned (`engine.api.plan_run`: the columns its strategy and rules name), before any
    bar is run.
 2. The inputs are decoded once per feed (the columns and volume a variant's parts read; most
-   sweeps have one): the parent builds the prepared panel (`engine.feed.prepared`), the
-   variants memory-map it.
+   sweeps have one): the parent builds the prepared panel (`engine.feed.prepared`, kept in the
+   cache for later runs), and the workers memory-map one snapshot of it (`shared_copy`).
 3. The variants run in worker processes (`workers`, each variant one task; spawned, not
    forked, so no worker inherits the parent's threads) or in this process for one worker.
    Each variant's run is exactly `run_backtest` on its config: the same plan, the same arrays.
@@ -27,6 +27,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,13 @@ import numpy as np
 from ml4t_pipeline.engine.api import feed_inputs, plan_run, run_on
 from ml4t_pipeline.engine.config import RunConfig
 from ml4t_pipeline.engine.feed import Feed
-from ml4t_pipeline.engine.feed.prepared import prepared_data
+from ml4t_pipeline.engine.feed.prepared import (
+    Inputs,
+    PreparedData,
+    load_entry,
+    prepared_data,
+    shared_copy,
+)
 from ml4t_pipeline.engine.results import BacktestResult
 from ml4t_pipeline.engine.results.metrics import bar_returns
 from ml4t_pipeline.errors import ConfigError
@@ -131,13 +138,11 @@ def run_sweep(
         msg = f"--blocks must be an even number >= 2, got {n_blocks}"
         raise ConfigError(msg)
     feeds: dict[str, Feed] = {}
-    keys: list[str] = []
-    for variant in variants:  # every plan checked before any bar runs
-        inputs = feed_inputs(variant.config, plan_run(variant.config))
-        key = inputs.key()
-        keys.append(key)
+    inputs = plan_variants(variants)
+    keys = [i.key() for i in inputs]
+    for key, found in zip(keys, inputs, strict=True):
         if key not in feeds:
-            feeds[key] = prepared_data(inputs, cache=cache)
+            feeds[key] = prepared_data(found, cache=cache)
     n_bars = {int(f.calendar.timestamps.shape[0]) for f in feeds.values()}
     if max(n_bars) < n_blocks:
         msg = f"--blocks {n_blocks}: the run has only {max(n_bars)} bars; give fewer blocks"
@@ -146,7 +151,15 @@ def run_sweep(
     if workers == 1:
         outcomes = _in_process(variants, keys, feeds, progress)
     else:
-        outcomes = _in_workers(variants, cache, workers, progress)
+        with ExitStack() as stack:  # one snapshot of each feed for every worker
+            shared = {
+                key: stack.enter_context(shared_copy(feed, cache))
+                if isinstance(feed, PreparedData)
+                else None
+                for key, feed in feeds.items()
+            }
+            folders = [shared[key] for key in keys]
+            outcomes = _in_workers(variants, folders, workers, progress)
     best = _best(outcomes, grid.select)
     config = variants[best].config
     best_result = run_on(config, feeds[keys[best]], plan_run(config))
@@ -179,6 +192,19 @@ def returns_matrix(outcomes: Sequence[Outcome]) -> np.ndarray:
     return np.column_stack([bar_returns(o.equity, o.start_equity) for o in outcomes])
 
 
+def plan_variants(variants: Sequence[Variant]) -> list[Inputs]:
+    """Plan every variant's run (its parts built, the columns they name checked against the
+    inputs) and give the feed each reads; a `ConfigError` names the variant."""
+    found = []
+    for variant in variants:
+        try:
+            found.append(feed_inputs(variant.config, plan_run(variant.config)))
+        except ConfigError as exc:
+            msg = f"grid variant {variant.number} ({variant.label()}): {exc}"
+            raise ConfigError(msg) from None
+    return found
+
+
 def _workers(asked: int | None, n_variants: int) -> int:
     if asked is not None and (isinstance(asked, bool) or asked < 1):
         msg = f"--workers must be a whole number >= 1, got {asked!r}"
@@ -202,12 +228,18 @@ def _in_process(
 
 
 def _in_workers(
-    variants: Sequence[Variant], cache: Path, workers: int, progress: Progress | None
+    variants: Sequence[Variant],
+    folders: Sequence[Path | None],
+    workers: int,
+    progress: Progress | None,
 ) -> list[Outcome]:
     found: dict[int, Outcome] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        tasks = [pool.submit(run_variant, v.number, v.config, cache) for v in variants]
+        tasks = [
+            pool.submit(run_variant, v.number, v.config, folder)
+            for v, folder in zip(variants, folders, strict=True)
+        ]
         for done, task in enumerate(as_completed(tasks), start=1):
             outcome = task.result()
             found[outcome.number] = outcome
@@ -216,9 +248,14 @@ def _in_workers(
     return [found[v.number] for v in variants]
 
 
-def run_variant(number: int, config: RunConfig, cache: Path) -> Outcome:
-    """One variant in a worker: its data from the prepared panel the parent built."""
-    data = prepared_data(feed_inputs(config, plan_run(config)), cache=cache)
+def run_variant(number: int, config: RunConfig, folder: Path | None) -> Outcome:
+    """One variant in a worker: its data from the parent's snapshot of the prepared panel
+    (None: a run too long for one chunk, which streams its own)."""
+    data: Feed
+    if folder is not None:
+        data = load_entry(folder, config.data.corporate_actions)
+    else:
+        data = feed_inputs(config, plan_run(config)).market_data()
     return _outcome(number, config, data)
 
 

@@ -20,8 +20,9 @@ tests): the dagster.yaml text the webserver and daemon run over, and the rounds.
 (default run) is the repository's dagster.yaml with the run queue at `CONCURRENT_RUNS` runs
 launched at once (dequeue threads), and its runs must overlap; `postgres` (default run, when
 PostgreSQL can run here) is deploy/dagster.postgres.yaml opened the same way over a throwaway
-local server, with the same rounds (the contended round's summaries need stored months), and
-what it stores must equal what `concurrent` stores; `repo` (slow) is the file as it is.
+local server, and what it stores must equal what `concurrent` stores. Both run the single
+backfill; `contended` and `postgres-contended` (slow) add the contended round (its summaries
+need stored months) on each backend; `repo` (slow) is the file as it is.
 """
 
 from __future__ import annotations
@@ -145,6 +146,8 @@ class InstanceSetup:
     #: SINGLE_BACKFILL, months x universes in one backfill; CONTENDED, a backfill per universe,
     #: a summary run per universe and the schedule's tick, all at once
     rounds: tuple[str, ...] = ("single_backfill",)
+    #: the SQLite setup of the same rounds whose stored results a Postgres one must equal
+    sqlite_twin: str | None = None
 
 
 def repo_dagster_yaml() -> str:
@@ -220,7 +223,6 @@ INSTANCE_SETUPS = [
             name="concurrent",
             dagster_yaml=concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS),
             concurrent=True,
-            rounds=("single_backfill", "contended"),
         ),
         id="concurrent",
     ),
@@ -230,9 +232,34 @@ INSTANCE_SETUPS = [
             dagster_yaml=concurrent_dagster_yaml(postgres_dagster_yaml(), CONCURRENT_RUNS),
             concurrent=True,
             postgres=True,
-            rounds=("single_backfill", "contended"),
+            sqlite_twin="concurrent",
         ),
         id="postgres",
+    ),
+    # The contended round waits for the schedule's minute and two backfill daemon ticks
+    # (~70-130 s of mostly waiting on top of the single backfill): slow, both backends side by
+    # side (`pytest -m slow tests/pipeline/test_ui_backfill.py`).
+    pytest.param(
+        InstanceSetup(
+            name="contended",
+            dagster_yaml=concurrent_dagster_yaml(repo_dagster_yaml(), CONCURRENT_RUNS),
+            concurrent=True,
+            rounds=("single_backfill", "contended"),
+        ),
+        id="contended",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        InstanceSetup(
+            name="postgres-contended",
+            dagster_yaml=concurrent_dagster_yaml(postgres_dagster_yaml(), CONCURRENT_RUNS),
+            concurrent=True,
+            postgres=True,
+            rounds=("single_backfill", "contended"),
+            sqlite_twin="contended",
+        ),
+        id="postgres-contended",
+        marks=pytest.mark.slow,
     ),
 ]
 
@@ -512,11 +539,14 @@ class SideBySide:
     skipped: dict[str, str]  # setup name -> why it cannot run here
 
 
-@pytest.fixture(scope="module")
-def side_by_side(
-    request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+def _side_by_side(
+    request: pytest.FixtureRequest,
+    slow: bool,
+    sample_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SideBySide]:
-    setups = [_setup(p) for p in INSTANCE_SETUPS if not p.marks]
+    """The setups of one group (the default run's, or the slow ones) in UI sessions at once."""
+    setups = [_setup(p) for p in INSTANCE_SETUPS if bool(p.marks) == slow]
     skipped: dict[str, str] = {}
     with pytest.MonkeyPatch.context() as env:  # what the UI processes (and we) read
         env.setenv(SCHEDULE_CRON_ENV, EVERY_MINUTE)
@@ -544,23 +574,32 @@ def side_by_side(
             yield SideBySide(futures=futures, skipped=skipped)
 
 
+@pytest.fixture(scope="module")
+def side_by_side(
+    request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SideBySide]:
+    yield from _side_by_side(request, False, sample_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def side_by_side_slow(
+    request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SideBySide]:
+    yield from _side_by_side(request, True, sample_dir, tmp_path_factory)
+
+
 @pytest.fixture(scope="module", params=INSTANCE_SETUPS)
 def backfilled(
     request: pytest.FixtureRequest, sample_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Backfilled:
-    """One UI session per instance setup, shared by the tests below; the default run's
-    setups run side by side (`side_by_side`), a slow one alone."""
+    """One UI session per instance setup, shared by the tests below; the setups of a group
+    (the default run's, the slow ones) run side by side."""
     setup: InstanceSetup = request.param
-    if any(_setup(p) is setup and not p.marks for p in INSTANCE_SETUPS):
-        batch: SideBySide = request.getfixturevalue("side_by_side")
-        if setup.name in batch.skipped:
-            pytest.skip(batch.skipped[setup.name])
-        outcome = batch.futures[setup.name].result()
-    else:
-        home = tmp_path_factory.mktemp(f"backfill-{setup.name}") / "dagster_home"
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv(SCHEDULE_CRON_ENV, EVERY_MINUTE)
-            outcome = run_ui_backfill(setup, sample_dir, home)
+    slow = any(_setup(p) is setup and p.marks for p in INSTANCE_SETUPS)
+    batch: SideBySide = request.getfixturevalue("side_by_side_slow" if slow else "side_by_side")
+    if setup.name in batch.skipped:
+        pytest.skip(batch.skipped[setup.name])
+    outcome = batch.futures[setup.name].result()
     print(f"{setup.name}: {describe(outcome)}")  # shown with -s: what the daemon did
     STORED[setup.name] = outcome.storage
     return Backfilled(setup=setup, outcome=outcome)
@@ -663,11 +702,12 @@ def test_the_schedule_ticked_during_the_contended_round(backfilled: Backfilled) 
 
 def test_postgres_stores_what_sqlite_stores(backfilled: Backfilled) -> None:
     """The same backfill over either backend leaves the same tables and texts, month by month."""
-    if not backfilled.setup.postgres:
-        pytest.skip("compares the postgres setup with the sqlite one")
-    if "concurrent" not in STORED:
-        pytest.skip("the sqlite (concurrent) setup did not run in this session")
-    sqlite = ResultStore(base_dir=str(STORED["concurrent"]))
+    twin = backfilled.setup.sqlite_twin
+    if twin is None:
+        pytest.skip("compares a postgres setup with its sqlite twin")
+    if twin not in STORED:
+        pytest.skip(f"the sqlite setup {twin!r} did not run in this session")
+    sqlite = ResultStore(base_dir=str(STORED[twin]))
     postgres = ResultStore(base_dir=str(STORED[backfilled.setup.name]))
     for key in (MonthKey(m, u) for u in UNIVERSES for m in MONTHS):
         a, b = sqlite.read_backtest(key), postgres.read_backtest(key)

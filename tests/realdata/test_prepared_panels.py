@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ml4t_pipeline import fingerprint
 from ml4t_pipeline.engine import BacktestResult, run_backtest, run_config_from_dict
 from ml4t_pipeline.engine.api import feed_inputs, plan_run, run_on
 from ml4t_pipeline.engine.feed import MarketData, prepared
@@ -27,6 +28,19 @@ from ml4t_pipeline.engine.strategy.history import History
 from ml4t_pipeline.sample_data import SampleSpec, write_sample_data
 from ml4t_pipeline.sample_data.real_stocks import SIGNAL
 from tests.invariants import assert_result_invariants
+
+
+@pytest.fixture(autouse=True)
+def _settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trust the stat of files written a moment ago (the tests write their inputs)."""
+    monkeypatch.setattr(fingerprint, "SETTLE_NS", 0)
+
+
+def _cached(config: Any, cache: Path, **window: Any) -> BacktestResult:
+    """A run through the panel cache, its entry (if new) written when it returns."""
+    result = run_backtest(config, panel_cache=cache, **window)
+    prepared.finish_writing()
+    return result
 
 
 def _same(a: BacktestResult, b: BacktestResult) -> None:
@@ -99,8 +113,8 @@ def test_built_and_mapped_panels_run_as_the_files(
     paths = real_dir if market == "real" else generated
     config = _real_config(paths) if market == "real" else _generated_config(paths)
     fresh = run_backtest(config)
-    built = run_backtest(config, panel_cache=tmp_path)  # decodes, keeps the entry
-    mapped = run_backtest(config, panel_cache=tmp_path)  # memory-maps it
+    built = _cached(config, tmp_path)  # decodes, keeps the entry
+    mapped = _cached(config, tmp_path)  # memory-maps it
     assert_result_invariants(fresh, prices=paths["prices"])
     assert fresh.fills.height > 0
     _same(fresh, built)
@@ -122,7 +136,7 @@ def test_a_changed_file_is_read_again(generated: dict[str, Path], tmp_path: Path
     }
     config = _generated_config(paths)
     cache = tmp_path / "cache"
-    first = run_backtest(config, panel_cache=cache)
+    first = _cached(config, cache)
     prices = pl.read_parquet(paths["prices"])
     stat = paths["prices"].stat()
     changed = prices.with_columns(pl.col("close") * 1.0)  # same values...
@@ -136,18 +150,18 @@ def test_a_changed_file_is_read_again(generated: dict[str, Path], tmp_path: Path
     assert not changed.equals(prices)
     changed.write_parquet(paths["prices"])
     os.utime(paths["prices"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    again = run_backtest(config, panel_cache=cache)
+    again = _cached(config, cache)
     _same(again, run_backtest(config))
     assert not again.equity.equals(first.equity) or not again.fills.equals(first.fills)
 
 
 def test_a_damaged_entry_is_rebuilt(generated: dict[str, Path], tmp_path: Path) -> None:
     config = _generated_config(generated)
-    run_backtest(config, panel_cache=tmp_path)
+    _cached(config, tmp_path)
     (entry,) = tmp_path.iterdir()
     close = entry / "close.npy"
     close.write_bytes(close.read_bytes()[: close.stat().st_size // 2])
-    _same(run_backtest(config, panel_cache=tmp_path), run_backtest(config))
+    _same(_cached(config, tmp_path), run_backtest(config))
     assert close.stat().st_size > 1000  # written whole again
 
 
@@ -157,7 +171,7 @@ def test_an_unwritable_cache_only_costs_the_decode(
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     config = _generated_config(generated)
-    _same(run_backtest(config, panel_cache=blocker / "cache"), run_backtest(config))
+    _same(_cached(config, blocker / "cache"), run_backtest(config))
 
 
 def test_entries_per_feed_and_the_oldest_evicted(
@@ -170,11 +184,11 @@ def test_entries_per_feed_and_the_oldest_evicted(
     stamps = pl.read_parquet(generated["prices"])["timestamp"].unique().sort()
     windows = [(None, None), (stamps[20], None), (stamps[40], stamps[150])]
     for start, end in windows:
-        run_backtest(config, panel_cache=tmp_path, start=start, end=end)
+        _cached(config, tmp_path, start=start, end=end)
     assert len(list(tmp_path.iterdir())) == 2
     for start, end in windows:  # each still equals the decoded run
         _same(
-            run_backtest(config, panel_cache=tmp_path, start=start, end=end),
+            _cached(config, tmp_path, start=start, end=end),
             run_backtest(config, start=start, end=end),
         )
 
@@ -209,3 +223,30 @@ def test_runs_sharing_a_panel_do_not_share_features(
     assert fresh.fills.height > 0
     _same(first, fresh)
     _same(second, fresh)
+
+
+def test_files_changed_a_moment_ago_are_not_trusted_later(
+    generated: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stat record taken within SETTLE_NS of a change cannot tell a later change in the
+    same timestamp tick: such a run keeps nothing."""
+    monkeypatch.setattr(fingerprint, "SETTLE_NS", 3_600 * 10**9)
+    config = _generated_config(generated)
+    _same(_cached(config, tmp_path), run_backtest(config))
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_shared_copy_is_one_snapshot(generated: dict[str, Path], tmp_path: Path) -> None:
+    """Hard links to the entry: replacing the entry leaves the snapshot whole."""
+    config = _generated_config(generated)
+    plan = plan_run(config)
+    data = prepared_data(feed_inputs(config, plan), cache=tmp_path)
+    assert isinstance(data, PreparedData)
+    assert data.entry is not None
+    with prepared.shared_copy(data, tmp_path) as folder:
+        assert folder.parent == tmp_path
+        assert (folder / "close.npy").stat().st_ino == (data.entry / "close.npy").stat().st_ino
+        shutil.rmtree(data.entry)  # e.g. evicted, or replaced by a rebuild
+        shared = prepared.load_entry(folder, None)
+        _same(run_on(config, shared, plan_run(config)), run_backtest(config))
+    assert not folder.exists()

@@ -8,13 +8,18 @@ are read-only memory maps, so worker processes on one machine share the pages of
 
 An entry is keyed by what decides the arrays: the input files' absolute paths, the columns
 read, the run window, whether volume is loaded, and the source code of the feed (a change to
-how the feed builds arrays is a new key, never a stale panel). It is valid only while every
-input file has the content it was built from: the manifest keeps each file's fingerprint
-(`ml4t_pipeline.fingerprint`), checked on every use (a stat comparison for settled files, a
-re-hash otherwise); a changed file means the entry is rebuilt. The fingerprints are taken
-before the build and stored only when no file changed during it. Entries are published whole
-(`results.publish.publish_dir`), so a crash or a concurrent run never leaves a half-written
-panel, and at most `MAX_ENTRIES` are kept (the least recently used go first).
+how the feed builds arrays is a new key, never a stale panel). It is used only while every
+input file is the one it was built from: the manifest keeps each file's stat record
+(`ml4t_pipeline.fingerprint.FileStat`), taken before the build and stored only when the file
+was settled then and unchanged after it; any later change to a file (its ctime moves) means a
+rebuild. Entries are published whole and durably (`results.publish.publish_dir`), so a crash
+or a concurrent run never leaves a half-written panel, and at most `MAX_ENTRIES` are kept (the
+least recently used go first). A single run writes its new entry from a thread while it runs
+(`background`), which hides most of the cost of the first run.
+
+A sweep's worker processes read one snapshot (`shared_copy`: hard links to the entry's files,
+`load_entry` to read them), so every variant sees the same arrays even if an input changes
+while the sweep runs.
 
 Runs too long for one chunk (`DEFAULT_MAX_CHUNK_CELLS`) are not cached: they stream month by
 month to keep memory bounded, and `prepared_data` returns their `MarketData` as it is.
@@ -29,7 +34,10 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +50,14 @@ from ml4t_pipeline.engine.feed.listings import Delistings
 from ml4t_pipeline.engine.feed.market_data import DEFAULT_MAX_CHUNK_CELLS, MarketData
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel
 from ml4t_pipeline.engine.results.publish import publish_dir
-from ml4t_pipeline.fingerprint import FileFingerprint, fingerprint_file, still_valid
+from ml4t_pipeline.fingerprint import FileStat, file_stat
 from ml4t_pipeline.keys import to_micros
 
 PANEL_FORMAT = "1"
 MAX_ENTRIES = 16
 _MANIFEST = "manifest.json"
 _BARS = ("open", "high", "low", "close")
+_writers: list[threading.Thread] = []  # background stores started by `prepared_data`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +73,7 @@ class PreparedData:
     actions: ActionRows | None
     widened_bars: int
     n_rows: int
+    entry: Path | None = None  # the cache entry it was read from or stored as (None: neither)
 
     @property
     def n_chunks(self) -> int:
@@ -163,32 +173,102 @@ def prepared_data(
     *,
     cache: Path | None = None,
     max_chunk_cells: int = DEFAULT_MAX_CHUNK_CELLS,
+    background: bool = False,
 ) -> PreparedData | MarketData:
     """The run's data from the cache entry of `inputs`, built (and stored) when missing or
-    stale. A run longer than one chunk gets its streaming `MarketData`, not cached."""
+    stale. A run longer than one chunk gets its streaming `MarketData`, not cached.
+
+    With `background`, a new entry is written by a thread while the caller runs on the data
+    (the process waits for it at exit); else before returning, and the data names its entry.
+    """
     root = cache if cache is not None else panel_cache_dir()
     entry = root / inputs.key()
     files = inputs.files()
-    manifest = _manifest(entry)
-    if manifest is not None:
-        found = _load(entry, manifest, files, inputs)
-        if found is not None:
-            _touch(entry)
-            return found
-    before = {role: fingerprint_file(path) for role, path in files.items()}
+    found = _load_checked(entry, files, inputs)
+    if found is not None:
+        _touch(entry)
+        return found
+    before = {role: file_stat(path) for role, path in files.items()}
     data = inputs.market_data(max_chunk_cells)
     if data.n_chunks != 1:
         return data
     prepared = PreparedData.from_market_data(data)
-    if all(f.sha256 and f.same_stat(files[r].stat()) for r, f in before.items()):
-        _store(entry, prepared, before)
-        _evict(root, keep=entry)
+    if not all(stat.unchanged(files[role]) for role, stat in before.items()):
+        return prepared  # changed lately (or during the build): nothing to trust it by later
+    if background:
+        writer = threading.Thread(
+            target=_store, args=(root, entry, prepared, before), name="ml4t-panel-store"
+        )
+        _writers.append(writer)
+        writer.start()
+        return prepared
+    if _store(root, entry, prepared, before):
+        return dataclasses.replace(prepared, entry=entry)
     return prepared
 
 
+def finish_writing() -> None:
+    """Wait for the entries being written in the background (the interpreter also waits for
+    them at exit)."""
+    while _writers:
+        _writers.pop().join()
+
+
+@contextmanager
+def shared_copy(data: PreparedData, cache: Path) -> Iterator[Path]:
+    """A folder holding `data` for other processes (`load_entry`), for as long as the context
+    lasts: one snapshot every reader shares, whatever happens to the cache entry meanwhile.
+    Hard links to the entry's files when it has one on the same filesystem (nothing copied),
+    else the arrays written afresh."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=".shared-", dir=cache))
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="ml4t-shared-panel-"))
+    try:
+        if not (data.entry is not None and _link_all(data.entry, folder)):
+            for name, write in _members(data, {}).items():
+                write(folder / name)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_entry(folder: Path, corporate_actions: Path | None) -> PreparedData:
+    """The data kept in `folder` (a `shared_copy`), read as it is: no input file is checked."""
+    manifest = _manifest(folder)
+    found = _load(folder, manifest, corporate_actions) if manifest is not None else None
+    if found is None:
+        msg = f"{folder} holds no prepared panel"
+        raise ValueError(msg)
+    return found
+
+
+def _link_all(entry: Path, folder: Path) -> bool:
+    try:
+        for file in entry.iterdir():
+            os.link(file, folder / file.name)
+    except OSError:
+        for file in folder.iterdir():
+            file.unlink()
+        return False
+    return _manifest(folder) is not None
+
+
 # -- the entry on disk ---------------------------------------------------------------------------
-def _store(entry: Path, data: PreparedData, fingerprints: dict[str, FileFingerprint]) -> None:
-    """Publish the entry as a whole; a cache that cannot be written only costs a rebuild."""
+def _store(root: Path, entry: Path, data: PreparedData, stats: dict[str, FileStat]) -> bool:
+    """Publish the entry as a whole and evict old ones; a cache that cannot be written only
+    costs a rebuild next time (False)."""
+    try:
+        publish_dir(entry, _members(data, stats), optional=_old_members(entry))
+    except (OSError, ValueError):
+        return False
+    _evict(root, keep=entry)
+    return True
+
+
+def _members(data: PreparedData, stats: dict[str, FileStat]) -> dict[str, Any]:
+    """The entry's files: one .npy per array, and the manifest (written last)."""
     panel, calendar = data.panel, data.calendar
     arrays: dict[str, np.ndarray] = {
         "timestamps": calendar.timestamps,
@@ -212,7 +292,7 @@ def _store(entry: Path, data: PreparedData, fingerprints: dict[str, FileFingerpr
     arrays["delisted-before"] = data.delistings.before.astype(np.int64)
     manifest = {
         "format": PANEL_FORMAT,
-        "files": {role: dataclasses.asdict(f) for role, f in fingerprints.items()},
+        "files": {role: dataclasses.asdict(f) for role, f in stats.items()},
         "text_ids": calendar.assets.dtype.kind == "O",
         "prices_name": calendar.prices,
         "signal_columns": list(data.signal_columns),
@@ -226,30 +306,40 @@ def _store(entry: Path, data: PreparedData, fingerprints: dict[str, FileFingerpr
         f"{name}.npy": functools.partial(_save_array, array) for name, array in arrays.items()
     }
     members[_MANIFEST] = functools.partial(_save_text, json.dumps(manifest, sort_keys=True))
+    return members
+
+
+def _load_checked(entry: Path, files: dict[str, Path], inputs: Inputs) -> PreparedData | None:
+    """The entry's data if every input file is the one it was built from (settled then, the
+    same stat record now)."""
+    manifest = _manifest(entry)
+    if manifest is None:
+        return None
     try:
-        publish_dir(entry, members, optional=_old_members(entry))
-    except (OSError, ValueError):
-        return
+        saved = {role: FileStat(**f) for role, f in manifest["files"].items()}
+    except (TypeError, KeyError, AttributeError):
+        return None
+    if set(saved) != set(files) or not all(saved[r].unchanged(p) for r, p in files.items()):
+        return None
+    found = _load(entry, manifest, inputs.corporate_actions)
+    return dataclasses.replace(found, entry=entry) if found is not None else None
 
 
 def _load(
-    entry: Path, manifest: dict[str, Any], files: dict[str, Path], inputs: Inputs
+    entry: Path, manifest: dict[str, Any], corporate_actions: Path | None
 ) -> PreparedData | None:
-    """The entry's data if every input file still has the content it was built from."""
+    """The arrays of the entry, memory-mapped (None when a file is missing or damaged)."""
     try:
-        saved = {role: FileFingerprint(**f) for role, f in manifest["files"].items()}
-        if set(saved) != set(files):
-            return None
-        for role, path in files.items():
-            now = still_valid(path, saved[role])
-            if not now.sha256 or now.sha256 != saved[role].sha256:
-                return None
-        arrays = {
-            name: np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            for name in manifest["arrays"]
-        }
-    except (OSError, ValueError, TypeError, KeyError):
+        return _read(entry, manifest, corporate_actions)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
+
+
+def _read(entry: Path, manifest: dict[str, Any], corporate_actions: Path | None) -> PreparedData:
+    arrays = {
+        name: np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        for name in manifest["arrays"]
+    }
     assets = arrays["assets"]
     calendar = Calendar(
         timestamps=arrays["timestamps"],
@@ -279,9 +369,7 @@ def _load(
         at_bar={b: np.array(a, dtype=np.int64) for b, a in at_bar.items()},
         before=np.array(arrays["delisted-before"]),
     )
-    actions = (
-        load_actions(inputs.corporate_actions) if inputs.corporate_actions is not None else None
-    )
+    actions = load_actions(corporate_actions) if corporate_actions is not None else None
     return PreparedData(
         calendar=calendar,
         panel=panel,
