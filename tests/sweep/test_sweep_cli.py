@@ -144,14 +144,16 @@ def test_the_best_variant_is_written_whole(
     assert (out / "best" / "state.json").read_bytes() == (alone / "state.json").read_bytes()
     assert (out / "best" / "report.html").stat().st_size > 10_000
     assert_backtest_invariants(out / "best", prices=real["prices"])
-    assert found["n_trials"] == 8 and found["n_blocks"] == 6
+    assert found["n_trials"] == 8
+    assert found["n_blocks"] == 6
     assert 0.0 <= found["pbo"] <= 1.0
     assert len(found["pbo_detail"]["logits"]) == 20  # C(6, 3) splits
     assert 0.0 <= found["deflated_sharpe"] <= 1.0
     page = (out / "sweep.html").read_text()
     for text in ("Probability of backtest overfitting", "Deflated Sharpe", "best/report.html"):
         assert text in page
-    assert "data:image/png;base64," in page and "http" not in page.replace("best/report", "")
+    assert "data:image/png;base64," in page
+    assert "http" not in page.replace("best/report", "")
 
 
 def test_outputs_do_not_depend_on_the_workers(
