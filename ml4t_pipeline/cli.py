@@ -274,7 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: the core count)"
     )
     sw.add_argument(
-        "--blocks", type=int, default=10, help="CSCV blocks for the PBO (even, default 10)"
+        "--blocks",
+        type=int,
+        default=None,
+        help="CSCV blocks for the PBO (even; default: the grid's blocks, else 10)",
     )
     sw.add_argument("--no-validate", action="store_true", help="skip the input validation pass")
     sw.add_argument(

@@ -84,6 +84,16 @@ ASSET_CATALOG: Mapping[str, CatalogEntry] = {
             "ml4t_pipeline.report.charts",
         ),
     ),
+    "parameter_sweep": CatalogEntry(
+        kinds=frozenset({"numpy", "parquet"}),
+        modules=(
+            "ml4t_pipeline.pipeline.assets.sweep",
+            "ml4t_pipeline.pipeline.universe_inputs",
+            "ml4t_pipeline.sweep.grid",
+            "ml4t_pipeline.sweep.run",
+            "ml4t_pipeline.sweep.overfitting",
+        ),
+    ),
 }
 """Every asset of the graph by name; an asset missing here is an error when assets are built."""
 

@@ -9,6 +9,7 @@ Asset graph::
       feature_table + validated_corporate_actions + backtest (previous month) -> backtest
       --[ledger_reconciles, no_nan_equity, fills_inside_bars]--> trade_attribution
     backtest (all months of a universe) -> performance_summary
+    validated inputs -> parameter_sweep (sweep file x universe; configs/sweeps/*.yaml)
 
 Every check is blocking. Storage defaults to <DAGSTER_HOME>/storage/ml4t (or
 $ML4T_STORAGE_DIR); inputs come from $ML4T_DATA_DIR (default data/sample); both are read when
@@ -16,8 +17,8 @@ a run sets its resources up. Configs come from `config_dir` / $ML4T_CONFIG_DIR /
 
 Importing this module reads no file and changes nothing: `defs` is a `@dg.definitions`
 loader, which Dagster calls when it loads the code location (CLI, run worker, code server).
-Only then are universes.yaml and pipeline.yaml read (the partitions, and the run config's
-fingerprint as `backtest`'s code version), the price file's last timestamp read (the end of
+Only then are universes.yaml, pipeline.yaml and configs/sweeps/*.yaml read (the partitions,
+and the run config's fingerprint as `backtest`'s code version), the price file's last timestamp read (the end of
 the month axis), and the garbage collector tuned (`keep_loaded_objects_out_of_gc`). Tests and the demo call `build_defs` directly.
 """
 
@@ -28,12 +29,14 @@ import gc
 import dagster as dg
 
 from ml4t_pipeline.pipeline.assets import build_assets
+from ml4t_pipeline.pipeline.assets.sweep import sweep_files, sweeps_code_version
 from ml4t_pipeline.pipeline.chain import config_code_version, universes_code_version
 from ml4t_pipeline.pipeline.checks import INPUT_CONTRACTS, build_partitioned_checks
 from ml4t_pipeline.pipeline.io_manager import ParquetIOManager
-from ml4t_pipeline.pipeline.jobs import JOBS, build_monthly_schedule
+from ml4t_pipeline.pipeline.jobs import JOBS, build_monthly_schedule, sweep_job
 from ml4t_pipeline.pipeline.partitions import build_partitions, last_data_month
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, DataDirResource, ResultStore
+from ml4t_pipeline.sweep.grid import load_grid
 
 
 def build_defs(
@@ -57,14 +60,19 @@ def build_defs(
     data = DataDirResource(path=data_dir)
     data_month = last_data_month(data.file("prices"))
     partitions = build_partitions(spec, data_month=data_month)
+    version = config_code_version(configs.run_config(), spec)
+    # a bad grid is an error when the code location loads, naming its file
+    sweeps = {n: load_grid(p) for n, p in sweep_files(configs.run_config_file().parent).items()}
     return dg.Definitions(
         assets=build_assets(
             partitions,
-            code_version=config_code_version(configs.run_config(), spec),
+            code_version=version,
             universes_version=universes_code_version(spec),
+            sweeps=list(sweeps),
+            sweeps_version=sweeps_code_version(sweeps, version),
         ),
         asset_checks=[*INPUT_CONTRACTS, *build_partitioned_checks(partitions.backtest)],
-        jobs=JOBS,
+        jobs=[*JOBS, sweep_job] if sweeps else JOBS,
         schedules=[build_monthly_schedule(spec, data_month=data_month)],
         resources={
             "io_manager": ParquetIOManager(base_dir=storage_dir),

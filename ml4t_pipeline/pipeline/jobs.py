@@ -7,6 +7,8 @@
   in one process, for one (month, universe) partition or a range of months (each month
   continues from the one before; the month before the range must be stored).
 - `summary_job`: performance_summary of one universe over its stored months.
+- `sweep_job`: parameter_sweep of one (sweep, universe), e.g. ``--tags '{"dagster/partition":
+  "top_k_and_stop|core"}'`` (present when configs/sweeps/ holds a sweep file).
 - `monthly_backtest_schedule`: on the 1st of each month (or at $ML4T_SCHEDULE_CRON), one `backtest_job` run per universe
   for the month that just closed (made by `build_monthly_schedule` from the universes config),
   skipped while that month is beyond the data (the code location's month axis).
@@ -30,7 +32,12 @@ import os
 import dagster as dg
 
 from ml4t_pipeline.errors import ConfigError
-from ml4t_pipeline.pipeline.assets import BACKTEST_ASSET_KEYS, INPUT_ASSET_KEYS, SUMMARY_ASSET_KEY
+from ml4t_pipeline.pipeline.assets import (
+    BACKTEST_ASSET_KEYS,
+    INPUT_ASSET_KEYS,
+    SUMMARY_ASSET_KEY,
+    SWEEP_ASSET_KEY,
+)
 from ml4t_pipeline.pipeline.partitions import MonthKey, PartitionSpec, last_month
 
 # A retried run (the daemon's run retries) re-executes from failure: every step's inputs are
@@ -58,6 +65,15 @@ summary_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="Chain every stored month of one universe into its performance summary.",
 )
+
+
+sweep_job = dg.define_asset_job(
+    "sweep_job",
+    selection=dg.AssetSelection.assets(SWEEP_ASSET_KEY),
+    executor_def=dg.in_process_executor,
+    description="One (sweep, universe): every variant of a configs/sweeps/ grid, PBO, DSR.",
+)
+"""Only in the definitions when configs/sweeps/ holds a sweep (`build_defs`)."""
 
 
 def closed_month(now: dt.datetime) -> dt.date:

@@ -9,6 +9,7 @@ A grid file is a YAML mapping::
     select: sharpe                        # the summary metric that picks the best variant
     heatmap: [strategy.params.top_k, risk.0.pct]  # the sweep page's two axes (default: the
                                                   # first two paths)
+    blocks: 10                            # CSCV blocks of the PBO (even; `--blocks` wins)
 
 A path walks the run config's YAML: a mapping by key (a missing key is created, and the
 config's own checks then judge it), a list by position (which must exist). The data and
@@ -32,8 +33,9 @@ from ml4t_pipeline.engine.yaml_load import load_yaml
 from ml4t_pipeline.errors import ConfigError, shown
 
 MODES = ("product", "zip")
-SETTINGS = ("mode", "select", "heatmap")
+SETTINGS = ("mode", "select", "heatmap", "blocks")
 DEFAULT_SELECT = "sharpe"
+DEFAULT_BLOCKS = 10
 #: the summary metrics a sweep can select by; a higher value is better for each (a drawdown
 #: is a fraction <= 0, so the shallowest wins)
 SELECTABLE = ("sharpe", "sortino", "total_return", "cagr", "final_equity", "max_drawdown")
@@ -63,6 +65,7 @@ class Grid:
     mode: str = "product"
     select: str = DEFAULT_SELECT
     heatmap: tuple[str, ...] = ()
+    blocks: int = DEFAULT_BLOCKS
 
     def points(self) -> list[dict[str, Any]]:
         """The swept values of each variant, in order (the first path varies slowest)."""
@@ -141,7 +144,13 @@ def grid_from_dict(raw: Any, *, where: str = "grid") -> Grid:
         msg = f"{where}: select must be one of {', '.join(SELECTABLE)}, got {shown(select)}"
         raise ConfigError(msg)
     heatmap = _heatmap(settings.get("heatmap"), paths, where)
-    grid = Grid(paths=paths, values=values, mode=mode, select=select, heatmap=heatmap)
+    blocks = settings.get("blocks", DEFAULT_BLOCKS)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 2 or blocks % 2:
+        msg = f"{where}: blocks must be an even whole number >= 2, got {shown(blocks)}"
+        raise ConfigError(msg)
+    grid = Grid(
+        paths=paths, values=values, mode=mode, select=select, heatmap=heatmap, blocks=blocks
+    )
     n = len(grid.points()) if mode == "zip" else _product(values.values())
     if n > MAX_VARIANTS:
         msg = f"{where}: {n} variants; a sweep runs at most {MAX_VARIANTS}"

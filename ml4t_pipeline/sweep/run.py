@@ -56,7 +56,6 @@ from ml4t_pipeline.sweep.overfitting import (
     sharpe_per_bar,
 )
 
-DEFAULT_BLOCKS = 10
 #: summary figures that are not results of the run (they vary run to run)
 _NOT_RESULTS = frozenset({"wall_s", "bars_per_s", "engine_wall_s", "validate_wall_s"})
 Progress = Callable[[int, int], None]
@@ -128,13 +127,15 @@ def run_sweep(
     variants: Sequence[Variant],
     *,
     workers: int | None = None,
-    n_blocks: int = DEFAULT_BLOCKS,
+    n_blocks: int | None = None,
     cache: Path,
     progress: Progress | None = None,
 ) -> Sweep:
-    """Run every variant (see the module docstring); `cache` holds the prepared panels."""
+    """Run every variant (see the module docstring); `cache` holds the prepared panels;
+    `n_blocks` (default: the grid's `blocks`) cuts the bars for the PBO."""
     started = time.perf_counter()
-    if n_blocks < 2 or n_blocks % 2:
+    n_blocks = grid.blocks if n_blocks is None else n_blocks
+    if isinstance(n_blocks, bool) or n_blocks < 2 or n_blocks % 2:
         msg = f"--blocks must be an even number >= 2, got {n_blocks}"
         raise ConfigError(msg)
     feeds: dict[str, Feed] = {}

@@ -44,6 +44,7 @@ def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
         "backtest",
         "trade_attribution",
         "performance_summary",
+        "parameter_sweep",  # configs/sweeps/ holds a sweep
     }
     assert {k.name for k in graph.asset_check_keys} == {
         "prices_contract",
@@ -55,7 +56,7 @@ def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
         "no_nan_equity",
         "fills_inside_bars",
     }
-    for job in ("inputs_job", "backtest_job", "summary_job"):
+    for job in ("inputs_job", "backtest_job", "summary_job", "sweep_job"):
         assert defs.resolve_job_def(job).executor_def is dg.in_process_executor
     assert defs.resolve_schedule_def("monthly_backtest_schedule").job_name == "backtest_job"
 
@@ -141,6 +142,7 @@ def test_importing_the_dagster_layer_reads_nothing_and_the_loader_reads_the_conf
     assert probe["at_import"] == {"opened": [], "env": [], "frozen": 0}
     assert sorted(probe["loader_opened"]) == [
         str(REPO / "configs" / "pipeline.yaml"),  # backtest's code version: the config fingerprint
+        str(REPO / "configs" / "sweeps" / "top_k_and_stop.yaml"),  # parameter_sweep's partitions
         str(REPO / "configs" / "universes.yaml"),
     ]
     assert probe["loader_froze"]

@@ -7,9 +7,10 @@ last month). Automation (declarative, evaluated by the default automation-condit
 (a universe's new month materializes once its inputs are there and, for `backtest`, the
 previous month is stored; nothing runs while a dependency is missing or in progress), and
 `performance_summary` is `eager` too, so it follows every month that changes.
+`parameter_sweep` (one partition per sweep file x universe) runs only when asked.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -37,6 +38,7 @@ from ml4t_pipeline.pipeline.assets.inputs import (
     validated_signals,
 )
 from ml4t_pipeline.pipeline.assets.summary import PERFORMANCE_SUMMARY, performance_summary_asset
+from ml4t_pipeline.pipeline.assets.sweep import PARAMETER_SWEEP, parameter_sweep_asset
 from ml4t_pipeline.pipeline.catalog import catalogued
 from ml4t_pipeline.pipeline.partitions import PipelinePartitions
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
@@ -54,6 +56,7 @@ INPUT_ASSETS = [
 INPUT_ASSET_KEYS = [asset.key for asset in INPUT_ASSETS]
 BACKTEST_ASSET_KEYS = [dg.AssetKey(FEATURE_TABLE), BACKTEST, dg.AssetKey(TRADE_ATTRIBUTION)]
 SUMMARY_ASSET_KEY = dg.AssetKey(PERFORMANCE_SUMMARY)
+SWEEP_ASSET_KEY = dg.AssetKey(PARAMETER_SWEEP)
 
 
 def range_attribution(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -91,22 +94,29 @@ def build_assets(
     *,
     code_version: str | None = None,
     universes_version: str | None = None,
+    sweeps: Sequence[str] = (),
+    sweeps_version: str | None = None,
 ) -> list[dg.AssetsDefinition]:
-    """The input assets, the (month, universe) chain, and the per-universe summary, with the
-    catalog's owners, kinds and code versions. `code_version`: the run config's fingerprint
+    """The input assets, the (month, universe) chain, the per-universe summary and (with
+    `sweeps`, the names of configs/sweeps/*.yaml) the parameter sweeps, with the catalog's
+    owners, kinds and code versions. `code_version`: the run config's fingerprint
     (`chain.config_code_version`), the version of `backtest`; `universes_version` that of
-    `feature_table` (a version an asset declares wins over the catalog's)."""
-    return catalogued(
-        [
-            *INPUT_ASSETS,
-            feature_table_asset(partitions.backtest, code_version=universes_version),
-            backtest_asset(partitions.backtest, code_version=code_version),
-            range_attribution(partitions.backtest),
-            performance_summary_asset(
-                partitions.universes, automation_condition=dg.AutomationCondition.eager()
-            ),
-        ]
-    )
+    `feature_table`; `sweeps_version` that of `parameter_sweep` (a version an asset declares
+    wins over the catalog's)."""
+    assets = [
+        *INPUT_ASSETS,
+        feature_table_asset(partitions.backtest, code_version=universes_version),
+        backtest_asset(partitions.backtest, code_version=code_version),
+        range_attribution(partitions.backtest),
+        performance_summary_asset(
+            partitions.universes, automation_condition=dg.AutomationCondition.eager()
+        ),
+    ]
+    if sweeps:
+        assets.append(
+            parameter_sweep_asset(list(sweeps), partitions.universes, code_version=sweeps_version)
+        )
+    return catalogued(assets)
 
 
 __all__ = [
@@ -114,5 +124,6 @@ __all__ = [
     "INPUT_ASSETS",
     "INPUT_ASSET_KEYS",
     "SUMMARY_ASSET_KEY",
+    "SWEEP_ASSET_KEY",
     "build_assets",
 ]

@@ -3,6 +3,7 @@
 $ML4T_CONFIG_DIR, else the repository's configs/ (`partitions.config_dir`), read when used."""
 
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import yaml
@@ -25,6 +26,14 @@ _FRAMES = "<frames supplied by the pipeline>"
 
 def load_pipeline_config(path: Path) -> RunConfig:
     """The engine's run YAML without `data`; checked by the engine's own config loader."""
+    raw = read_pipeline_yaml(path)
+    return run_config_from_dict(
+        {**raw, "data": {"prices": _FRAMES}}, base_dir=path.parent, check_files=False
+    )
+
+
+def read_pipeline_yaml(path: Path) -> dict[str, Any]:
+    """The pipeline's run YAML as parsed: a mapping without `data` (a ConfigError else)."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -36,9 +45,7 @@ def load_pipeline_config(path: Path) -> RunConfig:
     if "data" in raw:
         msg = f"{path}: leave out 'data'; the pipeline supplies each month's frames"
         raise ConfigError(msg)
-    return run_config_from_dict(
-        {**raw, "data": {"prices": _FRAMES}}, base_dir=path.parent, check_files=False
-    )
+    return raw
 
 
 class BacktestConfigResource(dg.ConfigurableResource["BacktestConfigResource"]):
@@ -59,6 +66,10 @@ class BacktestConfigResource(dg.ConfigurableResource["BacktestConfigResource"]):
 
     def run_config(self) -> RunConfig:
         return load_pipeline_config(self.run_config_file())
+
+    def run_config_yaml(self) -> dict[str, Any]:
+        """The run config as parsed YAML (what a sweep's grid paths walk)."""
+        return read_pipeline_yaml(self.run_config_file())
 
     def partition_spec(self) -> PartitionSpec:
         if self._spec is None:
