@@ -8,6 +8,7 @@ traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -75,6 +76,17 @@ def _progress_printer(unit: str = "bars") -> Any:
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
+    from ml4t_pipeline.report.drawing import InProcess, for_this_machine
+
+    # started first: the chart helper imports matplotlib while the backtest loads and runs
+    with contextlib.ExitStack() as stack:
+        drawing = InProcess() if args.no_report else for_this_machine()
+        if not isinstance(drawing, InProcess):
+            stack.enter_context(drawing)
+        return _backtest(args, drawing)
+
+
+def _backtest(args: argparse.Namespace, drawing: Any) -> int:
     from ml4t_pipeline.engine import load_run_config, run_backtest
 
     out = output_folder(args.out)
@@ -99,7 +111,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     result.extra["validate_wall_s"] = validate_s
     result.extra["data_warnings"] = data_warnings
     try:
-        result.write(out, report=not args.no_report)
+        result.write(out, report=not args.no_report, drawing=drawing)
     except OSError as exc:
         msg = f"cannot write the results to {clipped(str(out))}: {exc.strerror or exc}"
         raise UsageError(msg) from exc

@@ -22,7 +22,7 @@ from ml4t_pipeline.engine.feed.features import (
     FeatureProvider,
     PrecomputedFeatures,
 )
-from ml4t_pipeline.engine.results import BacktestResult, compute_metrics
+from ml4t_pipeline.engine.results import BacktestResult, compute_metrics, relative_metrics
 from ml4t_pipeline.engine.results.attribution import DIMENSIONS as ATTRIBUTION_DIMENSIONS
 from ml4t_pipeline.engine.results.attribution import attribution
 from ml4t_pipeline.engine.risk.context import RiskContext, RiskDecision, RiskRule
@@ -63,6 +63,7 @@ __all__ = [
     "compute_metrics",
     "load_run_config",
     "read_corporate_actions",
+    "relative_metrics",
     "run_backtest",
     "run_config_from_dict",
 ]

@@ -302,9 +302,14 @@ def _max_ticks() -> Any:
 
 
 def warm_up() -> Any:
-    """Import what drawing needs (for a background thread started before the chart is due)."""
+    """Import what drawing needs and draw a throwaway figure (the font file, text layout and
+    PNG writer load on a first draw): for a helper process waiting for the real charts."""
     import matplotlib.backends.backend_agg
     import matplotlib.dates
     import matplotlib.figure
 
+    with _figure(1.0, [1.0]) as (fig, axes):
+        axes[0].plot([0.0, 1.0], [0.0, 1.0])
+        axes[0].set_title("warm-up")
+        _png(fig)
     return matplotlib.figure

@@ -12,12 +12,14 @@ import base64
 import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 
 from ml4t_pipeline.engine.results.metrics import bar_returns, drawdowns
 from ml4t_pipeline.report import charts, stats
+from ml4t_pipeline.report.drawing import Drawing, Drawn, InProcess
 from ml4t_pipeline.report.inputs import ReportInputs
 
 NONE = "—"
@@ -243,12 +245,13 @@ def _returns_section(run: _Run) -> str:
     )
 
 
-def _charts(run: _Run) -> tuple[str, str]:
+def _submit_charts(run: _Run, drawing: Drawing) -> tuple[Drawn, Drawn]:
+    """The two figures, submitted to `drawing` (their numbers are computed here)."""
     bench = None
     if run.benchmark is not None:
         bench = charts.Curve(times_us=run.times_us, values=run.benchmark, label="benchmark")
     strategy = charts.Curve(times_us=run.times_us, values=run.values, label="strategy")
-    equity_png = charts.equity_chart(strategy, run.drawdown, benchmark=bench)
+    equity = drawing.submit(charts.equity_chart, strategy, run.drawdown, benchmark=bench)
     every = max(1, run.values.shape[0] // ROLLING_POINTS)
     mine = stats.rolling(run.returns, run.periods, every=every)
     bench_vol = None
@@ -259,7 +262,8 @@ def _charts(run: _Run) -> tuple[str, str]:
     month_starts = (
         turnover["period"].str.to_datetime("%Y-%m", time_zone="UTC").dt.epoch("us").to_numpy()
     )
-    rolling_png = charts.rolling_chart(
+    rolling = drawing.submit(
+        charts.rolling_chart,
         run.times_us,
         window=mine.window,
         rolling_us=run.times_us[mine.bars],
@@ -270,9 +274,7 @@ def _charts(run: _Run) -> tuple[str, str]:
         turnover=turnover["turnover"].to_numpy(),
         benchmark_volatility=bench_vol,
     )
-    return image(equity_png, "equity, log equity and drawdown"), image(
-        rolling_png, "rolling Sharpe, volatility, exposure and turnover"
-    )
+    return equity, rolling
 
 
 def _trade_table(trades: pl.DataFrame) -> str:
@@ -353,39 +355,71 @@ def page(title: str, body: str) -> str:
     )
 
 
-def render_report(inputs: ReportInputs) -> str:
-    """The full tear sheet of one run."""
+@dataclass(frozen=True, slots=True)
+class PendingReport:
+    """A tear sheet whose figures are being drawn; `html()` waits for them and renders it."""
+
+    run: _Run
+    figures: tuple[Drawn, Drawn] | None
+
+    def html(self) -> str:
+        run, inputs = self.run, self.run.inputs
+        # the tables first: the figures may still be drawing meanwhile
+        headline, drawdowns, returns = (
+            _headline_table(run),
+            _drawdown_table(run),
+            _returns_section(run),
+        )
+        trades = _trade_table(inputs.trades)
+        attribution = _attribution_section(inputs.attribution)
+        rejections = _rejections_section(inputs.rejections)
+        equity_img = rolling_img = ""
+        if self.figures is not None:
+            equity_png, rolling_png = (f.result() for f in self.figures)
+            equity_img = image(equity_png, "equity, log equity and drawdown")
+            rolling_img = image(rolling_png, "rolling Sharpe, volatility, exposure and turnover")
+        sections = [
+            f"<h1>{html.escape(inputs.title)}</h1>",
+            _overview(run),
+            '<section id="headline"><h2>Headline</h2>',
+            headline,
+            "</section>",
+            '<section id="equity"><h2>Equity and drawdown</h2>',
+            equity_img,
+            "<h3>Top drawdowns</h3>",
+            drawdowns,
+            "</section>",
+            '<section id="returns"><h2>Returns by month and year</h2>',
+            returns,
+            "</section>",
+            '<section id="rolling"><h2>Rolling risk, exposure and turnover</h2>',
+            rolling_img,
+            "</section>",
+            '<section id="trades"><h2>Trades</h2>',
+            trades,
+            "</section>",
+            '<section id="attribution"><h2>P&amp;L attribution</h2>',
+            attribution,
+            "</section>",
+            '<section id="rejections"><h2>Rejections by reason</h2>',
+            rejections,
+            "</section>",
+            '<p class="note">Written by ml4t-pipeline from the run\'s tables and summary.json.</p>',
+        ]
+        return page(inputs.title, "\n".join(sections))
+
+
+def start_report(inputs: ReportInputs, drawing: Drawing | None = None) -> PendingReport:
+    """Submit the tear sheet's figures to `drawing` (default: draw here, now) and return what
+    renders the page once they are drawn."""
     run = _Run(inputs)
-    equity_img, rolling_img = _charts(run) if run.values.shape[0] else ("", "")
-    sections = [
-        f"<h1>{html.escape(inputs.title)}</h1>",
-        _overview(run),
-        '<section id="headline"><h2>Headline</h2>',
-        _headline_table(run),
-        "</section>",
-        '<section id="equity"><h2>Equity and drawdown</h2>',
-        equity_img,
-        "<h3>Top drawdowns</h3>",
-        _drawdown_table(run),
-        "</section>",
-        '<section id="returns"><h2>Returns by month and year</h2>',
-        _returns_section(run),
-        "</section>",
-        '<section id="rolling"><h2>Rolling risk, exposure and turnover</h2>',
-        rolling_img,
-        "</section>",
-        '<section id="trades"><h2>Trades</h2>',
-        _trade_table(inputs.trades),
-        "</section>",
-        '<section id="attribution"><h2>P&amp;L attribution</h2>',
-        _attribution_section(inputs.attribution),
-        "</section>",
-        '<section id="rejections"><h2>Rejections by reason</h2>',
-        _rejections_section(inputs.rejections),
-        "</section>",
-        '<p class="note">Written by ml4t-pipeline from the run\'s tables and summary.json.</p>',
-    ]
-    return page(inputs.title, "\n".join(sections))
+    figures = _submit_charts(run, drawing or InProcess()) if run.values.shape[0] else None
+    return PendingReport(run, figures)
+
+
+def render_report(inputs: ReportInputs, drawing: Drawing | None = None) -> str:
+    """The full tear sheet of one run."""
+    return start_report(inputs, drawing).html()
 
 
 def render_summary(inputs: ReportInputs) -> str:

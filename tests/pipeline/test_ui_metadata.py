@@ -86,11 +86,21 @@ def test_summary_and_attribution_headlines_are_rounded_from_the_stored_months(
         assert f"| {100.0 * (end / start - 1.0):.2f} % |" in by_month
         assert f"| {end:,.2f} |" in by_month
     assert "](data:image/png;base64," in str(_value(meta, "equity_curve"))
+    # the default equal-weight benchmark over both months, from the months' benchmark column
+    bench = pl.concat([m.tables["equity"]["benchmark"] for m in months]).to_list()
+    assert _value(meta, "benchmark") == "equal_weight"
+    assert _value(meta, "benchmark_return_pct") == round(100.0 * (bench[-1] / initial - 1.0), 2)
+    excess = (curve[-1] / initial - 1.0) - (bench[-1] / initial - 1.0)
+    assert _value(meta, "excess_return_pct") == round(100.0 * excess, 2)
+    beta = _value(meta, "beta")
+    assert isinstance(beta, float)
+    assert math.isfinite(beta)
     report = Path(str(_value(meta, "report")))
     assert report == pipeline.storage / "performance_summary" / "core.report.html"
     page = report.read_text(encoding="utf-8")
     assert "<h1>core, all months</h1>" in page
     assert f"final equity {curve[-1]:,.2f}" in page
+    assert "<th>Benchmark (equal_weight)</th>" in page
     assert _value(meta, "report_url") == report.as_uri()
 
     trades = pipeline.backtest(MonthKey(FEB, "core")).tables["trades"]

@@ -72,10 +72,16 @@ class BacktestResult:
         return json_ready(summary)
 
     def write(
-        self, out_dir: str | Path, *, report: bool = False, lock_timeout_s: float = LOCK_TIMEOUT_S
+        self,
+        out_dir: str | Path,
+        *,
+        report: bool = False,
+        lock_timeout_s: float = LOCK_TIMEOUT_S,
+        drawing: Any = None,
     ) -> Path:
         """Write every table + summary.json + state.json (+ report.html with `report`) and
-        publish them together as `out_dir`.
+        publish them together as `out_dir`. `drawing` (`report.drawing`) is where the report's
+        figures are drawn, while the tables are written (default: here, first).
 
         `publish.publish_dir` states the guarantees: the directory is swapped as a whole (a
         crash or a reader sees the complete old or the complete new set), data is fsynced
@@ -91,7 +97,10 @@ class BacktestResult:
         members["summary.json"] = functools.partial(_write_text, summary)
         members["state.json"] = functools.partial(_write_text, self.final_state.to_json())
         if report:
-            members[REPORT_FILE] = lambda path: _write_text(self.report(), path)
+            from ml4t_pipeline.report.html import start_report
+
+            pending = start_report(self._report_inputs(), drawing)
+            members[REPORT_FILE] = lambda path: _write_text(pending.html(), path)
         publish_dir(out_dir, members, optional=RESULT_FILES, lock_timeout_s=lock_timeout_s)
         return Path(out_dir)
 

@@ -12,22 +12,25 @@ draws no chart: matplotlib's import alone is a good part of a one-month run.
 import datetime as dt
 import json
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from ml4t_pipeline.engine import attribution, compute_metrics
+from ml4t_pipeline.engine import attribution, compute_metrics, relative_metrics
 from ml4t_pipeline.errors import StateError
 from ml4t_pipeline.pipeline.display import (
     money,
     money_text,
+    percent,
     percent_text,
     performance_metadata,
     png_markdown,
+    ratio,
 )
 from ml4t_pipeline.pipeline.io_manager import TableSet, write_text_atomic
-from ml4t_pipeline.pipeline.layout import PARTITION_FILE
+from ml4t_pipeline.pipeline.layout import PARTITION_FILE, SUMMARY_FILE
 from ml4t_pipeline.pipeline.partitions import UNIVERSE, MonthKey
 from ml4t_pipeline.pipeline.resources import BacktestConfigResource, ResultStore
 from ml4t_pipeline.pipeline.resources.storage import BACKTEST
@@ -90,7 +93,12 @@ def _by_month_markdown(table: pl.DataFrame) -> str:
 
 
 def record_report_inputs(
-    sets: list[TableSet], equity: pl.DataFrame, *, initial_cash: float, title: str
+    sets: list[TableSet],
+    equity: pl.DataFrame,
+    *,
+    initial_cash: float,
+    title: str,
+    benchmark: Mapping[str, Any] | None = None,
 ) -> ReportInputs:
     """The report's inputs of chained months: their equity, fills and rejections one after the
     other, every closed trade and the trades still open after the last month."""
@@ -106,9 +114,52 @@ def record_report_inputs(
         fills=fills,
         rejections=pl.concat([s.tables["rejections"] for s in sets], how="vertical_relaxed"),
         attribution=attribution(trades),
-        summary={"initial_cash": initial_cash, "fills": fills.height},
+        summary={
+            "initial_cash": initial_cash,
+            "fills": fills.height,
+            **({"benchmark": dict(benchmark)} if benchmark else {}),
+        },
         title=title,
     )
+
+
+BENCHMARK_COLUMN = "benchmark"  # the equity table's column, and summary.json's section
+
+
+def benchmark_section(
+    sets: list[TableSet], equity: pl.DataFrame, initial_cash: float, periods: float
+) -> dict[str, Any]:
+    """The benchmark over every month (the months' `benchmark` column, which starts from the
+    chain's initial cash) and the strategy against it, as a backtest's summary.json has it;
+    {} when the months carry no benchmark."""
+    if BENCHMARK_COLUMN not in equity.columns or equity.height == 0:
+        return {}
+    first = json.loads(sets[0].texts[SUMMARY_FILE]).get(BENCHMARK_COLUMN, {})
+    values = equity[BENCHMARK_COLUMN].cast(pl.Float64).to_numpy()
+    return {
+        "kind": first.get("kind"),
+        "final_value": float(values[-1]),
+        **relative_metrics(
+            equity["equity"].to_numpy(), initial_cash, values, initial_cash, periods
+        ),
+    }
+
+
+def benchmark_metadata(section: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+    """The benchmark's headline in the asset's metadata (nothing without a benchmark)."""
+    if not section:
+        return {}
+    return {
+        "benchmark": dg.MetadataValue.text(str(section.get("kind"))),
+        "benchmark_return_pct": percent(section.get("total_return")),
+        "excess_return_pct": percent(section.get("excess_return")),
+        "benchmark_sharpe": ratio(section.get("sharpe")),
+        "beta": ratio(section.get("beta")),
+        "alpha_pct": percent(section.get("alpha")),
+        "information_ratio": ratio(section.get("information_ratio")),
+        "tracking_error_pct": percent(section.get("tracking_error")),
+        "correlation": ratio(section.get("correlation")),
+    }
 
 
 def summarize_performance(
@@ -130,7 +181,10 @@ def summarize_performance(
     )
     table = monthly_rows(months, sets)
     title = f"{universe}, all months"
-    inputs = record_report_inputs(sets, equity, initial_cash=initial_cash, title=title)
+    against = benchmark_section(sets, equity, initial_cash, metrics["periods_per_year"])
+    inputs = record_report_inputs(
+        sets, equity, initial_cash=initial_cash, title=title, benchmark=against
+    )
     chart = equity_png(inputs, title=title)
     report = store.layout.report_file([PERFORMANCE_SUMMARY], universe)
     write_text_atomic(render_report(inputs), report)
@@ -140,6 +194,7 @@ def summarize_performance(
             "months": f"{months[0]:%Y-%m} .. {months[-1]:%Y-%m} ({len(months)})",
             "initial_cash": money(initial_cash),
             **performance_metadata(final_equity=float(equity["equity"][-1]), metrics=metrics),
+            **benchmark_metadata(against),
             "equity_curve": dg.MetadataValue.md(png_markdown(chart, f"equity {universe}")),
             "by_month": dg.MetadataValue.md(_by_month_markdown(table)),
             "report": dg.MetadataValue.path(str(report)),
