@@ -92,6 +92,7 @@ def test_readme_launch_commands_run_without_deprecation_notices(env: dict[str, s
             MonthKey(FEB, "core").key,
         ],
         [dg_cli, "launch", "--job", "summary_job", "--partition", "core"],
+        [dg_cli, "launch", "--job", "sweep_job", "--partition", "top_k_and_stop|core"],
     ]
     for argv in commands:
         out = _run(argv, env)
@@ -99,8 +100,10 @@ def test_readme_launch_commands_run_without_deprecation_notices(env: dict[str, s
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         done = instance.get_materialized_partitions(dg.AssetKey("backtest"))
         summaries = instance.get_materialized_partitions(dg.AssetKey("performance_summary"))
+        sweeps = instance.get_materialized_partitions(dg.AssetKey("parameter_sweep"))
     assert done == {MonthKey(JAN, "core").key, MonthKey(FEB, "core").key}
     assert summaries == {"core"}
+    assert sweeps == {"top_k_and_stop|core"}  # its variants ran in spawned worker processes
     # the command these replace says it is superseded: the notice check above can fail
     old = _run(
         [

@@ -54,6 +54,12 @@ DEPENDENCIES = {
     "backtest": {"feature_table", "validated_corporate_actions", "backtest"},  # previous month
     "trade_attribution": {"backtest"},
     "performance_summary": {"backtest"},
+    "parameter_sweep": {
+        "validated_prices",
+        "validated_signals",
+        "validated_context",
+        "validated_corporate_actions",
+    },
 }
 CHECKS = {
     "validated_prices": {"prices_contract"},
@@ -68,6 +74,7 @@ PARTITIONS = {
     "backtest": ("MULTIPARTITIONED", {"month", "universe"}),
     "trade_attribution": ("MULTIPARTITIONED", {"month", "universe"}),
     "performance_summary": ("STATIC", {"default"}),  # one dimension, named by Dagster
+    "parameter_sweep": ("MULTIPARTITIONED", {"sweep", "universe"}),
 }
 JOB_ASSETS = {
     "inputs_job": {
@@ -82,6 +89,7 @@ JOB_ASSETS = {
     },
     "backtest_job": {"feature_table", "backtest", "trade_attribution"},
     "summary_job": {"performance_summary"},
+    "sweep_job": {"parameter_sweep"},
 }
 
 ASSET_GRAPH_QUERY = """
