@@ -28,22 +28,6 @@ _STAT_FIELDS = ("device", "inode", "size", "mtime_ns", "ctime_ns")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FileFingerprint:
-    """A file's content hash and the stat record it was taken under."""
-
-    device: int
-    inode: int
-    size: int
-    mtime_ns: int
-    ctime_ns: int
-    sha256: str
-    settled: bool  # mtime and ctime were SETTLE_NS or more before the hash was taken
-
-    def same_stat(self, stat: os.stat_result) -> bool:
-        return _stat_record(stat) == tuple(getattr(self, f) for f in _STAT_FIELDS)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class FileStat:
     """A file's stat record, and whether it was taken while the file was settled."""
 
@@ -52,7 +36,7 @@ class FileStat:
     size: int
     mtime_ns: int
     ctime_ns: int
-    settled: bool
+    settled: bool  # mtime and ctime were SETTLE_NS or more before the record (or hash) was taken
 
     def same_stat(self, stat: os.stat_result) -> bool:
         return _stat_record(stat) == tuple(getattr(self, f) for f in _STAT_FIELDS)
@@ -65,18 +49,26 @@ class FileStat:
             return False
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFingerprint(FileStat):
+    """A file's content hash and the stat record it was taken under."""
+
+    sha256: str
+
+
 def file_stat(path: Path) -> FileStat:
     """The stat record of `path` now (raises `OSError` if it cannot be read)."""
     now_ns = time.time_ns()
     stat = path.stat()
-    return FileStat(
-        device=stat.st_dev,
-        inode=stat.st_ino,
-        size=stat.st_size,
-        mtime_ns=stat.st_mtime_ns,
-        ctime_ns=stat.st_ctime_ns,
-        settled=now_ns - max(stat.st_mtime_ns, stat.st_ctime_ns) >= SETTLE_NS,
-    )
+    return FileStat(**_fields(stat), settled=now_ns - _last_change(stat) >= SETTLE_NS)
+
+
+def _fields(stat: os.stat_result) -> dict[str, int]:
+    return dict(zip(_STAT_FIELDS, _stat_record(stat), strict=True))
+
+
+def _last_change(stat: os.stat_result) -> int:
+    return max(stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 def _stat_record(stat: os.stat_result) -> tuple[int, ...]:
@@ -99,13 +91,5 @@ def fingerprint_file(path: Path) -> FileFingerprint:
             break
     else:
         digest = ""
-    last_change = max(before.st_mtime_ns, before.st_ctime_ns)
-    return FileFingerprint(
-        device=before.st_dev,
-        inode=before.st_ino,
-        size=before.st_size,
-        mtime_ns=before.st_mtime_ns,
-        ctime_ns=before.st_ctime_ns,
-        sha256=digest,
-        settled=bool(digest) and started_ns - last_change >= SETTLE_NS,
-    )
+    settled = bool(digest) and started_ns - _last_change(before) >= SETTLE_NS
+    return FileFingerprint(**_fields(before), sha256=digest, settled=settled)
