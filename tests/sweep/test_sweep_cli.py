@@ -18,8 +18,10 @@ import yaml
 
 from ml4t_pipeline import fingerprint
 from ml4t_pipeline.cli import main
+from ml4t_pipeline.engine import run_backtest, run_config_from_dict
 from ml4t_pipeline.engine.feed.prepared import panel_cache_dir
 from ml4t_pipeline.sample_data.real_stocks import SIGNAL, write_real_inputs
+from ml4t_pipeline.sweep.run import run_variant
 from tests.invariants import assert_backtest_invariants
 
 GRID = {
@@ -211,3 +213,16 @@ def test_a_bad_grid_is_an_error_before_anything_runs(
     assert message in stderr, stderr
     assert stderr.startswith("error: ")
     assert not out.exists()
+
+
+def test_a_variant_without_a_snapshot_decodes_its_own_inputs(
+    real: dict[str, Path], tmp_path: Path
+) -> None:
+    """A run too long for one chunk has no shared panel: its worker streams its own inputs,
+    and the outcome is still the run's."""
+    config = run_config_from_dict(_base(real))
+    outcome = run_variant(3, config, None)
+    alone = run_backtest(config)
+    assert outcome.number == 3
+    assert outcome.equity.tolist() == alone.equity["equity"].to_list()
+    assert outcome.figures["final_equity"] == alone.final_equity
