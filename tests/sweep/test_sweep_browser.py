@@ -1,0 +1,116 @@
+"""sweep.html in headless Chromium, offline: the CSCV chart decodes, the heat tables and the
+selection-luck table are there, nothing is fetched (the page has no script; a copy with a probe
+appended reports what the browser rendered).
+
+Set ML4T_REPORT_SCREENSHOT_DIR to keep a screenshot (`sweep.png`), e.g.
+``ML4T_REPORT_SCREENSHOT_DIR=docs .venv/bin/pytest tests/sweep/test_sweep_browser.py``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import yaml
+
+from ml4t_pipeline.cli import main
+from ml4t_pipeline.sample_data.real_stocks import SIGNAL, write_real_inputs
+from tests.browser import SKIP_REASON, find_chromium, headless_argv
+
+SCREENSHOT_DIR_ENV = "ML4T_REPORT_SCREENSHOT_DIR"
+SCREENSHOT_NAME = "sweep.png"
+WINDOW = (1000, 1400)
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const found = {
+    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+    heatTables: document.querySelectorAll("table.heat").length,
+    heatCells: document.querySelectorAll("table.heat td[style]").length,
+    headings: [...document.querySelectorAll("h2")].map(h => h.textContent),
+    fetched: performance.getEntriesByType("resource").map(e => e.name)
+      .filter(n => !n.startsWith("data:")),
+  };
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"chromium exited with {done.returncode}: {done.stderr[-1000:]}"
+    return done.stdout
+
+
+def _sweep(folder: Path) -> Path:
+    real = write_real_inputs(folder / "data", dividends=True)
+    raw = {
+        "data": {k: str(real[k]) for k in ("prices", "signals", "context", "corporate_actions")},
+        "execution": {"initial_cash": 100_000, "commission_rate": 0.001},
+        "strategy": {
+            "name": "top_k_rotation",
+            "params": {"score": SIGNAL, "top_k": 2, "weight": 0.45, "rebalance_every": 10},
+        },
+        "risk": [{"rule": "stop_loss", "pct": 0.06}],
+    }
+    grid = {"strategy.params.top_k": [1, 2, 3], "risk.0.pct": [0.03, 0.06, 0.12]}
+    config, grid_file = folder / "run.yaml", folder / "grid.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    grid_file.write_text(yaml.safe_dump(grid, sort_keys=False))
+    out = folder / "sweep"
+    argv = ["sweep", "--config", str(config), "--grid", str(grid_file), "--out", str(out)]
+    assert main([*argv, "--workers", "1", "--blocks", "8"]) == 0
+    return out / "sweep.html"
+
+
+def test_the_sweep_page_renders_offline(tmp_path: Path) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip(SKIP_REASON)
+    page = _sweep(tmp_path)
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
+    )
+    dom = _run(
+        [*headless_argv(chromium, tmp_path / "profile-dom", WINDOW), "--dump-dom", probe.as_uri()]
+    )
+    found_text = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found_text, "the probe did not run (the page never finished loading?)"
+    found: dict[str, Any] = json.loads(html.unescape(found_text.group(1)))
+    assert found["fetched"] == []
+    assert found["headings"] == [
+        "Selection luck",
+        "Metrics over the grid",
+        "In sample vs out of sample",
+        "Variants",
+    ]
+    assert found["heatTables"] == 3
+    assert found["heatCells"] == 27  # 3 x 3 cells in each of the three tables
+    ((complete, width, height),) = found["images"]
+    assert complete
+    assert width >= 600
+    assert height >= 200
+    png = tmp_path / SCREENSHOT_NAME
+    argv = headless_argv(chromium, tmp_path / "profile-shot", WINDOW)
+    _run([*argv, f"--screenshot={png}", "--hide-scrollbars", page.as_uri()])
+    pixels = np.asarray(mpimg.imread(png))
+    colours = np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)
+    assert len(colours) > 50, "the screenshot is (nearly) blank"
+    keep = os.environ.get(SCREENSHOT_DIR_ENV)
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(png, Path(keep) / SCREENSHOT_NAME)
