@@ -81,7 +81,8 @@ def server_programs() -> dict[str, Path]:
     raise PostgresUnavailableError(msg)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         port: int = sock.getsockname()[1]
@@ -154,7 +155,7 @@ def local_postgres(parent: Path | None = None) -> Iterator[Connection]:
             env,
         )
         pwfile.unlink()
-        port = _free_port()
+        port = free_port()
         options = (
             f"-c listen_addresses={HOST} -p {port} -c unix_socket_directories='{root}' "
             "-c fsync=off -c max_connections=200"

@@ -13,15 +13,14 @@ import dagster as dg
 import pytest
 
 from ml4t_pipeline.pipeline.catalog import ASSET_CATALOG, OWNER
+from ml4t_pipeline.pipeline.local_postgres import HOST, free_port
 from ml4t_pipeline.pipeline.partitions import MonthKey
 from tests.pipeline.conftest import FEB, JAN
 from tests.pipeline.ui_server import (
     BIN,
-    HOST,
     REPO,
     UiServer,
     _wait_ready,
-    free_port,
     spawn,
     stop,
     ui_env,

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,9 +27,10 @@ from typing import Any
 
 import dagster as dg
 
+from ml4t_pipeline.pipeline.local_postgres import HOST, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-HOST = "127.0.0.1"
 LOCATION = "ml4t_pipeline"  # the code location workspace.yaml defines (as `make ui` shows it)
 REPOSITORY = "__repository__"  # the name Dagster gives the repository of a Definitions object
 START_TIMEOUT_S = 90.0
@@ -56,14 +56,6 @@ query Workspace {
 
 class UiError(RuntimeError):
     """The UI did not start, died, or answered a request with an error."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _reset_signals() -> None:

@@ -7,8 +7,9 @@ and hands out `PreparedData`, which the loop reads like a `MarketData`: one chun
 are read-only memory maps, so worker processes on one machine share the pages of one copy.
 
 An entry is keyed by what decides the arrays: the input files' absolute paths, the columns
-read, the run window, whether volume is loaded, and the source code of the feed (a change to
-how the feed builds arrays is a new key, never a stale panel). It is used only while every
+read, the run window, whether volume is loaded, the source code of the feed and the versions
+of numpy, polars and pyarrow (a change to how the arrays are built is a new key, never a stale
+panel). It is used only while every
 input file is the one it was built from: the manifest keeps each file's stat record
 (`ml4t_pipeline.fingerprint.FileStat`), taken before the build and stored only when the file
 was settled then and unchanged after it; any later change to a file (its ctime moves) means a
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 
 import ml4t_pipeline
 from ml4t_pipeline.engine.feed.actions import ActionRows, load_actions
@@ -134,6 +137,8 @@ class Inputs:
             "format": PANEL_FORMAT,
             "version": ml4t_pipeline.__version__,
             "code": _feed_code_hash(),
+            # the libraries that decode and scatter the files
+            "libraries": [np.__version__, pl.__version__, pa.__version__],
             "files": {role: str(path) for role, path in self.files().items()},
             "signal_columns": list(self.signal_columns)
             if self.signal_columns is not None
