@@ -138,6 +138,7 @@ def run_sweep(
     if isinstance(n_blocks, bool) or n_blocks < 2 or n_blocks % 2:
         msg = f"--blocks must be an even number >= 2, got {n_blocks}"
         raise ConfigError(msg)
+    workers = _workers(workers, len(variants))
     feeds: dict[str, Feed] = {}
     inputs = plan_variants(variants)
     keys = [i.key() for i in inputs]
@@ -148,7 +149,6 @@ def run_sweep(
     if max(n_bars) < n_blocks:
         msg = f"--blocks {n_blocks}: the run has only {max(n_bars)} bars; give fewer blocks"
         raise ConfigError(msg)
-    workers = _workers(workers, len(variants))
     if workers == 1:
         outcomes = _in_process(variants, keys, feeds, progress)
     else:

@@ -226,3 +226,29 @@ def test_a_variant_without_a_snapshot_decodes_its_own_inputs(
     assert outcome.number == 3
     assert outcome.equity.tolist() == alone.equity["equity"].to_list()
     assert outcome.figures["final_equity"] == alone.final_equity
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "0"], "--workers must be a whole number >= 1, got 0"),
+        (["--blocks", "7"], "--blocks must be an even number >= 2, got 7"),
+        (["--blocks", "100000"], "--blocks 100000: the run has only"),
+    ],
+)
+def test_bad_flags_are_errors_before_anything_is_written(
+    flags: list[str],
+    message: str,
+    real: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config, grid_file = _files(tmp_path, _base(real), {"strategy.params.top_k": [1, 2]})
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(capsys, "sweep", "--config", str(config), "--grid",
+                                str(grid_file), "--out", str(out), "--no-validate",
+                                *flags)  # fmt: skip
+    assert code == 2
+    assert stdout == ""
+    assert message in stderr, stderr
+    assert not out.exists()
