@@ -139,13 +139,16 @@ def run_sweep(
         msg = f"--blocks must be an even number >= 2, got {n_blocks}"
         raise ConfigError(msg)
     workers = _workers(workers, len(variants))
-    feeds: dict[str, Feed] = {}
+    feeds: dict[str, PreparedData | Inputs] = {}  # a run too long for one chunk: its inputs
     inputs = plan_variants(variants)
     keys = [i.key() for i in inputs]
+    n_bars: set[int] = set()
     for key, found in zip(keys, inputs, strict=True):
         if key not in feeds:
-            feeds[key] = prepared_data(found, cache=cache)
-    n_bars = {int(f.calendar.timestamps.shape[0]) for f in feeds.values()}
+            data = prepared_data(found, cache=cache)
+            n_bars.add(int(data.calendar.timestamps.shape[0]))
+            # a streaming MarketData is read once per run: each run makes its own
+            feeds[key] = data if isinstance(data, PreparedData) else found
     if max(n_bars) < n_blocks:
         msg = f"--blocks {n_blocks}: the run has only {max(n_bars)} bars; give fewer blocks"
         raise ConfigError(msg)
@@ -163,7 +166,7 @@ def run_sweep(
             outcomes = _in_workers(variants, folders, workers, progress)
     best = _best(outcomes, grid.select)
     config = variants[best].config
-    best_result = run_on(config, feeds[keys[best]], plan_run(config))
+    best_result = run_on(config, _feed(feeds[keys[best]]), plan_run(config))
     if best_result.final_equity != outcomes[best].equity[-1]:  # the same run, bit for bit
         msg = (
             f"variant {best} ran to {outcomes[best].equity[-1]!r} in a worker and to "
@@ -214,15 +217,20 @@ def _workers(asked: int | None, n_variants: int) -> int:
     return max(1, min(asked or cores or 1, n_variants))
 
 
+def _feed(found: PreparedData | Inputs) -> Feed:
+    """The data of one run: the shared prepared panel, or its own streaming `MarketData`."""
+    return found if isinstance(found, PreparedData) else found.market_data()
+
+
 def _in_process(
     variants: Sequence[Variant],
     keys: Sequence[str],
-    feeds: Mapping[str, Feed],
+    feeds: Mapping[str, PreparedData | Inputs],
     progress: Progress | None,
 ) -> list[Outcome]:
     outcomes = []
     for done, (variant, key) in enumerate(zip(variants, keys, strict=True), start=1):
-        outcomes.append(_outcome(variant.number, variant.config, feeds[key]))
+        outcomes.append(_outcome(variant.number, variant.config, _feed(feeds[key])))
         if progress is not None:
             progress(done, len(variants))
     return outcomes
