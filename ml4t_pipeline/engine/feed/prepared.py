@@ -2,9 +2,10 @@
 
 Decoding the Parquet inputs and scattering them into dense (bars x assets) arrays is most of a
 single run's feed cost; a sweep of variants, or the same backtest run again, reads the same
-arrays. `prepared_data` keeps them in a cache entry (one `.npy` file per array and a manifest)
-and hands out `PreparedData`, which the loop reads like a `MarketData`: one chunk whose arrays
-are read-only memory maps, so worker processes on one machine share the pages of one copy.
+arrays. `prepared_data` keeps them in a cache entry (one `.npy` file per array and a manifest,
+`feed.panel_files`) and hands out `PreparedData`, which the loop reads like a `MarketData`: one
+chunk whose arrays are read-only memory maps, so worker processes on one machine share the
+pages of one copy. This module is the cache: which entry, when it may be used, eviction.
 
 An entry is keyed by what decides the arrays: the input files' absolute paths, the columns
 read, the run window, whether volume is loaded, the source code of the feed and the versions
@@ -41,72 +42,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 import ml4t_pipeline
-from ml4t_pipeline.engine.feed.actions import ActionRows, load_actions
-from ml4t_pipeline.engine.feed.listings import Delistings
 from ml4t_pipeline.engine.feed.market_data import DEFAULT_MAX_CHUNK_CELLS, MarketData
-from ml4t_pipeline.engine.feed.panel import Calendar, Panel
+from ml4t_pipeline.engine.feed.panel_files import (
+    PANEL_FORMAT,
+    entry_files,
+    read_entry,
+    read_manifest,
+)
+
+# the data type lives beside its file format; it is this module's public name too
+from ml4t_pipeline.engine.feed.panel_files import PreparedData as PreparedData
 from ml4t_pipeline.engine.results.publish import publish_dir
 from ml4t_pipeline.fingerprint import FileStat, file_stat
 from ml4t_pipeline.keys import to_micros
 
-PANEL_FORMAT = "1"
 MAX_ENTRIES = 16
-_MANIFEST = "manifest.json"
-_BARS = ("open", "high", "low", "close")
 _writers: list[threading.Thread] = []  # background stores started by `prepared_data`
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PreparedData:
-    """A run's data in one read-only chunk, as the loop reads a `MarketData`."""
-
-    calendar: Calendar
-    panel: Panel
-    signal_columns: tuple[str, ...]
-    context_columns: tuple[str, ...]
-    has_volume: bool
-    delistings: Delistings
-    actions: ActionRows | None
-    widened_bars: int
-    n_rows: int
-    entry: Path | None = None  # the cache entry it was read from or stored as (None: neither)
-
-    @property
-    def n_chunks(self) -> int:
-        return 1
-
-    def chunks(self) -> Iterator[Panel]:
-        """The one chunk, in a shell of its own: feature providers add their arrays to the
-        shell's dicts, so runs sharing this data never see each other's features."""
-        yield dataclasses.replace(
-            self.panel, signals=dict(self.panel.signals), context=dict(self.panel.context)
-        )
-
-    @classmethod
-    def from_market_data(cls, data: MarketData) -> PreparedData:
-        """The single chunk of an eager `MarketData` (consumed: its chunks are not read again)."""
-        if data.n_chunks != 1:
-            msg = f"a prepared panel holds one chunk; this data has {data.n_chunks}"
-            raise ValueError(msg)
-        (panel,) = data.chunks()
-        return cls(
-            calendar=data.calendar,
-            panel=panel,
-            signal_columns=tuple(data.signal_columns),
-            context_columns=tuple(data.context_columns),
-            has_volume=data.has_volume,
-            delistings=data.delistings,
-            actions=data.actions,
-            widened_bars=data.widened_bars,
-            n_rows=data.n_rows,
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,7 +189,7 @@ def shared_copy(data: PreparedData, cache: Path) -> Iterator[Path]:
         folder = Path(tempfile.mkdtemp(prefix="ml4t-shared-panel-"))
     try:
         if not (data.entry is not None and _link_all(data.entry, folder)):
-            for name, write in _members(data, {}).items():
+            for name, write in entry_files(data, {}).items():
                 write(folder / name)
         yield folder
     finally:
@@ -241,8 +198,8 @@ def shared_copy(data: PreparedData, cache: Path) -> Iterator[Path]:
 
 def load_entry(folder: Path, corporate_actions: Path | None) -> PreparedData:
     """The data kept in `folder` (a `shared_copy`), read as it is: no input file is checked."""
-    manifest = _manifest(folder)
-    found = _load(folder, manifest, corporate_actions) if manifest is not None else None
+    manifest = read_manifest(folder)
+    found = read_entry(folder, manifest, corporate_actions) if manifest is not None else None
     if found is None:
         msg = f"{folder} holds no prepared panel"
         raise ValueError(msg)
@@ -257,7 +214,7 @@ def _link_all(entry: Path, folder: Path) -> bool:
         for file in folder.iterdir():
             file.unlink()
         return False
-    return _manifest(folder) is not None
+    return read_manifest(folder) is not None
 
 
 # -- the entry on disk ---------------------------------------------------------------------------
@@ -265,59 +222,17 @@ def _store(root: Path, entry: Path, data: PreparedData, stats: dict[str, FileSta
     """Publish the entry as a whole and evict old ones; a cache that cannot be written only
     costs a rebuild next time (False)."""
     try:
-        publish_dir(entry, _members(data, stats), optional=_old_members(entry))
+        publish_dir(entry, entry_files(data, stats), optional=_oldentry_files(entry))
     except (OSError, ValueError):
         return False
     _evict(root, keep=entry)
     return True
 
 
-def _members(data: PreparedData, stats: dict[str, FileStat]) -> dict[str, Any]:
-    """The entry's files: one .npy per array, and the manifest (written last)."""
-    panel, calendar = data.panel, data.calendar
-    arrays: dict[str, np.ndarray] = {
-        "timestamps": calendar.timestamps,
-        "assets": _saveable_ids(calendar.assets),
-        "has_bar": panel.has_bar,
-        **{name: getattr(panel, name) for name in _BARS},
-    }
-    if data.has_volume:
-        arrays["volume"] = panel.volume
-    arrays |= {f"signal-{i}": panel.signals[c] for i, c in enumerate(data.signal_columns)}
-    arrays |= {f"context-{i}": panel.context[c] for i, c in enumerate(data.context_columns)}
-    bars = sorted(data.delistings.at_bar)
-    arrays["delisted-bars"] = np.array(
-        [b for b in bars for _ in data.delistings.at_bar[b]], dtype=np.int64
-    )
-    arrays["delisted-assets"] = (
-        np.concatenate([data.delistings.at_bar[b] for b in bars]).astype(np.int64)
-        if bars
-        else np.empty(0, np.int64)
-    )
-    arrays["delisted-before"] = data.delistings.before.astype(np.int64)
-    manifest = {
-        "format": PANEL_FORMAT,
-        "files": {role: dataclasses.asdict(f) for role, f in stats.items()},
-        "text_ids": calendar.assets.dtype.kind == "O",
-        "prices_name": calendar.prices,
-        "signal_columns": list(data.signal_columns),
-        "context_columns": list(data.context_columns),
-        "has_volume": data.has_volume,
-        "widened_bars": data.widened_bars,
-        "n_rows": data.n_rows,
-        "arrays": sorted(arrays),
-    }
-    members: dict[str, Any] = {
-        f"{name}.npy": functools.partial(_save_array, array) for name, array in arrays.items()
-    }
-    members[_MANIFEST] = functools.partial(_save_text, json.dumps(manifest, sort_keys=True))
-    return members
-
-
 def _load_checked(entry: Path, files: dict[str, Path], inputs: Inputs) -> PreparedData | None:
     """The entry's data if every input file is the one it was built from (settled then, the
     same stat record now)."""
-    manifest = _manifest(entry)
+    manifest = read_manifest(entry)
     if manifest is None:
         return None
     try:
@@ -326,100 +241,16 @@ def _load_checked(entry: Path, files: dict[str, Path], inputs: Inputs) -> Prepar
         return None
     if set(saved) != set(files) or not all(saved[r].unchanged(p) for r, p in files.items()):
         return None
-    found = _load(entry, manifest, inputs.corporate_actions)
+    found = read_entry(entry, manifest, inputs.corporate_actions)
     return dataclasses.replace(found, entry=entry) if found is not None else None
 
 
-def _load(
-    entry: Path, manifest: dict[str, Any], corporate_actions: Path | None
-) -> PreparedData | None:
-    """The arrays of the entry, memory-mapped (None when a file is missing or damaged)."""
-    try:
-        return _read(entry, manifest, corporate_actions)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-
-
-def _read(entry: Path, manifest: dict[str, Any], corporate_actions: Path | None) -> PreparedData:
-    arrays = {
-        name: np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-        for name in manifest["arrays"]
-    }
-    assets = arrays["assets"]
-    calendar = Calendar(
-        timestamps=arrays["timestamps"],
-        assets=assets.astype(object) if manifest["text_ids"] else assets,
-        prices=manifest["prices_name"],
-    )
-    has_bar = arrays["has_bar"]
-    signal_columns = tuple(manifest["signal_columns"])
-    context_columns = tuple(manifest["context_columns"])
-    panel = Panel(
-        timestamps=calendar.timestamps,
-        volume=arrays["volume"]
-        if manifest["has_volume"]
-        else np.broadcast_to(np.float64(np.inf), has_bar.shape),
-        has_bar=has_bar,
-        signals={c: arrays[f"signal-{i}"] for i, c in enumerate(signal_columns)},
-        context={c: arrays[f"context-{i}"] for i, c in enumerate(context_columns)},
-        **{name: arrays[name] for name in _BARS},
-    )
-    panel.freeze()
-    at_bar: dict[int, list[int]] = {}
-    for bar, asset in zip(
-        arrays["delisted-bars"].tolist(), arrays["delisted-assets"].tolist(), strict=True
-    ):
-        at_bar.setdefault(bar, []).append(asset)
-    delistings = Delistings(
-        at_bar={b: np.array(a, dtype=np.int64) for b, a in at_bar.items()},
-        before=np.array(arrays["delisted-before"]),
-    )
-    actions = load_actions(corporate_actions) if corporate_actions is not None else None
-    return PreparedData(
-        calendar=calendar,
-        panel=panel,
-        signal_columns=signal_columns,
-        context_columns=context_columns,
-        has_volume=bool(manifest["has_volume"]),
-        delistings=delistings,
-        actions=actions,
-        widened_bars=int(manifest["widened_bars"]),
-        n_rows=int(manifest["n_rows"]),
-    )
-
-
-def _manifest(entry: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((entry / _MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(manifest, dict) or manifest.get("format") != PANEL_FORMAT:
-        return None
-    return manifest
-
-
-def _old_members(entry: Path) -> list[str]:
+def _oldentry_files(entry: Path) -> list[str]:
     """The files an existing entry holds (a stale entry is replaced as a whole)."""
     try:
         return [p.name for p in entry.iterdir() if not p.name.startswith(".")]
     except OSError:
         return []
-
-
-def _saveable_ids(assets: np.ndarray) -> np.ndarray:
-    """Asset ids as a numpy array `np.load` reads without pickle (text as fixed-width str)."""
-    if assets.dtype.kind == "O":
-        return np.array(assets.tolist(), dtype=str) if assets.shape[0] else np.empty(0, "U1")
-    return assets
-
-
-def _save_array(array: np.ndarray, path: Path) -> None:
-    with path.open("wb") as handle:
-        np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _save_text(text: str, path: Path) -> None:
-    path.write_text(text, encoding="utf-8")
 
 
 def _touch(entry: Path) -> None:
