@@ -8,7 +8,6 @@ traceback means a bug.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -79,10 +78,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     from ml4t_pipeline.report.drawing import InProcess, for_this_machine
 
     # started first: the chart helper imports matplotlib while the backtest loads and runs
-    with contextlib.ExitStack() as stack:
-        drawing = InProcess() if args.no_report else for_this_machine()
-        if not isinstance(drawing, InProcess):
-            stack.enter_context(drawing)
+    with InProcess() if args.no_report else for_this_machine() as drawing:
         return _backtest(args, drawing)
 
 

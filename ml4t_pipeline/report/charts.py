@@ -301,15 +301,11 @@ def _max_ticks() -> Any:
     return ticker.MaxNLocator(MAX_TICKS)
 
 
-def warm_up() -> Any:
+def warm_up() -> None:
     """Import what drawing needs and draw a throwaway figure (the font file, text layout and
     PNG writer load on a first draw): for a helper process waiting for the real charts."""
-    import matplotlib.backends.backend_agg
-    import matplotlib.dates
-    import matplotlib.figure
-
     with _figure(1.0, [1.0]) as (fig, axes):
         axes[0].plot([0.0, 1.0], [0.0, 1.0])
         axes[0].set_title("warm-up")
+        _date_axis(axes[0], 0.0, 1.0)
         _png(fig)
-    return matplotlib.figure

@@ -40,12 +40,19 @@ class Drawing(Protocol):
 
 
 class InProcess:
-    """Draws each chart when it is submitted, in this process."""
+    """Draws each chart when it is submitted, in this process (a context manager like
+    `ChartProcess`, with nothing to stop)."""
 
     def submit(self, chart: Chart, /, *args: Any, **kwargs: Any) -> Drawn:
         done: Future[bytes] = Future()
         done.set_result(chart(*args, **kwargs))
         return done
+
+    def __enter__(self) -> InProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class ChartProcess:

@@ -53,7 +53,7 @@ class Variant:
     config: RunConfig
 
     def label(self) -> str:
-        return ", ".join(f"{path}={shown(value, 60)}" for path, value in self.values.items())
+        return describe(self.values)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,11 +84,15 @@ class Grid:
             try:
                 config = run_config_from_dict(raw, base_dir=base_dir)
             except ConfigError as exc:
-                described = ", ".join(f"{p}={shown(v, 60)}" for p, v in values.items())
-                msg = f"grid variant {number} ({described}): {exc}"
+                msg = f"grid variant {number} ({describe(values)}): {exc}"
                 raise ConfigError(msg) from None
             out.append(Variant(number=number, values=values, raw=raw, config=config))
         return out
+
+
+def describe(values: Mapping[str, Any]) -> str:
+    """A variant's swept values as errors and pages name it: `path=value, ...`."""
+    return ", ".join(f"{path}={shown(value, 60)}" for path, value in values.items())
 
 
 def load_grid(path: Path) -> Grid:

@@ -46,6 +46,7 @@ from ml4t_pipeline.engine.feed.prepared import (
 )
 from ml4t_pipeline.engine.results import BacktestResult
 from ml4t_pipeline.engine.results.metrics import bar_returns
+from ml4t_pipeline.engine.results.output import json_ready
 from ml4t_pipeline.errors import ConfigError
 from ml4t_pipeline.sweep.grid import Grid, Variant
 from ml4t_pipeline.sweep.overfitting import (
@@ -326,17 +327,4 @@ def _deflated(returns: np.ndarray, best: int) -> tuple[DeflatedSharpe | None, st
 
 
 def overfitting_json(sweep: Sweep) -> str:
-    return json.dumps(_plain(sweep.overfitting()), indent=2, sort_keys=True, allow_nan=False)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready: non-finite floats as None, numpy scalars as Python ones."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return json.dumps(json_ready(sweep.overfitting()), indent=2, sort_keys=True, allow_nan=False)

@@ -21,6 +21,7 @@ from typing import Any
 import polars as pl
 import yaml
 
+from ml4t_pipeline.engine.results.output import write_table, write_text
 from ml4t_pipeline.engine.results.publish import publish_dir
 from ml4t_pipeline.sweep.run import Sweep, overfitting_json
 
@@ -38,16 +39,16 @@ def write_sweep(out: str | Path, sweep: Sweep, *, page: bool = True) -> Path:
     """Write every output and publish them together as `out` (the best variant's tear sheet
     and the sweep page unless `page` is False)."""
     members: dict[str, Callable[[Path], None]] = {
-        "variants.parquet": functools.partial(_parquet, variants_frame(sweep)),
-        "equity.parquet": functools.partial(_parquet, equity_frame(sweep)),
-        "overfitting.json": functools.partial(_text, overfitting_json(sweep)),
-        "best.yaml": functools.partial(_text, best_yaml(sweep)),
+        "variants.parquet": functools.partial(write_table, variants_frame(sweep)),
+        "equity.parquet": functools.partial(write_table, equity_frame(sweep)),
+        "overfitting.json": functools.partial(write_text, overfitting_json(sweep)),
+        "best.yaml": functools.partial(write_text, best_yaml(sweep)),
         "best": lambda path: _best(sweep, path, report=page),
     }
     if page:
         from ml4t_pipeline.sweep.page import render_sweep
 
-        members["sweep.html"] = functools.partial(_text, render_sweep(sweep))
+        members["sweep.html"] = functools.partial(write_text, render_sweep(sweep))
     return publish_dir(out, members, optional=SWEEP_FILES, folders=SWEEP_FOLDERS)
 
 
@@ -111,11 +112,3 @@ def best_yaml(sweep: Sweep) -> str:
 
 def _best(sweep: Sweep, path: Path, *, report: bool) -> None:
     sweep.best_result.write(path, report=report)
-
-
-def _parquet(frame: pl.DataFrame, path: Path) -> None:
-    frame.write_parquet(path, statistics=False)
-
-
-def _text(text: str, path: Path) -> None:
-    path.write_text(text, encoding="utf-8")

@@ -8,12 +8,8 @@ Set ML4T_REPORT_SCREENSHOT_DIR to keep a screenshot of docs/report-example.html
 
 from __future__ import annotations
 
-import html
-import json
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +17,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from tests.browser import SKIP_REASON, find_chromium, headless_argv
+from tests.browser import SKIP_REASON, find_chromium, headless_argv, probe_page, run_chromium
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "report-example.html"
@@ -52,29 +48,8 @@ def _chromium() -> str:
     return chromium
 
 
-def _run(argv: list[str]) -> str:
-    done = subprocess.run(
-        argv,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"chromium exited with {done.returncode}: {done.stderr[-1000:]}"
-    return done.stdout
-
-
 def _rendered(chromium: str, report: Path, work: Path) -> dict[str, Any]:
-    probe = work / "probe.html"
-    page = report.read_text(encoding="utf-8")
-    probe.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    argv = headless_argv(chromium, work / "profile-dom", WINDOW)
-    dom = _run([*argv, "--dump-dom", probe.as_uri()])
-    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert found, "the probe did not run (the page never finished loading?)"
-    result: dict[str, Any] = json.loads(html.unescape(found.group(1)))
-    return result
+    return probe_page(chromium, report, work, PROBE, WINDOW)
 
 
 def _check(found: dict[str, Any]) -> None:
@@ -105,7 +80,7 @@ def test_the_example_report_renders_offline_and_its_screenshot(tmp_path: Path) -
     _check(_rendered(chromium, EXAMPLE, tmp_path))
     png = tmp_path / SCREENSHOT_NAME
     argv = headless_argv(chromium, tmp_path / "profile-shot", WINDOW)
-    _run([*argv, f"--screenshot={png}", "--hide-scrollbars", EXAMPLE.as_uri()])
+    run_chromium([*argv, f"--screenshot={png}", "--hide-scrollbars", EXAMPLE.as_uri()])
     pixels = np.asarray(mpimg.imread(png))
     assert pixels.shape[:2] == (WINDOW[1], WINDOW[0])
     colours, counts = np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0, return_counts=True)

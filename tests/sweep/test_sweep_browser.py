@@ -8,14 +8,9 @@ Set ML4T_REPORT_SCREENSHOT_DIR to keep a screenshot (`sweep.png`), e.g.
 
 from __future__ import annotations
 
-import html
-import json
 import os
-import re
 import shutil
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -24,7 +19,7 @@ import yaml
 
 from ml4t_pipeline.cli import main
 from ml4t_pipeline.sample_data.real_stocks import SIGNAL, write_real_inputs
-from tests.browser import SKIP_REASON, find_chromium, headless_argv
+from tests.browser import SKIP_REASON, find_chromium, headless_argv, probe_page, run_chromium
 
 SCREENSHOT_DIR_ENV = "ML4T_REPORT_SCREENSHOT_DIR"
 SCREENSHOT_NAME = "sweep.png"
@@ -45,14 +40,6 @@ window.addEventListener("load", () => {
   document.body.appendChild(out);
 });
 </script>"""
-
-
-def _run(argv: list[str]) -> str:
-    done = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, f"chromium exited with {done.returncode}: {done.stderr[-1000:]}"
-    return done.stdout
 
 
 def _sweep(folder: Path) -> Path:
@@ -81,16 +68,7 @@ def test_the_sweep_page_renders_offline(tmp_path: Path) -> None:
     if chromium is None:
         pytest.skip(SKIP_REASON)
     page = _sweep(tmp_path)
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
-    )
-    dom = _run(
-        [*headless_argv(chromium, tmp_path / "profile-dom", WINDOW), "--dump-dom", probe.as_uri()]
-    )
-    found_text = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
-    assert found_text, "the probe did not run (the page never finished loading?)"
-    found: dict[str, Any] = json.loads(html.unescape(found_text.group(1)))
+    found = probe_page(chromium, page, tmp_path, PROBE, WINDOW)
     assert found["fetched"] == []
     assert found["headings"] == [
         "Selection luck",
@@ -106,7 +84,7 @@ def test_the_sweep_page_renders_offline(tmp_path: Path) -> None:
     assert height >= 200
     png = tmp_path / SCREENSHOT_NAME
     argv = headless_argv(chromium, tmp_path / "profile-shot", WINDOW)
-    _run([*argv, f"--screenshot={png}", "--hide-scrollbars", page.as_uri()])
+    run_chromium([*argv, f"--screenshot={png}", "--hide-scrollbars", page.as_uri()])
     pixels = np.asarray(mpimg.imread(png))
     colours = np.unique(pixels.reshape(-1, pixels.shape[2]), axis=0)
     assert len(colours) > 50, "the screenshot is (nearly) blank"

@@ -25,6 +25,7 @@ from ml4t_pipeline.engine.feed.actions import ActionRows, load_actions
 from ml4t_pipeline.engine.feed.listings import Delistings
 from ml4t_pipeline.engine.feed.market_data import MarketData
 from ml4t_pipeline.engine.feed.panel import Calendar, Panel
+from ml4t_pipeline.engine.results.output import write_text
 from ml4t_pipeline.fingerprint import FileStat
 
 PANEL_FORMAT = "1"
@@ -116,7 +117,7 @@ def entry_files(data: PreparedData, stats: dict[str, FileStat]) -> dict[str, Any
     members: dict[str, Any] = {
         f"{name}.npy": functools.partial(_save_array, array) for name, array in arrays.items()
     }
-    members[MANIFEST] = functools.partial(_save_text, json.dumps(manifest, sort_keys=True))
+    members[MANIFEST] = functools.partial(write_text, json.dumps(manifest, sort_keys=True))
     return members
 
 
@@ -198,7 +199,3 @@ def _saveable_ids(assets: np.ndarray) -> np.ndarray:
 def _save_array(array: np.ndarray, path: Path) -> None:
     with path.open("wb") as handle:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _save_text(text: str, path: Path) -> None:
-    path.write_text(text, encoding="utf-8")

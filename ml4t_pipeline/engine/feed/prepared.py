@@ -222,7 +222,7 @@ def _store(root: Path, entry: Path, data: PreparedData, stats: dict[str, FileSta
     """Publish the entry as a whole and evict old ones; a cache that cannot be written only
     costs a rebuild next time (False)."""
     try:
-        publish_dir(entry, entry_files(data, stats), optional=_oldentry_files(entry))
+        publish_dir(entry, entry_files(data, stats), optional=_old_files(entry))
     except (OSError, ValueError):
         return False
     _evict(root, keep=entry)
@@ -245,7 +245,7 @@ def _load_checked(entry: Path, files: dict[str, Path], inputs: Inputs) -> Prepar
     return dataclasses.replace(found, entry=entry) if found is not None else None
 
 
-def _oldentry_files(entry: Path) -> list[str]:
+def _old_files(entry: Path) -> list[str]:
     """The files an existing entry holds (a stale entry is replaced as a whole)."""
     try:
         return [p.name for p in entry.iterdir() if not p.name.startswith(".")]

@@ -90,17 +90,17 @@ class BacktestResult:
         of an earlier run in `out_dir` goes with the old set.
         """
         members: dict[str, Callable[[Path], None]] = {
-            f"{name}.parquet": functools.partial(_write_table, getattr(self, name))
+            f"{name}.parquet": functools.partial(write_table, getattr(self, name))
             for name in TABLES
         }
         summary = self._summary_json()
-        members["summary.json"] = functools.partial(_write_text, summary)
-        members["state.json"] = functools.partial(_write_text, self.final_state.to_json())
+        members["summary.json"] = functools.partial(write_text, summary)
+        members["state.json"] = functools.partial(write_text, self.final_state.to_json())
         if report:
             from ml4t_pipeline.report.html import start_report
 
             pending = start_report(self._report_inputs(), drawing)
-            members[REPORT_FILE] = lambda path: _write_text(pending.html(), path)
+            members[REPORT_FILE] = lambda path: write_text(pending.html(), path)
         publish_dir(out_dir, members, optional=RESULT_FILES, lock_timeout_s=lock_timeout_s)
         return Path(out_dir)
 
@@ -156,12 +156,13 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def _write_table(frame: pl.DataFrame, path: Path) -> None:
+def write_table(frame: pl.DataFrame, path: Path) -> None:
+    """A result table as Parquet, without column statistics (the same rows, the same bytes)."""
     frame.write_parquet(path, statistics=False)
 
 
-def _write_text(text: str, path: Path) -> None:
-    path.write_text(text)
+def write_text(text: str, path: Path) -> None:
+    path.write_text(text, encoding="utf-8")
 
 
 def _deterministic(summary: dict[str, Any]) -> dict[str, Any]:
