@@ -12,6 +12,22 @@ from pathlib import Path
 from typing import Any
 
 SKIP_REASON = "no Chromium on this machine (chromium / chromium-browser on PATH)"
+#: a folder to keep the pages' screenshots in (e.g. docs), when set
+SCREENSHOT_DIR_ENV = "ML4T_REPORT_SCREENSHOT_DIR"
+_PROBE = """<script>
+window.addEventListener("load", () => {
+  const found = {
+    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+    fetched: performance.getEntriesByType("resource").map(e => e.name)
+      .filter(n => !n.startsWith("data:")),
+    %s
+  };
+  const out = document.createElement("pre");
+  out.id = "probe";
+  out.textContent = JSON.stringify(found);
+  document.body.appendChild(out);
+});
+</script>"""
 
 
 def find_chromium() -> str | None:
@@ -49,13 +65,15 @@ def run_chromium(argv: list[str]) -> str:
 
 
 def probe_page(
-    chromium: str, page: Path, work: Path, probe: str, window: tuple[int, int]
+    chromium: str, page: Path, work: Path, queries: str, window: tuple[int, int]
 ) -> dict[str, Any]:
-    """Load a copy of `page` with the `probe` script appended (it writes its findings as JSON
-    into a `<pre id="probe">` when the page has loaded) and return what it found."""
+    """Load a copy of `page` with a probe script appended, which reports, once the page has
+    loaded, its images (complete, width, height), what it fetched (anything but data: URLs)
+    and the page's own `queries` (JavaScript object entries, `name: expression,`)."""
     copy = work / "probe.html"
+    script = _PROBE % queries
     copy.write_text(
-        page.read_text(encoding="utf-8").replace("</body>", probe + "</body>"), encoding="utf-8"
+        page.read_text(encoding="utf-8").replace("</body>", script + "</body>"), encoding="utf-8"
     )
     dom = run_chromium([*headless_argv(chromium, work / "profile-dom", window), "--dump-dom",
                         copy.as_uri()])  # fmt: skip

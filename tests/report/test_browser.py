@@ -17,28 +17,23 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from tests.browser import SKIP_REASON, find_chromium, headless_argv, probe_page, run_chromium
+from tests.browser import (
+    SCREENSHOT_DIR_ENV,
+    SKIP_REASON,
+    find_chromium,
+    headless_argv,
+    probe_page,
+    run_chromium,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "report-example.html"
-SCREENSHOT_DIR_ENV = "ML4T_REPORT_SCREENSHOT_DIR"
 SCREENSHOT_NAME = "report.png"
 WINDOW = (1000, 1600)
-PROBE = """<script>
-window.addEventListener("load", () => {
-  const found = {
-    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+QUERIES = """
     headlineRows: document.querySelectorAll("#headline tbody tr").length,
     sections: [...document.querySelectorAll("section")].map(s => s.id),
-    fetched: performance.getEntriesByType("resource").map(e => e.name)
-      .filter(n => !n.startsWith("data:")),
-  };
-  const out = document.createElement("pre");
-  out.id = "probe";
-  out.textContent = JSON.stringify(found);
-  document.body.appendChild(out);
-});
-</script>"""
+"""
 
 
 def _chromium() -> str:
@@ -49,7 +44,7 @@ def _chromium() -> str:
 
 
 def _rendered(chromium: str, report: Path, work: Path) -> dict[str, Any]:
-    return probe_page(chromium, report, work, PROBE, WINDOW)
+    return probe_page(chromium, report, work, QUERIES, WINDOW)
 
 
 def _check(found: dict[str, Any]) -> None:

@@ -19,27 +19,22 @@ import yaml
 
 from ml4t_pipeline.cli import main
 from ml4t_pipeline.sample_data.real_stocks import SIGNAL, write_real_inputs
-from tests.browser import SKIP_REASON, find_chromium, headless_argv, probe_page, run_chromium
+from tests.browser import (
+    SCREENSHOT_DIR_ENV,
+    SKIP_REASON,
+    find_chromium,
+    headless_argv,
+    probe_page,
+    run_chromium,
+)
 
-SCREENSHOT_DIR_ENV = "ML4T_REPORT_SCREENSHOT_DIR"
 SCREENSHOT_NAME = "sweep.png"
 WINDOW = (1000, 1400)
-PROBE = """<script>
-window.addEventListener("load", () => {
-  const found = {
-    images: [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]),
+QUERIES = """
     heatTables: document.querySelectorAll("table.heat").length,
     heatCells: document.querySelectorAll("table.heat td[style]").length,
     headings: [...document.querySelectorAll("h2")].map(h => h.textContent),
-    fetched: performance.getEntriesByType("resource").map(e => e.name)
-      .filter(n => !n.startsWith("data:")),
-  };
-  const out = document.createElement("pre");
-  out.id = "probe";
-  out.textContent = JSON.stringify(found);
-  document.body.appendChild(out);
-});
-</script>"""
+"""
 
 
 def _sweep(folder: Path) -> Path:
@@ -68,7 +63,7 @@ def test_the_sweep_page_renders_offline(tmp_path: Path) -> None:
     if chromium is None:
         pytest.skip(SKIP_REASON)
     page = _sweep(tmp_path)
-    found = probe_page(chromium, page, tmp_path, PROBE, WINDOW)
+    found = probe_page(chromium, page, tmp_path, QUERIES, WINDOW)
     assert found["fetched"] == []
     assert found["headings"] == [
         "Selection luck",
